@@ -1,0 +1,232 @@
+"""Synthetic texture scenes: a smooth random partition, one Gaussian texture per region.
+
+A scene with K regions is drawn as follows (the notebook's recipe, generalised):
+
+1. partition: K=2 -- one white-noise field smoothed with ``partition_sigma`` and
+   thresholded at 0 (region 0 where it is > 0, the notebook's Omega_1); K>2 -- K
+   independent smoothed fields and the argmax over them (for K=2 both have the same law);
+2. textures: for each region k, white noise smoothed with ``texture_sigmas[k]``;
+3. the image takes texture k on region k, is smoothed once more with
+   ``smoothing_sigma`` (no jump at the interfaces) and normalised to [0, 1] per image.
+
+Noise is drawn in that order (partition, texture 0, texture 1, ...), each a
+standard-normal (B, 1, N, N) tensor (the partition (B, K, N, N) for K>2), so that for
+K=2 the result is the notebook's ``generate_data`` for the same random state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from texseg._validate import check_int, check_positive
+from texseg.data.kernels import gaussian_smooth
+from texseg.device import resolve_device
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Parameters of a synthetic texture scene.
+
+    Attributes:
+        image_size: N, images are N x N (>= 2).
+        partition_sigma: smoothness of the region boundaries, in pixels (> 0).
+        texture_sigmas: one texture correlation length per region (K >= 2 entries, > 0);
+            region k (label k) carries texture ``texture_sigmas[k]``.
+        smoothing_sigma: final smoothing of the whole image (> 0), or None for none.
+    """
+
+    image_size: int = 128
+    partition_sigma: float = 25.0
+    texture_sigmas: tuple[float, ...] = (1.0, 0.2)
+    smoothing_sigma: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        check_int("image_size", self.image_size, minimum=2)
+        check_positive("partition_sigma", self.partition_sigma)
+        sigmas = self.texture_sigmas
+        if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__len__"):
+            raise ValueError(f"texture_sigmas must be a sequence of >= 2 numbers > 0, got {sigmas!r}")
+        if len(sigmas) < 2:
+            raise ValueError(
+                f"texture_sigmas must have one entry per region and K >= 2 regions; got {len(sigmas)}"
+            )
+        for k, s in enumerate(sigmas):
+            check_positive(f"texture_sigmas[{k}]", s)
+        # Normalise to a tuple of floats so equal specs compare and serialise equal.
+        object.__setattr__(self, "texture_sigmas", tuple(float(s) for s in sigmas))
+        if self.smoothing_sigma is not None:
+            check_positive("smoothing_sigma", self.smoothing_sigma)
+
+    @property
+    def num_regions(self) -> int:
+        """K, the number of regions (and of label values)."""
+        return len(self.texture_sigmas)
+
+    @classmethod
+    def notebook(
+        cls, image_size: int = 128, sigma1: float = 1.0, sigma2: float = 0.2, sigma: float = 25.0
+    ) -> SceneSpec:
+        """The notebook's two-region scene: Omega_1 (label 0) has ``sigma1``, Omega_2 ``sigma2``."""
+        return cls(image_size, sigma, (sigma1, sigma2), 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``from_dict`` inverts it)."""
+        d = asdict(self)
+        d["texture_sigmas"] = list(self.texture_sigmas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SceneSpec:
+        """Build a spec from ``to_dict`` output; unknown keys are refused by name."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown scene key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "texture_sigmas" in d and isinstance(d["texture_sigmas"], list):
+            d["texture_sigmas"] = tuple(d["texture_sigmas"])
+        return cls(**d)
+
+
+def _check_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in _DTYPES.values():
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+           dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise from ``generator`` (on its own device) or the global RNG."""
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    # Draw where the generator lives so a CPU generator gives the same numbers for any
+    # target device, then move.
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def _normalize_01(image: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max normalisation to [0, 1], in the notebook's order of operations."""
+    image = image - image.amin(dim=(-2, -1), keepdim=True)
+    return image / image.amax(dim=(-2, -1), keepdim=True)
+
+
+def generate(
+    spec: SceneSpec,
+    batch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw a batch of scenes.
+
+    Args:
+        spec: the scene parameters.
+        batch_size: B >= 1.
+        generator: a ``torch.Generator`` to draw from; ``None`` uses (and advances) the
+            global RNG of ``device``, like the notebook.
+        device: where the result lives (None: CPU; 'auto': CUDA if available).
+        dtype: torch.float32 or torch.float64.
+
+    Returns:
+        image: (B, 1, N, N) ``dtype`` in [0, 1] (each image min 0, max 1);
+        labels: (B, 1, N, N) int64 in 0..K-1, label k carrying texture ``texture_sigmas[k]``.
+    """
+    if not isinstance(spec, SceneSpec):
+        raise ValueError(f"spec must be a SceneSpec, got {type(spec).__name__}")
+    check_int("batch_size", batch_size, minimum=1)
+    dev = resolve_device(device)
+    dtype = _check_dtype(dtype)
+    n, k = spec.image_size, spec.num_regions
+    shape = (batch_size, 1, n, n)
+
+    # 1. partition
+    if k == 2:
+        field_ = gaussian_smooth(_randn(shape, generator, dev, dtype), spec.partition_sigma)
+        labels = (field_ <= 0).long()  # region 0 (Omega_1) where the field is > 0
+    else:
+        fields = gaussian_smooth(_randn((batch_size, k, n, n), generator, dev, dtype), spec.partition_sigma)
+        labels = fields.argmax(dim=1, keepdim=True)
+
+    # 2. textures, composed in place of a K-way mask product
+    image = torch.zeros(shape, device=dev, dtype=dtype)
+    for region, sigma in enumerate(spec.texture_sigmas):
+        texture = gaussian_smooth(_randn(shape, generator, dev, dtype), sigma)
+        image = torch.where(labels == region, texture, image)
+
+    # 3. final smoothing and normalisation
+    if spec.smoothing_sigma is not None:
+        image = gaussian_smooth(image, spec.smoothing_sigma)
+    return _normalize_01(image), labels
+
+
+def generate_data(
+    batch_size: int,
+    image_size: int = 128,
+    sigma1: float = 1.0,
+    sigma2: float = 0.2,
+    sigma: float = 25.0,
+    *,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The notebook's ``generate_data``, same signature, defaults and outputs, fast.
+
+    After ``torch.manual_seed(s)`` (no ``generator``) it returns the notebook's images
+    for seed ``s``; with ``generator=torch.Generator().manual_seed(s)`` the same images
+    without touching the global RNG.
+
+    Args:
+        batch_size: B >= 1.
+        image_size: N >= 2.
+        sigma1: texture width in Omega_1 (> 0).
+        sigma2: texture width in Omega_2 (> 0).
+        sigma: partition smoothness (> 0).
+        generator, device, dtype: as in :func:`generate`.
+
+    Returns:
+        image: (B, 1, N, N) in [0, 1]; mask: (B, 1, N, N) ``dtype``, 1.0 on Omega_1.
+    """
+    spec = SceneSpec.notebook(image_size, sigma1, sigma2, sigma)
+    image, labels = generate(spec, batch_size, generator=generator, device=device, dtype=dtype)
+    return image, (labels == 0).to(dtype)
+
+
+def estimate_memory_bytes(spec: SceneSpec, batch_size: int, dtype: torch.dtype = torch.float32) -> int:
+    """Peak memory of :func:`generate`, roughly: a few (B, max(K,1)+4, N, N) buffers."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_field = batch_size * spec.image_size**2
+    return int(per_field * (max(spec.num_regions, 2) + 6) * max(itemsize, 8) + 8 * spec.image_size**2)
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """'float32' | 'float64' -> torch dtype (for CLI and config files)."""
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {name!r}")
+    return _DTYPES[name]
+
+
+
+
+def target_from_labels(labels: torch.Tensor, num_regions: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The training/evaluation target for a model of ``num_regions`` regions.
+
+    Two regions: the notebook's mask, 1.0 on Omega_1 (label 0) -- what a one-logit model
+    predicts. K > 2: the label map itself.
+
+    Args:
+        labels: (B, 1, N, N) int64 region labels.
+        num_regions: K.
+        dtype: float dtype of the binary mask.
+    """
+    return (labels == 0).to(dtype) if num_regions == 2 else labels
+
+
+__all__ = ["SceneSpec", "generate", "generate_data", "estimate_memory_bytes", "dtype_from_name",
+           "target_from_labels"]

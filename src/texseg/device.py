@@ -1,0 +1,56 @@
+"""Resolving the user's device choice."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Turn ``None | 'auto' | 'cpu' | 'cuda' | 'cuda:N' | torch.device`` into a usable device.
+
+    ``None`` means CPU; ``'auto'`` means CUDA when available, else CPU.
+
+    Raises:
+        ValueError: for an unknown device string, or CUDA requested where there is none.
+    """
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}"
+        ) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return dev
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up on ``device``.
+
+    CUDA: when the GPU supports bf16. CPU: only with AMX or AVX512-BF16 instructions;
+    elsewhere bf16 is emulated and slower than fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # private probes, so guard against their absence in other torch versions
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting ('auto', 'fp32', 'bf16'); None for fp32."""
+    if precision == "fp32" or (precision == "auto" and not fast_bf16(device)):
+        return None
+    return torch.bfloat16

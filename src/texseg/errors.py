@@ -1,0 +1,24 @@
+"""Exceptions that carry a message meant for the user.
+
+Library functions raise ``ValueError`` for a bad argument (the message names the
+argument and what is allowed) and :class:`TexsegError` subclasses for problems with
+files and runs. The CLI prints either as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TexsegError(Exception):
+    """Base class of texseg's user-facing errors (not argument errors)."""
+
+
+class CheckpointError(TexsegError):
+    """A run directory or weights file is missing, truncated, foreign or mismatched."""
+
+
+class RunDirError(TexsegError):
+    """A run directory cannot be created, written, or is in use."""
+
+
+class NonFiniteError(TexsegError):
+    """A model produced NaN outputs: training has diverged."""

@@ -1,0 +1,12 @@
+"""Evaluation: confusion-matrix based segmentation metrics."""
+
+from texseg.evaluation.evaluate import evaluate
+
+from texseg.evaluation.metrics import (
+    ConfusionMatrix,
+    metrics_from_confusion,
+    notebook_precision,
+    predict_labels,
+)
+
+__all__ = ["evaluate", "ConfusionMatrix", "metrics_from_confusion", "notebook_precision", "predict_labels"]

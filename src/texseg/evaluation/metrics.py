@@ -1,0 +1,237 @@
+"""Pixel metrics for texture segmentation, computed from one confusion matrix.
+
+Metrics are derived once from a confusion matrix accumulated over the whole
+evaluation set (:class:`ConfusionMatrix`), never averaged over batches, so the
+result does not depend on the batch size or on how pixels are split into batches.
+
+For a class ``k`` with ``TP`` (pixels of class ``k`` predicted ``k``), ``FP``
+(predicted ``k``, truly another class), ``FN`` (truly ``k``, predicted another
+class) and ``TN`` (all other pixels)::
+
+    accuracy  = (TP + TN) / (TP + FP + FN + TN)   # K > 2: trace(cm) / sum(cm)
+    iou       = TP / (TP + FP + FN)                # Jaccard index
+    dice      = 2 TP / (2 TP + FP + FN)            # == F1 score
+    precision = TP / (TP + FP)
+    recall    = TP / (TP + FN)                     # sensitivity
+
+Two regions (``K = 2``): the metrics are those of the positive class 1
+(``accuracy, iou, dice, precision, recall``). ``K > 2``: ``accuracy``, the macro
+averages ``mean_iou, mean_dice, mean_precision, mean_recall`` (unweighted mean over
+the K classes), per-class ``iou_k, dice_k, precision_k, recall_k`` and the aliases
+``iou, dice, precision, recall`` equal to the macro averages, so downstream code can
+always read ``iou``.
+
+Empty denominators: a class absent from both truth and prediction is segmented
+perfectly, so all its metrics are 1.0. Otherwise a 0/0 is a miss and counts 0.0:
+precision with no predicted pixels is 0.0 when the class is present in the truth,
+recall with no true pixels is 0.0 when the class was predicted. (IoU and Dice only
+have a 0/0 in the "absent from both" case.)
+
+The lab notebook's formula ``Precision = TP / (FP + FP)`` is a typo for
+``TP / (TP + FP)``; its reported "precision" was a different quantity altogether,
+see :func:`notebook_precision`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from texseg._validate import check_int
+
+__all__ = ["ConfusionMatrix", "metrics_from_confusion", "notebook_precision", "predict_labels"]
+
+
+def predict_labels(logits: Tensor) -> Tensor:
+    """Hard labels from logits.
+
+    Args:
+        logits: (B, C, H, W). C = 1: logit of the positive class, thresholded at 0
+            (probability 0.5). C > 1: one logit per class, argmax over channels.
+
+    Returns:
+        (B, 1, H, W) int64 labels in ``0..max(C, 2) - 1``.
+    """
+    if not isinstance(logits, Tensor) or logits.ndim != 4:
+        raise ValueError(f"logits must be a 4-D tensor (B, C, H, W), got {_describe(logits)}")
+    if logits.shape[1] == 1:
+        return (logits > 0).long()
+    return logits.argmax(dim=1, keepdim=True)
+
+
+def _describe(x: object) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _as_label_map(name: str, target: object, shape: torch.Size, num_classes: int) -> Tensor:
+    """Check a (B,1,H,W) / (B,H,W) target against ``shape`` and return it as int64 (B,1,H,W)."""
+    if not isinstance(target, Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(target).__name__}")
+    if target.ndim == 3:
+        target = target.unsqueeze(1)
+    if target.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} or {(shape[0], *shape[2:])}, "
+            f"got {tuple(target.shape)}"
+        )
+    if num_classes == 2:
+        # Binary masks are usually float; accept any dtype but only exact 0/1 values.
+        if not bool(((target == 0) | (target == 1)).all()):
+            raise ValueError(f"{name} must be a 0/1 mask for num_classes=2")
+    else:
+        if target.is_floating_point() or target.is_complex():
+            raise ValueError(
+                f"{name} must be an integer label map for num_classes={num_classes}, got {target.dtype}"
+            )
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+            raise ValueError(f"{name} values must be in [0, {num_classes - 1}]")
+    return target.long()
+
+
+class ConfusionMatrix:
+    """Accumulates one (K, K) confusion matrix over an evaluation set.
+
+    Rows are true classes, columns predicted classes. The state lives on the device of
+    the logits passed to :meth:`update`.
+
+    Args:
+        num_classes: number of regions K >= 2 (K = 2 expects C = 1 logits, K > 2 expects C = K).
+
+    Example::
+
+        cm = ConfusionMatrix(2)
+        for images, masks in loader:
+            cm.update(model(images), masks)
+        metrics = cm.compute()
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self._matrix: Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget all accumulated counts."""
+        self._matrix = None
+
+    @torch.no_grad()
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        """Add one batch.
+
+        Args:
+            logits: (B, C, H, W) with C = 1 for K = 2, else C = K.
+            target: (B, 1, H, W) or (B, H, W); 0/1 mask for K = 2, int labels 0..K-1 otherwise.
+        """
+        k = self.num_classes
+        channels = 1 if k == 2 else k
+        if not isinstance(logits, Tensor) or logits.ndim != 4 or logits.shape[1] != channels:
+            raise ValueError(
+                f"logits must have shape (B, {channels}, H, W) for num_classes={k}, "
+                f"got {_describe(logits)}"
+            )
+        if logits.is_floating_point() and bool(logits.isnan().any()):
+            # NaN would silently become class 0 (threshold) or an arbitrary argmax.
+            raise ValueError("logits must not contain NaN")
+        target = _as_label_map("target", target, logits.shape[:1] + (1,) + logits.shape[2:], k)
+        preds = predict_labels(logits)
+        batch = multiclass_confusion_matrix(
+            preds.flatten(), target.to(logits.device).flatten(), k, validate_args=False
+        ).long()
+        if self._matrix is None:
+            self._matrix = batch
+        else:
+            self._matrix = self._matrix.to(batch.device) + batch
+
+    @property
+    def matrix(self) -> Tensor:
+        """(K, K) int64 counts, rows = true class, cols = predicted class (a copy)."""
+        if self._matrix is None:
+            return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        return self._matrix.clone()
+
+    def compute(self) -> dict[str, float]:
+        """Metrics of the accumulated matrix, see :func:`metrics_from_confusion`."""
+        if self._matrix is None or int(self._matrix.sum()) == 0:
+            raise RuntimeError("ConfusionMatrix.compute() called before any pixel was passed to update()")
+        return metrics_from_confusion(self._matrix)
+
+
+def _safe_ratio(num: Tensor, den: Tensor, empty: Tensor) -> Tensor:
+    """``num / den``; 0/0 gives 1.0 where ``empty`` (class absent everywhere), else 0.0."""
+    fallback = empty.to(num.dtype)
+    return torch.where(den > 0, num / den.clamp(min=1), fallback)
+
+
+def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
+    """Segmentation metrics from a confusion matrix (rows = true, cols = predicted).
+
+    Args:
+        cm: (K, K) non-negative counts, K >= 2.
+
+    Returns:
+        K = 2: ``accuracy, iou, dice, precision, recall`` of class 1.
+        K > 2: ``accuracy``, ``mean_*`` and ``iou/dice/precision/recall`` (macro means),
+        and per-class ``iou_k, dice_k, precision_k, recall_k``. See the module docstring.
+    """
+    if not isinstance(cm, Tensor) or cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 2:
+        raise ValueError(f"cm must be a square (K, K) tensor with K >= 2, got {_describe(cm)}")
+    cm = cm.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(cm).all()) or bool((cm < 0).any()):
+        raise ValueError("cm must contain finite non-negative counts")
+    total = cm.sum()
+    if total == 0:
+        raise ValueError("cm must contain at least one count, got an all-zero matrix")
+
+    tp = cm.diagonal()
+    fp = cm.sum(dim=0) - tp
+    fn = cm.sum(dim=1) - tp
+    absent = (tp + fp + fn) == 0  # class neither in truth nor in prediction
+    per_class = {
+        "iou": _safe_ratio(tp, tp + fp + fn, absent),
+        "dice": _safe_ratio(2 * tp, 2 * tp + fp + fn, absent),
+        "precision": _safe_ratio(tp, tp + fp, absent),
+        "recall": _safe_ratio(tp, tp + fn, absent),
+    }
+    out = {"accuracy": float(tp.sum() / total)}
+    k = cm.shape[0]
+    if k == 2:
+        out.update({name: float(v[1]) for name, v in per_class.items()})
+        return out
+    for name, v in per_class.items():
+        mean = float(v.mean())
+        out[f"mean_{name}"] = mean
+        out[name] = mean
+    for name, v in per_class.items():
+        out.update({f"{name}_{i}": float(v[i]) for i in range(k)})
+    return out
+
+
+def notebook_precision(probabilities: Tensor, mask: Tensor) -> float:
+    """The lab notebook's "precision", kept only to reproduce its numbers.
+
+    Probabilities below 0.1 are set to 0 and above 0.9 to 1; the result is the fraction
+    of pixels where this clipped value *exactly* equals the 0/1 mask. Pixels with a
+    probability in [0.1, 0.9] therefore always count as wrong. This is neither
+    precision (TP / (TP + FP)) nor accuracy at threshold 0.5: it is an accuracy in which
+    every unconfident pixel is an error, so it rewards saturating the sigmoid. The notebook also
+    averaged it over training batches with the model in train mode, so its numbers
+    are not comparable to :func:`metrics_from_confusion` on a held-out set.
+
+    Args:
+        probabilities: (B, 1, H, W) probabilities of the positive class, in [0, 1].
+        mask: (B, 1, H, W) or (B, H, W) 0/1 mask.
+
+    Returns:
+        Fraction of matching pixels in [0, 1].
+    """
+    if not isinstance(probabilities, Tensor) or probabilities.ndim != 4 or probabilities.shape[1] != 1:
+        raise ValueError(f"probabilities must have shape (B, 1, H, W), got {_describe(probabilities)}")
+    if probabilities.numel() == 0:
+        raise ValueError("probabilities must not be empty")
+    p = probabilities.detach()
+    p = p if p.is_floating_point() else p.float()
+    if not bool(((p >= 0) & (p <= 1)).all()):  # also rejects NaN
+        raise ValueError("probabilities must be in [0, 1] (apply sigmoid to logits first)")
+    target = _as_label_map("mask", mask, p.shape, 2).to(p.device, p.dtype)
+    clipped = torch.where(p < 0.1, 0.0, torch.where(p > 0.9, 1.0, p))
+    return float((clipped == target).double().mean())

@@ -1,0 +1,102 @@
+"""Figures: sample panels and learning curves, written as PNG files.
+
+Uses matplotlib's object API with the Agg canvas, so nothing depends on (or changes)
+the global pyplot state or a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from texseg.io import atomic_path
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
+    """Render ``fig`` to a PNG at ``path`` atomically."""
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        # Fixed metadata so the same figure gives the same bytes.
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+
+
+def samples_figure(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    predictions: torch.Tensor | None = None,
+    *,
+    num_regions: int = 2,
+    titles: Sequence[str] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """A grid with one row per sample: input | true mask [| prediction].
+
+    Args:
+        images: (B, 1, H, W) in [0, 1].
+        labels: (B, 1, H, W) region labels (or 0/1 masks).
+        predictions: optional (B, 1, H, W) predicted labels or probabilities.
+        num_regions: K, to fix the colour scale of label maps.
+        titles: optional per-row titles.
+        suptitle: optional figure title.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    cols = 3 if predictions is not None else 2
+    rows = images.shape[0]
+    fig = Figure(figsize=(3.0 * cols, 3.0 * rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    headers = ["input image", "true mask", "prediction"]
+    vmax = max(num_regions - 1, 1)
+    for r in range(rows):
+        panels = [(images[r, 0], "gray", 0, 1), (labels[r, 0], "viridis", 0, vmax)]
+        if predictions is not None:
+            panels.append((predictions[r, 0], "viridis", 0, vmax))
+        for c, (arr, cmap, lo, hi) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(arr.detach().float().cpu().numpy(), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(headers[c])
+        if titles is not None:
+            axes[r, 0].set_ylabel(titles[r])
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def curves_figure(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    logy: bool = False,
+) -> Figure:
+    """One line per named series of (x, y) points.
+
+    Args:
+        series: name -> (xs, ys).
+        xlabel, ylabel, title: axis labels and title.
+        logy: logarithmic y axis (for losses).
+    """
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for name, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), label=name, marker="." if len(xs) < 30 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    return fig

@@ -1,0 +1,73 @@
+"""Optimizers and learning-rate schedules, built from a :class:`TrainConfig`.
+
+Schedules are functions of *progress* in [0, 1] rather than of the step count,
+because a time-budgeted run does not know its number of steps in advance: progress
+is ``max(step / iterations, elapsed / time_budget)``, whichever limit is nearer.
+torch's schedulers count steps, so the factor is applied to ``param_groups`` directly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from texseg.training.config import TrainConfig
+
+
+def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer`` over ``model``'s parameters.
+
+    ``sgd`` is plain SGD (momentum 0 unless ``nesterov``), ``momentum`` is SGD with
+    ``config.momentum`` -- the notebook's two SGD variants.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    name, lr, wd = config.optimizer, config.lr, config.weight_decay
+    if name in ("sgd", "momentum"):
+        momentum = config.momentum if (name == "momentum" or config.nesterov) else 0.0
+        if config.nesterov and momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=config.nesterov, weight_decay=wd)
+    if name == "rmsprop":
+        # The notebook used RMSprop's defaults (momentum 0).
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"optimizer must be one of sgd, momentum, rmsprop, adam, adamw; got {name!r}")
+
+
+def lr_factor(schedule: str, progress: float, warmup: float = 0.0) -> float:
+    """Multiplier of the base learning rate at ``progress`` in [0, 1].
+
+    Args:
+        schedule: ``constant``; ``cosine`` (half cosine from 1 to 0); ``onecycle``
+            (ramp from 1/25 to 1 over the first 30%, then cosine down to 1/25e4, the
+            shape of ``torch.optim.lr_scheduler.OneCycleLR``).
+        progress: fraction of the run done.
+        warmup: linear warm-up from 0 over this fraction of the run (on top of the schedule).
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        f = 1.0
+    elif schedule == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * p))
+    elif schedule == "onecycle":
+        peak, start, end = 0.3, 1 / 25, 1 / 25e4
+        if p < peak:
+            f = start + (1 - start) * 0.5 * (1 - math.cos(math.pi * p / peak))
+        else:
+            f = end + (1 - end) * 0.5 * (1 + math.cos(math.pi * (p - peak) / (1 - peak)))
+    else:
+        raise ValueError(f"schedule must be one of constant, cosine, onecycle; got {schedule!r}")
+    if warmup > 0 and p < warmup:
+        f *= p / warmup
+    return f
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

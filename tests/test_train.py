@@ -1,0 +1,246 @@
+"""The training loop, run directories, checkpoints and schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import texseg
+from texseg.errors import CheckpointError, RunDirError
+from texseg.training.config import TrainConfig
+from texseg.training.loop import train
+from texseg.training.optim import lr_factor
+from texseg.training.rundir import RunDir, read_metrics
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(image_size=32, model="cnn", model_kwargs={"num_channels": 4}, iterations=6, time_budget=None,
+                eval_every=3, val_size=4, batch_size=2, lr=1e-2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_run_directory_contents(tmp_path):
+    result = train(tiny(), tmp_path / "run", progress=False)
+    run = result.run_dir
+    assert result.status == "completed"
+    for name in ("config.json", "model.json", "model.safetensors", "metrics.csv", "summary.json",
+                 "samples.png", "curves.png"):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [3, 6]
+    assert all(0 <= r["val_iou"] <= 1 and r["train_seconds"] > 0 for r in rows)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 6 and summary["status"] == "completed"
+    assert summary["val"]["iou"] == pytest.approx(rows[-1]["val_iou"], abs=1e-5)
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == tiny()
+
+
+def test_saved_model_reloads_and_predicts_like_the_trained_one(tmp_path):
+    result = train(tiny(), tmp_path / "run", progress=False)
+    model = texseg.load_model(result.run_dir)
+    assert not model.training
+    images, _ = texseg.generate_data(3, 32, 0.2, 1.2, 6.4, generator=torch.Generator().manual_seed(1))
+    probs = texseg.predict(model, images)
+    assert probs.shape == (3, 1, 32, 32) and probs.min() >= 0 and probs.max() <= 1
+    # The reloaded weights reproduce the run's final validation metrics exactly.
+    from texseg.data import generate, target_from_labels
+    from texseg.evaluation import evaluate
+
+    cfg = tiny()
+    img, lab = generate(cfg.scene(), cfg.val_size, generator=torch.Generator().manual_seed(cfg.val_seed))
+    metrics = evaluate(model, img, target_from_labels(lab, 2), 2)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert metrics["iou"] == pytest.approx(summary["val"]["iou"], abs=1e-9)
+
+
+def test_same_seed_same_result_different_seed_different(tmp_path):
+    a = train(tiny(), tmp_path / "a", progress=False)
+    b = train(tiny(), tmp_path / "b", progress=False)
+    c = train(tiny(seed=1), tmp_path / "c", progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(a.run_dir)) == strip(read_metrics(b.run_dir))
+    wa, wb = (load_file(r.run_dir / "model.safetensors") for r in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a.run_dir / "model.safetensors").read_bytes() == (b.run_dir / "model.safetensors").read_bytes()
+    assert strip(read_metrics(a.run_dir)) != strip(read_metrics(c.run_dir))
+
+
+def test_time_budget_stops_training_and_excludes_evaluation(tmp_path):
+    result = train(tiny(iterations=None, time_budget=0.6, eval_every=1000), tmp_path / "run", progress=False)
+    s = result.summary
+    assert 0.6 <= s["train_seconds"] < 0.6 + 1.0
+    assert s["iterations"] >= 1 and s["eval_seconds"] > 0
+
+
+def test_training_learns_the_easy_task(tmp_path):
+    """A real signal, not a stub: a small CNN beats chance clearly in a few seconds."""
+    cfg = tiny(iterations=80, eval_every=80, val_size=16, batch_size=8, sigma1=0.2, sigma2=3.0, lr=1e-2,
+               model_kwargs={"num_channels": 8})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.summary["val"]["accuracy"] > 0.8
+
+
+def test_three_regions_train_and_reload(tmp_path):
+    result = train(tiny(regions=3, loss="ce", sigmas=[0.2, 1.0, 3.0]), tmp_path / "run", progress=False)
+    assert "mean_iou" in result.summary["val"]
+    model = texseg.load_model(result.run_dir)
+    probs = texseg.predict(model, torch.rand(2, 1, 32, 32))
+    assert probs.shape == (2, 3, 32, 32)
+    assert torch.allclose(probs.sum(1), torch.ones(2, 32, 32), atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce", "dice", "bce+dice"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "rmsprop", "adam", "adamw"])
+def test_every_loss_and_optimizer_runs(tmp_path, loss, optimizer):
+    result = train(tiny(loss=loss, optimizer=optimizer, iterations=2, eval_every=2, lr=1e-3),
+                   tmp_path / "run", progress=False)
+    assert result.status == "completed"
+
+
+def test_divergence_keeps_the_last_good_weights(tmp_path):
+    cfg = tiny(optimizer="sgd", loss="mse", lr=1e12, iterations=50, eval_every=1, model="cnn")
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.status == "diverged"
+    assert "at step" in result.summary["message"]
+    model = texseg.load_model(result.run_dir)
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())
+    assert json.loads((result.run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    result = train(tiny(), tmp_path / "run", progress=False)
+    before = {p.name: p.read_bytes() for p in result.run_dir.iterdir() if p.is_file()}
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train(tiny(seed=3), tmp_path / "run", progress=False)
+    after = {p.name: p.read_bytes() for p in result.run_dir.iterdir() if p.is_file()}
+    assert before == after
+
+
+def test_a_second_writer_is_locked_out(tmp_path):
+    with RunDir(tmp_path / "run"):
+        with pytest.raises(RunDirError, match="in use"):
+            RunDir(tmp_path / "run")
+    RunDir(tmp_path / "run").close()  # free again once the first closes
+
+
+def test_seed_cnn_warns_and_is_evaluated_in_eval_mode(tmp_path):
+    result = train(tiny(model="seed-cnn", model_kwargs={}), tmp_path / "run", progress=False)
+    assert any("BatchNorm" in n for n in result.summary["notes"])
+
+
+# ------------------------------------------------------------------ checkpoint files
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    return train(tiny(), tmp_path_factory.mktemp("saved") / "run", progress=False).run_dir
+
+
+def _copy(run, dst):
+    dst.mkdir()
+    for p in run.iterdir():
+        if p.is_file():
+            (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        texseg.load_model(tmp_path)
+
+
+def test_truncated_checkpoint(saved_run, tmp_path):
+    run = _copy(saved_run, tmp_path / "r")
+    data = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="safetensors"):
+        texseg.load_model(run)
+
+
+def test_pickle_renamed_safetensors_is_refused_and_never_run(saved_run, tmp_path):
+    run = _copy(saved_run, tmp_path / "r")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (run / "model.safetensors").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError):
+        texseg.load_model(run)
+    assert not marker.exists()
+
+
+def test_checkpoint_of_another_architecture(saved_run, tmp_path):
+    run = _copy(saved_run, tmp_path / "r")
+    info = json.loads((run / "model.json").read_text())
+    info["kwargs"]["num_channels"] = 8  # weights have 4 channels
+    (run / "model.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        texseg.load_model(run)
+
+
+def test_foreign_model_json(saved_run, tmp_path):
+    run = _copy(saved_run, tmp_path / "r")
+    (run / "model.json").write_text(json.dumps({"format": "texseg-model", "name": "resnet9000", "kwargs": {},
+                                                "num_regions": 2}))
+    with pytest.raises(CheckpointError, match="resnet9000"):
+        texseg.load_model(run)
+
+
+# ------------------------------------------------------------------------- schedules
+def test_schedules():
+    assert lr_factor("constant", 0.7) == 1.0
+    assert lr_factor("cosine", 0.0) == 1.0 and lr_factor("cosine", 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor("cosine", 0.5) == pytest.approx(0.5)
+    peak = max(range(101), key=lambda i: lr_factor("onecycle", i / 100))
+    assert peak == 30 and lr_factor("onecycle", 0.0) == pytest.approx(1 / 25)
+    assert lr_factor("constant", 0.05, warmup=0.1) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor("linear", 0.5)
+
+
+# ---------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "changes,name",
+    [
+        (dict(lr=-1.0), "lr"), (dict(lr=math.nan), "lr"), (dict(lr=math.inf), "lr"),
+        (dict(batch_size=0), "batch_size"), (dict(iterations=0), "iterations"),
+        (dict(time_budget=0.0), "time_budget"), (dict(time_budget=math.nan), "time_budget"),
+        (dict(optimizer="lbfgs"), "optimizer"), (dict(schedule="step"), "schedule"),
+        (dict(image_size=8), "image_size"), (dict(regions=1), "regions"),
+        (dict(sigmas=[1.0]), "sigmas"), (dict(seed=987654321), "seed"),
+        (dict(iterations=None, time_budget=None), "iterations"),
+    ],
+)
+def test_bad_config_values_name_the_field(changes, name):
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**changes).validate()
+
+
+def test_config_files_refuse_unknown_keys_and_wrong_types(tmp_path):
+    with pytest.raises(ValueError, match="lrr"):
+        TrainConfig.from_dict({"lrr": 0.1})
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig.from_dict({"lr": "fast"})
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig.from_dict({"batch_size": 2.5})
+    bad = tmp_path / "c.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        TrainConfig.from_json_file(bad)
+
+
+def test_asking_for_iterations_drops_the_default_time_budget():
+    assert TrainConfig.from_dict({"iterations": 5}).time_budget is None
+    assert TrainConfig.from_dict({"iterations": 5, "time_budget": 2.0}).time_budget == 2.0
+
+
+def test_unknown_model_lists_valid_names(tmp_path):
+    with pytest.raises(ValueError, match="unet"), warnings.catch_warnings():
+        train(tiny(model="resnet"), tmp_path / "r", progress=False)
