@@ -149,7 +149,7 @@ def test_low_precision_logits_give_float32_loss(binary_batch):
 
 def test_unknown_name_lists_valid_names():
     valid = r"mse, bce, dice, bce\+dice, ce, ce\+dice"
-    with pytest.raises(ValueError, match=f"name must be one of {valid}"):
+    with pytest.raises(ValueError, match=f"loss must be one of {valid}"):
         create_loss("focal")
 
 

@@ -46,17 +46,17 @@ class TrainConfig:
     model: str = _opt("registered model name (see `texseg models`)", default="unet")
     model_kwargs: dict[str, Any] = _opt("constructor arguments of the model", default_factory=dict)
     # objective and optimisation
-    loss: str = _opt("loss: mse, bce, dice, bce+dice (2 regions); ce, dice, ce+dice, mse (K>2)",
-                     default="bce")
+    loss: str | None = _opt("loss: mse, bce, dice, bce+dice (2 regions); ce, dice, ce+dice, mse (K>2); "
+                            "default bce for 2 regions, ce for more", default=None)
     optimizer: str = _opt("sgd, momentum (SGD + momentum), rmsprop, adam, adamw", default="adam")
-    lr: float = _opt("learning rate", default=3e-3)
+    lr: float = _opt("learning rate", default=1e-2)
     momentum: float = _opt("momentum of the `momentum` optimizer (and of sgd with --nesterov)", default=0.9)
     nesterov: bool = _opt("Nesterov momentum (sgd/momentum)", default=False)
     weight_decay: float = _opt("weight decay", default=0.0)
     schedule: str = _opt("learning-rate schedule over the run: constant, cosine, onecycle",
                          default="cosine")
     warmup: float = _opt("linear warm-up, as a fraction of the run (0..0.5)", default=0.0)
-    batch_size: int = _opt("training images per step", default=8)
+    batch_size: int = _opt("training images per step", default=4)
     # length of the run: whichever comes first
     iterations: int | None = _opt("stop after this many steps", default=None)
     time_budget: float | None = _opt("stop after this many seconds of training (eval excluded)",
@@ -67,7 +67,7 @@ class TrainConfig:
     val_seed: int = _opt("seed of the validation set (never the training stream)", default=987654321)
     # run
     seed: int = _opt("seed of the initial weights and the training stream", default=0)
-    device: str = _opt("auto, cpu, cuda or cuda:N", default="cpu")
+    device: str = _opt("auto (CUDA if available), cpu, cuda or cuda:N", default="auto")
     threads: int | None = _opt("CPU threads for torch; default all cores", default=None)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", default="auto")
@@ -88,6 +88,13 @@ class TrainConfig:
             return [self.sigma1, self.sigma2]
         ratio = (self.sigma2 / self.sigma1) ** (1 / (self.regions - 1))
         return [self.sigma1 * ratio**k for k in range(self.regions)]
+
+    @property
+    def loss_name(self) -> str:
+        """The loss to use: ``loss``, or bce (two regions) / ce (K > 2) by default."""
+        if self.loss is not None:
+            return self.loss
+        return "bce" if self.regions == 2 else "ce"
 
     @property
     def model_num_classes(self) -> int:
@@ -143,6 +150,12 @@ class TrainConfig:
         if self.threads is not None:
             check_int("threads", self.threads, minimum=1, maximum=1024)
         check_choice("precision", self.precision, PRECISIONS)
+        # Names are checked here too, so a bad config fails before any work starts.
+        from texseg.models import list_models
+        from texseg.training.losses import create_loss
+
+        check_choice("model", self.model, list_models())
+        create_loss(self.loss_name, self.regions)
         self.scene()  # the scene's own checks
         return self
 

@@ -104,7 +104,7 @@ def train(
     # channels_last is the layout oneDNN/cuDNN convolutions are fastest in.
     model.to(device, memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(config.precision, device)
-    loss_fn = create_loss(config.loss, k)
+    loss_fn = create_loss(config.loss_name, k)
     optimizer = create_optimizer(model, config)
     train_gen = torch.Generator(device=device).manual_seed(config.seed)
     val_images, val_labels = generate(

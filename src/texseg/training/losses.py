@@ -68,12 +68,12 @@ class SegmentationLoss(nn.Module):
     def __init__(self, name: str, num_classes: int = 2) -> None:
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
-        self.name = check_choice("name", name, LOSSES)
+        self.name = check_choice("loss", name, LOSSES)
         valid = list_losses(self.num_classes)
         if name not in valid:
             hint = "; use 'bce' or 'bce+dice' for two regions" if name in _MULTICLASS_ONLY else ""
             raise ValueError(
-                f"name {name!r} is not valid for num_classes={self.num_classes}: "
+                f"loss {name!r} is not valid for num_classes={self.num_classes}: "
                 f"valid losses are {', '.join(valid)}{hint}"
             )
         self.terms = tuple(name.split("+"))
