@@ -79,7 +79,7 @@ def notebook_loop(steps: int = 2) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
-        x, omega_1, _ = notebook_generate_data(8, 128, 0.2, 1.2, 128 / 5)
+        x, omega_1, _ = notebook_generate_data(8, 128, 0.2, 1.2, 128 / 5, dtype=torch.float32)
         opt.zero_grad()
         loss = torch.mean((model(x) - omega_1) ** 2)
         loss.backward()

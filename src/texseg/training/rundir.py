@@ -91,6 +91,10 @@ class RunDir:
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Add one evaluation row and rewrite ``metrics.csv`` whole (atomic, small)."""
         self.rows.append(row)
+        self.rewrite_metrics()
+
+    def rewrite_metrics(self) -> None:
+        """Write ``metrics.csv`` from :attr:`rows`."""
         columns: list[str] = []
         for r in self.rows:
             columns += [c for c in r if c not in columns]

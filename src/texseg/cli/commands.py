@@ -1,121 +1,28 @@
-"""The ``texseg`` command line: a thin layer over the library.
-
-Options of ``texseg train`` are generated from :class:`TrainConfig`'s fields (name, type,
-help), so the CLI, config files and the Python API cannot drift apart. Every error a
-user can cause ends as one line on stderr and a non-zero exit code, never a traceback.
-"""
+"""The core commands: generate, train, eval, models."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from texseg.errors import TexsegError
-
-EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
-SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing")
-
-
-# --------------------------------------------------------------------------- helpers
-def _parse_floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _parse_kv(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["base_width=32", "norm=group"]`` -> ``{"base_width": 32, "norm": "group"}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="'--model-arg'")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a bare string such as norm=group
-    return out
-
-
-def config_options(cls: type, only: Sequence[str] | None = None) -> Callable[[Callable], Callable]:
-    """Decorator adding one click option per dataclass field of ``cls``.
-
-    Every option defaults to ``None`` so that the command can tell which ones the user
-    gave (they override a config file); the field's default is shown in the help.
-    """
-
-    def decorator(f: Callable) -> Callable:
-        for fld in reversed(dataclasses.fields(cls)):
-            if only is not None and fld.name not in only:
-                continue
-            flag = "--" + fld.name.replace("_", "-")
-            help_ = fld.metadata.get("help", "")
-            default = (fld.default_factory() if fld.default_factory is not dataclasses.MISSING  # type: ignore[misc]
-                       else fld.default)
-            if default not in (None, {}, []):
-                help_ += f"  [default: {default}]"
-            kind = str(fld.type).replace(" | None", "")
-            if kind == "bool":
-                f = click.option(f"{flag}/--no-{flag[2:]}", fld.name, default=None, help=help_)(f)
-            elif kind == "dict[str, Any]":
-                f = click.option("--model-arg", fld.name, multiple=True, metavar="KEY=VALUE",
-                                 help="model constructor argument, repeatable (e.g. base_width=32)")(f)
-            elif kind == "list[float]":
-                f = click.option(flag, fld.name, default=None, metavar="S0,S1,...", help=help_)(f)
-            else:
-                ptype = {"int": click.INT, "float": click.FLOAT}.get(kind, click.STRING)
-                f = click.option(flag, fld.name, type=ptype, default=None, help=help_)(f)
-        return f
-
-    return decorator
-
-
-def _given(options: dict[str, Any]) -> dict[str, Any]:
-    """The options the user actually gave, converted to config values."""
-    out = {}
-    for key, value in options.items():
-        if value is None or value == ():
-            continue
-        if key == "sigmas":
-            value = _parse_floats(value)
-        elif key == "model_kwargs":
-            value = _parse_kv(value)
-        out[key] = value
-    return out
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
-
-
-def _metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
-    keys = ["iou", "dice", "accuracy", "precision", "recall", "loss"]
-    keys += sorted(k for k in metrics if k not in keys)
-    return [(k, f"{metrics[k]:.4f}") for k in keys if k in metrics]
-
-
-# -------------------------------------------------------------------------- commands
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="texseg")
-def cli() -> None:
-    """texseg: neural segmentation of controllable synthetic textures.
-
-    Typical session: `texseg generate` to look at the data, `texseg train` to train
-    the default model for 30 s, `texseg eval RUN_DIR` to measure it again.
-    """
+from texseg.cli import cli
+from texseg.cli._options import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    SCENE_FIELDS,
+    config_options,
+    given_options,
+    metric_rows,
+    table,
+)
+from texseg.training.config import TrainConfig
 
 
 @cli.command()
-@config_options(__import__("texseg.training.config", fromlist=["TrainConfig"]).TrainConfig, only=SCENE_FIELDS)
+@config_options(TrainConfig, only=SCENE_FIELDS)
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of the generator")
 @click.option("--rows", type=click.INT, default=4, show_default=True, help="samples in the picture")
 @click.option("--picture", type=click.Path(dir_okay=False), default=None,
@@ -136,9 +43,8 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
     from texseg.data import generate as draw, target_from_labels
     from texseg.data.export import export_dataset
     from texseg.plots import samples_figure, save_figure
-    from texseg.training.config import TrainConfig
 
-    config = TrainConfig.from_dict(_given(scene_options)).validate()
+    config = TrainConfig.from_dict(given_options(scene_options)).validate()
     spec = config.scene()
     check_int("--seed", seed, minimum=0)
     check_int("--rows", rows, minimum=1, maximum=64)
@@ -165,28 +71,39 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
               help="JSON file of training options (command-line options override it)")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="run directory  [default: runs/<timestamp>-<model>]")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="continue the interrupted run in this directory (with its own config)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-@config_options(__import__("texseg.training.config", fromlist=["TrainConfig"]).TrainConfig)
-def train(config_file: str | None, out: str | None, quiet: bool, **options: Any) -> int:
+@config_options(TrainConfig)
+def train(config_file: str | None, out: str | None, resume: str | None, quiet: bool, **options: Any) -> int:
     """Train a model on freshly generated scenes; write a run directory.
 
     With no options: texseg's best default (a U-Net) at the notebook's difficulty
     (sigma1=0.2, sigma2=1.2, sigma=N/5, N=128) for 30 s of CPU training.
-    """
-    from texseg.training.config import TrainConfig
-    from texseg.training.loop import COMPLETED, DIVERGED, train as run_training
 
-    base = TrainConfig.from_json_file(config_file) if config_file else None
-    config = TrainConfig.from_dict(_given(options), base=base).validate()
-    result = run_training(config, out, progress=not quiet)
+    Ctrl-C (or SIGTERM) stops between two steps, saves everything and exits with code
+    130; `texseg train --resume RUN_DIR` continues such a run where it stopped.
+    """
+    from texseg.training.loop import COMPLETED, DIVERGED, resume_training, train as run_training
+
+    if resume is not None:
+        given = sorted(k for k, v in given_options(options).items())
+        if given or config_file or out:
+            extra = ", ".join("--" + k.replace("_", "-") for k in given) or ("--config" if config_file else "--out")
+            raise click.UsageError(f"--resume continues a run with its own config.json; drop {extra}")
+        result = resume_training(resume, progress=not quiet)
+    else:
+        base = TrainConfig.from_json_file(config_file) if config_file else None
+        config = TrainConfig.from_dict(given_options(options), base=base).validate()
+        result = run_training(config, out, progress=not quiet)
     s = result.summary
     click.echo(f"\nrun: {result.run_dir}   status: {result.status}" + (f" ({s['message']})" if s["message"] else ""))
     rows = [("model", f"{s['model']} ({s['parameters']:,} parameters)"),
             ("iterations", f"{s['iterations']}"),
             ("training time", f"{s['train_seconds']:.1f} s ({s['it_per_s']:.1f} it/s)"),
             ("evaluation time", f"{s['eval_seconds']:.1f} s")]
-    rows += [(f"val {k}", v) for k, v in _metric_rows(s["val"])]
-    click.echo(_table(rows))
+    rows += [(f"val {k}", v) for k, v in metric_rows(s["val"])]
+    click.echo(table(rows))
     for note in s["notes"]:
         click.echo(f"note: {note}")
     if result.status == COMPLETED:
@@ -196,7 +113,7 @@ def train(config_file: str | None, out: str | None, quiet: bool, **options: Any)
 
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path())
-@config_options(__import__("texseg.training.config", fromlist=["TrainConfig"]).TrainConfig, only=SCENE_FIELDS)
+@config_options(TrainConfig, only=SCENE_FIELDS)
 @click.option("--count", type=click.INT, default=256, show_default=True, help="held-out scenes")
 @click.option("--seed", type=click.INT, default=2024, show_default=True, help="seed of the held-out set")
 @click.option("--batch-size", type=click.INT, default=32, show_default=True)
@@ -223,10 +140,8 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     model = load_model(run_dir, device=dev)
     info = model.texseg_info
     trained = SceneSpec.from_dict(info["scene"]) if info.get("scene") else SceneSpec()
-    given = _given(scene_options)
+    given = given_options(scene_options)
     if given:
-        from texseg.training.config import TrainConfig
-
         base = dict(image_size=trained.image_size, sigma=trained.partition_sigma,
                     sigmas=list(trained.texture_sigmas), regions=trained.num_regions,
                     smoothing=trained.smoothing_sigma or 1.0)
@@ -249,7 +164,7 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     sig = ", ".join(f"{s:g}" for s in spec.texture_sigmas)
     click.echo(f"{run_dir}: {info['name']} on {count} held-out scenes (seed {seed}; N={spec.image_size}, "
                f"partition sigma {spec.partition_sigma:g}, texture sigmas {sig})")
-    click.echo(_table(_metric_rows(cm_metrics)))
+    click.echo(table(metric_rows(cm_metrics)))
 
 
 @cli.command()
@@ -266,40 +181,7 @@ def models() -> None:
             n = count_parameters(create_model(name))
         spec = model_spec(name)
         rows.append((name, f"{n:>9,}  {spec.description}" + ("  (see warning)" if spec.warning else "")))
-    click.echo(_table(rows))
+    click.echo(table(rows))
     for name in list_models():
         if model_spec(name).warning:
             click.echo(f"\nwarning ({name}): {model_spec(name).warning}")
-
-
-# ------------------------------------------------------------------------ entry point
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: run the CLI, turning every error into one line and an exit code."""
-    try:
-        code = cli.main(args=list(argv) if argv is not None else None, prog_name="texseg", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("texseg: aborted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as e:
-        click.echo(f"texseg: error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
-    except (ValueError, TexsegError) as e:
-        click.echo(f"texseg: error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    except OSError as e:
-        click.echo(f"texseg: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("texseg: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except Exception as e:  # a bug: still one line, with a way to see more
-        if os.environ.get("TEXSEG_DEBUG"):
-            raise
-        click.echo(f"texseg: internal error: {type(e).__name__}: {e} (set TEXSEG_DEBUG=1 for the traceback)",
-                   err=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-if __name__ == "__main__":
-    main()

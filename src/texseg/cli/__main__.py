@@ -1,0 +1,3 @@
+from texseg.cli import main
+
+main()
