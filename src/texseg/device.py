@@ -54,3 +54,35 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp32" or (precision == "auto" and not fast_bf16(device)):
         return None
     return torch.bfloat16
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory that can still be allocated on ``device`` (None if unknown).
+
+    CPU: MemAvailable from /proc/meminfo (Linux), else None. CUDA: free device memory.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(needed: int, device: torch.device, what: str) -> None:
+    """Refuse up front a request that cannot fit, instead of crashing halfway.
+
+    Raises:
+        ValueError: ``what`` needs more than the memory available on ``device``.
+    """
+    available = available_memory_bytes(device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{what} needs about {needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB "
+            f"is available on {device}; use a smaller image_size or batch_size"
+        )

@@ -23,7 +23,7 @@ import torch
 
 from texseg._validate import check_int, check_positive
 from texseg.data.kernels import gaussian_smooth
-from texseg.device import resolve_device
+from texseg.device import check_memory, resolve_device
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -144,6 +144,8 @@ def generate(
     dtype = _check_dtype(dtype)
     n, k = spec.image_size, spec.num_regions
     shape = (batch_size, 1, n, n)
+    check_memory(estimate_memory_bytes(spec, batch_size, dtype), dev,
+                 f"generating {batch_size} images of {n}x{n}")
 
     # 1. partition
     if k == 2:
@@ -199,10 +201,16 @@ def generate_data(
 
 
 def estimate_memory_bytes(spec: SceneSpec, batch_size: int, dtype: torch.dtype = torch.float32) -> int:
-    """Peak memory of :func:`generate`, roughly: a few (B, max(K,1)+4, N, N) buffers."""
+    """Approximate peak memory of :func:`generate` in bytes.
+
+    A handful of (B, N, N) float buffers live at once (noise, smoothed field, matmul
+    temporaries, image), the partition fields (K of them for K > 2) and int64 labels;
+    plus the N x N smoothing matrices.
+    """
     itemsize = torch.empty((), dtype=dtype).element_size()
-    per_field = batch_size * spec.image_size**2
-    return int(per_field * (max(spec.num_regions, 2) + 6) * max(itemsize, 8) + 8 * spec.image_size**2)
+    pixels = batch_size * spec.image_size**2
+    fields = (spec.num_regions if spec.num_regions > 2 else 1) + 5
+    return int(pixels * (fields * itemsize + 8) + 4 * spec.image_size**2 * itemsize)
 
 
 def dtype_from_name(name: str) -> torch.dtype:

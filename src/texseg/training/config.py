@@ -57,6 +57,8 @@ class TrainConfig:
                          default="cosine")
     warmup: float = _opt("linear warm-up, as a fraction of the run (0..0.5)", default=0.0)
     batch_size: int = _opt("training images per step", default=4)
+    skip_nonfinite: bool = _opt("skip (and count) a step whose loss or gradient is NaN/inf instead of "
+                                "stopping as diverged", default=False)
     # length of the run: whichever comes first
     iterations: int | None = _opt("stop after this many steps", default=None)
     time_budget: float | None = _opt("stop after this many seconds of training (eval excluded)",
@@ -104,7 +106,7 @@ class TrainConfig:
     # ------------------------------------------------------------- validation
     def validate(self) -> TrainConfig:
         """Check every field; raise ValueError naming the first bad one. Returns self."""
-        check_int("image_size", self.image_size, minimum=16, maximum=8192)
+        check_int("image_size", self.image_size, minimum=16, maximum=1_000_000)
         check_positive("sigma1", self.sigma1)
         check_positive("sigma2", self.sigma2)
         if self.sigma is not None:
@@ -139,6 +141,8 @@ class TrainConfig:
             check_int("iterations", self.iterations, minimum=1)
         if self.time_budget is not None:
             check_positive("time_budget", self.time_budget)
+        if not isinstance(self.skip_nonfinite, bool):
+            raise ValueError(f"skip_nonfinite must be true or false, got {self.skip_nonfinite!r}")
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("val_size", self.val_size, minimum=1, maximum=100_000)
         check_int("val_seed", self.val_seed, minimum=0, maximum=2**63 - 1)

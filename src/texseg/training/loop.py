@@ -39,6 +39,7 @@ from texseg.models import count_parameters, create_model, model_spec
 from texseg.plots import samples_figure, save_figure
 from texseg.training.config import TrainConfig
 from texseg.training.losses import create_loss
+from texseg.training.memory import check_training_memory
 from texseg.training.optim import create_optimizer, lr_factor, set_lr
 from texseg.training.rundir import CONFIG, SUMMARY, RunDir, default_run_dir
 
@@ -67,6 +68,7 @@ class _Counters:
     eval_seconds: float = 0.0
     window_loss: float = 0.0  # sum of training losses since the last evaluation
     window_steps: int = 0
+    skipped_steps: int = 0  # non-finite steps skipped with skip_nonfinite
 
 
 class _StopFlag:
@@ -125,6 +127,7 @@ def train(
         torch.set_num_threads(config.threads)
     scene = config.scene()
     k = scene.num_regions
+    check_training_memory(config, device)  # refuse up front rather than crash halfway
     torch.manual_seed(config.seed)  # initial weights
     spec = model_spec(config.model)
     with warnings.catch_warnings():
@@ -159,6 +162,7 @@ def train(
                 "parameters": count_parameters(model), "iterations": c.step,
                 "train_seconds": round(c.train_seconds, 3), "eval_seconds": round(c.eval_seconds, 3),
                 "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
+                "skipped_steps": c.skipped_steps,
                 "val": last_val, "val_size": config.val_size, "device": str(device),
                 "precision": "bf16" if amp_dtype is not None else "fp32", "threads": torch.get_num_threads(),
                 "torch": torch.__version__, "texseg": texseg.__version__, "notes": notes,
@@ -206,21 +210,27 @@ def train(
                 logits = model(images.contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits, target_from_labels(labels, k))  # losses compute in fp32
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                status, message = DIVERGED, stopped("step", f"loss became {loss_value}")
-                break
+            problem = None if math.isfinite(loss_value) else f"loss became {loss_value}"
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-            if not math.isfinite(grad_norm.item()):
-                status, message = DIVERGED, stopped("step", f"gradient norm became {grad_norm.item()}")
+            if problem is None:
+                loss.backward()
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                grad_norm = torch.nn.utils.get_total_norm(grads).item()
+                problem = None if math.isfinite(grad_norm) else f"gradient norm became {grad_norm}"
+            if problem is not None and not config.skip_nonfinite:
+                status, message = DIVERGED, stopped("step", problem)
                 break
-            optimizer.step()
+            if problem is None:
+                optimizer.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # honest timing
             dt = time.perf_counter() - t0
             c.step, c.train_seconds = c.step + 1, c.train_seconds + dt
-            c.window_loss, c.window_steps = c.window_loss + loss_value, c.window_steps + 1
+            if problem is None:
+                c.window_loss, c.window_steps = c.window_loss + loss_value, c.window_steps + 1
+            else:
+                c.skipped_steps += 1
+                tqdm.write(f"warning: skipped step {c.step}: {problem}")
             bar.update(1 if config.iterations else dt)
 
             if c.step % config.eval_every == 0 or run_progress() >= 1.0:
@@ -236,7 +246,7 @@ def train(
                     break
                 run.append_metrics({
                     "step": c.step, "train_seconds": c.train_seconds, "lr": lr,
-                    "train_loss": c.window_loss / c.window_steps,
+                    "train_loss": c.window_loss / c.window_steps if c.window_steps else math.nan,
                     **{f"val_{name}": v for name, v in last_val.items()},
                 })
                 c.window_loss, c.window_steps = 0.0, 0
@@ -314,7 +324,9 @@ def _load_resume_state(run: RunDir, model: torch.nn.Module, optimizer: torch.opt
         raise CheckpointError(f"{run.path} has no {RESUME_STATE} to resume from")
     try:
         # weights_only: tensors and plain containers only; a pickle payload cannot run.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign file's pickle-protocol warnings are noise here
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("version") != RESUME_VERSION:
             raise ValueError("not a texseg resume state")
         model.load_state_dict(state["model"])

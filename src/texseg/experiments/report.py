@@ -1,0 +1,275 @@
+"""An experiment's results: one row per trial, statistics per setting, results.csv, summary.md.
+
+Statistics are over *completed* trials only: a diverged run stopped early and keeps the
+weights of its last good evaluation, so averaging it in would mix two different things.
+A setting where any seed did not complete is marked, and it is chosen as the best only
+if no setting completed on every seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from texseg.experiments.runner import FAILED, NOT_RUN, TrialResult
+from texseg.experiments.stats import Interval, mean_ci
+from texseg.io import atomic_write_text
+from texseg.training.config import TrainConfig
+from texseg.training.loop import COMPLETED, INTERRUPTED
+
+# Metrics shown in tables, in this order; a result row has every metric the run reported.
+TABLE_METRICS = ("iou", "dice", "accuracy", "loss")
+_METRIC_ORDER = ("iou", "dice", "accuracy", "precision", "recall", "loss")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric == "loss"
+
+
+def format_value(value: Any) -> str:
+    """A config value as it reads in labels and tables (``1e-05``, ``adam``, ``0.2``)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- rows
+def result_rows(results: Sequence[TrialResult], configs: Sequence[TrainConfig],
+                varied: Sequence[str], exp_dir: Path) -> list[dict[str, Any]]:
+    """One flat row per trial: identity, varied config values, status, final metrics, cost.
+
+    Args:
+        results: the trials' results.
+        configs: the trials' configs (same order), for the varied values.
+        varied: config fields the experiment varies.
+        exp_dir: the experiment folder (run directories are given relative to it).
+    """
+    metric_names: list[str] = []
+    for r in results:
+        metric_names += [k for k in r.summary.get("val", {}) if k not in metric_names]
+    metric_names.sort(key=lambda k: (_METRIC_ORDER.index(k) if k in _METRIC_ORDER else len(_METRIC_ORDER), k))
+    rows = []
+    for r, cfg in zip(results, configs):
+        row: dict[str, Any] = {"trial": r.trial_id, "label": r.label, "seed": r.seed}
+        row.update({name: getattr(cfg, name) for name in varied})
+        row.update({"status": r.status, "error": r.error})
+        val = r.summary.get("val", {})
+        row.update({f"val_{k}": val.get(k, math.nan) for k in metric_names})
+        row["train_seconds"] = r.summary.get("train_seconds", math.nan)
+        row["iterations"] = r.summary.get("iterations", 0)
+        row["run_dir"] = os.path.relpath(r.run_dir, exp_dir)
+        rows.append(row)
+    return rows
+
+
+def write_results_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """``results.csv``: the rows, floats with 6 significant digits, NaN as an empty cell."""
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _csv_cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    if isinstance(v, (list, dict)):
+        return repr(v)
+    return v
+
+
+# --------------------------------------------------------------------------- groups
+@dataclass
+class GroupStats:
+    """Statistics of one setting (label) over its seeds."""
+
+    label: str
+    values: dict[str, Any]
+    statuses: Counter = field(default_factory=Counter)
+    metrics: dict[str, Interval] = field(default_factory=dict)
+    train_seconds: Interval = field(default_factory=lambda: mean_ci([]))
+    iterations: Interval = field(default_factory=lambda: mean_ci([]))
+
+    @property
+    def n(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def completed(self) -> int:
+        return self.statuses.get(COMPLETED, 0)
+
+    @property
+    def all_completed(self) -> bool:
+        return self.completed == self.n > 0
+
+    def status_text(self) -> str:
+        """``3/3``, or ``2/3 (1 diverged)``."""
+        others = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()) if s != COMPLETED)
+        return f"{self.completed}/{self.n}" + (f" ({others})" if others else "")
+
+
+def group_stats(rows: Sequence[dict[str, Any]], varied: Sequence[str], confidence: float = 0.95) -> list[GroupStats]:
+    """Per-label statistics of completed trials, labels in first-seen order."""
+    groups: dict[str, GroupStats] = {}
+    members: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        label = row["label"]
+        if label not in groups:
+            groups[label] = GroupStats(label, {k: row[k] for k in varied})
+            members[label] = []
+        groups[label].statuses[row["status"]] += 1
+        if row["status"] == COMPLETED:
+            members[label].append(row)
+    for label, g in groups.items():
+        done = members[label]
+        keys = [k for k in (done[0] if done else {}) if k.startswith("val_")]
+        g.metrics = {k[4:]: mean_ci([r[k] for r in done], confidence) for k in keys}
+        g.train_seconds = mean_ci([r["train_seconds"] for r in done], confidence)
+        g.iterations = mean_ci([r["iterations"] for r in done], confidence)
+    return list(groups.values())
+
+
+def rank(groups: Sequence[GroupStats], metric: str = "iou") -> list[GroupStats]:
+    """Groups best first by the mean of ``metric``; groups without a value last."""
+    sign = 1.0 if lower_is_better(metric) else -1.0
+
+    def key(g: GroupStats) -> tuple[bool, float]:
+        m = g.metrics.get(metric)
+        missing = m is None or m.n == 0
+        return missing, 0.0 if missing else sign * m.mean  # type: ignore[union-attr]
+
+    return sorted(groups, key=key)
+
+
+def best_group(ranked: Sequence[GroupStats], metric: str = "iou") -> GroupStats | None:
+    """The best setting that completed on every seed; failing that, the best with any completed run."""
+    usable = [g for g in ranked if metric in g.metrics and g.metrics[metric].n > 0]
+    stable = [g for g in usable if g.all_completed]
+    return (stable or usable or [None])[0]
+
+
+# -------------------------------------------------------------------------- summary.md
+@dataclass
+class SummaryInputs:
+    """Everything ``summary.md`` says, gathered by the caller."""
+
+    title: str
+    description: str
+    command: str
+    base: TrainConfig
+    varied: Sequence[str]
+    rows: Sequence[dict[str, Any]]
+    results: Sequence[TrialResult]
+    ranked: Sequence[GroupStats]
+    metric: str = "iou"
+    figures: Sequence[tuple[str, str]] = ()
+    sections: Sequence[str] = ()
+    interrupted: bool = False
+
+
+def write_summary(path: str | os.PathLike[str], s: SummaryInputs) -> None:
+    """Write ``summary.md``, a report that reads on its own."""
+    parts = [f"# {s.title}\n", s.description.strip() + "\n", _command_section(s.command),
+             _settings_section(s.base, s.varied), _trials_section(s.results),
+             _table_section(s.ranked, s.varied, s.metric), _best_section(s.ranked, s.metric)]
+    parts += [sec.strip() + "\n" for sec in s.sections]
+    if s.figures:
+        parts.append("## Figures\n\n" + "\n\n".join(f"**{title}**\n\n![{title}]({name})" for title, name in s.figures)
+                     + "\n")
+    parts.append(_failures_section(s.results, s.interrupted))
+    parts.append("## Files\n\n- `results.csv`: one row per trial (label, seed, varied values, status, error, "
+                 "final held-out metrics, training seconds, iterations, run directory).\n"
+                 "- `runs/<trial>/`: ordinary run directories (`texseg eval runs/<trial>`, "
+                 "`texseg.load_model(...)`), each with its `metrics.csv` and `curves.png`.\n")
+    atomic_write_text(path, "\n".join(p for p in parts if p))
+
+
+def _command_section(command: str) -> str:
+    return ("## Command\n\n```bash\n" + command + "\n```\n\nRunning it again reuses every finished trial, "
+            "resumes interrupted ones and trains only what is missing.\n")
+
+
+def _settings_section(base: TrainConfig, varied: Sequence[str]) -> str:
+    defaults = TrainConfig()
+    skip = set(varied) | {"seed", "threads"}
+    shown = [f"`{f.name}` {_md_value(getattr(base, f.name))}" for f in fields(TrainConfig)
+             if f.name not in skip and (getattr(base, f.name) != getattr(defaults, f.name)
+                                        or f.name in ("model", "loss", "iterations", "time_budget"))]
+    return ("## Settings shared by every trial\n\n" + ", ".join(shown) + ".\n\nEvery other option has its "
+            "`texseg train` default. Metrics are measured at the end of each run, in eval mode, on the held-out "
+            f"validation set ({base.val_size} images drawn from seed {base.val_seed}, never training data).\n")
+
+
+def _md_value(v: Any) -> str:
+    return "default" if v is None else format_value(v)
+
+
+def _trials_section(results: Sequence[TrialResult]) -> str:
+    statuses = Counter(r.status for r in results)
+    actions = Counter(r.action for r in results)
+    status_text = ", ".join(f"{n} {s}" for s, n in statuses.most_common())
+    action_text = ", ".join(f"{n} {a}" for a, n in actions.most_common())
+    return f"## Trials\n\n{len(results)} trials: {status_text}. This invocation: {action_text}.\n"
+
+
+def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str) -> str:
+    conf = next((g.metrics[metric].confidence for g in ranked if metric in g.metrics), 0.95)
+    metrics = [metric] + [m for m in TABLE_METRICS if m != metric]
+    head = ["rank", "setting", *varied, *[f"{m} (mean ± {conf:.0%} CI)" for m in metrics],
+            f"{metric} {conf:.0%} interval", "completed", "iterations", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, g in enumerate(ranked, 1):
+        m = g.metrics.get(metric, mean_ci([]))
+        cells = [str(i), g.label, *[format_value(g.values[k]) for k in varied],
+                 *[g.metrics.get(k, mean_ci([])).format(4 if k != "loss" else 5) for k in metrics],
+                 m.format_bounds(4), g.status_text(),
+                 f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
+                 f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    order = "lowest" if lower_is_better(metric) else "highest"
+    return (f"## Results, ranked by held-out {metric} ({order} first)\n\nMean over the completed seeds ± the "
+            f"half-width of the {conf:.0%} Student-t interval of the mean (n-1 degrees of freedom; "
+            "undefined for one seed). The interval covers seed-to-seed variation (initial weights and "
+            "training stream) on one fixed validation set.\n\n" + "\n".join(lines) + "\n")
+
+
+def _best_section(ranked: Sequence[GroupStats], metric: str) -> str:
+    best = best_group(ranked, metric)
+    if best is None:
+        return "## Best choice\n\nNone: no trial completed.\n"
+    m = best.metrics[metric]
+    text = f"## Best choice\n\n**{best.label}**: {metric} {m.format(4)}"
+    text += f" (95% interval {m.format_bounds(4)})." if m.n > 1 else "."
+    if not best.all_completed:
+        text += " Caution: no setting completed on every seed; this one did not either."
+    rivals = [g.label for g in ranked if g is not best and metric in g.metrics and g.metrics[metric].n > 0
+              and g.metrics[metric].overlaps(m)]
+    if rivals:
+        text += (f" Its interval overlaps that of {', '.join(rivals)}: with these seeds the difference is "
+                 "not resolved.")
+    return text + "\n"
+
+
+def _failures_section(results: Sequence[TrialResult], interrupted: bool) -> str:
+    bad = [r for r in results if r.status != COMPLETED]
+    lines = []
+    if interrupted:
+        lines.append("**The experiment was interrupted**; run the same command again to finish it.\n")
+    if not bad:
+        return "## Failures\n\n" + ("\n".join(lines) or "None: every trial completed.\n")
+    for r in bad:
+        kind = {FAILED: "raised an error", NOT_RUN: "was not started", INTERRUPTED: "was interrupted (resumable)"}
+        lines.append(f"- `{r.trial_id}` {kind.get(r.status, r.status)}: {r.error or 'no message'}")
+    return "## Failures\n\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,392 @@
+"""The one experiment engine: run a list of trials, each an ordinary run directory.
+
+A trial is ``(label, TrainConfig, seed)``; it trains into ``<exp_dir>/runs/<trial-id>``,
+a run directory like any other (``texseg eval``, ``texseg.load_model``). Running the same
+trials again is safe and cheap:
+
+- a trial whose run has ended (completed, diverged, pruned) is not trained again;
+- an interrupted (or killed) run is continued with :func:`resume_training`;
+- a run directory without a usable checkpoint is cleared and trained from scratch;
+- a run directory trained with a *different* configuration is an error before any work,
+  so results of two configurations are never mixed under one id.
+
+A trial that diverges or raises becomes a row with its status and error; the others go
+on. ``jobs > 1`` runs trials in spawned processes, each with ``cores // jobs`` torch
+threads. Ctrl-C (or SIGTERM) stops cleanly: running trials stop between two steps and
+save a resumable checkpoint (the training loop does this), no new trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from texseg._validate import check_int
+from texseg.errors import CheckpointError, RunDirError
+from texseg.io import read_json
+from texseg.training.config import TrainConfig
+from texseg.training.loop import (
+    COMPLETED,
+    DIVERGED,
+    INTERRUPTED,
+    PRUNED,
+    RESUME_STATE,
+    resume_training,
+    train,
+)
+from texseg.training.rundir import CONFIG, SUMMARY
+
+FAILED = "failed"  # the trial raised an exception
+NOT_RUN = "not run"  # the experiment was stopped before the trial started
+ENDED = (COMPLETED, DIVERGED, PRUNED)  # a run with one of these statuses is never trained again
+RUNS = "runs"
+
+Logger = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run of an experiment.
+
+    Attributes:
+        label: the setting it belongs to (trials of one label differ only by seed).
+        config: its configuration (``seed`` and ``threads`` are set by the engine).
+        seed: the run's seed (initial weights and training stream).
+    """
+
+    label: str
+    config: TrainConfig
+    seed: int
+
+    @property
+    def trial_id(self) -> str:
+        """The run directory's name: ``<label as a file name>-seed<seed>``."""
+        return f"{slug(self.label)}-seed{self.seed}"
+
+    def run_config(self, threads: int | None = None) -> TrainConfig:
+        """The config the run trains with: this trial's seed, and ``threads`` unless set."""
+        return dataclasses.replace(self.config, seed=self.seed,
+                                   threads=self.config.threads if self.config.threads is not None else threads)
+
+
+@dataclass
+class TrialResult:
+    """How a trial ended, and what this invocation did with it.
+
+    ``action`` is ``new``, ``resumed``, ``restarted`` (a run directory without a usable
+    checkpoint, trained again from scratch), ``skipped`` (already ended) or ``not run``.
+    """
+
+    trial_id: str
+    label: str
+    seed: int
+    status: str
+    error: str
+    action: str
+    run_dir: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    """The results of :func:`run_trials`, in the order of the trials."""
+
+    results: list[TrialResult]
+    interrupted: bool
+
+
+def slug(text: str) -> str:
+    """``text`` as a safe file name (letters, digits and ``.+=-`` kept, the rest ``_``)."""
+    s = re.sub(r"[^A-Za-z0-9.+=-]+", "_", text).strip("_.")
+    return s or "trial"
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- planning
+def _comparable(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """A config as a dict without the fields that do not change results' meaning."""
+    d = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    d.pop("threads", None)  # the thread count follows --jobs and may change between runs
+    return d
+
+
+def plan_trial(trial: Trial, run_dir: Path) -> str:
+    """What to do with a trial's run directory: ``new``, ``skip``, ``resume`` or ``restart``.
+
+    Raises:
+        ValueError: the directory holds a run of a different configuration.
+    """
+    if not (run_dir / CONFIG).is_file():
+        return "new"
+    try:
+        stored = TrainConfig.from_json_file(run_dir / CONFIG)
+    except ValueError:
+        return "restart"  # unreadable config: nothing in it can be trusted or resumed
+    wanted, have = _comparable(trial.run_config()), _comparable(stored)
+    if wanted != have:
+        diff = ", ".join(f"{k} {have[k]!r} (now {wanted[k]!r})" for k in wanted if wanted[k] != have.get(k))
+        raise ValueError(f"{run_dir} was trained with a different configuration: {diff}; "
+                         "use another --out, or delete that run to train it again")
+    try:
+        status = read_json(run_dir / SUMMARY).get("status")
+    except (ValueError, AttributeError):
+        status = None
+    if status in ENDED:
+        return "skip"
+    return "resume" if (run_dir / RESUME_STATE).is_file() else "restart"
+
+
+def _ended_result(trial: Trial, run_dir: Path) -> TrialResult:
+    summary = read_json(run_dir / SUMMARY)
+    status = summary.get("status", "")
+    return TrialResult(trial.trial_id, trial.label, trial.seed, status,
+                       "" if status == COMPLETED else summary.get("message", ""), "skipped", run_dir, summary)
+
+
+# ---------------------------------------------------------------------------- executing
+def execute_trial(trial: Trial, run_dir: Path, plan: str, threads: int | None,
+                  progress: bool = False) -> TrialResult:
+    """Train (or resume) one trial; any exception becomes a ``failed`` result.
+
+    Args:
+        trial: the trial.
+        run_dir: its run directory.
+        plan: from :func:`plan_trial` (``new``, ``resume`` or ``restart``).
+        threads: torch threads for a new run (a resumed run keeps its own config's).
+        progress: show the training progress bar.
+    """
+    action = {"new": "new", "resume": "resumed", "restart": "restarted"}[plan]
+    try:
+        result = None
+        if plan == "resume":
+            try:
+                result = resume_training(run_dir, progress=progress)
+            except CheckpointError:
+                action = "restarted"  # a damaged resume state: start again rather than fail
+        if result is None:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # only this trial's own, unusable run directory
+            result = train(trial.run_config(threads), run_dir, progress=progress)
+    except Exception as e:  # a failing trial is a row of the results, not the end of the experiment
+        message = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        return TrialResult(trial.trial_id, trial.label, trial.seed, FAILED, message, action, run_dir)
+    status = result.status
+    error = "" if status == COMPLETED else result.summary.get("message", "")
+    return TrialResult(trial.trial_id, trial.label, trial.seed, status, error, action, run_dir, result.summary)
+
+
+def _not_run(trial: Trial, run_dir: Path) -> TrialResult:
+    return TrialResult(trial.trial_id, trial.label, trial.seed, NOT_RUN, "the experiment was stopped first",
+                       NOT_RUN, run_dir)
+
+
+class _StopFlag:
+    """Counts SIGINT/SIGTERM received by the experiment's own process."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+
+
+@contextmanager
+def _stop_signals() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
+def _experiment_lock(exp_dir: Path) -> Iterator[None]:
+    """Hold ``<exp_dir>/.lock`` so two processes never run one experiment at once."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    with open(exp_dir / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirError(f"{exp_dir} is in use by another texseg experiment") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs: int = 1,
+               progress: bool = False, log: Logger | None = None) -> RunOutcome:
+    """Run every trial that has not ended yet; return all trials' results.
+
+    Args:
+        trials: the experiment; trial ids must be unique.
+        exp_dir: the experiment folder; runs go to ``<exp_dir>/runs/<trial-id>``.
+        jobs: trials trained at once (separate processes when > 1).
+        progress: a progress bar per trial (only with ``jobs == 1``).
+        log: called with one line per finished trial.
+
+    Returns:
+        A :class:`RunOutcome`; ``interrupted`` when Ctrl-C/SIGTERM stopped it.
+
+    Raises:
+        ValueError: bad ``jobs``, duplicate trial ids, an invalid config, or a run
+            directory of another configuration (all checked before any training).
+    """
+    check_int("jobs", jobs, minimum=1, maximum=256)
+    exp_dir = Path(exp_dir)
+    ids = [t.trial_id for t in trials]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"two trials share the id {dupes[0]!r}: labels must differ once made file names")
+    for t in trials:
+        t.run_config().validate()
+    dirs = [exp_dir / RUNS / t.trial_id for t in trials]
+    plans = [plan_trial(t, d) for t, d in zip(trials, dirs)]
+    results: dict[str, TrialResult] = {}
+    todo = []
+    for t, d, p in zip(trials, dirs, plans):
+        if p == "skip":
+            results[t.trial_id] = _ended_result(t, d)
+        else:
+            todo.append((t, d, p))
+    workers = max(1, min(jobs, len(todo)))
+    threads = max(1, available_cores() // workers)
+    done = [len(results)]
+
+    def record(r: TrialResult) -> None:
+        results[r.trial_id] = r
+        done[0] += 1
+        if log is not None and r.action != NOT_RUN:
+            iou = r.summary.get("val", {}).get("iou")
+            score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
+            log(f"[{done[0]}/{len(trials)}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
+                + (f" - {r.error}" if r.error and r.status != COMPLETED else ""))
+
+    with _experiment_lock(exp_dir):
+        (exp_dir / RUNS).mkdir(exist_ok=True)
+        if workers == 1:
+            interrupted = _run_serial(todo, threads, progress, record)
+        else:
+            interrupted = _run_parallel(todo, workers, threads, record)
+    return RunOutcome([results[i] for i in ids], interrupted)
+
+
+def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: bool,
+                record: Callable[[TrialResult], None]) -> bool:
+    """Trials one after another in this process; True if stopped by a signal."""
+    queue = deque(todo)
+    with _stop_signals() as stop:
+        while queue and not stop.count:
+            trial, run_dir, plan = queue.popleft()
+            try:
+                r = execute_trial(trial, run_dir, plan, threads, progress)
+            except KeyboardInterrupt:  # a signal before the loop installed its own handler
+                r = TrialResult(trial.trial_id, trial.label, trial.seed, INTERRUPTED, "stopped before training",
+                                "new", run_dir)
+            record(r)
+            if r.status == INTERRUPTED:
+                stop.count += 1
+    for trial, run_dir, _ in queue:
+        record(_not_run(trial, run_dir))
+    return bool(stop.count)
+
+
+def _worker(trial: Trial, run_dir: Path, plan: str, threads: int, conn: Connection) -> None:
+    """Entry point of a spawned trial process: run the trial, send back its result."""
+    # Outside training a stray Ctrl-C must not kill the process mid-write; inside,
+    # the training loop installs its own handler and stops between two steps.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn.send(execute_trial(trial, run_dir, plan, threads, progress=False))
+    conn.close()
+
+
+def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
+                  record: Callable[[TrialResult], None]) -> bool:
+    """Trials in up to ``jobs`` spawned processes; True if stopped by a signal."""
+    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
+    queue = deque(todo)
+    running: dict[Connection, tuple[mp.process.BaseProcess, Trial, Path]] = {}
+    with _stop_signals() as stop:
+        try:
+            while queue or running:
+                while queue and len(running) < jobs and not stop.count:
+                    trial, run_dir, plan = queue.popleft()
+                    receiver, sender = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_worker, args=(trial, run_dir, plan, threads, sender), daemon=True)
+                    proc.start()
+                    sender.close()
+                    running[receiver] = (proc, trial, run_dir)
+                if stop.count:
+                    while queue:
+                        trial, run_dir, _ = queue.popleft()
+                        record(_not_run(trial, run_dir))
+                    # Repeated until they end: a child between its start and the loop's
+                    # handler would miss a single signal.
+                    for proc, _, _ in running.values():
+                        _signal(proc, signal.SIGINT)
+                wait(list(running) + [p.sentinel for p, _, _ in running.values()], timeout=0.5)
+                for conn in list(running):
+                    proc, trial, run_dir = running[conn]
+                    result = _collect(conn, proc, trial, run_dir)
+                    if result is not None:
+                        del running[conn]
+                        record(result)
+                        if result.status == INTERRUPTED:
+                            stop.count += 1  # a child stopped by a signal sent to the group
+        finally:
+            for proc, _, _ in running.values():  # only on an unexpected error in this loop
+                _signal(proc, signal.SIGINT)
+                proc.join(timeout=60)
+    return bool(stop.count)
+
+
+def _collect(conn: Connection, proc: mp.process.BaseProcess, trial: Trial, run_dir: Path) -> TrialResult | None:
+    """The child's result if it has ended (a crash becomes a failed result), else None."""
+    if conn.poll():
+        try:
+            result: TrialResult = conn.recv()
+        except EOFError:
+            result = None  # type: ignore[assignment]
+        if result is not None:
+            proc.join()
+            conn.close()
+            return result
+    if proc.exitcode is None:
+        return None
+    conn.close()
+    return TrialResult(trial.trial_id, trial.label, trial.seed, FAILED,
+                       f"the trial's process exited with code {proc.exitcode} before reporting", "new", run_dir)
+
+
+def _signal(proc: mp.process.BaseProcess, signum: int) -> None:
+    if proc.pid is not None and proc.exitcode is None:
+        try:
+            os.kill(proc.pid, signum)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,120 @@
+"""Statistics over seeds: means with Student-t confidence intervals, and curve bands.
+
+Each seed of a setting is one independent training run, so a setting's final metric is a
+sample of a few values; its uncertainty is the t-interval of their mean (a normal
+interval would be far too narrow for 3 seeds: t(0.975, 2) = 4.30, not 1.96).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The mean of ``n`` values and its two-sided confidence interval ``[low, high]``.
+
+    ``low``/``high`` are NaN when ``n < 2`` (one value says nothing about its spread),
+    and everything is NaN when ``n == 0``.
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def format(self, digits: int = 3) -> str:
+        """``0.912 ± 0.013``; ``0.912 (n=1)``; ``—`` without values."""
+        if self.n == 0:
+            return "—"
+        if self.n == 1:
+            return f"{self.mean:.{digits}f} (n=1)"
+        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
+
+    def format_bounds(self, digits: int = 3) -> str:
+        """``[0.899, 0.925]``, or ``—`` when the interval is undefined."""
+        if self.n < 2:
+            return "—"
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    def overlaps(self, other: Interval) -> bool:
+        """Whether the two intervals share a point (undefined intervals always 'overlap')."""
+        if self.n < 2 or other.n < 2:
+            return True
+        return self.low <= other.high and other.low <= self.high
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean and t-interval of the finite ``values`` (NaN and inf are left out).
+
+    Args:
+        values: one value per seed.
+        confidence: coverage of the interval, in (0, 1).
+
+    Returns:
+        An :class:`Interval`: ``mean ± t((1+c)/2, n-1) * s / sqrt(n)`` with ``s`` the
+        sample standard deviation (ddof=1).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    vals = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
+    n = len(vals)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, confidence)
+    mean = float(vals.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1, confidence)
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * float(vals.std(ddof=1)) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, confidence)
+
+
+@dataclass(frozen=True)
+class Band:
+    """Several runs' curves resampled on one grid: their mean and min-max envelope."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def band(curves: Sequence[tuple[Sequence[float], Sequence[float]]], points: int = 100) -> Band | None:
+    """Resample curves (x increasing) on a common grid and summarise them pointwise.
+
+    The grid spans the x range *every* curve covers, so the mean never mixes in a run
+    that has already stopped; a single curve is returned as it is.
+
+    Args:
+        curves: one ``(xs, ys)`` per run; points with a non-finite y are dropped.
+        points: grid size when there are several curves.
+
+    Returns:
+        The :class:`Band`, or None when no curve has a finite point.
+    """
+    clean = []
+    for xs, ys in curves:
+        x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        keep = np.isfinite(x) & np.isfinite(y)
+        if keep.any():
+            clean.append((x[keep], y[keep]))
+    if not clean:
+        return None
+    if len(clean) == 1:
+        x, y = clean[0]
+        return Band(x, y, y, y)
+    lo, hi = max(x[0] for x, _ in clean), min(x[-1] for x, _ in clean)
+    if hi < lo:  # the runs share no x range (e.g. one stopped before another started)
+        lo, hi = min(x[0] for x, _ in clean), max(x[-1] for x, _ in clean)
+    grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
+    stacked = np.stack([np.interp(grid, x, y) for x, y in clean])
+    return Band(grid, stacked.mean(axis=0), stacked.min(axis=0), stacked.max(axis=0))

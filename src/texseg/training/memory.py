@@ -1,0 +1,64 @@
+"""Memory a training run will need, estimated before anything large is allocated."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from texseg.data.scene import estimate_memory_bytes
+from texseg.device import check_memory
+from texseg.models import create_model
+from texseg.training.config import TrainConfig
+
+
+def activation_bytes(config: TrainConfig, batch_size: int, bytes_per_element: int = 4) -> tuple[int, int]:
+    """Bytes of all module outputs of one forward pass (what backward keeps) and of the
+    largest one (what a no-grad pass holds at a time, roughly), counted on the meta
+    device, so nothing is allocated however large the request.
+    """
+    total, largest = 0, 0
+
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
+        nonlocal total, largest
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+            largest = max(largest, output.numel())
+
+    model = _meta_model(config)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    with torch.device("meta"):
+        model(torch.empty(batch_size, 1, config.image_size, config.image_size))
+    for h in hooks:
+        h.remove()
+    return total * bytes_per_element, largest * bytes_per_element
+
+
+def estimate_training_bytes(config: TrainConfig) -> int:
+    """Rough peak memory of :func:`texseg.training.loop.train` for ``config``.
+
+    Activations of a training batch twice (kept for backward, and their gradients), a
+    few of the largest outputs of a no-grad evaluation batch, the validation set, the
+    generator's buffers, and the parameters four times (weights, gradients, two
+    optimizer moments).
+    """
+    n2 = config.image_size**2
+    eval_batch = min(32, config.val_size)
+    params = sum(p.numel() for p in _meta_model(config).parameters())
+    return (2 * activation_bytes(config, config.batch_size)[0]
+            + 3 * activation_bytes(config, eval_batch)[1]
+            + config.val_size * n2 * 12
+            + estimate_memory_bytes(config.scene(), max(config.batch_size, 1))
+            + 16 * params)
+
+
+def check_training_memory(config: TrainConfig, device: torch.device) -> None:
+    """Raise ValueError with the estimate if ``config`` cannot fit on ``device``."""
+    check_memory(estimate_training_bytes(config), device,
+                 f"training {config.model} on {config.batch_size} images of {config.image_size}x{config.image_size}")
+
+
+def _meta_model(config: TrainConfig) -> torch.nn.Module:
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
