@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     if not weights.is_file():
         raise CheckpointError(f"no weights at {path}: {weights.name} is missing")
     try:
-        model = create_model(info["name"], **info["kwargs"])
+        with warnings.catch_warnings():  # a model's known caveat is the caller's to report
+            warnings.simplefilter("ignore", UserWarning)
+            model = create_model(info["name"], **info["kwargs"])
     except ValueError as e:
         raise CheckpointError(f"{path}: cannot rebuild the model ({e})") from None
     try:

@@ -125,13 +125,11 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
 
     The scene defaults to the one the model was trained on; scene options change it.
     """
-    import torch
-
     from texseg._validate import check_int
     from texseg.checkpoint import load_model
-    from texseg.data import SceneSpec, generate as draw, target_from_labels
+    from texseg.data import SceneSpec
     from texseg.device import resolve_device
-    from texseg.evaluation import evaluate
+    from texseg.evaluation import evaluate_on_scenes
 
     check_int("--count", count, minimum=1, maximum=1_000_000)
     check_int("--seed", seed, minimum=0)
@@ -154,9 +152,7 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     k = spec.num_regions
     if k != info["num_regions"]:
         raise ValueError(f"--regions {k} does not match the model, which segments {info['num_regions']} regions")
-    cm_metrics: dict[str, float] = {}
-    images, labels = draw(spec, count, generator=torch.Generator().manual_seed(seed))
-    cm_metrics = evaluate(model, images.to(dev), target_from_labels(labels, k).to(dev), k, batch_size=batch_size)
+    cm_metrics = evaluate_on_scenes(model, spec, count, seed, batch_size=batch_size, device=dev)
     if as_json:
         click.echo(json.dumps({"run": run_dir, "scene": spec.to_dict(), "count": count, "seed": seed,
                                "metrics": cm_metrics}, indent=2))
@@ -165,6 +161,11 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     click.echo(f"{run_dir}: {info['name']} on {count} held-out scenes (seed {seed}; N={spec.image_size}, "
                f"partition sigma {spec.partition_sigma:g}, texture sigmas {sig})")
     click.echo(table(metric_rows(cm_metrics)))
+    from texseg.models import model_spec
+
+    warning = model_spec(info["name"]).warning
+    if warning:
+        click.echo(f"note: {warning}")
 
 
 @cli.command()

@@ -7,8 +7,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.errors import NonFiniteError
 from texseg.evaluation.metrics import ConfusionMatrix
+
+# Scenes generated at a time by evaluate_on_scenes (part of what its seed reproduces).
+SCENE_CHUNK = 64
 
 
 @torch.no_grad()
@@ -58,3 +62,47 @@ def evaluate(
     if loss_fn is not None:
         metrics["loss"] = loss_sum / n
     return metrics
+
+
+@torch.no_grad()
+def evaluate_on_scenes(
+    model: nn.Module,
+    spec: SceneSpec,
+    count: int,
+    seed: int,
+    *,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``count`` fresh scenes of ``spec``, streamed.
+
+    Scenes are drawn in chunks of :data:`SCENE_CHUNK` from one CPU generator seeded with
+    ``seed`` (so the set depends on ``seed`` and ``count`` only), and only one chunk is
+    in memory at a time; metrics come from one confusion matrix over all of them.
+
+    Args:
+        model: segmentation model (logits out); evaluated in eval mode.
+        spec: the scenes to draw; K = ``spec.num_regions`` must match the model.
+        count: number of scenes.
+        seed: seed of the held-out set.
+        batch_size: images per forward pass.
+        device: where to run (default: the model's device).
+    """
+    device = device or next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    k = spec.num_regions
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(k)
+    try:
+        for start in range(0, count, SCENE_CHUNK):
+            images, labels = generate(spec, min(SCENE_CHUNK, count - start), generator=gen)
+            targets = target_from_labels(labels, k)
+            for i in range(0, images.shape[0], batch_size):
+                logits = model(images[i:i + batch_size].to(device))
+                if bool(logits.isnan().any()):
+                    raise NonFiniteError("the model's outputs contain NaN (diverged weights?)")
+                cm.update(logits, targets[i:i + batch_size].to(device))
+    finally:
+        model.train(was_training)
+    return cm.compute()

@@ -1,0 +1,137 @@
+"""An experiment: trials plus what they mean; running it writes one folder.
+
+``<out>/results.csv``, ``<out>/curves.png``, ``<out>/final.png``, ``<out>/summary.md``
+and ``<out>/runs/<trial>/`` (the runs themselves). Every kind of experiment (sweeps,
+comparisons, difficulty grids) is built as an :class:`Experiment` and goes through
+:func:`run_experiment`; only the list of trials differs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from texseg.experiments.figures import curves_figure, final_figure
+from texseg.experiments.report import (
+    GroupStats,
+    SummaryInputs,
+    best_group,
+    group_stats,
+    rank,
+    result_rows,
+    write_results_csv,
+    write_summary,
+)
+from texseg.experiments.runner import FAILED, Logger, RunOutcome, Trial, run_trials
+from texseg.plots import save_figure
+from texseg.training.config import TrainConfig
+
+RESULTS, SUMMARY_MD, CURVES_PNG, FINAL_PNG = "results.csv", "summary.md", "curves.png", "final.png"
+
+
+@dataclass
+class Experiment:
+    """What to run and how to describe it.
+
+    Attributes:
+        title: heading of ``summary.md`` and the figures.
+        description: a paragraph saying what is compared and why.
+        trials: the runs; trials of one label differ only by seed.
+        varied: the config fields that differ between labels (columns of results.csv).
+        base: the configuration every trial starts from (shown as shared settings).
+        command: the exact command line that runs the experiment.
+        metric: the held-out metric that ranks settings.
+    """
+
+    title: str
+    description: str
+    trials: list[Trial]
+    varied: tuple[str, ...]
+    base: TrainConfig
+    command: str = ""
+    metric: str = "iou"
+
+    def runs_by_label(self, out_dir: Path) -> dict[str, list[Path]]:
+        """Label -> its trials' run directories, labels in first-seen order."""
+        out: dict[str, list[Path]] = {}
+        for t in self.trials:
+            out.setdefault(t.label, []).append(out_dir / "runs" / t.trial_id)
+        return out
+
+
+@dataclass
+class ExperimentResult:
+    """A finished (or interrupted) experiment: its rows and ranked settings."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    ranked: list[GroupStats]
+    outcome: RunOutcome
+    metric: str = "iou"
+
+    @property
+    def best(self) -> GroupStats | None:
+        """The best setting (see :func:`best_group`)."""
+        return best_group(self.ranked, self.metric)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.outcome.interrupted
+
+    @property
+    def failed(self) -> int:
+        """Trials that raised an error."""
+        return sum(r.status == FAILED for r in self.outcome.results)
+
+
+def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, jobs: int = 1,
+                   progress: bool = False, log: Logger | None = None) -> ExperimentResult:
+    """Run the trials not finished yet, then write ``results.csv``, ``curves.png`` and ``final.png``.
+
+    Call :func:`write_experiment_summary` afterwards (callers may add sections and figures).
+
+    Args:
+        experiment: what to run.
+        out_dir: the experiment folder (created; reused on a rerun).
+        jobs: trials run at once.
+        progress: a progress bar per trial (``jobs == 1`` only).
+        log: receives one line per finished trial.
+    """
+    out = Path(out_dir)
+    outcome = run_trials(experiment.trials, out, jobs=jobs, progress=progress, log=log)
+    configs = [t.run_config() for t in experiment.trials]
+    rows = result_rows(outcome.results, configs, experiment.varied, out)
+    write_results_csv(rows, out / RESULTS)
+    ranked = rank(group_stats(rows, experiment.varied), experiment.metric)
+    save_figure(curves_figure(experiment.runs_by_label(out), experiment.title), out / CURVES_PNG)
+    save_figure(final_figure(ranked, experiment.metric, experiment.varied, experiment.title), out / FINAL_PNG)
+    return ExperimentResult(out, rows, ranked, outcome, experiment.metric)
+
+
+def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *, sections: Sequence[str] = (),
+                             figures: Sequence[tuple[str, str]] = ()) -> Path:
+    """Write ``summary.md``: description, command, settings, ranked table, best, figures, failures.
+
+    Args:
+        experiment: the experiment that ran.
+        result: what :func:`run_experiment` returned.
+        sections: extra markdown sections, placed after the best choice.
+        figures: extra ``(title, file name in out_dir)`` figures, placed after the standard ones.
+
+    Returns:
+        The path of ``summary.md``.
+    """
+    path = result.out_dir / SUMMARY_MD
+    standard = [("Final held-out metric per setting", FINAL_PNG),
+                ("Learning curves: validation IoU and training loss against iterations and training time",
+                 CURVES_PNG)]
+    write_summary(path, SummaryInputs(
+        title=experiment.title, description=experiment.description, command=experiment.command,
+        base=experiment.base, varied=experiment.varied, rows=result.rows, results=result.outcome.results,
+        ranked=result.ranked, metric=experiment.metric, figures=[*standard, *figures], sections=sections,
+        interrupted=result.interrupted,
+    ))
+    return path
