@@ -244,3 +244,20 @@ def test_asking_for_iterations_drops_the_default_time_budget():
 def test_unknown_model_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match="unet"), warnings.catch_warnings():
         train(tiny(model="resnet"), tmp_path / "r", progress=False)
+
+
+@pytest.mark.parametrize("name,momentum,expected", [("sgd", None, 0.0), ("momentum", None, 0.9),
+                                                    ("sgd", 0.5, 0.5), ("rmsprop", None, 0.0),
+                                                    ("rmsprop", 0.3, 0.3)])
+def test_optimizer_momentum_defaults_follow_the_notebook(name, momentum, expected):
+    from texseg.training.optim import create_optimizer
+
+    opt = create_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer=name, momentum=momentum))
+    assert opt.param_groups[0]["momentum"] == expected
+
+
+def test_nesterov_without_momentum_is_refused():
+    from texseg.training.optim import create_optimizer
+
+    with pytest.raises(ValueError, match="nesterov"):
+        create_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer="sgd", nesterov=True))

@@ -50,7 +50,8 @@ class TrainConfig:
                             "default bce for 2 regions, ce for more", default=None)
     optimizer: str = _opt("sgd, momentum (SGD + momentum), rmsprop, adam, adamw", default="adam")
     lr: float = _opt("learning rate", default=1e-2)
-    momentum: float = _opt("momentum of the `momentum` optimizer (and of sgd with --nesterov)", default=0.9)
+    momentum: float | None = _opt("momentum of sgd, momentum or rmsprop; default 0.9 for `momentum`, "
+                                  "0 for sgd and rmsprop (as in the notebook)", default=None)
     nesterov: bool = _opt("Nesterov momentum (sgd/momentum)", default=False)
     weight_decay: float = _opt("weight decay", default=0.0)
     schedule: str = _opt("learning-rate schedule over the run: constant, cosine, onecycle",
@@ -124,9 +125,10 @@ class TrainConfig:
             raise ValueError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_positive("lr", self.lr)
-        check_positive("momentum", self.momentum, allow_zero=True)
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.momentum is not None:
+            check_positive("momentum", self.momentum, allow_zero=True)
+            if self.momentum >= 1:
+                raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not isinstance(self.nesterov, bool):
             raise ValueError(f"nesterov must be true or false, got {self.nesterov!r}")
         check_positive("weight_decay", self.weight_decay, allow_zero=True)

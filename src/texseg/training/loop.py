@@ -231,7 +231,7 @@ def train(
             else:
                 c.skipped_steps += 1
                 tqdm.write(f"warning: skipped step {c.step}: {problem}")
-            bar.update(1 if config.iterations else dt)
+            bar.update(1 if config.iterations else max(0.0, min(dt, bar.total - bar.n)))  # never past 100%
 
             if c.step % config.eval_every == 0 or run_progress() >= 1.0:
                 # --- evaluate and checkpoint (timed apart from training) ---------------

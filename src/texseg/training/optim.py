@@ -19,19 +19,20 @@ from texseg.training.config import TrainConfig
 def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``config.optimizer`` over ``model``'s parameters.
 
-    ``sgd`` is plain SGD (momentum 0 unless ``nesterov``), ``momentum`` is SGD with
-    ``config.momentum`` -- the notebook's two SGD variants.
+    ``sgd`` is SGD with ``config.momentum`` (default 0), ``momentum`` is SGD with
+    ``config.momentum`` (default 0.9) -- the notebook's two SGD variants; ``rmsprop``
+    takes ``config.momentum`` too (default 0, torch's and the notebook's).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     name, lr, wd = config.optimizer, config.lr, config.weight_decay
+    default_momentum = 0.9 if name == "momentum" else 0.0
+    momentum = default_momentum if config.momentum is None else config.momentum
     if name in ("sgd", "momentum"):
-        momentum = config.momentum if (name == "momentum" or config.nesterov) else 0.0
         if config.nesterov and momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
+            raise ValueError("nesterov needs momentum > 0 (use --optimizer momentum or --momentum)")
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=config.nesterov, weight_decay=wd)
     if name == "rmsprop":
-        # The notebook used RMSprop's defaults (momentum 0).
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=wd)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "adamw":
