@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from notebook_reference import MyFirtsCNN
 from texseg.models import count_parameters, create_model, list_models, model_spec, register_model
 from texseg.models.registry import MAX_PARAMETERS
 
@@ -23,29 +24,6 @@ def make(name: str, seed: int = 0, **kwargs) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return create_model(name, **kwargs)
-
-
-class NotebookCNN(nn.Module):
-    """The lab notebook's ``MyFirtsCNN``, verbatim apart from ``super().__init__()``."""
-
-    def __init__(self, num_channels=16, kernel_size=5, bias=True):
-        super().__init__()
-        self.activation = nn.ReLU()
-        self.bn = nn.BatchNorm2d(num_channels)
-        pad = int((kernel_size - 1) / 2)
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(1, num_channels, kernel_size, 1, pad, bias=bias), self.activation, self.bn
-        )
-        self.conv2 = nn.Sequential(
-            nn.Conv2d(num_channels, num_channels, kernel_size, 1, pad, bias=bias), self.activation, self.bn
-        )
-        self.conv3 = nn.Sequential(
-            nn.Conv2d(num_channels, num_channels, kernel_size, 1, pad, bias=bias), self.activation, self.bn
-        )
-        self.out = nn.Conv2d(num_channels, 1, kernel_size, 1, pad, bias=bias)
-
-    def forward(self, x):
-        return torch.sigmoid(self.out(self.conv3(self.conv2(self.conv1(x)))))
 
 
 # --- every registered model ----------------------------------------------------------
@@ -132,7 +110,7 @@ def test_spec(name):
 
 def test_seed_cnn_matches_notebook_parameter_count():
     assert count_parameters(make("seed-cnn")) == 13_681
-    assert count_parameters(NotebookCNN()) == 13_681
+    assert count_parameters(MyFirtsCNN()) == 13_681
 
 
 def test_seed_cnn_shares_one_batchnorm():
@@ -156,7 +134,7 @@ def test_cnn_has_one_batchnorm_per_block():
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_seed_cnn_logits_match_notebook_sigmoid(mode):
     ours = make("seed-cnn")
-    notebook = NotebookCNN()
+    notebook = MyFirtsCNN()
     notebook.load_state_dict(ours.state_dict())  # same attribute names, strict
     ours.train(mode == "train")
     notebook.train(mode == "train")
@@ -170,7 +148,7 @@ def test_seed_cnn_logits_match_notebook_sigmoid(mode):
 
 def test_seed_cnn_loads_notebook_safetensors(tmp_path):
     torch.manual_seed(0)
-    notebook = NotebookCNN()
+    notebook = MyFirtsCNN()
     notebook.train()(torch.randn(2, 1, 16, 16))  # non-trivial running statistics
     save_model(notebook, str(tmp_path / "nb.safetensors"))
     ours = make("seed-cnn", seed=1)
