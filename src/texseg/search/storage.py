@@ -1,0 +1,248 @@
+"""The study and where it lives: storage, experiment folder, and the trials' bookkeeping.
+
+- Opening the storage (a journal file by default, or an Optuna RDB URL, with passwords
+  redacted wherever a URL is shown) and the study, with its sampler and pruner.
+- The experiment folder: ``search.json`` ties a folder to one study, and a study
+  records a fingerprint of its problem so that all its trials share it.
+- The trials' records: their texseg status, the heartbeat of a running trial and the
+  marking of stale trials (see :mod:`texseg.search.study` for why).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+import warnings
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import texseg
+from texseg.errors import TexsegError
+from texseg.io import atomic_write_json, read_json
+from texseg.search.settings import SearchSettings, storage_kind
+from texseg.search.space import METRIC, SearchSpace
+from texseg.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["redact"]
+
+JOURNAL_FILE = "study.journal"
+SEARCH_FILE = "search.json"
+TRIALS_DIR = "trials"
+PRUNE_STEPS = 10  # intermediate values are reported per tenth of the budget
+HEARTBEAT_S = 15.0
+STALE_AFTER_S = 120.0
+# Fields that may differ between the workers of one study (they do not change the problem).
+WORKER_FIELDS = ("device", "threads")
+
+# texseg status of a trial (its user attribute "status")
+COMPLETED, PRUNED, DIVERGED = "completed", "pruned", "diverged"
+INTERRUPTED, STALE, SURPLUS, ERROR = "interrupted", "stale", "surplus", "error"
+
+
+def redact(url: str) -> str:
+    """The URL without its password (it is written to files and printed)."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+# ----------------------------------------------------------- storage and study
+def _open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
+    import optuna
+
+    url = settings.storage
+    if url is None:
+        settings.out.mkdir(parents=True, exist_ok=True)
+    try:
+        if url is None or storage_kind(url) == "journal":
+            path = str(settings.out / JOURNAL_FILE) if url is None else url
+            try:
+                from optuna.storages.journal import JournalFileBackend
+            except ImportError:  # optuna < 4.0
+                from optuna.storages import JournalFileStorage as JournalFileBackend
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+        return optuna.storages.RDBStorage(url)
+    except ValueError:
+        raise
+    except Exception as e:  # missing driver, unreachable server, bad file: one line
+        text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise TexsegError(f"cannot open storage {redact(url or str(settings.out / JOURNAL_FILE))}: {text}") \
+            from None
+
+
+def _open_study(settings: SearchSettings, pruner: optuna.pruners.BasePruner | None) -> tuple[optuna.Study, bool]:
+    """Load the study, or create it; returns ``(study, created)``."""
+    import optuna
+
+    storage = _open_storage(settings)
+    existed = settings.study_name in optuna.get_all_study_names(storage)
+    study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
+                                sampler=_sampler(settings.seed, 0), pruner=pruner or _make_pruner(settings.pruner),
+                                load_if_exists=True)
+    if study.direction.name != "MAXIMIZE":
+        raise TexsegError(f"study {settings.study_name!r} in {_storage_label(settings)} minimises; "
+                          "it was not made by texseg search")
+    return study, not existed
+
+
+def _storage_label(settings: SearchSettings) -> str:
+    return redact(settings.storage) if settings.storage else str(settings.out / JOURNAL_FILE)
+
+
+def _sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
+    """A TPE sampler for trial ``number``, seeded from ``(seed, number)`` (see :mod:`texseg.search.study`)."""
+    import optuna
+
+    trial_seed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # multivariate: models lr x optimizer-like interactions; constant_liar: running
+        # trials of other workers count as bad, so workers spread out.
+        return optuna.samplers.TPESampler(seed=trial_seed, multivariate=True, constant_liar=True)
+
+
+def _make_pruner(name: str) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    # 3 finished trials before pruning anything, and never before 30 % of the budget.
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+
+
+# ---------------------------------------------------- folder and fingerprint
+def _folder_record(settings: SearchSettings) -> dict[str, Any]:
+    return {"study_name": settings.study_name, "storage": redact(settings.storage) if settings.storage else None}
+
+
+def _check_folder(settings: SearchSettings) -> None:
+    """One folder holds one study: refuse another study before touching anything."""
+    path = settings.out / SEARCH_FILE
+    if not path.is_file():
+        return
+    saved, mine = read_json(path), _folder_record(settings)
+    if not isinstance(saved, dict):
+        raise TexsegError(f"{path} is not a texseg search file")
+    for key, option in (("study_name", "--study-name"), ("storage", "--storage")):
+        if saved.get(key) != mine[key]:
+            raise TexsegError(f"{settings.out} holds the search with {key} {saved.get(key)!r}, not {mine[key]!r}; "
+                              f"give the same {option} or another --out")
+
+
+def _check_new_study(settings: SearchSettings, created: bool) -> None:
+    """A new study must not inherit trial directories (e.g. its journal was deleted)."""
+    trials_dir = settings.out / TRIALS_DIR
+    if created and trials_dir.is_dir() and any(trials_dir.iterdir()):
+        raise TexsegError(f"{trials_dir} holds trials of another study; choose another --out")
+
+
+def _write_folder_file(settings: SearchSettings) -> None:
+    settings.out.mkdir(parents=True, exist_ok=True)
+    if not (settings.out / SEARCH_FILE).is_file():
+        atomic_write_json(settings.out / SEARCH_FILE, {**_folder_record(settings), "texseg": texseg.__version__,
+                                                       "created": datetime.now().isoformat(timespec="seconds")})
+
+
+def _fingerprint(base: TrainConfig, space: SearchSpace) -> dict[str, Any]:
+    """What defines the problem: trials of one study must share it."""
+    config = {k: v for k, v in base.to_dict().items() if k not in WORKER_FIELDS}
+    return {"version": 1, "metric": f"val {METRIC}", "base": config, "space": space.describe()}
+
+
+def _check_fingerprint(study: optuna.Study, mine: dict[str, Any]) -> None:
+    key = "texseg_search"
+    theirs = study.user_attrs.get(key)
+    if theirs is None:
+        if study.get_trials(deepcopy=False):
+            raise TexsegError(f"study {study.study_name!r} has trials but was not made by texseg search")
+        study.set_user_attr(key, mine)
+        return
+    if theirs == mine:
+        return
+    diffs = [f"{k}: {theirs['base'].get(k)!r} -> {v!r}" for k, v in mine["base"].items()
+             if theirs.get("base", {}).get(k) != v]
+    if theirs.get("space") != mine["space"]:
+        diffs.append("the searched parameters")
+    raise ValueError(f"study {study.study_name!r} was started with other options ({'; '.join(diffs) or 'version'}); "
+                     "give the same options, or another --out / --study-name")
+
+
+# ------------------------------------------------------------- trial records
+def _state(name: str) -> optuna.trial.TrialState:
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
+def _counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Finished trials that count toward the total (COMPLETE includes diverged ones)."""
+    return t.state.name in ("COMPLETE", "PRUNED")
+
+
+class _Heartbeat:
+    """Refreshes the ``heartbeat`` attribute of a running trial from a thread (see :mod:`texseg.search.study`)."""
+
+    def __init__(self, trial: optuna.Trial, interval: float = HEARTBEAT_S) -> None:
+        self.trial, self.interval = trial, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="texseg-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.trial.set_user_attr("heartbeat", time.time())
+            except Exception:  # noqa: BLE001 - finished (e.g. marked stale) or storage gone: stop beating
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Mark RUNNING trials whose worker is gone as FAIL with status ``stale``."""
+    now, host = time.time(), socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(_state("RUNNING"),)):
+        if not _is_stale(t, now, host):
+            continue
+        try:
+            # Optuna has no public way to set an attribute of a trial this process did not ask for.
+            study._storage.set_trial_user_attr(t._trial_id, "status", STALE)
+            study.tell(t.number, state=_state("FAIL"), skip_if_finished=True)
+        except Exception:  # noqa: BLE001 - another worker finished or marked it first
+            pass
+
+
+def _is_stale(t: optuna.trial.FrozenTrial, now: float, host: str) -> bool:
+    attrs = t.user_attrs
+    pid = attrs.get("pid")
+    if attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):
+        return True  # same machine, process gone: no need to wait for the heartbeat
+    beat = attrs.get("heartbeat")
+    if not isinstance(beat, (int, float)):  # just asked for; host/pid not written yet
+        beat = t.datetime_start.timestamp() if t.datetime_start else now
+    return now - beat > STALE_AFTER_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:  # a killed process not yet reaped by its parent is a zombie: dead for us
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
