@@ -29,6 +29,8 @@ def cli() -> None:
 
 
 from texseg.cli import commands  # noqa: E402,F401  (registers the commands)
+from texseg.cli import experiments  # noqa: E402,F401  (registers the experiment commands)
+from texseg.cli import search  # noqa: E402,F401
 
 
 def main(argv: Sequence[str] | None = None) -> None:

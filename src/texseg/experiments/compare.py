@@ -46,8 +46,8 @@ def option_name(name: str) -> str:
     return field_name
 
 
-def parse_values(name: str, texts: Sequence[str]) -> list[Any]:
-    """Convert the strings of ``--values`` to the type of option ``name``, checking each.
+def parse_values(name: str, texts: Sequence[str], base: TrainConfig) -> list[Any]:
+    """Convert the strings of ``--values`` to the type of option ``name``, checking each in ``base``.
 
     Raises:
         ValueError: naming ``--values`` and the bad entry, or a repeated value.
@@ -58,7 +58,7 @@ def parse_values(name: str, texts: Sequence[str]) -> list[Any]:
     values = [_parse_one(name, kind.replace(" | None", ""), "None" in kind, t.strip()) for t in texts]
     for v in values:  # every value must make a valid config on its own
         try:
-            replace(TrainConfig(), **{name: v}).validate()
+            replace(base, **{name: v}).validate()
         except ValueError as e:
             raise ValueError(f"--values: {e}") from None
     if len({repr(v) for v in values}) != len(values):
@@ -158,7 +158,7 @@ def tuning_experiment(base: TrainConfig, name: str, values: Sequence[Any], tune:
     desc = (f"Learning-rate selection for the comparison of {name} values in the parent folder: every value x "
             f"every candidate lr, {budget_text(short)} ({tune.fraction:g} of the comparison's budget), "
             f"{tune.seeds} seed(s), scored on a separate held-out set (val_seed {short.val_seed}).")
-    return Experiment(f"Learning-rate selection for {name}", desc, trials, (name, "lr"), short, command)
+    return Experiment(f"Learning-rate selection per {name}", desc, trials, (name, "lr"), short, command)
 
 
 def chosen_lrs(result: ExperimentResult, name: str, values: Sequence[Any]) -> dict[str, float]:
@@ -200,4 +200,4 @@ def comparison(base: TrainConfig, name: str, values: Sequence[Any], seeds: Seque
     desc = (f"Comparison of {name}: {', '.join(value_label(name, v) for v in values)}, each trained for "
             f"{budget_text(base)} with {len(seeds)} seed(s) (seeds {seeds[0]}..{seeds[-1]}), everything else equal. "
             + (how_lrs or f"Every value uses lr {base.lr:g}."))
-    return Experiment(f"Comparison of {name}", desc, trials, varied, base, command)
+    return Experiment(f"Comparison: {name}", desc, trials, varied, base, command)

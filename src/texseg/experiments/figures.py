@@ -18,7 +18,8 @@ from texseg.experiments.stats import band
 from texseg.training.rundir import METRICS, read_metrics
 
 # (column of metrics.csv, axis label, log scale)
-_CURVES = (("val_iou", "validation IoU (eval mode)", False), ("train_loss", "training loss (mean since last eval)", True))
+_CURVES = (("val_iou", "validation IoU (eval mode)", False),
+           ("train_loss", "training loss (mean since last eval)", True))
 _XAXES = (("step", "iteration"), ("train_seconds", "training time (s, evaluation excluded)"))
 
 
@@ -95,6 +96,8 @@ def final_figure(ranked: Sequence[GroupStats], metric: str, varied: Sequence[str
         ax.set_xlabel(f"final held-out {metric}")
         for y, m in zip(ys, means):
             ax.annotate(f"{m:.3f}", (m, y), xytext=(4, 4), textcoords="offset points", fontsize="small")
+    if metric != "loss":  # bounded metrics: a wide t-interval must not stretch the axis beyond [0, 1]
+        (ax.set_ylim if numeric else ax.set_xlim)(0, 1.05)
     missing = [g.label for g in ranked if g not in have]
     if missing:
         ax.set_title("no completed run: " + ", ".join(missing), fontsize="small")

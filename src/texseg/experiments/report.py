@@ -99,6 +99,7 @@ class GroupStats:
     values: dict[str, Any]
     statuses: Counter = field(default_factory=Counter)
     metrics: dict[str, Interval] = field(default_factory=dict)
+    worst: dict[str, float] = field(default_factory=dict)  # per metric, the worst completed seed
     train_seconds: Interval = field(default_factory=lambda: mean_ci([]))
     iterations: Interval = field(default_factory=lambda: mean_ci([]))
 
@@ -136,6 +137,10 @@ def group_stats(rows: Sequence[dict[str, Any]], varied: Sequence[str], confidenc
         done = members[label]
         keys = [k for k in (done[0] if done else {}) if k.startswith("val_")]
         g.metrics = {k[4:]: mean_ci([r[k] for r in done], confidence) for k in keys}
+        for k in keys:
+            finite = [float(r[k]) for r in done if math.isfinite(float(r[k]))]
+            if finite:
+                g.worst[k[4:]] = max(finite) if lower_is_better(k[4:]) else min(finite)
         g.train_seconds = mean_ci([r["train_seconds"] for r in done], confidence)
         g.iterations = mean_ci([r["iterations"] for r in done], confidence)
     return list(groups.values())
@@ -204,7 +209,7 @@ def _command_section(command: str) -> str:
 def _settings_section(base: TrainConfig, varied: Sequence[str]) -> str:
     defaults = TrainConfig()
     skip = set(varied) | {"seed", "threads"}
-    shown = [f"`{f.name}` {_md_value(getattr(base, f.name))}" for f in fields(TrainConfig)
+    shown = [f"`{f.name}` {_md_value(base, f.name)}" for f in fields(TrainConfig)
              if f.name not in skip and (getattr(base, f.name) != getattr(defaults, f.name)
                                         or f.name in ("model", "loss", "iterations", "time_budget"))]
     return ("## Settings shared by every trial\n\n" + ", ".join(shown) + ".\n\nEvery other option has its "
@@ -212,8 +217,16 @@ def _settings_section(base: TrainConfig, varied: Sequence[str]) -> str:
             f"validation set ({base.val_size} images drawn from seed {base.val_seed}, never training data).\n")
 
 
-def _md_value(v: Any) -> str:
-    return "default" if v is None else format_value(v)
+def _md_value(config: TrainConfig, name: str) -> str:
+    """A setting as it reads in prose: defaults that depend on other fields are resolved."""
+    v = getattr(config, name)
+    if name == "loss":
+        return config.loss_name
+    if name == "sigma" and v is None:
+        return f"{config.partition_sigma:g} (N/5)"
+    if v is None:
+        return "none" if name in ("iterations", "time_budget") else "default"
+    return format_value(v)
 
 
 def _trials_section(results: Sequence[TrialResult]) -> str:
@@ -228,13 +241,13 @@ def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: 
     conf = next((g.metrics[metric].confidence for g in ranked if metric in g.metrics), 0.95)
     metrics = [metric] + [m for m in TABLE_METRICS if m != metric]
     head = ["rank", "setting", *varied, *[f"{m} (mean ± {conf:.0%} CI)" for m in metrics],
-            f"{metric} {conf:.0%} interval", "completed", "iterations", "train s"]
+            f"{metric} {conf:.0%} interval", f"worst seed {metric}", "completed", "iterations", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, g in enumerate(ranked, 1):
         m = g.metrics.get(metric, mean_ci([]))
         cells = [str(i), g.label, *[format_value(g.values[k]) for k in varied],
                  *[g.metrics.get(k, mean_ci([])).format(4 if k != "loss" else 5) for k in metrics],
-                 m.format_bounds(4), g.status_text(),
+                 m.format_bounds(4), f"{g.worst[metric]:.4f}" if metric in g.worst else "—", g.status_text(),
                  f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
                  f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -242,7 +255,8 @@ def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: 
     return (f"## Results, ranked by held-out {metric} ({order} first)\n\nMean over the completed seeds ± the "
             f"half-width of the {conf:.0%} Student-t interval of the mean (n-1 degrees of freedom; "
             "undefined for one seed). The interval covers seed-to-seed variation (initial weights and "
-            "training stream) on one fixed validation set.\n\n" + "\n".join(lines) + "\n")
+            "training stream) on one fixed validation set; it assumes roughly normal values, so when one "
+            "seed collapses (see the worst seed) read the worst seed, not the interval.\n\n" + "\n".join(lines) + "\n")
 
 
 def _best_section(ranked: Sequence[GroupStats], metric: str) -> str:

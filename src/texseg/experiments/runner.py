@@ -266,29 +266,29 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
     for t in trials:
         t.run_config().validate()
     dirs = [exp_dir / RUNS / t.trial_id for t in trials]
-    plans = [plan_trial(t, d) for t, d in zip(trials, dirs)]
     results: dict[str, TrialResult] = {}
-    todo = []
-    for t, d, p in zip(trials, dirs, plans):
-        if p == "skip":
-            results[t.trial_id] = _ended_result(t, d)
-        else:
-            todo.append((t, d, p))
-    workers = max(1, min(jobs, len(todo)))
-    threads = max(1, available_cores() // workers)
-    done = [len(results)]
+    done = [0]
 
     def record(r: TrialResult) -> None:
         results[r.trial_id] = r
+        if r.action == NOT_RUN:
+            return
         done[0] += 1
-        if log is not None and r.action != NOT_RUN:
+        if log is not None:
             iou = r.summary.get("val", {}).get("iou")
             score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
             log(f"[{done[0]}/{len(trials)}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
                 + (f" - {r.error}" if r.error and r.status != COMPLETED else ""))
 
     with _experiment_lock(exp_dir):
+        plans = [plan_trial(t, d) for t, d in zip(trials, dirs)]  # may refuse: nothing has run yet
         (exp_dir / RUNS).mkdir(exist_ok=True)
+        for t, d, p in zip(trials, dirs, plans):
+            if p == "skip":
+                record(_ended_result(t, d))
+        todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
+        workers = max(1, min(jobs, len(todo)))
+        threads = max(1, available_cores() // workers)
         if workers == 1:
             interrupted = _run_serial(todo, threads, progress, record)
         else:
@@ -303,11 +303,9 @@ def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: boo
     with _stop_signals() as stop:
         while queue and not stop.count:
             trial, run_dir, plan = queue.popleft()
-            try:
-                r = execute_trial(trial, run_dir, plan, threads, progress)
-            except KeyboardInterrupt:  # a signal before the loop installed its own handler
-                r = TrialResult(trial.trial_id, trial.label, trial.seed, INTERRUPTED, "stopped before training",
-                                "new", run_dir)
+            # A signal inside training stops the run (status interrupted); one outside it
+            # is counted by ``stop`` and ends the experiment after this trial.
+            r = execute_trial(trial, run_dir, plan, threads, progress)
             record(r)
             if r.status == INTERRUPTED:
                 stop.count += 1
@@ -316,72 +314,106 @@ def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: boo
     return bool(stop.count)
 
 
-def _worker(trial: Trial, run_dir: Path, plan: str, threads: int, conn: Connection) -> None:
-    """Entry point of a spawned trial process: run the trial, send back its result."""
-    # Outside training a stray Ctrl-C must not kill the process mid-write; inside,
-    # the training loop installs its own handler and stops between two steps.
+def _worker_main(conn: Connection, threads: int) -> None:
+    """A spawned worker: run the trials it receives until told to stop (``None``).
+
+    One process runs many trials so that importing torch and warming up is paid once per
+    worker, not once per trial.
+    """
+    # Outside training a stray Ctrl-C must not kill the process mid-write; inside, the
+    # training loop installs its own handler and stops between two steps.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    conn.send(execute_trial(trial, run_dir, plan, threads, progress=False))
-    conn.close()
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent has gone
+            return
+        if task is None:
+            return
+        trial, run_dir, plan = task
+        conn.send(execute_trial(trial, run_dir, plan, threads, progress=False))
+
+
+@dataclass
+class _Worker:
+    """A worker process, its pipe, and the trial it is running (None when idle)."""
+
+    proc: mp.process.BaseProcess
+    conn: Connection
+    task: tuple[Trial, Path, str] | None = None
+
+
+def _start_worker(ctx: Any, threads: int) -> _Worker:
+    conn, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True)
+    proc.start()
+    child.close()
+    return _Worker(proc, conn)
 
 
 def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
                   record: Callable[[TrialResult], None]) -> bool:
-    """Trials in up to ``jobs`` spawned processes; True if stopped by a signal."""
+    """Trials on ``jobs`` spawned worker processes; True if stopped by a signal."""
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
     queue = deque(todo)
-    running: dict[Connection, tuple[mp.process.BaseProcess, Trial, Path]] = {}
+    workers = [_start_worker(ctx, threads) for _ in range(jobs)]
     with _stop_signals() as stop:
         try:
-            while queue or running:
-                while queue and len(running) < jobs and not stop.count:
-                    trial, run_dir, plan = queue.popleft()
-                    receiver, sender = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_worker, args=(trial, run_dir, plan, threads, sender), daemon=True)
-                    proc.start()
-                    sender.close()
-                    running[receiver] = (proc, trial, run_dir)
+            while queue or any(w.task for w in workers):
                 if stop.count:
                     while queue:
                         trial, run_dir, _ = queue.popleft()
                         record(_not_run(trial, run_dir))
-                    # Repeated until they end: a child between its start and the loop's
-                    # handler would miss a single signal.
-                    for proc, _, _ in running.values():
-                        _signal(proc, signal.SIGINT)
-                wait(list(running) + [p.sentinel for p, _, _ in running.values()], timeout=0.5)
-                for conn in list(running):
-                    proc, trial, run_dir = running[conn]
-                    result = _collect(conn, proc, trial, run_dir)
+                    # Repeated until they end: a worker between receiving its trial and
+                    # the loop installing its handler would miss a single signal.
+                    for w in workers:
+                        if w.task:
+                            _signal(w.proc, signal.SIGINT)
+                for i, w in enumerate(workers):
+                    if w.task is None and queue and not stop.count:
+                        if w.proc.exitcode is not None:  # it crashed earlier: replace it
+                            w = workers[i] = _start_worker(ctx, threads)
+                        w.task = queue.popleft()
+                        w.conn.send(w.task)
+                busy = [w for w in workers if w.task]
+                wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
+                for w in busy:
+                    result = _collect(w)
                     if result is not None:
-                        del running[conn]
+                        w.task = None
                         record(result)
                         if result.status == INTERRUPTED:
-                            stop.count += 1  # a child stopped by a signal sent to the group
+                            stop.count += 1  # a worker stopped by a signal sent to the whole group
         finally:
-            for proc, _, _ in running.values():  # only on an unexpected error in this loop
-                _signal(proc, signal.SIGINT)
-                proc.join(timeout=60)
+            for w in workers:
+                if w.task:  # only after an unexpected error in this loop
+                    _signal(w.proc, signal.SIGINT)
+                elif w.proc.exitcode is None:
+                    try:
+                        w.conn.send(None)
+                    except OSError:  # it died meanwhile
+                        pass
+            for w in workers:
+                w.proc.join(timeout=60)
+                w.conn.close()
     return bool(stop.count)
 
 
-def _collect(conn: Connection, proc: mp.process.BaseProcess, trial: Trial, run_dir: Path) -> TrialResult | None:
-    """The child's result if it has ended (a crash becomes a failed result), else None."""
-    if conn.poll():
+def _collect(w: _Worker) -> TrialResult | None:
+    """The worker's result if its trial has ended (a crashed worker: a failed result), else None."""
+    assert w.task is not None
+    trial, run_dir, _ = w.task
+    if w.conn.poll():
         try:
-            result: TrialResult = conn.recv()
+            return w.conn.recv()
         except EOFError:
-            result = None  # type: ignore[assignment]
-        if result is not None:
-            proc.join()
-            conn.close()
-            return result
-    if proc.exitcode is None:
+            pass  # the worker died without reporting; its exit code follows
+    if w.proc.exitcode is None:
         return None
-    conn.close()
     return TrialResult(trial.trial_id, trial.label, trial.seed, FAILED,
-                       f"the trial's process exited with code {proc.exitcode} before reporting", "new", run_dir)
+                       f"the worker process exited with code {w.proc.exitcode} while running this trial", "new",
+                       run_dir)
 
 
 def _signal(proc: mp.process.BaseProcess, signum: int) -> None:

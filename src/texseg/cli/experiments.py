@@ -1,0 +1,358 @@
+"""Experiment commands: ``sweep lr``, ``sweep lr-range``, ``compare ...``, ``difficulty``.
+
+Each takes every ``texseg train`` option (minus the ones it varies), passes it to every
+trial, and writes one folder (``--out``) with results.csv, figures and summary.md.
+Running the same command again finishes an interrupted experiment without training
+anything twice.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from texseg.cli import cli
+from texseg.cli._options import EXIT_INTERRUPTED, config_options, given_options
+from texseg.training.config import TrainConfig
+
+EXIT_FAILED = 1
+# Train options the range test has no use for: it sets the lr itself and evaluates nothing.
+RANGE_UNUSED = ("lr", "schedule", "warmup", "iterations", "time_budget", "eval_every", "val_size", "val_seed")
+DIFFICULTY_VARIED = ("sigma1", "sigma2", "sigmas", "regions")
+
+
+# ------------------------------------------------------------------------ shared options
+def train_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+    """Every ``texseg train`` option except ``exclude`` (what the command varies itself)."""
+    return config_options(TrainConfig, only=[f.name for f in fields(TrainConfig) if f.name not in exclude])
+
+
+def common_options(seeds_default: int | None) -> Callable[[Callable], Callable]:
+    """``--out``, ``--config``, ``--quiet`` and, for experiments that train, ``--seeds`` and ``--jobs``."""
+
+    def decorator(f: Callable) -> Callable:
+        if seeds_default is not None:
+            f = click.option("--jobs", type=click.INT, default=1, show_default=True,
+                             help="trials trained at once, in separate processes (torch threads are divided "
+                                  "among them)")(f)
+            f = click.option("--seeds", type=click.INT, default=seeds_default, show_default=True,
+                             help="seeds per setting: --seed, --seed+1, ...")(f)
+        f = click.option("--quiet", is_flag=True, help="no progress bars")(f)
+        f = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                         help="JSON file of training options (command-line options override it)")(f)
+        return click.option("--out", type=click.Path(file_okay=False), required=True,
+                            help="experiment folder (the same --out resumes the experiment)")(f)
+
+    return decorator
+
+
+def floats(option: str, text: str) -> list[float]:
+    """``"1e-3,0.1"`` -> ``[0.001, 0.1]``; a ValueError naming ``option`` otherwise."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{option} needs at least one number, got {text!r}")
+    return values
+
+
+def names(option: str, text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values:
+        raise ValueError(f"{option} needs at least one value, got {text!r}")
+    return values
+
+
+def base_config(config_file: str | None, options: dict[str, Any]) -> TrainConfig:
+    """The configuration every trial starts from: the config file, then the given options."""
+    base = TrainConfig.from_json_file(config_file) if config_file else None
+    return TrainConfig.from_dict(given_options(options), base=base).validate()
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as typed (options the user gave, in declaration order), for summary.md."""
+    parts = ["texseg", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:  # type: ignore[arg-type]
+            continue
+        value = ctx.params[param.name]  # type: ignore[index]
+        if isinstance(param, click.Argument):
+            parts.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag and not param.secondary_opts:
+            parts += [param.opts[0]] if value else []
+        elif isinstance(param, click.Option) and param.secondary_opts:
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        elif isinstance(param, click.Option) and param.multiple:
+            for v in value:
+                parts += [param.opts[0], str(v)]
+        else:
+            parts += [param.opts[0], str(value)]
+    return shlex.join(parts)
+
+
+def reject_given(ctx: click.Context, params: Sequence[str], why: str) -> None:
+    """A usage error if any of ``params`` was given on the command line."""
+    given = [p for p in params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + p.replace("_", "-") for p in given)
+        raise click.UsageError(f"{flags}: {why}")
+
+
+# ----------------------------------------------------------------------- running/reporting
+def run_and_report(experiment: Any, out: Path, jobs: int, quiet: bool, sections: Sequence[str] = (),
+                   extra: Callable[[Any], tuple[list[tuple[str, str]], list[str]]] | None = None) -> tuple[Any, int]:
+    """Run ``experiment`` in ``out``, write its summary, print the ranking; return (result, exit code).
+
+    Args:
+        extra: given the result, returns more (figures, sections) for summary.md.
+    """
+    from texseg.experiments import run_experiment, write_experiment_summary
+
+    result = run_experiment(experiment, out, jobs=jobs, progress=not quiet and jobs == 1, log=click.echo)
+    figures, more = extra(result) if extra else ([], [])
+    path = write_experiment_summary(experiment, result, sections=[*sections, *more], figures=figures)
+    click.echo(f"\n{experiment.title} ({experiment.metric}, mean ± 95% CI over completed seeds):")
+    width = max(len(g.label) for g in result.ranked)
+    for i, g in enumerate(result.ranked, 1):
+        m = g.metrics.get(experiment.metric)
+        click.echo(f"  {i:>2}. {g.label:<{width}}  {m.format(4) if m else '—':<20} completed {g.status_text()}")
+    best = result.best
+    click.echo(f"best: {best.label}" if best else "best: none (no trial completed)")
+    click.echo(f"wrote {path}")
+    return result, exit_code(result)
+
+
+def exit_code(result: Any) -> int:
+    """130 if interrupted (rerun to finish), 1 if a trial raised an error, else 0."""
+    if result.interrupted:
+        click.echo("interrupted: run the same command again to finish the experiment", err=True)
+        return EXIT_INTERRUPTED
+    if result.failed:
+        click.echo(f"{result.failed} trial(s) failed with an error (see summary.md)", err=True)
+        return EXIT_FAILED
+    return 0
+
+
+# ----------------------------------------------------------------------------- sweep
+@cli.group()
+def sweep() -> None:
+    """Learning-rate experiments: a sweep over runs, or a one-run range test."""
+
+
+@sweep.command("lr")
+@click.option("--lrs", required=True, metavar="LR,LR,...", help="learning rates, e.g. 1e-5,1e-4,1e-3,1e-2,1e-1")
+@common_options(seeds_default=1)
+@train_options(exclude=("lr",))
+@click.pass_context
+def sweep_lr(ctx: click.Context, lrs: str, out: str, config_file: str | None, quiet: bool, seeds: int, jobs: int,
+             **options: Any) -> int:
+    """One run per learning rate and seed; curves, a ranked table and the best lr.
+
+    Example: texseg sweep lr --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --iterations 500 --out exp/lr
+    """
+    from texseg.experiments.sweep import lr_sweep, seed_list
+
+    base = base_config(config_file, options)
+    experiment = lr_sweep(base, floats("--lrs", lrs), seed_list(base.seed, seeds), command_line(ctx))
+    return run_and_report(experiment, Path(out), jobs, quiet)[1]
+
+
+@sweep.command("lr-range")
+@click.option("--min-lr", type=click.FLOAT, default=1e-6, show_default=True, help="lr of the first step")
+@click.option("--max-lr", type=click.FLOAT, default=10.0, show_default=True, help="lr of the last step")
+@click.option("--steps", type=click.INT, default=100, show_default=True, help="steps (one batch each)")
+@click.option("--beta", type=click.FLOAT, default=0.9, show_default=True,
+              help="exponential smoothing of the loss, in [0, 1)")
+@common_options(seeds_default=None)
+@train_options(exclude=RANGE_UNUSED)
+@click.pass_context
+def sweep_lr_range(ctx: click.Context, min_lr: float, max_lr: float, steps: int, beta: float, out: str,
+                   config_file: str | None, quiet: bool, **options: Any) -> None:
+    """Learning-rate range test: ONE run whose lr grows exponentially every step.
+
+    Plots the smoothed training loss against the lr and suggests a learning rate (the
+    steepest descent of the smoothed loss; also a tenth of the lr of its minimum).
+    """
+    from texseg.experiments.sweep import RangeTestConfig, lr_range_test, write_range_test
+
+    config = base_config(config_file, options)
+    rt = RangeTestConfig(min_lr=min_lr, max_lr=max_lr, steps=steps, beta=beta)
+    try:
+        rt.validate()
+    except ValueError as e:
+        raise ValueError("--" + str(e).replace("_", "-", 1)) from None  # name the option as typed
+    result = lr_range_test(config, rt, progress=not quiet)
+    path = write_range_test(result, config, rt, out, command_line(ctx))
+    fmt = lambda v: "none" if v is None else f"{v:.3g}"  # noqa: E731
+    click.echo(f"{len(result.lrs)} steps; stopped: {result.stop_reason}")
+    click.echo(f"suggested lr: {fmt(result.steepest_lr)} (steepest descent); {fmt(result.min_lr_10)} (min/10)")
+    click.echo(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- compare
+@cli.group()
+def compare() -> None:
+    """Compare values of one training option with equal budgets and several seeds."""
+
+
+def compare_options(f: Callable) -> Callable:
+    """``--lrs`` and the settings of its ``auto`` sweep."""
+    f = click.option("--tune-seeds", type=click.INT, default=1, show_default=True,
+                     help="seeds per candidate in the --lrs auto sweep")(f)
+    f = click.option("--tune-fraction", type=click.FLOAT, default=0.25, show_default=True,
+                     help="budget of the --lrs auto sweep's runs, as a fraction of the comparison's")(f)
+    f = click.option("--tune-lrs", default="1e-4,1e-3,1e-2,1e-1,1", show_default=True, metavar="LR,LR,...",
+                     help="candidate learning rates of --lrs auto")(f)
+    return click.option("--lrs", default=None, metavar="auto|LR|VALUE=LR,...",
+                        help="learning rate per value: auto (a short sweep first, in OUT/lr-tuning), one lr for "
+                             "all, or e.g. sgd=0.1,adam=1e-3  [default: --lr for all]")(f)
+
+
+def run_comparison(ctx: click.Context, field: str, value_texts: list[str], options: dict[str, Any]) -> int:
+    """The body of every ``compare`` command: parse, maybe tune lrs, compare, report."""
+    from texseg.experiments.compare import (
+        TuneSettings,
+        chosen_lrs,
+        comparison,
+        parse_lr_map,
+        parse_values,
+        tuning_experiment,
+        value_label,
+    )
+    from texseg.experiments.sweep import seed_list
+
+    p = {k: options.pop(k) for k in ("lrs", "tune_lrs", "tune_fraction", "tune_seeds", "out", "config_file",
+                                      "quiet", "seeds", "jobs")}
+    base = base_config(p["config_file"], options)
+    values = parse_values(field, value_texts, base)
+    labels = [value_label(field, v) for v in values]
+    if field == "lr" and p["lrs"] is not None:
+        raise click.UsageError("--lrs: the compared option is lr itself")
+    lrs = parse_lr_map(p["lrs"], labels) if p["lrs"] is not None else {}
+    seeds, out, command = seed_list(base.seed, p["seeds"]), Path(p["out"]), command_line(ctx)
+    sections, how = [], "Learning rates given per value with --lrs." if lrs else ""
+    if lrs is None:  # auto
+        tune = TuneSettings(tuple(floats("--tune-lrs", p["tune_lrs"])), p["tune_fraction"], p["tune_seeds"])
+        texp = tuning_experiment(base, field, values, tune, command)
+        for t in comparison(base, field, values, seeds, None).trials:  # fail on bad input before any tuning
+            t.run_config().validate()
+        click.echo(f"choosing a learning rate per value: {len(texp.trials)} short runs in {out / 'lr-tuning'}")
+        tres, code = run_and_report(texp, out / "lr-tuning", p["jobs"], p["quiet"])
+        if tres.interrupted:
+            return code
+        lrs = chosen_lrs(tres, field, values)
+        how = ("Each value trains at its own learning rate, the best of a short sweep over "
+               f"{p['tune_lrs']} ([lr-tuning/summary.md](lr-tuning/summary.md)), scored on a separate held-out set.")
+        sections.append("## Learning rates\n\n" + how + "\n\n| value | lr |\n|---|---|\n"
+                        + "\n".join(f"| {k} | {v:g} |" for k, v in lrs.items()) + "\n")
+        click.echo("chosen: " + ", ".join(f"{k} lr={v:g}" for k, v in lrs.items()) + "\n")
+    experiment = comparison(base, field, values, seeds, lrs or None, command, how)
+    return run_and_report(experiment, out, p["jobs"], p["quiet"], sections)[1]
+
+
+def _named_comparison(field: str, plural: str, example: str) -> None:
+    """Register ``texseg compare <plural> --<plural> A,B,...`` comparing option ``field``."""
+
+    @compare.command(plural, help=f"Compare {plural}: every value of --{field} with the same budget and seeds.\n\n"
+                                  f"Example: texseg compare {plural} --{plural} {example} --seeds 3 "
+                                  f"--iterations 500 --out exp/{plural}")
+    @click.option(f"--{plural}", "values", required=True, metavar="A,B,...", help=f"the {plural} to compare")
+    @compare_options
+    @common_options(seeds_default=3)
+    @train_options(exclude=(field,))
+    @click.pass_context
+    def command(ctx: click.Context, values: str, **options: Any) -> int:
+        return run_comparison(ctx, field, names(f"--{plural}", values), options)
+
+
+_named_comparison("optimizer", "optimizers", "sgd,momentum,rmsprop,adam --lrs auto")
+_named_comparison("model", "models", "seed-cnn,cnn,unet")
+_named_comparison("loss", "losses", "mse,bce,dice,bce+dice")
+
+
+@compare.command("option")
+@click.argument("name")
+@click.option("--values", "values", required=True, metavar="A,B,...", help="the values of option NAME")
+@compare_options
+@common_options(seeds_default=3)
+@train_options()
+@click.pass_context
+def compare_option(ctx: click.Context, name: str, values: str, **options: Any) -> int:
+    """Compare values of any training option NAME (e.g. batch-size, schedule, weight-decay).
+
+    Example: texseg compare option batch-size --values 2,4,8 --time-budget 30 --out exp/bs
+    """
+    from texseg.experiments.compare import option_name
+
+    field = option_name(name)
+    reject_given(ctx, [field], f"is what `compare option {name}` varies (give its values with --values)")
+    return run_comparison(ctx, field, names("--values", values), options)
+
+
+# --------------------------------------------------------------------------- difficulty
+@cli.command()
+@click.option("--sigma1", "sigma1_list", required=True, metavar="S,S,...", help="texture widths in Omega_1 (rows)")
+@click.option("--sigma2", "sigma2_list", required=True, metavar="S,S,...", help="texture widths in Omega_2 (columns)")
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None,
+              help="evaluate this saved run on every cell instead of training one model per cell")
+@click.option("--count", type=click.INT, default=64, show_default=True,
+              help="held-out scenes per cell (with --model-dir; when training: --val-size)")
+@click.option("--eval-seed", type=click.INT, default=2024, show_default=True,
+              help="seed of the held-out scenes (with --model-dir; when training: --val-seed)")
+@common_options(seeds_default=1)
+@train_options(exclude=DIFFICULTY_VARIED)
+@click.pass_context
+def difficulty(ctx: click.Context, sigma1_list: str, sigma2_list: str, model_dir: str | None, count: int,
+               eval_seed: int, out: str, config_file: str | None, quiet: bool, seeds: int, jobs: int,
+               **options: Any) -> int:
+    """Held-out IoU over a grid of texture widths (sigma1, sigma2): a heatmap and one scene per cell.
+
+    Trains one model per cell with the given budget, or with --model-dir evaluates one
+    saved model on every cell (eval mode).
+    """
+    s1, s2 = floats("--sigma1", sigma1_list), floats("--sigma2", sigma2_list)
+    if model_dir is not None:
+        return _difficulty_of_model(ctx, model_dir, s1, s2, count, eval_seed, out, options)
+    reject_given(ctx, ["count", "eval_seed"], "only with --model-dir (when training use --val-size/--val-seed)")
+    from texseg.experiments.difficulty import difficulty_experiment, grid_means, grid_table, write_grid_figures
+    from texseg.experiments.sweep import seed_list
+
+    base = base_config(config_file, options)
+    experiment = difficulty_experiment(base, s1, s2, seed_list(base.seed, seeds), command_line(ctx))
+
+    def extra(result: Any) -> tuple[list[tuple[str, str]], list[str]]:
+        grid = grid_means(result.ranked, s1, s2)
+        figures = write_grid_figures(Path(out), grid, base.scene(), s1, s2, "Held-out IoU per cell (mean over seeds)")
+        return figures, ["## Held-out IoU per cell\n\n" + grid_table(grid, s1, s2) + "\n"]
+
+    return run_and_report(experiment, Path(out), jobs, quiet, extra=extra)[1]
+
+
+def _difficulty_of_model(ctx: click.Context, model_dir: str, s1: list[float], s2: list[float], count: int,
+                         eval_seed: int, out: str, options: dict[str, Any]) -> int:
+    from texseg._validate import check_int
+    from texseg.experiments.difficulty import evaluate_grid, grid_table, rows_to_grid, write_model_grid
+
+    given = given_options(options)
+    allowed = {"image_size", "sigma", "smoothing", "device"}
+    reject_given(ctx, sorted(set(given) - allowed) + ["seeds", "jobs", "config_file"],
+                 "nothing is trained with --model-dir (scene options allowed: --image-size, --sigma, --smoothing)")
+    check_int("--count", count, minimum=1, maximum=100_000)
+    check_int("--eval-seed", eval_seed, minimum=0)
+    changes = {"image_size": given.get("image_size"), "partition_sigma": given.get("sigma"),
+               "smoothing_sigma": given.get("smoothing")}
+    scene, rows = evaluate_grid(model_dir, s1, s2, scene_changes={k: v for k, v in changes.items() if v is not None},
+                                count=count, seed=eval_seed, device=given.get("device", "cpu"))
+    path = write_model_grid(out, model_dir, scene, rows, s1, s2, count=count, seed=eval_seed,
+                            command=command_line(ctx))
+    click.echo(grid_table(rows_to_grid(rows, s1, s2), s1, s2))
+    click.echo(f"wrote {path}")
+    return 0
+

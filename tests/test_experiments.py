@@ -1,0 +1,310 @@
+"""Experiments: the trial engine (skip, resume, parallel, failures), statistics, reports, commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import texseg
+from texseg.cli import main
+from texseg.experiments import (
+    FAILED,
+    NOT_RUN,
+    Trial,
+    lr_sweep,
+    mean_ci,
+    run_experiment,
+    run_trials,
+    write_experiment_summary,
+)
+from texseg.experiments import runner as runner_module
+from texseg.experiments.compare import parse_lr_map, parse_values
+from texseg.experiments.runner import available_cores
+from texseg.experiments.stats import band
+from texseg.experiments.sweep import suggest_lrs
+from texseg.training.config import TrainConfig
+from texseg.training.loop import train
+from texseg.training.rundir import read_metrics
+
+TINY_ARGS = ["--image-size", "32", "--model", "cnn", "--model-arg", "num_channels=4", "--iterations", "4",
+             "--eval-every", "2", "--val-size", "4", "--batch-size", "2", "--quiet"]
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(image_size=32, model="cnn", model_kwargs={"num_channels": 4}, iterations=4, time_budget=None,
+                eval_every=2, val_size=4, batch_size=2, lr=1e-2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+# ------------------------------------------------------------------------------ statistics
+def test_mean_ci_matches_a_hand_computed_t_interval():
+    # mean 0.9, sample sd 0.1, t(0.975, df=2) = 4.302653 -> half-width 4.302653 * 0.1 / sqrt(3)
+    ci = mean_ci([0.8, 0.9, 1.0])
+    assert ci.mean == pytest.approx(0.9) and ci.n == 3
+    assert ci.half_width == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6)
+    assert (ci.low, ci.high) == pytest.approx((0.9 - 0.248414, 0.9 + 0.248414), abs=1e-6)
+    # two values: t(0.975, 1) = 12.706205, sd = |a-b|/sqrt(2)
+    assert mean_ci([1.0, 2.0]).half_width == pytest.approx(12.706205 * (1 / math.sqrt(2)) / math.sqrt(2), rel=1e-6)
+    assert mean_ci([0.8, 0.9, 1.0], confidence=0.9).half_width < ci.half_width
+    one = mean_ci([0.5, float("nan")])  # non-finite values are left out
+    assert one.n == 1 and one.mean == 0.5 and math.isnan(one.low) and one.format() == "0.500 (n=1)"
+    assert mean_ci([]).n == 0 and mean_ci([]).format() == "—"
+    with pytest.raises(ValueError, match="confidence"):
+        mean_ci([1.0], confidence=1.5)
+
+
+def test_band_resamples_curves_on_their_common_range():
+    b = band([([0, 10], [0.0, 1.0]), ([0, 5, 8], [0.2, 0.2, 0.2])], points=5)
+    assert b.x[0] == 0 and b.x[-1] == 8  # the range both curves cover
+    np.testing.assert_allclose(b.low, np.minimum(b.x / 10, 0.2))
+    np.testing.assert_allclose(b.mean, (b.x / 10 + 0.2) / 2)
+    assert band([([1.0], [float("nan")])]) is None
+
+
+def test_lr_range_suggestions_on_a_known_curve():
+    lrs = list(np.logspace(-5, 0, 51))
+    loss = [1.0 - 0.8 / (1 + math.exp(-3 * (math.log10(lr) + 3))) + (0.5 if lr > 0.1 else 0) for lr in lrs]
+    steepest, tenth = suggest_lrs(lrs, loss)
+    assert steepest == pytest.approx(1e-3, rel=0.3)  # the sigmoid's inflection point
+    assert tenth == pytest.approx(lrs[int(np.argmin(loss))] / 10)
+    assert suggest_lrs(lrs[:3], loss[:3]) == (None, None)
+
+
+# ------------------------------------------------------------------------------ the engine
+def test_sweep_rows_statuses_divergence_and_report(tmp_path):
+    exp = lr_sweep(tiny(optimizer="sgd", loss="mse"), [1e-2, 1e12], seeds=[0, 1], command="texseg sweep lr ...")
+    result = run_experiment(exp, tmp_path / "exp")
+    write_experiment_summary(exp, result)
+    rows = read_csv(tmp_path / "exp" / "results.csv")
+    assert [(r["label"], r["seed"], r["status"]) for r in rows] == [
+        ("lr=0.01", "0", "completed"), ("lr=0.01", "1", "completed"),
+        ("lr=1e+12", "0", "diverged"), ("lr=1e+12", "1", "diverged")]
+    for r in rows:
+        assert {"lr", "error", "val_iou", "val_loss", "train_seconds", "iterations", "run_dir"} <= set(r)
+    assert rows[0]["error"] == "" and rows[0]["iterations"] == "4" and 0 <= float(rows[0]["val_iou"]) <= 1
+    assert "non-finite" in rows[2]["error"] or "became" in rows[2]["error"]
+    # each trial is an ordinary, loadable run directory
+    model = texseg.load_model(tmp_path / "exp" / rows[0]["run_dir"])
+    assert not model.training
+    best = result.best
+    assert best is not None and best.label == "lr=0.01" and best.metrics["iou"].n == 2
+    summary = (tmp_path / "exp" / "summary.md").read_text()
+    assert "texseg sweep lr ..." in summary and "**lr=0.01**" in summary
+    assert "0/2 (2 diverged)" in summary and "lr=1e+12-seed0` diverged" in summary
+    for name in ("curves.png", "final.png"):
+        assert (tmp_path / "exp" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_trains_nothing_and_gives_the_same_rows(tmp_path, monkeypatch):
+    exp = lr_sweep(tiny(), [1e-2, 1e-3], seeds=[0])
+    first = run_experiment(exp, tmp_path / "exp")
+    weights = sorted((tmp_path / "exp" / "runs").glob("*/model.safetensors"))
+    stamps = [p.stat().st_mtime_ns for p in weights]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished trial was trained again")
+
+    monkeypatch.setattr(runner_module, "train", no_training)
+    monkeypatch.setattr(runner_module, "resume_training", no_training)
+    second = run_experiment(exp, tmp_path / "exp")
+    assert [r.action for r in second.outcome.results] == ["skipped", "skipped"]
+    assert [p.stat().st_mtime_ns for p in weights] == stamps
+    assert second.rows == first.rows
+
+
+def test_interrupted_trial_is_resumed_and_a_run_without_checkpoint_restarted(tmp_path):
+    trials = [Trial("a", tiny(), 0), Trial("b", tiny(), 0), Trial("c", tiny(), 0)]
+    runs = tmp_path / "exp" / "runs"
+    # A run stopped by Ctrl-C after its first evaluation: the loop saves a resumable checkpoint.
+    stopped = train(trials[0].run_config(), runs / trials[0].trial_id, progress=False,
+                    on_eval=lambda *a: signal.raise_signal(signal.SIGINT))
+    assert stopped.status == "interrupted" and stopped.summary["iterations"] == 2
+    # A run killed before any checkpoint could be resumed from.
+    train(trials[1].run_config(), runs / trials[1].trial_id, progress=False,
+          on_eval=lambda *a: signal.raise_signal(signal.SIGINT))
+    (runs / trials[1].trial_id / "resume.pt").unlink()
+    outcome = run_trials(trials, tmp_path / "exp")
+    assert [r.action for r in outcome.results] == ["resumed", "restarted", "new"]
+    assert [r.status for r in outcome.results] == ["completed"] * 3
+    assert not outcome.interrupted
+    steps = [[r["step"] for r in read_metrics(runs / t.trial_id)] for t in trials]
+    assert steps == [[2, 4]] * 3  # each step counted once
+    # A resumed iteration-bounded run ends exactly as an uninterrupted one.
+    iou = [outcome.results[i].summary["val"]["iou"] for i in range(3)]
+    assert iou[0] == pytest.approx(iou[2], abs=1e-12)
+
+
+def test_ctrl_c_stops_the_experiment_and_a_rerun_finishes_it(tmp_path, monkeypatch):
+    real_train = runner_module.train
+
+    def interrupted_train(config, run_dir, **kwargs):  # Ctrl-C during the first trial
+        return real_train(config, run_dir, **kwargs, on_eval=lambda *a: signal.raise_signal(signal.SIGINT))
+
+    trials = [Trial(f"t{i}", tiny(), 0) for i in range(3)]
+    monkeypatch.setattr(runner_module, "train", interrupted_train)
+    outcome = run_trials(trials, tmp_path / "exp")
+    assert outcome.interrupted
+    assert [r.status for r in outcome.results] == ["interrupted", NOT_RUN, NOT_RUN]
+    monkeypatch.setattr(runner_module, "train", real_train)
+    again = run_trials(trials, tmp_path / "exp")
+    assert [(r.action, r.status) for r in again.results] == [("resumed", "completed"), ("new", "completed"),
+                                                             ("new", "completed")]
+
+
+def test_an_interrupted_command_exits_130_and_says_how_to_finish(capsys, tmp_path, monkeypatch):
+    real_train = runner_module.train
+    monkeypatch.setattr(runner_module, "train", lambda config, run_dir, **kw: real_train(
+        config, run_dir, **kw, on_eval=lambda *a: signal.raise_signal(signal.SIGINT)))
+    code, out, err = cli(capsys, "sweep", "lr", "--lrs", "0.01,0.1", *TINY_ARGS, "--out", str(tmp_path / "exp"))
+    assert code == 130 and "run the same command again" in err
+    assert "interrupted" in out and "1 not run" in out
+
+
+def test_a_raising_trial_is_a_row_and_the_rest_go_on(tmp_path, monkeypatch):
+    real_train = runner_module.train
+
+    def flaky_train(config, run_dir, **kwargs):
+        if config.lr == 1e-3:
+            raise RuntimeError("out of memory, pretend")
+        return real_train(config, run_dir, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train", flaky_train)
+    exp = lr_sweep(tiny(), [1e-3, 1e-2], seeds=[0])
+    result = run_experiment(exp, tmp_path / "exp")
+    assert [r.status for r in result.outcome.results] == [FAILED, "completed"]
+    assert "RuntimeError: out of memory, pretend" in result.outcome.results[0].error
+    assert result.failed == 1 and result.best.label == "lr=0.01"
+    assert read_csv(tmp_path / "exp" / "results.csv")[0]["status"] == FAILED
+
+
+def test_a_run_of_another_configuration_is_refused_before_any_work(tmp_path):
+    run_trials([Trial("x", tiny(), 0)], tmp_path / "exp")
+    mtime = (tmp_path / "exp" / "runs" / "x-seed0" / "summary.json").stat().st_mtime_ns
+    with pytest.raises(ValueError, match="different configuration: batch_size 2"):
+        run_trials([Trial("y", tiny(), 0), Trial("x", tiny(batch_size=3), 0)], tmp_path / "exp")
+    assert not (tmp_path / "exp" / "runs" / "y-seed0").exists()
+    assert (tmp_path / "exp" / "runs" / "x-seed0" / "summary.json").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="share the id"):
+        run_trials([Trial("x", tiny(), 0), Trial("x", tiny(lr=0.1), 0)], tmp_path / "exp2")
+
+
+def test_jobs_run_trials_in_parallel_processes_with_divided_threads(tmp_path):
+    trials = [Trial("p", tiny(), 0), Trial("q", tiny(), 1)]
+    outcome = run_trials(trials, tmp_path / "exp", jobs=2)
+    assert [r.status for r in outcome.results] == ["completed", "completed"]
+    threads = max(1, available_cores() // 2)
+    for t in trials:
+        config = json.loads((tmp_path / "exp" / "runs" / t.trial_id / "config.json").read_text())
+        assert config["threads"] == threads
+    # Same results as in this process: parallelism changes nothing but the wall time.
+    serial = run_trials([replace(trials[0], label="s")], tmp_path / "exp")
+    assert serial.results[0].summary["val"]["iou"] == pytest.approx(outcome.results[0].summary["val"]["iou"])
+
+
+# ------------------------------------------------------------------------------ commands
+def test_compare_optimizers_with_auto_lrs_writes_the_whole_folder(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    code, stdout, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd,adam", "--lrs", "auto",
+                            "--tune-lrs", "1e-3,1e-1", "--seeds", "2", *TINY_ARGS, "--out", str(out))
+    assert code == 0, err
+    assert "chosen: sgd lr=" in stdout and "best:" in stdout
+    rows = read_csv(out / "results.csv")
+    assert [(r["label"], r["seed"]) for r in rows] == [("sgd", "0"), ("sgd", "1"), ("adam", "0"), ("adam", "1")]
+    assert {"optimizer", "lr"} <= set(rows[0])
+    tuning = read_csv(out / "lr-tuning" / "results.csv")
+    assert len(tuning) == 4 and {r["lr"] for r in tuning} == {"0.001", "0.1"}
+    # The tuning runs are shorter and scored on another held-out set.
+    config = json.loads((out / "lr-tuning" / "runs" / "sgd_lr=0.001-seed0" / "config.json").read_text())
+    assert config["iterations"] == 1 and config["val_seed"] == TrainConfig().val_seed + 1
+    summary = (out / "summary.md").read_text()
+    assert "texseg compare optimizers --optimizers sgd,adam --lrs auto" in summary
+    assert "## Learning rates" in summary and "| adam |" in summary
+    code, stdout, _ = cli(capsys, "compare", "optimizers", "--optimizers", "sgd,adam", "--lrs", "auto",
+                          "--tune-lrs", "1e-3,1e-1", "--seeds", "2", *TINY_ARGS, "--out", str(out))
+    assert code == 0 and "(new)" not in stdout and stdout.count("(skipped)") == 8
+
+
+def test_compare_option_and_lr_range_and_difficulty_commands(capsys, tmp_path):
+    code, _, err = cli(capsys, "compare", "option", "batch-size", "--values", "2,3", "--seeds", "1",
+                       *TINY_ARGS[:-3], "--quiet", "--out", str(tmp_path / "bs"))
+    assert code == 0, err
+    assert [r["batch_size"] for r in read_csv(tmp_path / "bs" / "results.csv")] == ["2", "3"]
+
+    range_args = ["--image-size", "32", "--model", "cnn", "--model-arg", "num_channels=4", "--batch-size", "2"]
+    code, out, err = cli(capsys, "sweep", "lr-range", *range_args, "--steps", "20", "--quiet",
+                         "--out", str(tmp_path / "range"))
+    assert code == 0, err
+    assert "suggested lr" in out
+    assert 1 <= len(read_csv(tmp_path / "range" / "results.csv")) <= 20
+    assert (tmp_path / "range" / "lr-range.png").is_file()
+
+    run = train(tiny(), tmp_path / "model", progress=False).run_dir
+    code, out, err = cli(capsys, "difficulty", "--sigma1", "0.2,1", "--sigma2", "1.2,5", "--model-dir", str(run),
+                         "--count", "4", "--out", str(tmp_path / "grid"))
+    assert code == 0, err
+    rows = read_csv(tmp_path / "grid" / "results.csv")
+    assert [(r["sigma1"], r["sigma2"]) for r in rows] == [("0.2", "1.2"), ("0.2", "5"), ("1", "1.2"), ("1", "5")]
+    for name in ("heatmap.png", "scenes.png", "summary.md"):
+        assert (tmp_path / "grid" / name).is_file()
+
+    code, out, err = cli(capsys, "difficulty", "--sigma1", "0.2", "--sigma2", "1.2,5", *TINY_ARGS,
+                         "--out", str(tmp_path / "cells"))
+    assert code == 0, err
+    assert len(read_csv(tmp_path / "cells" / "results.csv")) == 2
+    assert "## Held-out IoU per cell" in (tmp_path / "cells" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sweep", "lr", "--lrs", "0.1,fast"], "--lrs must be comma-separated numbers"),
+    (["sweep", "lr", "--lrs", "0.1,-1"], "lrs must be a finite number > 0"),
+    (["sweep", "lr", "--lrs", "0.1", "--lr", "0.1"], "No such option '--lr'"),
+    (["sweep", "lr", "--lrs", "0.1", "--seeds", "0"], "seeds must be an integer"),
+    (["sweep", "lr", "--lrs", "0.1", "--jobs", "0"], "jobs must be an integer"),
+    (["compare", "optimizers", "--optimizers", "sgd,nadam"], "optimizer must be one of"),
+    (["compare", "optimizers", "--optimizers", "sgd,adam", "--lrs", "sgd=0.1"], "--lrs gives no learning rate"),
+    (["compare", "optimizers", "--optimizers", "sgd", "--lrs", "rmsprop=0.1"], "--lrs names 'rmsprop'"),
+    (["compare", "optimizers", "--optimizers", "sgd", "--lrs", "auto", "--tune-fraction", "2"], "--tune-fraction"),
+    (["compare", "option", "seed", "--values", "1,2"], "option seed cannot be compared"),
+    (["compare", "option", "colour", "--values", "1,2"], "NAME must be a texseg train option"),
+    (["compare", "option", "batch-size", "--values", "2,x"], "batch_size takes int values"),
+    (["compare", "option", "batch-size", "--values", "2,4", "--batch-size", "3"], "--batch-size: is what"),
+    (["compare", "models", "--models", "cnn,cnn"], "lists a value twice"),
+    (["difficulty", "--sigma1", "0.2", "--sigma2", "x"], "--sigma2 must be comma-separated numbers"),
+    (["difficulty", "--sigma1", "0.2", "--sigma2", "1", "--count", "3"], "only with --model-dir"),
+    (["difficulty", "--sigma1", "0.2", "--sigma2", "1", "--model-dir", "nowhere", "--lr", "1"], "--lr: nothing"),
+    (["sweep", "lr-range", "--min-lr", "1", "--max-lr", "0.1"], "--max-lr must be larger"),
+])
+def test_bad_input_is_one_line(capsys, tmp_path, args, needle):
+    code, out, err = cli(capsys, *args, "--out", str(tmp_path / "x"))
+    assert code != 0
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x" / "runs").exists()
+
+
+def test_option_values_and_lr_maps_parse_to_config_types():
+    base = TrainConfig()
+    assert parse_values("batch_size", ["2", " 8"], base) == [2, 8]
+    assert parse_values("nesterov", ["true", "no"], base) == [True, False]
+    assert parse_values("sigma", ["none", "12.5"], base) == [None, 12.5]
+    assert parse_lr_map("1e-3", ["sgd", "adam"]) == {"sgd": 1e-3, "adam": 1e-3}
+    assert parse_lr_map("sgd=0.1,adam=1e-3", ["sgd", "adam"]) == {"sgd": 0.1, "adam": 1e-3}
+    assert parse_lr_map("auto", ["sgd"]) is None
