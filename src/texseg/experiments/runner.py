@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from typing import Any
 from texseg._validate import check_int
 from texseg.errors import CheckpointError, RunDirError
 from texseg.io import read_json
+from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.loop import (
     COMPLETED,
@@ -200,30 +200,6 @@ def _not_run(trial: Trial, run_dir: Path) -> TrialResult:
                        NOT_RUN, run_dir)
 
 
-class _StopFlag:
-    """Counts SIGINT/SIGTERM received by the experiment's own process."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.count += 1
-
-
-@contextmanager
-def _stop_signals() -> Iterator[_StopFlag]:
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 @contextmanager
 def _experiment_lock(exp_dir: Path) -> Iterator[None]:
     """Hold ``<exp_dir>/.lock`` so two processes never run one experiment at once."""
@@ -300,7 +276,7 @@ def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: boo
                 record: Callable[[TrialResult], None]) -> bool:
     """Trials one after another in this process; True if stopped by a signal."""
     queue = deque(todo)
-    with _stop_signals() as stop:
+    with catch_stop_signals() as stop:
         while queue and not stop.count:
             trial, run_dir, plan = queue.popleft()
             # A signal inside training stops the run (status interrupted); one outside it
@@ -358,7 +334,7 @@ def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
     queue = deque(todo)
     workers = [_start_worker(ctx, threads) for _ in range(jobs)]
-    with _stop_signals() as stop:
+    with catch_stop_signals() as stop:
         try:
             while queue or any(w.task for w in workers):
                 if stop.count:

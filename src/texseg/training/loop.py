@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from texseg.evaluation import evaluate, predict_labels
 from texseg.io import atomic_path
 from texseg.models import count_parameters, create_model, model_spec
 from texseg.plots import samples_figure, save_figure
+from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.losses import create_loss
 from texseg.training.memory import check_training_memory
@@ -69,30 +68,6 @@ class _Counters:
     window_loss: float = 0.0  # sum of training losses since the last evaluation
     window_steps: int = 0
     skipped_steps: int = 0  # non-finite steps skipped with skip_nonfinite
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM so the loop stops between steps, never inside one."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.signal = signum
-
-
-@contextmanager
-def _catch_stop_signals() -> Iterator[_StopFlag]:
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signal handlers can only be installed from the main thread
-        return
-    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def train(
@@ -147,7 +122,7 @@ def train(
     notes = [spec.warning] if spec.warning else []
 
     run = RunDir(run_dir or default_run_dir(config.model), resume=resume)
-    with run, _catch_stop_signals() as stop:
+    with run, catch_stop_signals() as stop:
         if resume:
             c = _load_resume_state(run, model, optimizer, train_gen)
         else:
