@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,14 +213,6 @@ def saved(tmp_path_factory):
     return train(tiny(iterations=2, eval_every=2), tmp_path_factory.mktemp("h") / "run", progress=False).run_dir
 
 
-def _copy(src, dst):
-    dst.mkdir()
-    for p in src.iterdir():
-        if p.is_file():
-            (dst / p.name).write_bytes(p.read_bytes())
-    return dst
-
-
 def _edit_tensors(run, fn):
     tensors = load_file(run / "model.safetensors")
     fn(tensors)
@@ -229,7 +222,7 @@ def _edit_tensors(run, fn):
 @pytest.mark.parametrize("case", ["random", "wrong_shape", "missing", "extra", "absurd_json", "wrong_json_type",
                                   "unknown_json_key"])
 def test_hostile_or_broken_checkpoints_are_refused(saved, tmp_path, case):
-    run = _copy(saved, tmp_path / "r")
+    run = shutil.copytree(saved, tmp_path / "r")
     if case == "random":
         (run / "model.safetensors").write_bytes(os.urandom(4096))
     elif case == "wrong_shape":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import shutil
 import warnings
 
 import pytest
@@ -141,21 +142,13 @@ def saved_run(tmp_path_factory):
     return train(tiny(), tmp_path_factory.mktemp("saved") / "run", progress=False).run_dir
 
 
-def _copy(run, dst):
-    dst.mkdir()
-    for p in run.iterdir():
-        if p.is_file():
-            (dst / p.name).write_bytes(p.read_bytes())
-    return dst
-
-
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         texseg.load_model(tmp_path)
 
 
 def test_truncated_checkpoint(saved_run, tmp_path):
-    run = _copy(saved_run, tmp_path / "r")
+    run = shutil.copytree(saved_run, tmp_path / "r")
     data = (run / "model.safetensors").read_bytes()
     (run / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="safetensors"):
@@ -163,7 +156,7 @@ def test_truncated_checkpoint(saved_run, tmp_path):
 
 
 def test_pickle_renamed_safetensors_is_refused_and_never_run(saved_run, tmp_path):
-    run = _copy(saved_run, tmp_path / "r")
+    run = shutil.copytree(saved_run, tmp_path / "r")
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -177,7 +170,7 @@ def test_pickle_renamed_safetensors_is_refused_and_never_run(saved_run, tmp_path
 
 
 def test_checkpoint_of_another_architecture(saved_run, tmp_path):
-    run = _copy(saved_run, tmp_path / "r")
+    run = shutil.copytree(saved_run, tmp_path / "r")
     info = json.loads((run / "model.json").read_text())
     info["kwargs"]["num_channels"] = 8  # weights have 4 channels
     (run / "model.json").write_text(json.dumps(info))
@@ -186,7 +179,7 @@ def test_checkpoint_of_another_architecture(saved_run, tmp_path):
 
 
 def test_foreign_model_json(saved_run, tmp_path):
-    run = _copy(saved_run, tmp_path / "r")
+    run = shutil.copytree(saved_run, tmp_path / "r")
     (run / "model.json").write_text(json.dumps({"format": "texseg-model", "name": "resnet9000", "kwargs": {},
                                                 "num_regions": 2}))
     with pytest.raises(CheckpointError, match="resnet9000"):
