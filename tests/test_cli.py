@@ -144,3 +144,33 @@ def test_console_script_has_help_and_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "lr" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "texseg.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_iterations_flag_keeps_a_time_budget_from_the_config_file(capsys, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"time_budget": 0.5, "image_size": 32, "model": "cnn", "val_size": 2,
+                               "eval_every": 100000, "batch_size": 2}))
+    code, _, _ = run(capsys, "train", "--config", str(cfg), "--iterations", "100000", "--out", str(tmp_path / "r"),
+                     "--quiet")
+    assert code == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert saved["time_budget"] == 0.5 and saved["iterations"] == 100000 and summary["iterations"] < 100000
+
+
+def test_export_refuses_a_folder_that_holds_an_export(capsys, tmp_path):
+    args = ["generate", "--image-size", "16", "--count", "3", "--quiet", "--out", str(tmp_path / "d")]
+    assert run(capsys, *args)[0] == 0
+    before = sorted(p.name for p in (tmp_path / "d" / "images").iterdir())
+    code, _, err = run(capsys, "generate", "--image-size", "16", "--count", "2", "--seed", "5", "--quiet",
+                       "--out", str(tmp_path / "d"))
+    assert code == 2 and "already holds an export" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == before
+
+
+@pytest.mark.parametrize("args,needle", [(["--picture", "/nonexistent-dir/a.png"], "/nonexistent-dir/a.png"),
+                                         (["--picture", "a.jpg"], ".png"),
+                                         (["--seed", "99999999999999999999999"], "--seed")])
+def test_generate_output_and_seed_errors_name_what_the_user_gave(capsys, tmp_path, args, needle):
+    code, _, err = run(capsys, "generate", "--image-size", "16", "--rows", "1", *args)
+    assert code == 2 and needle in err and ".tmp" not in err and err.count("\n") == 1, err

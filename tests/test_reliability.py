@@ -74,8 +74,8 @@ def test_resume_after_interrupt_between_evaluations(tmp_path):
 
 
 def test_time_budgeted_run_resumes_with_the_budget_left(tmp_path):
-    cfg = tiny(iterations=None, time_budget=1.0, eval_every=5)
-    part = train(cfg, tmp_path / "run", progress=False, on_eval=interrupt_at(5))
+    cfg = tiny(iterations=None, time_budget=1.0, eval_every=1)  # interrupt after step 1, however slow
+    part = train(cfg, tmp_path / "run", progress=False, on_eval=interrupt_at(1))
     assert part.status == "interrupted" and part.summary["train_seconds"] < 1.0
     done = resume_training(tmp_path / "run", progress=False)
     assert done.status == "completed"

@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, TexsegError) as e:
         click.echo(f"texseg: error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    except OSError as e:
+    except OSError as e:  # a path the user gave cannot be read or written
         click.echo(f"texseg: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
-        sys.exit(1)
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("texseg: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -46,8 +46,10 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
 
     config = TrainConfig.from_dict(given_options(scene_options)).validate()
     spec = config.scene()
-    check_int("--seed", seed, minimum=0)
+    check_int("--seed", seed, minimum=0, maximum=2**63 - 1)
     check_int("--rows", rows, minimum=1, maximum=64)
+    if picture is not None and Path(picture).suffix.lower() != ".png":
+        raise ValueError(f"--picture must name a .png file, got {picture!r}")
     if count is not None and out is None:
         raise click.UsageError("--count needs --out DIR")
     if out is not None:
@@ -93,8 +95,9 @@ def train(config_file: str | None, out: str | None, resume: str | None, quiet: b
             raise click.UsageError(f"--resume continues a run with its own config.json; drop {extra}")
         result = resume_training(resume, progress=not quiet)
     else:
-        base = TrainConfig.from_json_file(config_file) if config_file else None
-        config = TrainConfig.from_dict(given_options(options), base=base).validate()
+        # File and flags merge first, so --iterations drops only the *default* time budget.
+        file_options = TrainConfig.read_json(config_file) if config_file else {}
+        config = TrainConfig.from_dict({**file_options, **given_options(options)}).validate()
         result = run_training(config, out, progress=not quiet)
     s = result.summary
     click.echo(f"\nrun: {result.run_dir}   status: {result.status}" + (f" ({s['message']})" if s["message"] else ""))
@@ -132,7 +135,7 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     from texseg.evaluation import evaluate_on_scenes
 
     check_int("--count", count, minimum=1, maximum=1_000_000)
-    check_int("--seed", seed, minimum=0)
+    check_int("--seed", seed, minimum=0, maximum=2**63 - 1)
     check_int("--batch-size", batch_size, minimum=1)
     dev = resolve_device(device)
     model = load_model(run_dir, device=dev)

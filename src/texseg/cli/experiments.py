@@ -72,8 +72,9 @@ def names(option: str, text: str) -> list[str]:
 
 def base_config(config_file: str | None, options: dict[str, Any]) -> TrainConfig:
     """The configuration every trial starts from: the config file, then the given options."""
-    base = TrainConfig.from_json_file(config_file) if config_file else None
-    return TrainConfig.from_dict(given_options(options), base=base).validate()
+    # File and flags merge first, so --iterations drops only the *default* time budget.
+    file_options = TrainConfig.read_json(config_file) if config_file else {}
+    return TrainConfig.from_dict({**file_options, **given_options(options)}).validate()
 
 
 def command_line(ctx: click.Context) -> str:

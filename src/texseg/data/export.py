@@ -46,7 +46,7 @@ def export_dataset(
 
     Args:
         spec: scene parameters (K <= 256 so labels fit in 8 bits).
-        out_dir: destination folder (created; existing files of the same names are replaced).
+        out_dir: destination folder (created; one that already holds an export is refused).
         count: number of scenes >= 1.
         seed: seed of the CPU generator.
         batch_size: scenes drawn per generator call (part of what the seed reproduces).
@@ -56,11 +56,14 @@ def export_dataset(
         Path of the written manifest.
     """
     check_int("count", count, minimum=1)
-    check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0, maximum=2**63 - 1)
     check_int("batch_size", batch_size, minimum=1)
     if spec.num_regions > 256:
         raise ValueError(f"regions must be <= 256 to export 8-bit labels, got {spec.num_regions}")
     out = Path(out_dir)
+    if (out / "manifest.json").exists():
+        # Never mix two datasets in one folder (stale files would survive a smaller export).
+        raise ValueError(f"{out} already holds an export (manifest.json); choose another --out")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(count - 1)))

@@ -170,12 +170,11 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, base: TrainConfig | None = None) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build a config from a mapping, refusing unknown keys by name.
 
         Args:
-            d: field name -> value (JSON types).
-            base: values for the keys ``d`` does not give (default: the defaults).
+            d: field name -> value (JSON types); the defaults fill in the rest.
         """
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
@@ -183,7 +182,7 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
-        merged = {**(base or cls()).to_dict(), **d}
+        merged = {**cls().to_dict(), **d}
         if "iterations" in d and "time_budget" not in d:
             # Asking for N steps means N steps, not "N steps or the default 30 s".
             merged["time_budget"] = None
@@ -192,7 +191,8 @@ class TrainConfig:
         return cls(**merged)
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike[str]) -> TrainConfig:
+    def read_json(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The options a JSON config file gives (checked), as a dict to merge overrides into."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -200,7 +200,13 @@ class TrainConfig:
             raise ValueError(f"config file {path} does not exist") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"config file {path} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        cls.from_dict(data)  # refuses unknown keys and wrong types, naming them
+        return data
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """A config from a JSON file, with ``overrides`` (e.g. command-line options) on top."""
+        return cls.from_dict({**cls.read_json(path), **(overrides or {})})
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

@@ -68,6 +68,7 @@ class _Counters:
     window_loss: float = 0.0  # sum of training losses since the last evaluation
     window_steps: int = 0
     skipped_steps: int = 0  # non-finite steps skipped with skip_nonfinite
+    saved_step: int = 0  # step of the weights on disk
 
 
 def train(
@@ -144,14 +145,15 @@ def train(
             }
 
         def checkpoint() -> None:
+            c.saved_step = c.step
             save_model(model, run.path, name=config.model, kwargs=model_kwargs, num_regions=k,
                        scene=scene.to_dict())
             _save_resume_state(run, model, optimizer, train_gen, c)
             run.write_summary(summary())
 
         def stopped(kind: str, what: str) -> str:
-            kept = run.rows[-1]["step"] if run.rows else 0
-            return f"{what} at step {c.step + (kind != 'eval')} (lr {lr:.3g}); kept the weights of step {kept}"
+            step = c.step + (kind != "eval")  # a failed step has not been counted yet
+            return f"{what} at step {step} (lr {lr:.3g}); kept the weights of step {c.saved_step}"
 
         if not resume:
             checkpoint()  # a loadable, resumable model exists from the start
@@ -241,8 +243,9 @@ def train(
             checkpoint()  # an interrupted run keeps the steps since its last evaluation
         else:
             run.write_summary(summary())  # diverged: the weights on disk stay the last good ones
-        if run.rows:
-            _write_figures(run, model, val_images[:4], val_targets[:4], k, config.model)
+        if run.rows:  # no prediction panel from diverged weights: they are not what is saved
+            _write_figures(run, model, val_images[:4], val_targets[:4], k, config.model,
+                           samples=status != DIVERGED)
         final = summary()
     return TrainResult(run.path, status, final)
 
@@ -326,16 +329,17 @@ def _all_finite(model: torch.nn.Module) -> bool:
 
 
 def _write_figures(run: RunDir, model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                   k: int, name: str) -> None:
+                   k: int, name: str, samples: bool = True) -> None:
     """samples.png (input | truth | eval-mode prediction) and curves.png."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        pred = predict_labels(model(images))
-    model.train(was_training)
-    truth = targets if k > 2 else targets.long()
-    save_figure(samples_figure(images.cpu(), truth.cpu(), pred.cpu(), num_regions=k,
-                               suptitle=f"{name}: validation samples (eval mode)"), run.file("samples.png"))
+    if samples:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            pred = predict_labels(model(images))
+        model.train(was_training)
+        truth = targets if k > 2 else targets.long()
+        save_figure(samples_figure(images.cpu(), truth.cpu(), pred.cpu(), num_regions=k,
+                                   suptitle=f"{name}: validation samples (eval mode)"), run.file("samples.png"))
     from matplotlib.figure import Figure
 
     rows = run.rows
