@@ -254,3 +254,9 @@ def test_nesterov_without_momentum_is_refused():
 
     with pytest.raises(ValueError, match="nesterov"):
         create_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer="sgd", nesterov=True))
+
+
+def test_sigmas_imply_the_number_of_regions_unless_given():
+    assert TrainConfig.from_dict({"sigmas": [0.2, 1.0, 3.0]}).regions == 3
+    with pytest.raises(ValueError, match="sigmas"):
+        TrainConfig.from_dict({"sigmas": [0.2, 1.0, 3.0], "regions": 4}).validate()

@@ -183,6 +183,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
         merged = {**cls().to_dict(), **d}
+        if d.get("sigmas") is not None and "regions" not in d and isinstance(d["sigmas"], list):
+            merged["regions"] = len(d["sigmas"])  # one texture width per region says how many
         if "iterations" in d and "time_budget" not in d:
             # Asking for N steps means N steps, not "N steps or the default 30 s".
             merged["time_budget"] = None
