@@ -293,7 +293,7 @@ def compare_option(ctx: click.Context, name: str, values: str, **options: Any) -
     from texseg.experiments.compare import option_name
 
     field = option_name(name)
-    reject_given(ctx, [field], f"this is what `compare option {name}` varies (give its values with --values)")
+    reject_given(ctx, [field], f"is what `compare option {name}` varies (give its values with --values)")
     return run_comparison(ctx, field, names("--values", values), options)
 
 
