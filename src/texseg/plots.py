@@ -1,4 +1,4 @@
-"""Figures: sample panels and learning curves, written as PNG files.
+"""Figures: sample panels, and saving any figure as a PNG file.
 
 Uses matplotlib's object API with the Agg canvas, so nothing depends on (or changes)
 the global pyplot state or a display.
@@ -68,35 +68,4 @@ def samples_figure(
             axes[r, 0].set_ylabel(titles[r])
     if suptitle:
         fig.suptitle(suptitle)
-    return fig
-
-
-def curves_figure(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]],
-    *,
-    xlabel: str,
-    ylabel: str,
-    title: str | None = None,
-    logy: bool = False,
-) -> Figure:
-    """One line per named series of (x, y) points.
-
-    Args:
-        series: name -> (xs, ys).
-        xlabel, ylabel, title: axis labels and title.
-        logy: logarithmic y axis (for losses).
-    """
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    ax = fig.subplots()
-    for name, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), label=name, marker="." if len(xs) < 30 else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if len(series) > 1:
-        ax.legend()
     return fig

@@ -213,15 +213,6 @@ def estimate_memory_bytes(spec: SceneSpec, batch_size: int, dtype: torch.dtype =
     return int(pixels * (fields * itemsize + 8) + 4 * spec.image_size**2 * itemsize)
 
 
-def dtype_from_name(name: str) -> torch.dtype:
-    """'float32' | 'float64' -> torch dtype (for CLI and config files)."""
-    if name not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {name!r}")
-    return _DTYPES[name]
-
-
-
-
 def target_from_labels(labels: torch.Tensor, num_regions: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The training/evaluation target for a model of ``num_regions`` regions.
 
@@ -236,5 +227,5 @@ def target_from_labels(labels: torch.Tensor, num_regions: int, dtype: torch.dtyp
     return (labels == 0).to(dtype) if num_regions == 2 else labels
 
 
-__all__ = ["SceneSpec", "generate", "generate_data", "estimate_memory_bytes", "dtype_from_name",
+__all__ = ["SceneSpec", "generate", "generate_data", "estimate_memory_bytes",
            "target_from_labels"]
