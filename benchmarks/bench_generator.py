@@ -19,7 +19,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from notebook_reference import notebook_generate_data  # noqa: E402
-
 from texseg.data import SceneSpec, generate, generate_data  # noqa: E402
 
 
@@ -65,7 +64,7 @@ def main() -> None:
     for n in (128, 512):
         spec = SceneSpec.notebook(n, 0.2, 1.2, n / 5)
         generate(spec, 64, device=dev)
-        t = median_seconds(lambda: generate(spec, 64, device=dev), 5 if n == 128 else 3, dev)
+        t = median_seconds(lambda s=spec: generate(s, 64, device=dev), 5 if n == 128 else 3, dev)
         print(f"batch 64, {n}x{n}: {64 / t:8.1f} images/s")
 
 

@@ -1,5 +1,57 @@
+"""Shared test helpers: processes that never outlive their test, waiting on observable things."""
+
+from __future__ import annotations
+
 import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 # The notebook reference lives beside the tests.
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Generous: a loaded machine importing a CUDA build of torch takes many seconds per process.
+PROCESS_TIMEOUT = 300.0
+
+
+@contextmanager
+def cli_process(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """``python -m texseg.cli ARGS`` in its own process group, killed (with its children) on exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "texseg.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the process and any worker it started
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str] | None = None,
+               timeout: float = PROCESS_TIMEOUT, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail if ``proc`` ends first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            if condition():
+                return
+            raise AssertionError(f"the process ended (code {proc.returncode}) before {what}: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def handles_stop_signals(pid: int) -> bool:
+    """Whether the process has texseg's handler for SIGTERM and SIGHUP installed (its SigCgt mask)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return all(caught >> (s - 1) & 1 for s in (signal.SIGTERM, signal.SIGHUP))

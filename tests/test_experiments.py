@@ -25,12 +25,12 @@ from texseg.experiments import (
 )
 from texseg.experiments import runner as runner_module
 from texseg.experiments.compare import parse_lr_map, parse_values
-from texseg.experiments.runner import available_cores
 from texseg.experiments.stats import band
 from texseg.experiments.sweep import suggest_lrs
 from texseg.training.config import TrainConfig
 from texseg.training.loop import train
 from texseg.training.rundir import read_metrics
+from texseg.workers import available_cores
 
 TINY_ARGS = ["--image-size", "32", "--model", "cnn", "--model-arg", "num_channels=4", "--iterations", "4",
              "--eval-every", "2", "--val-size", "4", "--batch-size", "2", "--quiet"]

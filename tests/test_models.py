@@ -12,6 +12,7 @@ from torch import nn
 
 from notebook_reference import MyFirtsCNN
 from texseg.models import count_parameters, create_model, list_models, model_spec, register_model
+from texseg.models.base import SegmentationModel
 from texseg.models.registry import MAX_PARAMETERS
 
 MODELS = list_models()
@@ -19,11 +20,9 @@ SIZES = [(2, 1, 17, 23), (1, 1, 16, 16), (2, 1, 33, 31)]
 
 
 def make(name: str, seed: int = 0, **kwargs) -> nn.Module:
-    """Create a model deterministically, silencing registry warnings (tested separately)."""
+    """Create a model deterministically."""
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return create_model(name, **kwargs)
+    return create_model(name, **kwargs)
 
 
 # --- every registered model ----------------------------------------------------------
@@ -119,9 +118,27 @@ def test_seed_cnn_shares_one_batchnorm():
     assert sum(isinstance(mod, nn.BatchNorm2d) for mod in m.modules()) == 1
 
 
-def test_seed_cnn_warns_on_creation():
-    with pytest.warns(UserWarning, match="BatchNorm"):
-        create_model("seed-cnn")
+def test_create_model_is_a_pure_look_up():
+    """No warning at creation (the caveat is the training/eval commands' to show) and no patched attributes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = create_model("seed-cnn")
+    assert "BatchNorm" in model_spec("seed-cnn").warning
+    assert isinstance(m, SegmentationModel) and m.run_info is None and m.num_regions == 2
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_shares_the_base_checks(name):
+    with pytest.raises(ValueError, match="in_channels must be an integer"):
+        create_model(name, in_channels=0)
+    with pytest.raises(ValueError, match="num_classes must be an integer"):
+        create_model(name, num_classes=10**6)
+    m = make(name, num_classes=3)
+    assert m.num_regions == 3
+    with pytest.raises(ValueError, match=r"input must have shape \(B, 1, H, W\)"):
+        m(torch.zeros(1, 2, 16, 16))
+    probs = m.predict(torch.rand(2, 1, 16, 16))
+    assert probs.shape == (2, 3, 16, 16) and torch.allclose(probs.sum(1), torch.ones(2, 16, 16), atol=1e-5)
 
 
 def test_cnn_has_one_batchnorm_per_block():

@@ -9,7 +9,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,6 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import texseg
+from conftest import PROCESS_TIMEOUT, cli_process, handles_stop_signals, wait_until
+from texseg.checkpoint import load_resume_state
 from texseg.errors import CheckpointError, RunDirError
 from texseg.models import registry
 from texseg.training.config import TrainConfig
@@ -99,46 +100,72 @@ def test_pickle_payload_in_resume_state_is_refused_and_never_runs(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    (tmp_path / "run" / "resume.pt").write_bytes(pickle.dumps({"version": 1, "x": Payload()}))
+    (tmp_path / "run" / "resume.pt").write_bytes(pickle.dumps({"version": 2, "x": Payload()}))
     with pytest.raises(CheckpointError, match="cannot resume"):
         resume_training(tmp_path / "run", progress=False)
     assert not marker.exists()
-
-
-def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "texseg.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
 
 
 CLI_RUN = ["train", "--image-size", "32", "--model", "cnn", "--model-arg", "num_channels=4", "--batch-size", "2",
            "--val-size", "4", "--lr", "0.01", "--quiet"]
 
 
-def _wait_for(path, proc, timeout=60.0):
-    t0 = time.time()
-    while not path.exists():
-        if proc.poll() is not None or time.time() - t0 > timeout:
-            raise AssertionError(f"{path} never appeared: {proc.communicate()}")
-        time.sleep(0.02)
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    with cli_process(*args) as proc:
+        out, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_ctrl_c_on_the_cli_saves_exits_130_and_resumes_to_the_same_result(tmp_path):
     args = [*CLI_RUN, "--iterations", "400", "--eval-every", "20"]
-    ref = _cli(*args, "--out", str(tmp_path / "ref"))
-    assert ref.wait(timeout=300) == 0
-    proc = _cli(*args, "--out", str(tmp_path / "run"))
-    _wait_for(tmp_path / "run" / "metrics.csv", proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    assert _run_cli(*args, "--out", str(tmp_path / "ref")).returncode == 0
+    with cli_process(*args, "--out", str(tmp_path / "run")) as proc:
+        wait_until(lambda: (tmp_path / "run" / "metrics.csv").exists(), proc, what="the first evaluation")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=PROCESS_TIMEOUT)
     if proc.returncode == 0:
         pytest.skip("the run finished before the interrupt arrived")
     assert proc.returncode == 130, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "Traceback" not in err
-    resumed = _cli("train", "--resume", str(tmp_path / "run"), "--quiet")
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()
+    resumed = _run_cli("train", "--resume", str(tmp_path / "run"), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
     a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0, 2.5])
+def test_a_stop_signal_at_any_moment_of_start_up_is_one_line_and_exit_130(tmp_path, sig, delay):
+    """From the moment texseg holds the signals (before torch is imported) on: import, set-up, training.
+
+    Readiness is observed (the handler in /proc/PID/status), so a slow import of torch
+    only moves the moment within the start-up window; the delays then land in imports,
+    set-up or the first steps depending on the machine, and every case must end the same.
+    """
+    run_dir = tmp_path / "run"
+    with cli_process(*CLI_RUN, "--iterations", "100000", "--eval-every", "5", "--out", str(run_dir)) as proc:
+        wait_until(lambda: handles_stop_signals(proc.pid), proc, what="texseg to take over the stop signals")
+        time.sleep(delay)  # a chosen moment, not a wait for something: any moment must be handled
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 1 and "interrupted" in lines[0], err
+    if (run_dir / "config.json").exists():  # it had started: a whole, resumable run
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+        texseg.load_model(run_dir)
+    else:  # stopped before the run existed: nothing half-written, a new run may use the folder
+        assert not run_dir.exists() or not any(run_dir.glob("*.tmp"))
+    assert not any(run_dir.glob(".*.tmp")) if run_dir.exists() else True
+
+
+def test_a_signal_before_texseg_holds_the_signals_never_gives_a_traceback():
+    """At t=0 the process may not even be Python yet: the OS default (death by signal) is all there is."""
+    with cli_process(*CLI_RUN, "--iterations", "100000", "--out", "/nonexistent/never") as proc:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
 
 
 def test_resume_refuses_other_training_options(capsys, tmp_path):
@@ -154,13 +181,14 @@ def _check_run_dir(run_dir):
     """What a killed run must leave: parseable files and a loadable, resumable checkpoint."""
     if (run_dir / "summary.json").exists():
         assert json.loads((run_dir / "summary.json").read_text())["status"] in ("running", "completed")
+    if (run_dir / "config.json").exists():
+        assert (run_dir / "resume.pt").exists() and (run_dir / "model.safetensors").exists()
     if (run_dir / "metrics.csv").exists():
         read_metrics(run_dir)
     if (run_dir / "model.json").exists() and (run_dir / "model.safetensors").exists():
         texseg.load_model(run_dir)
-    if (run_dir / "resume.pt").exists():
-        state = torch.load(run_dir / "resume.pt", weights_only=True)
-        assert state["counters"]["step"] >= 0
+    if (run_dir / "config.json").exists():
+        load_resume_state(run_dir / "resume.pt", json.loads((run_dir / "config.json").read_text()))
     leftovers = [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")] if run_dir.exists() else []
     return leftovers
 
@@ -169,18 +197,24 @@ def _kill_at_random_moments(tmp_path, points, seed):
     rng = random.Random(seed)
     for i in range(points):
         run_dir = tmp_path / f"k{i}"
-        proc = _cli(*CLI_RUN, "--iterations", "100000", "--eval-every", "1", "--out", str(run_dir))
-        _wait_for(run_dir / "config.json", proc)
-        time.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        with cli_process(*CLI_RUN, "--iterations", "100000", "--eval-every", "1", "--out", str(run_dir)) as proc:
+            wait_until(lambda d=run_dir: (d / ".texseg-run").exists(), proc, what="the run directory")
+            time.sleep(rng.uniform(0.0, 1.5))  # a random moment, early window included
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         _check_run_dir(run_dir)
-        if (run_dir / "resume.pt").exists() and i % 3 == 0:
-            # and the killed run resumes (briefly: stop it by time budget via a second kill)
-            proc = _cli("train", "--resume", str(run_dir), "--quiet")
-            time.sleep(2.0)
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=120) in (0, 130), proc.communicate()
+        if (run_dir / "config.json").exists():
+            assert (run_dir / "resume.pt").exists()  # a run that exists is resumable
+            if i % 3 == 0:  # and the killed run resumes; a Ctrl-C once it trains stops it cleanly
+                with cli_process("train", "--resume", str(run_dir), "--quiet") as resumed:
+                    rows = len(read_metrics(run_dir)) if (run_dir / "metrics.csv").exists() else 0
+                    wait_until(lambda d=run_dir, n=rows: (d / "metrics.csv").exists() and len(read_metrics(d)) > n,
+                               resumed, what="a new evaluation of the resumed run")
+                    resumed.send_signal(signal.SIGINT)
+                    _, err = resumed.communicate(timeout=PROCESS_TIMEOUT)
+                assert resumed.returncode == 130 and "Traceback" not in err, err
+        else:  # killed before the run existed: the folder is treated as new
+            train(tiny(iterations=2, eval_every=2), run_dir, progress=False)
 
 
 def test_kill_9_at_random_moments_leaves_a_usable_run(tmp_path):
@@ -194,17 +228,77 @@ def test_kill_9_at_many_random_moments(tmp_path):
 
 def test_a_second_writer_is_refused_while_a_run_is_live(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _cli(*CLI_RUN, "--iterations", "100000", "--eval-every", "50", "--out", str(run_dir))
-    try:
-        _wait_for(run_dir / "config.json", proc)
+    with cli_process(*CLI_RUN, "--iterations", "100000", "--eval-every", "50", "--out", str(run_dir)) as proc:
+        wait_until(lambda: (run_dir / "config.json").exists(), proc, what="the run to start")
         with pytest.raises(RunDirError, match="in use"):
             resume_training(run_dir)
-        second = _cli(*CLI_RUN, "--iterations", "5", "--out", str(run_dir))
-        _, err = second.communicate(timeout=120)
-        assert second.returncode == 2 and "in use" in err and err.count("\n") == 1
+        second = _run_cli(*CLI_RUN, "--iterations", "5", "--out", str(run_dir))
+        assert second.returncode == 2 and "in use" in second.stderr and second.stderr.count("\n") == 1
+
+
+# -------------------------------------------------------------------------- full disk
+def _fill_disk_after(monkeypatch, writes: int):
+    """Make every file write after the first ``writes`` fail as a full disk would."""
+    import errno
+
+    import texseg.io
+
+    real, count = texseg.io.atomic_write, [0]
+
+    def failing(path, writer):
+        count[0] += 1
+        if count[0] > writes:
+            def full(p):
+                writer(p)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(p))
+            return real(path, full)
+        return real(path, writer)
+
+    monkeypatch.setattr(texseg.io, "atomic_write", failing)
+    return count
+
+
+def test_a_full_disk_ends_training_as_failed_keeps_the_last_checkpoint_and_resumes(tmp_path, monkeypatch):
+    from texseg.training import StorageError
+
+    ref = train(tiny(), tmp_path / "ref", progress=False)
+    count = _fill_disk_after(monkeypatch, writes=13)  # fails inside the checkpoint of step 8
+    with pytest.raises(StorageError, match="No space left on device") as err:
+        train(tiny(), tmp_path / "run", progress=False)
+    assert str(tmp_path / "run") in str(err.value) and "step" in str(err.value)
+    assert count[0] > 13
+    monkeypatch.undo()  # space is freed
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left on device" in summary["message"]
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    texseg.load_model(tmp_path / "run")  # the last good checkpoint
+    done = resume_training(tmp_path / "run", progress=False)
+    assert done.status == "completed"
+    a, b = _weights(ref.run_dir), _weights(done.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # as if the disk had never filled
+
+
+def _can_mount_tmpfs(path) -> bool:
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_full_tmpfs_gives_one_line_naming_the_file_and_a_failed_summary(tmp_path):
+    disk = tmp_path / "disk"
+    if not _can_mount_tmpfs(disk):
+        pytest.skip("cannot mount a tmpfs here (needs root); the injected full disk test covers the logic")
+    try:
+        # A U-Net's checkpoint (weights + optimizer state, about 6 MB) cannot fit in 200 kB.
+        result = _run_cli("train", "--image-size", "32", "--batch-size", "2", "--val-size", "2",
+                          "--iterations", "3", "--quiet", "--out", str(disk / "run"))
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "No space left on device" in lines[0] and str(disk) in lines[0], result.stderr
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+        assert not list((disk / "run").glob(".*.tmp"))
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        subprocess.run(["umount", str(disk)], check=False)
 
 
 # ---------------------------------------------------------------------- hostile files

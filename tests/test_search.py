@@ -17,7 +17,7 @@ import pytest
 
 from texseg.cli import main
 from texseg.search import SearchSettings, build_space, run_search, write_reports
-from texseg.search.storage import STALE_AFTER_S, _is_stale, _open_storage
+from texseg.search.storage import STALE_AFTER_S, is_stale, open_storage
 from texseg.search.study import _PruningCallback
 from texseg.training.config import TrainConfig
 
@@ -45,7 +45,7 @@ def ran_now(stdout: str) -> int:
 
 
 def load_study(out: Path, name: str = "texseg") -> optuna.Study:
-    storage = _open_storage(SearchSettings(out))
+    storage = open_storage(SearchSettings(out))
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -201,11 +201,11 @@ def test_is_stale_rules():
             self.user_attrs, self.datetime_start = attrs, None
 
     now, me = time.time(), socket.gethostname()
-    assert not _is_stale(T(host=me, pid=os.getpid(), heartbeat=now - 1), now, me)
-    assert _is_stale(T(host=me, pid=os.getpid(), heartbeat=now - 2 * STALE_AFTER_S), now, me)  # hung, or pid reused
-    assert not _is_stale(T(host="b", pid=1, heartbeat=now - 1), now, me)
-    assert _is_stale(T(host="b", pid=1, heartbeat=now - 2 * STALE_AFTER_S), now, me)
-    assert not _is_stale(T(), now, me)  # just created: no attributes yet
+    assert not is_stale(T(host=me, pid=os.getpid(), heartbeat=now - 1), now, me)
+    assert is_stale(T(host=me, pid=os.getpid(), heartbeat=now - 2 * STALE_AFTER_S), now, me)  # hung, or pid reused
+    assert not is_stale(T(host="b", pid=1, heartbeat=now - 1), now, me)
+    assert is_stale(T(host="b", pid=1, heartbeat=now - 2 * STALE_AFTER_S), now, me)
+    assert not is_stale(T(), now, me)  # just created: no attributes yet
 
 
 def cli_search(*args: str) -> subprocess.Popen[str]:
@@ -223,7 +223,7 @@ def test_two_processes_share_one_study(tmp_path):
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert sum(ran_now(out) for out, _ in outputs) == 5  # every trial ran exactly once
-    study = optuna.load_study(study_name="texseg", storage=_open_storage(SearchSettings(tmp_path, storage=storage)))
+    study = optuna.load_study(study_name="texseg", storage=open_storage(SearchSettings(tmp_path, storage=storage)))
     counted = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(counted) == 5 and len({t.number for t in counted}) == 5
     assert len({t.user_attrs["worker"] for t in counted}) >= 2  # the work was shared

@@ -180,8 +180,8 @@ def test_checkpoint_of_another_architecture(saved_run, tmp_path):
 
 def test_foreign_model_json(saved_run, tmp_path):
     run = shutil.copytree(saved_run, tmp_path / "r")
-    (run / "model.json").write_text(json.dumps({"format": "texseg-model", "name": "resnet9000", "kwargs": {},
-                                                "num_regions": 2}))
+    (run / "model.json").write_text(json.dumps({"format": "texseg-model", "version": 1, "name": "resnet9000",
+                                                "kwargs": {}, "num_regions": 2}))
     with pytest.raises(CheckpointError, match="resnet9000"):
         texseg.load_model(run)
 

@@ -8,21 +8,41 @@ re-exported here::
     model = texseg.create_model("unet")
     model = texseg.load_model("runs/...")             # a trained run, eval mode
     probs = texseg.predict(model, image)
+
+The re-exports are resolved on first use (PEP 562), so ``import texseg.cli`` does not
+import torch: the command line takes over Ctrl-C before the slow imports start.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from texseg.checkpoint import load_model, predict  # noqa: E402
-from texseg.data import SceneSpec, generate, generate_data  # noqa: E402
-from texseg.models import create_model, list_models  # noqa: E402
+_EXPORTS = {
+    "SceneSpec": "texseg.data",
+    "generate": "texseg.data",
+    "generate_data": "texseg.data",
+    "create_model": "texseg.models",
+    "list_models": "texseg.models",
+    "load_model": "texseg.checkpoint",
+    "predict": "texseg.checkpoint",
+    "TrainConfig": "texseg.training",
+    "train": "texseg.training",
+    "resume_training": "texseg.training",
+}
 
-__all__ = [
-    "SceneSpec",
-    "create_model",
-    "generate",
-    "generate_data",
-    "list_models",
-    "load_model",
-    "predict",
-    "__version__",
-]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # resolved once
+        return value
+    raise AttributeError(f"module 'texseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

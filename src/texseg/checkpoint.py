@@ -1,4 +1,4 @@
-"""Saving and loading trained models: safetensors weights plus a JSON description.
+"""Saving and loading trained models and the state that resumes a run.
 
 A saved model is two files, usually in a run directory::
 
@@ -8,25 +8,33 @@ A saved model is two files, usually in a run directory::
 :func:`load_model` rebuilds the architecture from the registry with the recorded
 kwargs and loads the weights strictly, so a file of another architecture, a truncated
 file or a pickle renamed ``.safetensors`` is refused with a one-line error.
+
+A run's ``resume.pt`` (:func:`save_resume_state`) holds the model, optimizer, RNG states,
+counters and metric rows: tensors and plain values only, read back with
+``torch.load(weights_only=True)`` and checked field by field (:func:`load_resume_state`)
+before anything in it is used, including that it belongs to the run's configuration.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import warnings
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model as _st_load_model
-from safetensors.torch import save_model as _st_save_model
+from safetensors.torch import save as _st_save_bytes
 from torch import nn
 
 from texseg.device import resolve_device
 from texseg.errors import CheckpointError
-from texseg.io import atomic_path, atomic_write_json
+from texseg.io import atomic_write_bytes, atomic_write_json
 from texseg.models import create_model
 
 MODEL_JSON = "model.json"
@@ -48,14 +56,30 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str], *, name: str
         scene: optional scene description it was trained on (for reference only).
     """
     directory = Path(directory)
-    with atomic_path(directory / WEIGHTS) as tmp:
-        # One metadata key only: safetensors orders several keys arbitrarily, and the same
-        # weights should give the same bytes.
-        _st_save_model(model, str(tmp), metadata={"format": FORMAT})
+    # One metadata key only: safetensors orders several keys arbitrarily, and the same
+    # weights should give the same bytes.
+    atomic_write_bytes(directory / WEIGHTS, _st_save_bytes(_unshared_state(model), metadata={"format": FORMAT}))
     atomic_write_json(directory / MODEL_JSON, {
         "format": FORMAT, "version": FORMAT_VERSION, "name": name, "kwargs": kwargs,
         "num_regions": num_regions, "scene": scene,
     })
+
+
+def _unshared_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each shared tensor once (under its first name), contiguous.
+
+    safetensors refuses tensors that share memory; its loader reports the other names of
+    a shared tensor as expected-missing, so keeping one name per storage loads strictly.
+    """
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    out = {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if t.numel() and key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().contiguous()
+    return out
 
 
 def _locate(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -78,8 +102,13 @@ def read_model_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         info = json.loads(json_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{json_path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{json_path} is nested too deeply to be a model description") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not a texseg model description")
+    if info.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{json_path} has format version {info.get('version')!r}; this texseg reads "
+                              f"version {FORMAT_VERSION} (a newer texseg wrote it?)")
     unknown = sorted(set(info) - _MODEL_JSON_KEYS)
     if unknown:
         raise CheckpointError(f"{json_path}: unknown key(s) {', '.join(unknown)}")
@@ -99,7 +128,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
         device: where to put it (default CPU).
 
     Returns:
-        The model in eval mode, with ``texseg_info`` (the model.json dict) attached.
+        The model in eval mode; its ``run_info`` is the model.json description.
 
     Raises:
         CheckpointError: missing, truncated, foreign or mismatched files.
@@ -109,9 +138,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     if not weights.is_file():
         raise CheckpointError(f"no weights at {path}: {weights.name} is missing")
     try:
-        with warnings.catch_warnings():  # a model's known caveat is the caller's to report
-            warnings.simplefilter("ignore", UserWarning)
-            model = create_model(info["name"], **info["kwargs"])
+        model = create_model(info["name"], **info["kwargs"])
     except ValueError as e:
         raise CheckpointError(f"{path}: cannot rebuild the model ({e})") from None
     try:
@@ -124,7 +151,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
         raise CheckpointError(
             f"{weights} does not fit model {info['name']!r}: {' '.join(s.strip() for s in first)}"
         ) from None
-    model.texseg_info = info  # type: ignore[attr-defined]
+    model.run_info = info
     return model.to(resolve_device(device)).eval()
 
 
@@ -157,3 +184,140 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 32) -> tor
     finally:
         model.train(was_training)
     return torch.cat(out)
+
+
+# --------------------------------------------------------------------------- resume state
+RESUME_STATE = "resume.pt"
+RESUME_VERSION = 2
+
+
+@dataclass
+class Counters:
+    """Where a run stands; saved in every checkpoint and restored by a resume."""
+
+    step: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    window_loss: float = 0.0  # sum of training losses since the last evaluation
+    window_steps: int = 0
+    skipped_steps: int = 0  # non-finite steps skipped with skip_nonfinite
+    saved_step: int = 0  # step of the weights on disk
+
+
+@dataclass
+class ResumeState:
+    """Everything that continues a run exactly: see :func:`save_resume_state`."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng_cpu: torch.Tensor
+    rng_data: torch.Tensor
+    rng_cuda: list[torch.Tensor]
+    counters: Counters
+    rows: list[dict[str, float]]
+    config: dict[str, Any]  # the run's configuration: a state from another run is refused
+
+
+def save_resume_state(path: str | os.PathLike[str], state: ResumeState) -> None:
+    """Write ``state`` to ``path`` atomically (tensors and plain values only, no objects)."""
+    payload = {
+        "version": RESUME_VERSION, "model": state.model, "optimizer": state.optimizer,
+        "rng_cpu": state.rng_cpu, "rng_data": state.rng_data, "rng_cuda": state.rng_cuda,
+        "counters": asdict(state.counters), "rows": state.rows, "config": state.config,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_resume_state(path: str | os.PathLike[str], config: dict[str, Any]) -> ResumeState:
+    """Read and check a resume state written by :func:`save_resume_state`.
+
+    Args:
+        path: the ``resume.pt`` file.
+        config: the run's configuration (from its ``config.json``); the state must have
+            been saved by a run of exactly this configuration.
+
+    Raises:
+        CheckpointError: missing, empty, damaged, foreign, of another run, or with any
+            field of the wrong type or out of range, naming the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no {path.name} to resume from")
+    try:
+        # weights_only: tensors and plain containers only; a pickle payload cannot run.
+        with warnings.catch_warnings():  # a foreign file's pickle-protocol warnings are noise here
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # anything wrong in a foreign or damaged file is the file's fault
+        detail = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"cannot resume from {path}: not a readable texseg resume state "
+                              f"({type(e).__name__}{': ' + detail if detail else ''})") from None
+    try:
+        state = _check_resume_payload(raw)
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot resume from {path}: {e}") from None
+    if state.config != config:
+        diff = sorted(k for k in set(config) | set(state.config) if config.get(k) != state.config.get(k))
+        raise CheckpointError(f"cannot resume from {path}: it was saved by a run of another configuration "
+                              f"(differs in {', '.join(diff)}); config.json or resume.pt was replaced")
+    return state
+
+
+def _check_resume_payload(raw: Any) -> ResumeState:
+    """A :class:`ResumeState` from a loaded payload, every field checked (raises ValueError)."""
+    if not isinstance(raw, dict) or raw.get("version") != RESUME_VERSION:
+        raise ValueError(f"not a texseg resume state of version {RESUME_VERSION}")
+    missing = sorted({"model", "optimizer", "rng_cpu", "rng_data", "rng_cuda", "counters", "rows", "config"}
+                     - set(raw))
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    if not isinstance(raw["model"], dict) or not all(isinstance(v, torch.Tensor) for v in raw["model"].values()):
+        raise ValueError("'model' must map names to tensors")
+    if not isinstance(raw["optimizer"], dict):
+        raise ValueError("'optimizer' must be an optimizer state dict")
+    for key in ("rng_cpu", "rng_data"):
+        if not isinstance(raw[key], torch.Tensor) or raw[key].dtype != torch.uint8:
+            raise ValueError(f"'{key}' must be a byte tensor")
+    if not isinstance(raw["rng_cuda"], list):
+        raise ValueError("'rng_cuda' must be a list")
+    counters = _check_counters(raw["counters"])
+    rows = _check_rows(raw["rows"], counters.step)
+    if not isinstance(raw["config"], dict):
+        raise ValueError("'config' must be a mapping")
+    return ResumeState(raw["model"], raw["optimizer"], raw["rng_cpu"], raw["rng_data"], raw["rng_cuda"],
+                       counters, rows, raw["config"])
+
+
+def _check_counters(d: Any) -> Counters:
+    names = [f.name for f in fields(Counters)]
+    if not isinstance(d, dict) or sorted(d) != sorted(names):
+        raise ValueError(f"'counters' must have exactly the keys {', '.join(names)}")
+    for f in fields(Counters):
+        v = d[f.name]
+        if f.type in ("int", int):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"counter {f.name} must be an integer >= 0, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or (v < 0 and f.name != "window_loss"):
+            raise ValueError(f"counter {f.name} must be a finite number >= 0, got {v!r}")
+    c = Counters(**d)
+    if c.saved_step > c.step or c.window_steps > c.step or c.skipped_steps > c.step:
+        raise ValueError(f"counters are inconsistent (step {c.step}, saved_step {c.saved_step})")
+    return c
+
+
+def _check_rows(rows: Any, step: int) -> list[dict[str, float]]:
+    if not isinstance(rows, list):
+        raise ValueError("'rows' must be a list of metric rows")
+    last = 0
+    for row in rows:
+        if not isinstance(row, dict) or not all(isinstance(k, str) for k in row) \
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()):
+            raise ValueError("every metric row must map names to numbers")
+        s = row.get("step")
+        if not isinstance(s, int) or not last < s <= step:
+            raise ValueError(f"metric rows must have increasing steps <= {step}, got step {s!r}")
+        last = s
+    return list(rows)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import fcntl
+import io
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except OSError as e:  # a full disk, say: name the file the user knows, not the temporary one
+        tmp_path.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -51,6 +58,15 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], Any]) ->
     """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    Serialising into memory first and writing the bytes here means every failure to write
+    (a full disk above all) is an ``OSError`` naming ``path``, whatever library made the bytes.
+    """
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -63,8 +79,72 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
+def overwrite_in_place(path: str | os.PathLike[str], text: str) -> None:
+    """Replace a small file's contents without needing a second file's worth of free space.
+
+    Only for recording a failure when the disk is full and :func:`atomic_write_text`
+    could not: truncating first frees the blocks the new contents then reuse.
+    """
+    with open(path, "r+", encoding="utf-8") as f:
+        f.truncate(0)
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
+              columns: Sequence[str] | None = None) -> None:
+    """Write ``rows`` as CSV atomically: floats with 6 significant digits, NaN and None as empty cells.
+
+    Args:
+        path: the file.
+        rows: one dict per row.
+        columns: column order; default every key, in first-seen order.
+    """
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns += [c for c in r if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (list, dict)):
+        return repr(v)
+    return v
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block.
+
+    Raises:
+        RunDirError: ``busy`` (the message), if another process holds it.
+    """
+    from texseg.errors import RunDirError
+
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; a missing or malformed file raises ``ValueError`` naming it."""
+    """Read a JSON file; a missing, malformed or absurdly nested file raises ``ValueError`` naming it."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -72,3 +152,5 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise ValueError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a texseg file") from None

@@ -69,3 +69,28 @@ def samples_figure(
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def run_curves_figure(rows: Sequence[dict[str, float]], title: str) -> Figure:
+    """Learning curves of one run: loss and validation IoU against steps and training time.
+
+    Args:
+        rows: the run's metric rows (``step``, ``train_seconds``, ``train_loss``, ``val_loss``, ``val_iou``).
+        title: what the run is (e.g. the model name).
+    """
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for col, (key, xlabel) in enumerate([("step", "step"), ("train_seconds", "training time (s)")]):
+        xs = [r[key] for r in rows]
+        ax = axes[0, col]
+        ax.plot(xs, [r["train_loss"] for r in rows], label="train (mean since last eval)")
+        ax.plot(xs, [r["val_loss"] for r in rows], label="validation")
+        ax.set(yscale="log", xlabel=xlabel, ylabel="loss")
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+        ax = axes[1, col]
+        ax.plot(xs, [r["val_iou"] for r in rows], marker=".")
+        ax.set(xlabel=xlabel, ylabel="validation IoU (eval mode)")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{title}: learning curves")
+    return fig

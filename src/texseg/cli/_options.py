@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
-SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing")
+from texseg.training.config import SCENE_FIELDS, TrainConfig, field_types  # noqa: F401  (SCENE_FIELDS re-exported)
 
 
 def parse_floats(text: str) -> list[float]:
@@ -34,15 +34,17 @@ def parse_kv(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def config_options(cls: type, only: Sequence[str] | None = None) -> Callable[[Callable], Callable]:
-    """Decorator adding one click option per dataclass field of ``cls``.
+def config_options(only: Sequence[str] | None = None) -> Callable[[Callable], Callable]:
+    """Decorator adding one click option per :class:`TrainConfig` field (all, or those in ``only``).
 
     Every option defaults to ``None`` so that the command can tell which ones the user
     gave (they override a config file); the field's default is shown in the help.
     """
 
+    types = field_types()
+
     def decorator(f: Callable) -> Callable:
-        for fld in reversed(dataclasses.fields(cls)):
+        for fld in reversed(dataclasses.fields(TrainConfig)):
             if only is not None and fld.name not in only:
                 continue
             flag = "--" + fld.name.replace("_", "-")
@@ -51,16 +53,16 @@ def config_options(cls: type, only: Sequence[str] | None = None) -> Callable[[Ca
                        else fld.default)
             if default not in (None, {}, []):
                 help_ += f"  [default: {default}]"
-            kind = str(fld.type).replace(" | None", "")
-            if kind == "bool":
+            kind = types[fld.name].base
+            if kind is bool:
                 f = click.option(f"{flag}/--no-{flag[2:]}", fld.name, default=None, help=help_)(f)
-            elif kind == "dict[str, Any]":
+            elif kind is dict:
                 f = click.option("--model-arg", fld.name, multiple=True, metavar="KEY=VALUE",
                                  help="model constructor argument, repeatable (e.g. base_width=32)")(f)
-            elif kind == "list[float]":
+            elif kind is list:
                 f = click.option(flag, fld.name, default=None, metavar="S0,S1,...", help=help_)(f)
             else:
-                ptype = {"int": click.INT, "float": click.FLOAT}.get(kind, click.STRING)
+                ptype = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
                 f = click.option(flag, fld.name, type=ptype, default=None, help=help_)(f)
         return f
 
@@ -90,3 +92,45 @@ def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
     keys = ["iou", "dice", "accuracy", "precision", "recall", "loss"]
     keys += sorted(k for k in metrics if k not in keys)
     return [(k, f"{metrics[k]:.4f}") for k in keys if k in metrics]
+
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def parse_value(name: str, text: str) -> Any:
+    """One value of training option ``name`` from text, converted to the option's type.
+
+    Raises:
+        ValueError: naming ``values`` (the option that lists them): not a value of that type.
+    """
+    kind, text = field_types()[name], text.strip()
+    if kind.optional and text.lower() in ("none", "default"):
+        return None
+    try:
+        if kind.base is int:
+            return int(text)
+        if kind.base is float:
+            v = float(text)
+            if not math.isfinite(v):
+                raise ValueError
+            return v
+    except ValueError:
+        raise ValueError(f"values: {name} takes {kind.name} values, got {text!r}") from None
+    if kind.base is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(f"values: {name} takes true/false, got {text!r}")
+    return text
+
+
+def parse_lrs(text: str, labels: Sequence[str]) -> dict[str, float] | str:
+    """``--lrs``: ``auto``, one learning rate for every value, or ``VALUE=LR,...``."""
+    text = text.strip()
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        if "=" not in text:
+            return dict.fromkeys(labels, float(text))
+        return {key.strip(): float(lr) for key, _, lr in (pair.partition("=") for pair in text.split(","))}
+    except ValueError:
+        raise ValueError(f"lrs must be auto, one learning rate, or VALUE=LR,...; got {text!r}") from None

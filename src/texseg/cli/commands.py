@@ -10,19 +10,18 @@ import click
 
 from texseg.cli import cli
 from texseg.cli._options import (
-    EXIT_DIVERGED,
-    EXIT_INTERRUPTED,
     SCENE_FIELDS,
     config_options,
     given_options,
     metric_rows,
     table,
 )
-from texseg.training.config import TrainConfig
+from texseg.errors import ExitCode
+from texseg.training.config import TrainConfig, override_scene
 
 
 @cli.command()
-@config_options(TrainConfig, only=SCENE_FIELDS)
+@config_options(only=SCENE_FIELDS)
 @click.option("--seed", type=click.INT, default=0, show_default=True, help="seed of the generator")
 @click.option("--rows", type=click.INT, default=4, show_default=True, help="samples in the picture")
 @click.option("--picture", type=click.Path(dir_okay=False), default=None,
@@ -40,7 +39,8 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
     import torch
 
     from texseg._validate import check_int
-    from texseg.data import generate as draw, target_from_labels
+    from texseg.data import generate as draw
+    from texseg.data import target_from_labels
     from texseg.data.export import export_dataset
     from texseg.plots import samples_figure, save_figure
 
@@ -76,7 +76,7 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="continue the interrupted run in this directory (with its own config)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-@config_options(TrainConfig)
+@config_options()
 def train(config_file: str | None, out: str | None, resume: str | None, quiet: bool, **options: Any) -> int:
     """Train a model on freshly generated scenes; write a run directory.
 
@@ -86,7 +86,8 @@ def train(config_file: str | None, out: str | None, resume: str | None, quiet: b
     Ctrl-C (or SIGTERM) stops between two steps, saves everything and exits with code
     130; `texseg train --resume RUN_DIR` continues such a run where it stopped.
     """
-    from texseg.training.loop import COMPLETED, DIVERGED, resume_training, train as run_training
+    from texseg.training import RunStatus, resume_training
+    from texseg.training import train as run_training
 
     if resume is not None:
         given = sorted(k for k, v in given_options(options).items())
@@ -109,14 +110,13 @@ def train(config_file: str | None, out: str | None, resume: str | None, quiet: b
     click.echo(table(rows))
     for note in s["notes"]:
         click.echo(f"note: {note}")
-    if result.status == COMPLETED:
-        return 0
-    return EXIT_DIVERGED if result.status == DIVERGED else EXIT_INTERRUPTED
+    return {RunStatus.COMPLETED: ExitCode.OK, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(result.status,
+                                                                                     ExitCode.INTERRUPTED)
 
 
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path())
-@config_options(TrainConfig, only=SCENE_FIELDS)
+@config_options(only=SCENE_FIELDS)
 @click.option("--count", type=click.INT, default=256, show_default=True, help="held-out scenes")
 @click.option("--seed", type=click.INT, default=2024, show_default=True, help="seed of the held-out set")
 @click.option("--batch-size", type=click.INT, default=32, show_default=True)
@@ -139,22 +139,12 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     check_int("--batch-size", batch_size, minimum=1)
     dev = resolve_device(device)
     model = load_model(run_dir, device=dev)
-    info = model.texseg_info
+    info = model.run_info
     trained = SceneSpec.from_dict(info["scene"]) if info.get("scene") else SceneSpec()
-    given = given_options(scene_options)
-    if given:
-        base = dict(image_size=trained.image_size, sigma=trained.partition_sigma,
-                    sigmas=list(trained.texture_sigmas), regions=trained.num_regions,
-                    smoothing=trained.smoothing_sigma or 1.0)
-        if "sigma1" in given or "sigma2" in given or "regions" in given:
-            base.pop("sigmas")
-            base["sigma1"], base["sigma2"] = trained.texture_sigmas[0], trained.texture_sigmas[-1]
-        spec = TrainConfig.from_dict({**base, **given}).validate().scene()
-    else:
-        spec = trained
+    spec = override_scene(trained, given_options(scene_options))
     k = spec.num_regions
     if k != info["num_regions"]:
-        raise ValueError(f"--regions {k} does not match the model, which segments {info['num_regions']} regions")
+        raise ValueError(f"regions {k} does not match the model, which segments {info['num_regions']} regions")
     cm_metrics = evaluate_on_scenes(model, spec, count, seed, batch_size=batch_size, device=dev)
     if as_json:
         click.echo(json.dumps({"run": run_dir, "scene": spec.to_dict(), "count": count, "seed": seed,
@@ -174,15 +164,12 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
 @cli.command()
 def models() -> None:
     """List the registered models with their parameter counts at defaults."""
-    import warnings
 
     from texseg.models import count_parameters, create_model, list_models, model_spec
 
     rows = []
     for name in list_models():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            n = count_parameters(create_model(name))
+        n = count_parameters(create_model(name))
         spec = model_spec(name)
         rows.append((name, f"{n:>9,}  {spec.description}" + ("  (see warning)" if spec.warning else "")))
     click.echo(table(rows))

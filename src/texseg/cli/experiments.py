@@ -18,10 +18,10 @@ import click
 from click.core import ParameterSource
 
 from texseg.cli import cli
-from texseg.cli._options import EXIT_INTERRUPTED, config_options, given_options
+from texseg.cli._options import config_options, given_options, parse_lrs, parse_value
+from texseg.errors import ExitCode
 from texseg.training.config import TrainConfig
 
-EXIT_FAILED = 1
 # Train options the range test has no use for: it sets the lr itself and evaluates nothing.
 RANGE_UNUSED = ("lr", "schedule", "warmup", "iterations", "time_budget", "eval_every", "val_size", "val_seed")
 DIFFICULTY_VARIED = ("sigma1", "sigma2", "sigmas", "regions")
@@ -30,7 +30,7 @@ DIFFICULTY_VARIED = ("sigma1", "sigma2", "sigmas", "regions")
 # ------------------------------------------------------------------------ shared options
 def train_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable]:
     """Every ``texseg train`` option except ``exclude`` (what the command varies itself)."""
-    return config_options(TrainConfig, only=[f.name for f in fields(TrainConfig) if f.name not in exclude])
+    return config_options(only=[f.name for f in fields(TrainConfig) if f.name not in exclude])
 
 
 def common_options(seeds_default: int | None) -> Callable[[Callable], Callable]:
@@ -107,9 +107,9 @@ def reject_given(ctx: click.Context, params: Sequence[str], why: str) -> None:
 
 
 # ----------------------------------------------------------------------- running/reporting
-def run_and_report(experiment: Any, out: Path, jobs: int, quiet: bool, sections: Sequence[str] = (),
-                   extra: Callable[[Any], tuple[list[tuple[str, str]], list[str]]] | None = None) -> tuple[Any, int]:
-    """Run ``experiment`` in ``out``, write its summary, print the ranking; return (result, exit code).
+def run_and_report(experiment: Any, out: Path, jobs: int, quiet: bool,
+                   extra: Callable[[Any], tuple[list[tuple[str, str]], list[str]]] | None = None) -> int:
+    """Run ``experiment`` in ``out``, write its summary, print the ranking; return the exit code.
 
     Args:
         extra: given the result, returns more (figures, sections) for summary.md.
@@ -117,28 +117,33 @@ def run_and_report(experiment: Any, out: Path, jobs: int, quiet: bool, sections:
     from texseg.experiments import run_experiment, write_experiment_summary
 
     result = run_experiment(experiment, out, jobs=jobs, progress=not quiet and jobs == 1, log=click.echo)
-    figures, more = extra(result) if extra else ([], [])
-    path = write_experiment_summary(experiment, result, sections=[*sections, *more], figures=figures)
-    click.echo(f"\n{experiment.title} ({experiment.metric}, mean ± 95% CI over completed seeds):")
+    figures, sections = extra(result) if extra else ([], [])
+    path = write_experiment_summary(experiment, result, sections=sections, figures=figures)
+    print_ranking(experiment.title, result, path)
+    return exit_code(result)
+
+
+def print_ranking(title: str, result: Any, summary: Path) -> None:
+    """The ranked settings (mean ± 95% CI over completed seeds), the best one and the summary's path."""
+    click.echo(f"\n{title} ({result.metric}, mean ± 95% CI over completed seeds):")
     width = max(len(g.label) for g in result.ranked)
     for i, g in enumerate(result.ranked, 1):
-        m = g.metrics.get(experiment.metric)
+        m = g.metrics.get(result.metric)
         click.echo(f"  {i:>2}. {g.label:<{width}}  {m.format(4) if m else '—':<20} completed {g.status_text()}")
     best = result.best
     click.echo(f"best: {best.label}" if best else "best: none (no trial completed)")
-    click.echo(f"wrote {path}")
-    return result, exit_code(result)
+    click.echo(f"wrote {summary}")
 
 
 def exit_code(result: Any) -> int:
     """130 if interrupted (rerun to finish), 1 if a trial raised an error, else 0."""
     if result.interrupted:
         click.echo("interrupted: run the same command again to finish the experiment", err=True)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     if result.failed:
         click.echo(f"{result.failed} trial(s) failed with an error (see summary.md)", err=True)
-        return EXIT_FAILED
-    return 0
+        return ExitCode.INTERNAL
+    return ExitCode.OK
 
 
 # ----------------------------------------------------------------------------- sweep
@@ -162,7 +167,7 @@ def sweep_lr(ctx: click.Context, lrs: str, out: str, config_file: str | None, qu
 
     base = base_config(config_file, options)
     experiment = lr_sweep(base, floats("--lrs", lrs), seed_list(base.seed, seeds), command_line(ctx))
-    return run_and_report(experiment, Path(out), jobs, quiet)[1]
+    return run_and_report(experiment, Path(out), jobs, quiet)
 
 
 @sweep.command("lr-range")
@@ -185,10 +190,6 @@ def sweep_lr_range(ctx: click.Context, min_lr: float, max_lr: float, steps: int,
 
     config = base_config(config_file, options)
     rt = RangeTestConfig(min_lr=min_lr, max_lr=max_lr, steps=steps, beta=beta)
-    try:
-        rt.validate()
-    except ValueError as e:
-        raise ValueError("--" + str(e).replace("_", "-", 1)) from None  # name the option as typed
     result = lr_range_test(config, rt, progress=not quiet)
     path = write_range_test(result, config, rt, out, command_line(ctx))
     fmt = lambda v: "none" if v is None else f"{v:.3g}"  # noqa: E731
@@ -217,45 +218,22 @@ def compare_options(f: Callable) -> Callable:
 
 
 def run_comparison(ctx: click.Context, field: str, value_texts: list[str], options: dict[str, Any]) -> int:
-    """The body of every ``compare`` command: parse, maybe tune lrs, compare, report."""
-    from texseg.experiments.compare import (
-        TuneSettings,
-        chosen_lrs,
-        comparison,
-        parse_lr_map,
-        parse_values,
-        tuning_experiment,
-        value_label,
-    )
-    from texseg.experiments.sweep import seed_list
+    """The body of every ``compare`` command: parse, then the library compares (tuning lrs first if asked)."""
+    from texseg.experiments.compare import TuneSettings, value_label
+    from texseg.experiments.compare import run_comparison as compare_values
 
     p = {k: options.pop(k) for k in ("lrs", "tune_lrs", "tune_fraction", "tune_seeds", "out", "config_file",
                                       "quiet", "seeds", "jobs")}
     base = base_config(p["config_file"], options)
-    values = parse_values(field, value_texts, base)
-    labels = [value_label(field, v) for v in values]
-    if field == "lr" and p["lrs"] is not None:
-        raise click.UsageError("--lrs: the compared option is lr itself")
-    lrs = parse_lr_map(p["lrs"], labels) if p["lrs"] is not None else {}
-    seeds, out, command = seed_list(base.seed, p["seeds"]), Path(p["out"]), command_line(ctx)
-    sections, how = [], "Learning rates given per value with --lrs." if lrs else ""
-    if lrs is None:  # auto
-        tune = TuneSettings(tuple(floats("--tune-lrs", p["tune_lrs"])), p["tune_fraction"], p["tune_seeds"])
-        texp = tuning_experiment(base, field, values, tune, command)
-        for t in comparison(base, field, values, seeds, None).trials:  # fail on bad input before any tuning
-            t.run_config().validate()
-        click.echo(f"choosing a learning rate per value: {len(texp.trials)} short runs in {out / 'lr-tuning'}")
-        tres, code = run_and_report(texp, out / "lr-tuning", p["jobs"], p["quiet"])
-        if tres.interrupted:
-            return code
-        lrs = chosen_lrs(tres, field, values)
-        how = ("Each value trains at its own learning rate, the best of a short sweep over "
-               f"{p['tune_lrs']} ([lr-tuning/summary.md](lr-tuning/summary.md)), scored on a separate held-out set.")
-        sections.append("## Learning rates\n\n" + how + "\n\n| value | lr |\n|---|---|\n"
-                        + "\n".join(f"| {k} | {v:g} |" for k, v in lrs.items()) + "\n")
-        click.echo("chosen: " + ", ".join(f"{k} lr={v:g}" for k, v in lrs.items()) + "\n")
-    experiment = comparison(base, field, values, seeds, lrs or None, command, how)
-    return run_and_report(experiment, out, p["jobs"], p["quiet"], sections)[1]
+    values = [parse_value(field, text) for text in value_texts]
+    lrs = parse_lrs(p["lrs"], [value_label(field, v) for v in values]) if p["lrs"] is not None else None
+    tune = TuneSettings(tuple(floats("--tune-lrs", p["tune_lrs"])), p["tune_fraction"], p["tune_seeds"])
+    outcome = compare_values(base, field, values, p["out"], seeds=p["seeds"], lrs=lrs, tune=tune, jobs=p["jobs"],
+                             command=command_line(ctx), progress=not p["quiet"] and p["jobs"] == 1, log=click.echo)
+    if outcome.result is None:  # stopped while choosing learning rates
+        return exit_code(outcome.tuning)
+    print_ranking(f"Comparison: {field}", outcome.result, outcome.summary)
+    return exit_code(outcome.result)
 
 
 def _named_comparison(field: str, plural: str, example: str) -> None:
@@ -290,17 +268,17 @@ def compare_option(ctx: click.Context, name: str, values: str, **options: Any) -
 
     Example: texseg compare option batch-size --values 2,4,8 --time-budget 30 --out exp/bs
     """
-    from texseg.experiments.compare import option_name
+    from texseg.experiments.compare import check_option
 
-    field = option_name(name)
+    field = check_option(name.strip().lstrip("-").replace("-", "_"))
     reject_given(ctx, [field], f"is what `compare option {name}` varies (give its values with --values)")
     return run_comparison(ctx, field, names("--values", values), options)
 
 
 # --------------------------------------------------------------------------- difficulty
 @cli.command()
-@click.option("--sigma1", "sigma1_list", required=True, metavar="S,S,...", help="texture widths in Omega_1 (rows)")
-@click.option("--sigma2", "sigma2_list", required=True, metavar="S,S,...", help="texture widths in Omega_2 (columns)")
+@click.option("--sigma1", "sigma1s", required=True, metavar="S,S,...", help="texture widths in Omega_1 (rows)")
+@click.option("--sigma2", "sigma2s", required=True, metavar="S,S,...", help="texture widths in Omega_2 (columns)")
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None,
               help="evaluate this saved run on every cell instead of training one model per cell")
 @click.option("--count", type=click.INT, default=64, show_default=True,
@@ -310,7 +288,7 @@ def compare_option(ctx: click.Context, name: str, values: str, **options: Any) -
 @common_options(seeds_default=1)
 @train_options(exclude=DIFFICULTY_VARIED)
 @click.pass_context
-def difficulty(ctx: click.Context, sigma1_list: str, sigma2_list: str, model_dir: str | None, count: int,
+def difficulty(ctx: click.Context, sigma1s: str, sigma2s: str, model_dir: str | None, count: int,
                eval_seed: int, out: str, config_file: str | None, quiet: bool, seeds: int, jobs: int,
                **options: Any) -> int:
     """Held-out IoU over a grid of texture widths (sigma1, sigma2): a heatmap and one scene per cell.
@@ -318,7 +296,7 @@ def difficulty(ctx: click.Context, sigma1_list: str, sigma2_list: str, model_dir
     Trains one model per cell with the given budget, or with --model-dir evaluates one
     saved model on every cell (eval mode).
     """
-    s1, s2 = floats("--sigma1", sigma1_list), floats("--sigma2", sigma2_list)
+    s1, s2 = floats("--sigma1", sigma1s), floats("--sigma2", sigma2s)
     if model_dir is not None:
         return _difficulty_of_model(ctx, model_dir, s1, s2, count, eval_seed, out, options)
     reject_given(ctx, ["count", "eval_seed"], "only with --model-dir (when training use --val-size/--val-seed)")
@@ -333,7 +311,7 @@ def difficulty(ctx: click.Context, sigma1_list: str, sigma2_list: str, model_dir
         figures = write_grid_figures(Path(out), grid, base.scene(), s1, s2, "Held-out IoU per cell (mean over seeds)")
         return figures, ["## Held-out IoU per cell\n\n" + grid_table(grid, s1, s2) + "\n"]
 
-    return run_and_report(experiment, Path(out), jobs, quiet, extra=extra)[1]
+    return run_and_report(experiment, Path(out), jobs, quiet, extra=extra)
 
 
 def _difficulty_of_model(ctx: click.Context, model_dir: str, s1: list[float], s2: list[float], count: int,
@@ -347,10 +325,9 @@ def _difficulty_of_model(ctx: click.Context, model_dir: str, s1: list[float], s2
                  "nothing is trained with --model-dir (scene options allowed: --image-size, --sigma, --smoothing)")
     check_int("--count", count, minimum=1, maximum=100_000)
     check_int("--eval-seed", eval_seed, minimum=0)
-    changes = {"image_size": given.get("image_size"), "partition_sigma": given.get("sigma"),
-               "smoothing_sigma": given.get("smoothing")}
-    scene, rows = evaluate_grid(model_dir, s1, s2, scene_changes={k: v for k, v in changes.items() if v is not None},
-                                count=count, seed=eval_seed, device=given.get("device", "cpu"))
+    changes = {k: v for k, v in given.items() if k != "device"}
+    scene, rows = evaluate_grid(model_dir, s1, s2, scene_changes=changes, count=count, seed=eval_seed,
+                                device=given.get("device", "cpu"))
     path = write_model_grid(out, model_dir, scene, rows, s1, s2, count=count, seed=eval_seed,
                             command=command_line(ctx))
     click.echo(grid_table(rows_to_grid(rows, s1, s2), s1, s2))

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from texseg.cli import cli
-from texseg.cli._options import EXIT_INTERRUPTED, config_options, given_options, table
+from texseg.cli._options import config_options, given_options, table
+from texseg.errors import ExitCode
 from texseg.training.config import TrainConfig
 
 # --seed is the search's own (sampler and training seed); every other train option passes through.
@@ -35,7 +36,7 @@ _PASSED = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
 @click.option("--models", default=None, metavar="M1,M2",
               help="models to search  [default: every registered model but seed-cnn]")
 @click.option("--quiet", is_flag=True, help="no line per trial")
-@config_options(TrainConfig, only=_PASSED)
+@config_options(only=_PASSED)
 def search(trials: int, out: str | None, storage: str | None, study_name: str, seed: int, jobs: int,
            pruner: str, models: str | None, quiet: bool, **options: Any) -> int:
     """Search hyperparameters with Optuna (TPE sampler, median pruning on val IoU).
@@ -73,5 +74,5 @@ def search(trials: int, out: str | None, storage: str | None, study_name: str, s
         click.echo(f"note: {note}")
     if result.interrupted:
         click.echo("search interrupted; run the same command again to continue", err=True)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     return 0

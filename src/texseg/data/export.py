@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 import torch
-import imageio.v3 as iio
 
 from texseg._validate import check_int
 from texseg.data.scene import SceneSpec, generate

@@ -1,7 +1,6 @@
 """Evaluation: confusion-matrix based segmentation metrics."""
 
-from texseg.evaluation.evaluate import evaluate, evaluate_on_scenes
-
+from texseg.evaluation.evaluate import evaluate, evaluate_on_scenes, score_batches
 from texseg.evaluation.metrics import (
     ConfusionMatrix,
     metrics_from_confusion,
@@ -9,4 +8,5 @@ from texseg.evaluation.metrics import (
     predict_labels,
 )
 
-__all__ = ["evaluate", "evaluate_on_scenes", "ConfusionMatrix", "metrics_from_confusion", "notebook_precision", "predict_labels"]
+__all__ = ["ConfusionMatrix", "evaluate", "evaluate_on_scenes", "metrics_from_confusion", "notebook_precision",
+           "predict_labels", "score_batches"]

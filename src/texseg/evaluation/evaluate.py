@@ -1,8 +1,13 @@
-"""Evaluating a model on a held-out set: eval mode, one confusion matrix, one pass."""
+"""Evaluating a model on a held-out set: eval mode, one confusion matrix, one pass.
+
+One loop (:func:`score_batches`) does the work; :func:`evaluate` feeds it tensors already
+in memory (the training loop's validation set) and :func:`evaluate_on_scenes` streams
+freshly generated scenes through it, one chunk at a time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -10,45 +15,41 @@ from torch import Tensor, nn
 from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.errors import NonFiniteError
 from texseg.evaluation.metrics import ConfusionMatrix
+from texseg.signals import stop_point
 
 # Scenes generated at a time by evaluate_on_scenes (part of what its seed reproduces).
 SCENE_CHUNK = 64
 
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    images: Tensor,
-    targets: Tensor,
-    num_regions: int,
-    *,
-    batch_size: int = 32,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-) -> dict[str, float]:
-    """Metrics of ``model`` on a whole set, always in eval mode (BatchNorm uses running stats).
+def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_regions: int, *,
+                  loss_fn: LossFn | None = None) -> dict[str, float]:
+    """Metrics of ``model`` over ``(images, targets)`` batches, in eval mode (BatchNorm uses running stats).
 
     Args:
         model: segmentation model returning logits (its train/eval mode is restored after).
-        images: (N, 1, H, W) inputs, on the model's device.
-        targets: (N, 1, H, W) 0/1 mask (K = 2) or labels (K > 2).
+        batches: (B, 1, H, W) inputs and (B, 1, H, W) targets (0/1 mask for K = 2, labels
+            otherwise), moved to the model's device here.
         num_regions: K.
-        batch_size: images per forward pass (the result does not depend on it).
         loss_fn: if given, also report its pixel-weighted mean as ``loss``.
 
     Raises:
         NonFiniteError: the model outputs NaN.
 
     Returns:
-        ``accuracy, iou, dice, precision, recall`` (plus per-class entries for K > 2) and
+        ``accuracy, iou, dice, precision, recall`` (plus per-class entries for K > 2), and
         ``loss`` when ``loss_fn`` is given.
     """
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_regions)
     loss_sum, n = 0.0, 0
     try:
-        for start in range(0, images.shape[0], batch_size):
-            x, y = images[start:start + batch_size], targets[start:start + batch_size]
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
             logits = model(x)
             if bool(logits.isnan().any()):
                 raise NonFiniteError("the model's outputs contain NaN (diverged weights?)")
@@ -64,21 +65,38 @@ def evaluate(
     return metrics
 
 
-@torch.no_grad()
-def evaluate_on_scenes(
-    model: nn.Module,
-    spec: SceneSpec,
-    count: int,
-    seed: int,
-    *,
-    batch_size: int = 32,
-    device: torch.device | None = None,
-) -> dict[str, float]:
-    """Metrics of ``model`` on ``count`` fresh scenes of ``spec``, streamed.
+def evaluate(model: nn.Module, images: Tensor, targets: Tensor, num_regions: int, *, batch_size: int = 32,
+             loss_fn: LossFn | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on a whole in-memory set (see :func:`score_batches`).
 
-    Scenes are drawn in chunks of :data:`SCENE_CHUNK` from one CPU generator seeded with
-    ``seed`` (so the set depends on ``seed`` and ``count`` only), and only one chunk is
-    in memory at a time; metrics come from one confusion matrix over all of them.
+    Args:
+        images: (N, 1, H, W) inputs; targets: (N, 1, H, W) 0/1 mask (K = 2) or labels (K > 2).
+        batch_size: images per forward pass (the result does not depend on it).
+    """
+    batches = ((images[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, images.shape[0], batch_size))
+    return score_batches(model, batches, num_regions, loss_fn=loss_fn)
+
+
+def scene_batches(spec: SceneSpec, count: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``count`` scenes of ``spec`` as (images, targets) batches, drawn in chunks of :data:`SCENE_CHUNK`.
+
+    One CPU generator seeded with ``seed`` draws them, so the set depends on ``seed`` and
+    ``count`` only, and only one chunk is in memory at a time. A stop signal ends the
+    stream between two chunks.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    k = spec.num_regions
+    for start in range(0, count, SCENE_CHUNK):
+        stop_point()
+        images, labels = generate(spec, min(SCENE_CHUNK, count - start), generator=gen)
+        targets = target_from_labels(labels, k)
+        for i in range(0, images.shape[0], batch_size):
+            yield images[i:i + batch_size], targets[i:i + batch_size]
+
+
+def evaluate_on_scenes(model: nn.Module, spec: SceneSpec, count: int, seed: int, *, batch_size: int = 32,
+                       device: torch.device | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on ``count`` fresh scenes of ``spec``, streamed (see :func:`scene_batches`).
 
     Args:
         model: segmentation model (logits out); evaluated in eval mode.
@@ -86,23 +104,8 @@ def evaluate_on_scenes(
         count: number of scenes.
         seed: seed of the held-out set.
         batch_size: images per forward pass.
-        device: where to run (default: the model's device).
+        device: where to run (default: the model's device; the model is moved there).
     """
-    device = device or next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    k = spec.num_regions
-    was_training = model.training
-    model.eval()
-    cm = ConfusionMatrix(k)
-    try:
-        for start in range(0, count, SCENE_CHUNK):
-            images, labels = generate(spec, min(SCENE_CHUNK, count - start), generator=gen)
-            targets = target_from_labels(labels, k)
-            for i in range(0, images.shape[0], batch_size):
-                logits = model(images[i:i + batch_size].to(device))
-                if bool(logits.isnan().any()):
-                    raise NonFiniteError("the model's outputs contain NaN (diverged weights?)")
-                cm.update(logits, targets[i:i + batch_size].to(device))
-    finally:
-        model.train(was_training)
-    return cm.compute()
+    if device is not None:
+        model.to(device)
+    return score_batches(model, scene_batches(spec, count, seed, batch_size), spec.num_regions)

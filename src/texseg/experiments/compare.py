@@ -10,8 +10,10 @@ the lr does not flatter the numbers reported for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from texseg.errors import TexsegError
@@ -23,67 +25,43 @@ from texseg.training.config import TrainConfig
 
 # Options a comparison cannot vary: seeds are the replicates, the rest are not scalars
 # or do not change what is trained.
-NOT_COMPARABLE = {"seed": "seeds are the replicates of every value (use --seeds)",
+NOT_COMPARABLE = {"seed": "seeds are the replicates of every value (see `seeds`)",
                   "threads": "it changes speed, not the model",
-                  "sigmas": "it is a list (compare sigma1/sigma2, or use --config files)",
-                  "model_kwargs": "it is a mapping (use --model-arg with one value per comparison)"}
-_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+                  "sigmas": "it is a list (compare sigma1/sigma2, or use config files)",
+                  "model_kwargs": "it is a mapping (compare one `model_kwargs` setting per comparison)"}
 
 
-def option_name(name: str) -> str:
-    """A TrainConfig field from an option name (``batch-size``, ``--batch-size`` or ``batch_size``).
+def check_option(name: str) -> str:
+    """``name`` if it is a TrainConfig field a comparison can vary.
 
     Raises:
         ValueError: not a training option, or one that cannot be compared.
     """
-    field_name = name.strip().lstrip("-").replace("-", "_")
     names = [f.name for f in fields(TrainConfig)]
-    if field_name not in names:
-        raise ValueError(f"NAME must be a texseg train option ({', '.join(n.replace('_', '-') for n in names)}); "
-                         f"got {name!r}")
-    if field_name in NOT_COMPARABLE:
-        raise ValueError(f"option {field_name.replace('_', '-')} cannot be compared: {NOT_COMPARABLE[field_name]}")
-    return field_name
+    if name not in names:
+        raise ValueError(f"name must be a training option ({', '.join(names)}); got {name!r}")
+    if name in NOT_COMPARABLE:
+        raise ValueError(f"name: option {name} cannot be compared: {NOT_COMPARABLE[name]}")
+    return name
 
 
-def parse_values(name: str, texts: Sequence[str], base: TrainConfig) -> list[Any]:
-    """Convert the strings of ``--values`` to the type of option ``name``, checking each in ``base``.
+def check_compared_values(name: str, values: Sequence[Any], base: TrainConfig) -> list[Any]:
+    """The values of option ``name`` to compare: at least one, no repeats, each valid in ``base``.
 
     Raises:
-        ValueError: naming ``--values`` and the bad entry, or a repeated value.
+        ValueError: naming ``values`` and the bad entry, or a repeated value.
     """
-    if not texts:
-        raise ValueError("--values needs at least one value")
-    kind = str(next(f.type for f in fields(TrainConfig) if f.name == name))
-    values = [_parse_one(name, kind.replace(" | None", ""), "None" in kind, t.strip()) for t in texts]
+    check_option(name)
+    if not values:
+        raise ValueError("values needs at least one value")
     for v in values:  # every value must make a valid config on its own
         try:
             replace(base, **{name: v}).validate()
         except ValueError as e:
-            raise ValueError(f"--values: {e}") from None
+            raise ValueError(f"values: {e}") from None
     if len({repr(v) for v in values}) != len(values):
-        raise ValueError(f"--values lists a value twice: {', '.join(map(format_value, values))}")
-    return values
-
-
-def _parse_one(name: str, kind: str, optional: bool, text: str) -> Any:
-    if optional and text.lower() in ("none", "default"):
-        return None
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            v = float(text)
-            if not math.isfinite(v):
-                raise ValueError
-            return v
-    except ValueError:
-        raise ValueError(f"--values: {name} takes {kind} values, got {text!r}") from None
-    if kind == "bool":
-        if text.lower() in _TRUE + _FALSE:
-            return text.lower() in _TRUE
-        raise ValueError(f"--values: {name} takes true/false, got {text!r}")
-    return text
+        raise ValueError(f"values lists a value twice: {', '.join(map(format_value, values))}")
+    return list(values)
 
 
 def value_label(name: str, value: Any) -> str:
@@ -91,57 +69,41 @@ def value_label(name: str, value: Any) -> str:
     return value if isinstance(value, str) else f"{name}={format_value(value)}"
 
 
-def parse_lr_map(text: str, labels: Sequence[str]) -> dict[str, float] | None:
-    """``--lrs``: ``auto`` (None), one lr for every value, or ``value=lr,...`` covering every value.
+def check_lr_map(lrs: dict[str, float], labels: Sequence[str]) -> dict[str, float]:
+    """A learning rate (> 0) for exactly the compared values' labels.
 
     Raises:
-        ValueError: naming ``--lrs`` (malformed, an unknown or a missing value).
+        ValueError: naming ``lrs``: an unknown or missing value, or a bad learning rate.
     """
-    text = text.strip()
-    if text.lower() == "auto":
-        return None
-    if "=" not in text:
-        try:
-            lr = float(text)
-        except ValueError:
-            raise ValueError(f"--lrs must be auto, one learning rate, or VALUE=LR,...; got {text!r}") from None
-        return {label: check_values("--lrs", [lr])[0] for label in labels}
-    out: dict[str, float] = {}
-    for pair in text.split(","):
-        key, _, lr_text = pair.partition("=")
-        key = key.strip()
-        if key not in labels:
-            raise ValueError(f"--lrs names {key!r}, which is not compared (compared: {', '.join(labels)})")
-        try:
-            out[key] = check_values("--lrs", [float(lr_text)])[0]
-        except ValueError:
-            raise ValueError(f"--lrs: the learning rate of {key} must be a number > 0, got {lr_text!r}") from None
-    missing = [label for label in labels if label not in out]
+    unknown = [k for k in lrs if k not in labels]
+    if unknown:
+        raise ValueError(f"lrs names {unknown[0]!r}, which is not compared (compared: {', '.join(labels)})")
+    missing = [label for label in labels if label not in lrs]
     if missing:
-        raise ValueError(f"--lrs gives no learning rate for {', '.join(missing)}")
-    return out
+        raise ValueError(f"lrs gives no learning rate for {', '.join(missing)}")
+    return {label: check_values("lrs", [lrs[label]])[0] for label in labels}
 
 
 @dataclass(frozen=True)
 class TuneSettings:
-    """The short learning-rate sweep of ``--lrs auto``.
+    """The short learning-rate sweep that chooses each value's lr (``lrs="auto"``).
 
     Attributes:
-        lrs: candidate learning rates, tried for every compared value.
-        fraction: its runs get this fraction of the comparison's budget (iterations and seconds).
-        seeds: seeds per candidate.
+        tune_lrs: candidate learning rates, tried for every compared value.
+        tune_fraction: its runs get this fraction of the comparison's budget (iterations and seconds).
+        tune_seeds: seeds per candidate.
     """
 
-    lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    fraction: float = 0.25
-    seeds: int = 1
+    tune_lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    tune_fraction: float = 0.25
+    tune_seeds: int = 1
 
     def validate(self) -> TuneSettings:
-        check_values("--tune-lrs", self.lrs)
-        if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
-            raise ValueError(f"--tune-fraction must be in (0, 1], got {self.fraction!r}")
-        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or not 1 <= self.seeds <= 100:
-            raise ValueError(f"--tune-seeds must be an integer in [1, 100], got {self.seeds!r}")
+        check_values("tune_lrs", self.tune_lrs)
+        if not (isinstance(self.tune_fraction, (int, float)) and 0 < self.tune_fraction <= 1):
+            raise ValueError(f"tune_fraction must be in (0, 1], got {self.tune_fraction!r}")
+        if not isinstance(self.tune_seeds, int) or isinstance(self.tune_seeds, bool) or not 1 <= self.tune_seeds <= 100:
+            raise ValueError(f"tune_seeds must be an integer in [1, 100], got {self.tune_seeds!r}")
         return self
 
 
@@ -149,15 +111,16 @@ def tuning_experiment(base: TrainConfig, name: str, values: Sequence[Any], tune:
                       command: str = "") -> Experiment:
     """The short sweep: every value x every candidate lr, on a shortened budget and its own validation set."""
     tune.validate()
+    fraction = tune.tune_fraction
     short = replace(base, val_seed=base.val_seed + 1,
-                    iterations=None if base.iterations is None else max(1, math.ceil(base.iterations * tune.fraction)),
-                    time_budget=None if base.time_budget is None else base.time_budget * tune.fraction)
-    seeds = [base.seed + i for i in range(tune.seeds)]
+                    iterations=None if base.iterations is None else max(1, math.ceil(base.iterations * fraction)),
+                    time_budget=None if base.time_budget is None else base.time_budget * fraction)
+    seeds = [base.seed + i for i in range(tune.tune_seeds)]
     trials = [Trial(f"{value_label(name, v)} lr={lr:g}", replace(short, **{name: v, "lr": lr}), s)
-              for v in values for lr in tune.lrs for s in seeds]
+              for v in values for lr in tune.tune_lrs for s in seeds]
     desc = (f"Learning-rate selection for the comparison of {name} values in the parent folder: every value x "
-            f"every candidate lr, {budget_text(short)} ({tune.fraction:g} of the comparison's budget), "
-            f"{tune.seeds} seed(s), scored on a separate held-out set (val_seed {short.val_seed}).")
+            f"every candidate lr, {budget_text(short)} ({fraction:g} of the comparison's budget), "
+            f"{tune.tune_seeds} seed(s), scored on a separate held-out set (val_seed {short.val_seed}).")
     return Experiment(f"Learning-rate selection per {name}", desc, trials, (name, "lr"), short, command)
 
 
@@ -173,7 +136,7 @@ def chosen_lrs(result: ExperimentResult, name: str, values: Sequence[Any]) -> di
         best = best_group(groups, result.metric)
         if best is None:
             raise TexsegError(f"no candidate learning rate completed for {value_label(name, v)}; "
-                              f"see {result.out_dir / 'summary.md'} and widen --tune-lrs")
+                              f"see {result.out_dir / 'summary.md'} and widen `tune_lrs`")
         out[value_label(name, v)] = float(best.values["lr"])
     return out
 
@@ -201,3 +164,73 @@ def comparison(base: TrainConfig, name: str, values: Sequence[Any], seeds: Seque
             f"{budget_text(base)} with {len(seeds)} seed(s) (seeds {seeds[0]}..{seeds[-1]}), everything else equal. "
             + (how_lrs or f"Every value uses lr {base.lr:g}."))
     return Experiment(f"Comparison: {name}", desc, trials, varied, base, command)
+
+
+@dataclass
+class ComparisonOutcome:
+    """What :func:`run_comparison` did: the comparison (None if stopped while tuning) and the tuning."""
+
+    result: ExperimentResult | None
+    tuning: ExperimentResult | None
+    lrs: dict[str, float] | None
+    summary: Path | None
+
+    @property
+    def interrupted(self) -> bool:
+        return any(r is not None and r.interrupted for r in (self.result, self.tuning)) or self.result is None
+
+
+def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str | os.PathLike[str], *,
+                   seeds: int = 3, lrs: dict[str, float] | str | None = None, tune: TuneSettings | None = None,
+                   jobs: int = 1, command: str = "", progress: bool = False,
+                   log: Callable[[str], None] | None = None) -> ComparisonOutcome:
+    """Compare values of option ``name`` with equal budgets and seeds; write ``out`` (results, figures, summary.md).
+
+    Args:
+        base: the shared configuration (budget included).
+        name: the TrainConfig field compared; values: its values.
+        out: the experiment folder (the same folder resumes it).
+        seeds: seeds per value (``base.seed``, ``base.seed + 1``, ...).
+        lrs: learning rate per value label; ``"auto"`` to choose each value's lr with a
+            short sweep first (in ``out/lr-tuning``, scored on another held-out set); None
+            for ``base.lr`` everywhere.
+        tune: the settings of the ``"auto"`` sweep.
+        jobs: trials trained at once (separate processes when > 1).
+        command: the command line, for the summary.
+        progress: a progress bar per trial (``jobs == 1``).
+        log: receives progress lines (one per trial, and the chosen learning rates).
+    """
+    from texseg.experiments.experiment import run_experiment, write_experiment_summary
+    from texseg.experiments.sweep import seed_list
+
+    log = log or (lambda line: None)
+    values = check_compared_values(name, values, base)
+    labels = [value_label(name, v) for v in values]
+    seed_values = seed_list(base.seed, seeds)
+    if name == "lr" and lrs is not None:
+        raise ValueError("lrs cannot be given: the compared option is lr itself")
+    if isinstance(lrs, str) and lrs != "auto":
+        raise ValueError(f"lrs must be 'auto', a mapping of value to learning rate, or None; got {lrs!r}")
+    chosen = check_lr_map(lrs, labels) if isinstance(lrs, dict) else None
+    sections, how, tuning = [], "Learning rates given per value." if chosen else "", None
+    if lrs == "auto":
+        tune = (tune or TuneSettings()).validate()
+        texp = tuning_experiment(base, name, values, tune, command)
+        for t in comparison(base, name, values, seed_values, None).trials:  # fail on bad input before any tuning
+            t.run_config().validate()
+        log(f"choosing a learning rate per value: {len(texp.trials)} short runs in {Path(out) / 'lr-tuning'}")
+        tuning = run_experiment(texp, Path(out) / "lr-tuning", jobs=jobs, progress=progress, log=log)
+        write_experiment_summary(texp, tuning)
+        if tuning.interrupted:
+            return ComparisonOutcome(None, tuning, None, None)
+        chosen = chosen_lrs(tuning, name, values)
+        candidates = ",".join(f"{lr:g}" for lr in tune.tune_lrs)
+        how = ("Each value trains at its own learning rate, the best of a short sweep over "
+               f"{candidates} ([lr-tuning/summary.md](lr-tuning/summary.md)), scored on a separate held-out set.")
+        sections.append("## Learning rates\n\n" + how + "\n\n| value | lr |\n|---|---|\n"
+                        + "\n".join(f"| {k} | {v:g} |" for k, v in chosen.items()) + "\n")
+        log("chosen: " + ", ".join(f"{k} lr={v:g}" for k, v in chosen.items()) + "\n")
+    experiment = comparison(base, name, values, seed_values, chosen, command, how)
+    result = run_experiment(experiment, out, jobs=jobs, progress=progress, log=log)
+    summary = write_experiment_summary(experiment, result, sections=sections)
+    return ComparisonOutcome(result, tuning, chosen, summary)

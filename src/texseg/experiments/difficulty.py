@@ -28,7 +28,7 @@ from texseg.experiments.runner import Trial
 from texseg.experiments.sweep import budget_text, check_values
 from texseg.io import atomic_write_text
 from texseg.plots import save_figure
-from texseg.training.config import TrainConfig
+from texseg.training.config import TrainConfig, override_scene
 
 HEATMAP_PNG, SCENES_PNG = "heatmap.png", "scenes.png"
 
@@ -40,9 +40,9 @@ def cell_label(sigma1: float, sigma2: float) -> str:
 def difficulty_experiment(base: TrainConfig, sigma1s: Sequence[float], sigma2s: Sequence[float],
                           seeds: Sequence[int], command: str = "") -> Experiment:
     """One model per (sigma1, sigma2) cell and seed, trained with ``base``'s budget."""
-    sigma1s, sigma2s = check_values("--sigma1", sigma1s), check_values("--sigma2", sigma2s)
+    sigma1s, sigma2s = check_values("sigma1s", sigma1s), check_values("sigma2s", sigma2s)
     if base.regions != 2 or base.sigmas is not None:
-        raise ValueError("difficulty grids are for two regions: drop --regions/--sigmas")
+        raise ValueError("a difficulty grid has two regions: `regions` and `sigmas` cannot be set")
     trials = [Trial(cell_label(s1, s2), replace(base, sigma1=s1, sigma2=s2), s)
               for s1 in sigma1s for s2 in sigma2s for s in seeds]
     desc = (f"Difficulty grid: `{base.model}` trained from scratch in every cell (texture widths sigma1 in "
@@ -111,8 +111,8 @@ def evaluate_grid(model_dir: str | os.PathLike[str], sigma1s: Sequence[float], s
     Args:
         model_dir: a run directory.
         sigma1s, sigma2s: the grid.
-        scene_changes: ``image_size``, ``partition_sigma`` or ``smoothing_sigma`` to use
-            instead of the model's training scene.
+        scene_changes: scene options (``image_size``, ``sigma``, ``smoothing``) to use
+            instead of the model's training scene's (see :func:`override_scene`).
         count: held-out scenes per cell (the same partitions in every cell).
         seed: seed of the held-out scenes.
         device: where to evaluate.
@@ -120,14 +120,14 @@ def evaluate_grid(model_dir: str | os.PathLike[str], sigma1s: Sequence[float], s
     Returns:
         The base scene and one row per cell: ``sigma1, sigma2`` and the metrics.
     """
-    sigma1s, sigma2s = check_values("--sigma1", sigma1s), check_values("--sigma2", sigma2s)
+    sigma1s, sigma2s = check_values("sigma1s", sigma1s), check_values("sigma2s", sigma2s)
     dev = resolve_device(device)
     model = load_model(model_dir, device=dev)
-    info = model.texseg_info  # type: ignore[attr-defined]
+    info = model.run_info
     if info.get("num_regions", 2) != 2:
-        raise ValueError(f"--model-dir: {model_dir} segments {info['num_regions']} regions; the grid needs two")
-    scene = SceneSpec.from_dict(info["scene"]) if info.get("scene") else SceneSpec()
-    scene = replace(scene, **(scene_changes or {}))
+        raise ValueError(f"model_dir: {model_dir} segments {info['num_regions']} regions; the grid needs two")
+    trained = SceneSpec.from_dict(info["scene"]) if info.get("scene") else SceneSpec()
+    scene = override_scene(trained, dict(scene_changes or {}))
     rows = []
     for s1 in sigma1s:
         for s2 in sigma2s:

@@ -8,8 +8,6 @@ if no setting completed on every seed.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections import Counter
@@ -20,9 +18,11 @@ from typing import Any
 
 from texseg.experiments.runner import FAILED, NOT_RUN, TrialResult
 from texseg.experiments.stats import Interval, mean_ci
-from texseg.io import atomic_write_text
+from texseg.io import atomic_write_text, write_csv
 from texseg.training.config import TrainConfig
-from texseg.training.loop import COMPLETED, INTERRUPTED
+from texseg.training.rundir import RunStatus
+
+COMPLETED, INTERRUPTED = RunStatus.COMPLETED, RunStatus.INTERRUPTED
 
 # Metrics shown in tables, in this order; a result row has every metric the run reported.
 TABLE_METRICS = ("iou", "dice", "accuracy", "loss")
@@ -71,23 +71,7 @@ def result_rows(results: Sequence[TrialResult], configs: Sequence[TrainConfig],
 
 def write_results_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """``results.csv``: the rows, floats with 6 significant digits, NaN as an empty cell."""
-    columns: list[str] = []
-    for r in rows:
-        columns += [c for c in r if c not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: _csv_cell(v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def _csv_cell(v: Any) -> Any:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    if isinstance(v, (list, dict)):
-        return repr(v)
-    return v
+    write_csv(path, rows)
 
 
 # --------------------------------------------------------------------------- groups

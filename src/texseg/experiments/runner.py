@@ -19,7 +19,6 @@ save a resumable checkpoint (the training loop does this), no new trial starts.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import multiprocessing as mp
 import os
 import re
@@ -33,25 +32,20 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from texseg import signals
 from texseg._validate import check_int
-from texseg.errors import CheckpointError, RunDirError
-from texseg.io import read_json
+from texseg.checkpoint import RESUME_STATE
+from texseg.errors import CheckpointError
+from texseg.io import exclusive_lock, read_json
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
-from texseg.training.loop import (
-    COMPLETED,
-    DIVERGED,
-    INTERRUPTED,
-    PRUNED,
-    RESUME_STATE,
-    resume_training,
-    train,
-)
-from texseg.training.rundir import CONFIG, SUMMARY
+from texseg.training.loop import StorageError, resume_training, train
+from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
+from texseg.workers import send_signal, start_worker, threads_per_worker, worker_setup
 
-FAILED = "failed"  # the trial raised an exception
+COMPLETED, INTERRUPTED = RunStatus.COMPLETED, RunStatus.INTERRUPTED
+FAILED = RunStatus.FAILED  # the trial raised an exception
 NOT_RUN = "not run"  # the experiment was stopped before the trial started
-ENDED = (COMPLETED, DIVERGED, PRUNED)  # a run with one of these statuses is never trained again
 RUNS = "runs"
 
 Logger = Callable[[str], None]
@@ -114,14 +108,6 @@ def slug(text: str) -> str:
     return s or "trial"
 
 
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 # ----------------------------------------------------------------------------- planning
 def _comparable(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """A config as a dict without the fields that do not change results' meaning."""
@@ -146,12 +132,9 @@ def plan_trial(trial: Trial, run_dir: Path) -> str:
     if wanted != have:
         diff = ", ".join(f"{k} {have[k]!r} (now {wanted[k]!r})" for k in wanted if wanted[k] != have.get(k))
         raise ValueError(f"{run_dir} was trained with a different configuration: {diff}; "
-                         "use another --out, or delete that run to train it again")
-    try:
-        status = read_json(run_dir / SUMMARY).get("status")
-    except (ValueError, AttributeError):
-        status = None
-    if status in ENDED:
+                         "use another `out`, or delete that run to train it again")
+    status = read_status(run_dir)
+    if status is not None and status.ended:
         return "skip"
     return "resume" if (run_dir / RESUME_STATE).is_file() else "restart"
 
@@ -187,6 +170,8 @@ def execute_trial(trial: Trial, run_dir: Path, plan: str, threads: int | None,
             if run_dir.exists():
                 shutil.rmtree(run_dir)  # only this trial's own, unusable run directory
             result = train(trial.run_config(threads), run_dir, progress=progress)
+    except StorageError:
+        raise  # a full disk fails every later trial too: stop the experiment, keep what is saved
     except Exception as e:  # a failing trial is a row of the results, not the end of the experiment
         message = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         return TrialResult(trial.trial_id, trial.label, trial.seed, FAILED, message, action, run_dir)
@@ -204,15 +189,8 @@ def _not_run(trial: Trial, run_dir: Path) -> TrialResult:
 def _experiment_lock(exp_dir: Path) -> Iterator[None]:
     """Hold ``<exp_dir>/.lock`` so two processes never run one experiment at once."""
     exp_dir.mkdir(parents=True, exist_ok=True)
-    with open(exp_dir / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunDirError(f"{exp_dir} is in use by another texseg experiment") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with exclusive_lock(exp_dir / ".lock", f"{exp_dir} is in use by another texseg experiment"):
+        yield
 
 
 def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs: int = 1,
@@ -264,7 +242,7 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
                 record(_ended_result(t, d))
         todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
         workers = max(1, min(jobs, len(todo)))
-        threads = max(1, available_cores() // workers)
+        threads = threads_per_worker(workers)
         if workers == 1:
             interrupted = _run_serial(todo, threads, progress, record)
         else:
@@ -279,9 +257,13 @@ def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: boo
     with catch_stop_signals() as stop:
         while queue and not stop.count:
             trial, run_dir, plan = queue.popleft()
-            # A signal inside training stops the run (status interrupted); one outside it
-            # is counted by ``stop`` and ends the experiment after this trial.
-            r = execute_trial(trial, run_dir, plan, threads, progress)
+            # A signal inside training stops the run (status interrupted); one during a
+            # trial's set-up stops it before its run directory exists (not run).
+            try:
+                r = execute_trial(trial, run_dir, plan, threads, progress)
+            except signals.Interrupted:
+                queue.appendleft((trial, run_dir, plan))
+                break
             record(r)
             if r.status == INTERRUPTED:
                 stop.count += 1
@@ -296,19 +278,28 @@ def _worker_main(conn: Connection, threads: int) -> None:
     One process runs many trials so that importing torch and warming up is paid once per
     worker, not once per trial.
     """
-    # Outside training a stray Ctrl-C must not kill the process mid-write; inside, the
-    # training loop installs its own handler and stops between two steps.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Signals are recorded from here on (the worker started with them ignored, so none
+    # could raise during its imports); the training loop acts on them between two steps.
+    stop = worker_setup()
     while True:
         try:
             task = conn.recv()
-        except EOFError:  # the parent has gone
+        except (EOFError, OSError):  # the parent has gone
             return
         if task is None:
             return
         trial, run_dir, plan = task
-        conn.send(execute_trial(trial, run_dir, plan, threads, progress=False))
+        try:
+            result = execute_trial(trial, run_dir, plan, threads, progress=False) if not stop.count \
+                else _not_run(trial, run_dir)
+        except signals.Interrupted:
+            result = _not_run(trial, run_dir)
+        except StorageError as e:  # a full disk: this trial's run records it; report it as failed
+            result = TrialResult(trial.trial_id, trial.label, trial.seed, FAILED, str(e)[:300], plan, run_dir)
+        try:
+            conn.send(result)
+        except OSError:  # the parent has gone: the trial's own run directory holds its state
+            return
 
 
 @dataclass
@@ -320,10 +311,9 @@ class _Worker:
     task: tuple[Trial, Path, str] | None = None
 
 
-def _start_worker(ctx: Any, threads: int) -> _Worker:
-    conn, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True)
-    proc.start()
+def _start_worker(threads: int) -> _Worker:
+    conn, child = mp.Pipe(duplex=True)
+    proc = start_worker(_worker_main, child, threads)
     child.close()
     return _Worker(proc, conn)
 
@@ -331,9 +321,8 @@ def _start_worker(ctx: Any, threads: int) -> _Worker:
 def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
                   record: Callable[[TrialResult], None]) -> bool:
     """Trials on ``jobs`` spawned worker processes; True if stopped by a signal."""
-    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
     queue = deque(todo)
-    workers = [_start_worker(ctx, threads) for _ in range(jobs)]
+    workers = [_start_worker(threads) for _ in range(jobs)]
     with catch_stop_signals() as stop:
         try:
             while queue or any(w.task for w in workers):
@@ -345,11 +334,11 @@ def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
                     # the loop installing its handler would miss a single signal.
                     for w in workers:
                         if w.task:
-                            _signal(w.proc, signal.SIGINT)
+                            send_signal(w.proc, signal.SIGINT)
                 for i, w in enumerate(workers):
                     if w.task is None and queue and not stop.count:
                         if w.proc.exitcode is not None:  # it crashed earlier: replace it
-                            w = workers[i] = _start_worker(ctx, threads)
+                            w = workers[i] = _start_worker(threads)
                         w.task = queue.popleft()
                         w.conn.send(w.task)
                 busy = [w for w in workers if w.task]
@@ -364,7 +353,7 @@ def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
         finally:
             for w in workers:
                 if w.task:  # only after an unexpected error in this loop
-                    _signal(w.proc, signal.SIGINT)
+                    send_signal(w.proc, signal.SIGINT)
                 elif w.proc.exitcode is None:
                     try:
                         w.conn.send(None)
@@ -390,11 +379,3 @@ def _collect(w: _Worker) -> TrialResult | None:
     return TrialResult(trial.trial_id, trial.label, trial.seed, FAILED,
                        f"the worker process exited with code {w.proc.exitcode} while running this trial", "new",
                        run_dir)
-
-
-def _signal(proc: mp.process.BaseProcess, signum: int) -> None:
-    if proc.pid is not None and proc.exitcode is None:
-        try:
-            os.kill(proc.pid, signum)
-        except ProcessLookupError:
-            pass

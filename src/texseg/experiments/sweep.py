@@ -8,30 +8,24 @@ optimizer, generator) and none of the training loop's bookkeeping.
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from texseg._validate import check_int, check_positive
-from texseg.data.scene import generate, target_from_labels
-from texseg.device import autocast_dtype, resolve_device
 from texseg.experiments.experiment import Experiment
 from texseg.experiments.report import format_value, write_results_csv
 from texseg.experiments.runner import Trial
 from texseg.io import atomic_write_text
-from texseg.models import create_model
 from texseg.plots import save_figure
+from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
-from texseg.training.losses import create_loss
-from texseg.training.optim import create_optimizer, set_lr
+from texseg.training.engine import build_trainer, train_step
 
 
 def check_values(name: str, values: Sequence[float]) -> list[float]:
@@ -100,7 +94,7 @@ class RangeTestConfig:
         check_positive("min_lr", self.min_lr)
         check_positive("max_lr", self.max_lr)
         if self.max_lr <= self.min_lr:
-            raise ValueError(f"max_lr must be larger than min_lr, got {self.max_lr!r} <= {self.min_lr!r}")
+            raise ValueError(f"max_lr must be larger than `min_lr`, got {self.max_lr!r} <= {self.min_lr!r}")
         check_int("steps", self.steps, minimum=5, maximum=100_000)
         check_positive("beta", self.beta, allow_zero=True)
         if self.beta >= 1:
@@ -133,46 +127,31 @@ class RangeTestResult:
 def lr_range_test(config: TrainConfig, rt: RangeTestConfig, *, progress: bool = False) -> RangeTestResult:
     """Train one model while raising the lr from ``rt.min_lr`` to ``rt.max_lr`` exponentially.
 
-    Uses ``config``'s scene, model, loss, optimizer (its lr is replaced), batch size,
-    seed, device, threads and precision; its budget and evaluation settings are unused.
+    Uses the training engine with ``config``'s scene, model, loss, optimizer (its lr is
+    replaced), batch size, seed, device, threads and precision; its budget and evaluation
+    settings are unused.
     """
-    config.validate()
     rt.validate()
-    device = resolve_device(config.device)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    scene, k = config.scene(), config.scene().num_regions
-    torch.manual_seed(config.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # seed-cnn's eval-mode warning: nothing is evaluated here
-        model = create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs).to(device)
-    model.train()
-    loss_fn = create_loss(config.loss_name, k)
-    optimizer = create_optimizer(model, replace(config, lr=rt.min_lr))
-    amp = autocast_dtype(config.precision, device)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
+    t = build_trainer(config)
+    t.model.train()
     lrs, losses, smoothed, avg, reason = [], [], [], 0.0, f"reached max_lr {rt.max_lr:g}"
-    for step in tqdm(range(rt.steps), disable=not progress, desc="lr range test"):
-        lr = rt.lr_at(step)
-        set_lr(optimizer, lr)
-        images, labels = generate(scene, config.batch_size, generator=gen, device=device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(images)
-        loss = loss_fn(logits, target_from_labels(labels, k))
-        value = loss.item()
-        if not math.isfinite(value):
-            reason = f"the loss became {value} at lr {lr:.3g}"
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        avg = rt.beta * avg + (1 - rt.beta) * value
-        lrs.append(lr)
-        losses.append(value)
-        smoothed.append(avg / (1 - rt.beta ** (step + 1)))
-        if smoothed[-1] > rt.stop_factor * min(smoothed):
-            reason = f"the smoothed loss exceeded {rt.stop_factor:g}x its minimum at lr {lr:.3g}"
-            break
+    with catch_stop_signals() as stop:
+        for step in tqdm(range(rt.steps), disable=not progress, desc="lr range test"):
+            if stop.signal is not None:
+                reason = f"stopped by {stop.name} at lr {rt.lr_at(step):.3g}"
+                break
+            lr = rt.lr_at(step)
+            result = train_step(t, lr)
+            if result.problem is not None:
+                reason = f"the {result.problem} at lr {lr:.3g}"
+                break
+            avg = rt.beta * avg + (1 - rt.beta) * result.loss
+            lrs.append(lr)
+            losses.append(result.loss)
+            smoothed.append(avg / (1 - rt.beta ** (step + 1)))
+            if smoothed[-1] > rt.stop_factor * min(smoothed):
+                reason = f"the smoothed loss exceeded {rt.stop_factor:g}x its minimum at lr {lr:.3g}"
+                break
     steepest, tenth = suggest_lrs(lrs, smoothed)
     return RangeTestResult(lrs, losses, smoothed, reason, steepest, tenth)
 

@@ -6,33 +6,29 @@ import torch
 from torch import nn
 
 from texseg._validate import check_int
+from texseg.models.base import MAX_CHANNELS, SegmentationModel
 from texseg.models.registry import register_model
 
 __all__ = ["CNN", "check_conv_args"]
 
-MAX_CHANNELS = 1024  # also the bound of num_classes and in_channels
 MAX_KERNEL_SIZE = 31
 
 
-def check_conv_args(
-    num_classes: object, in_channels: object, num_channels: object, kernel_size: object, bias: object
-) -> tuple[int, int, int, int, bool]:
+def check_conv_args(num_channels: object, kernel_size: object, bias: object) -> tuple[int, int, bool]:
     """Validate the options shared by ``cnn`` and ``seed-cnn``; return them normalised."""
-    num_classes = check_int("num_classes", num_classes, 1, MAX_CHANNELS)
-    in_channels = check_int("in_channels", in_channels, 1, MAX_CHANNELS)
     num_channels = check_int("num_channels", num_channels, 1, MAX_CHANNELS)
     kernel_size = check_int("kernel_size", kernel_size, 1, MAX_KERNEL_SIZE)
     if kernel_size % 2 == 0:  # an even kernel cannot be padded symmetrically: H, W would change
         raise ValueError(f"kernel_size must be odd so that H and W are preserved, got {kernel_size}")
     if not isinstance(bias, bool):
         raise ValueError(f"bias must be True or False, got {bias!r}")
-    return num_classes, in_channels, num_channels, kernel_size, bias
+    return num_channels, kernel_size, bias
 
 
 @register_model(
     "cnn", description="Stack of conv-ReLU-BatchNorm blocks at full resolution, one BatchNorm per block."
 )
-class CNN(nn.Module):
+class CNN(SegmentationModel):
     """``num_blocks`` x (conv -> ReLU -> BatchNorm), then a conv to ``num_classes`` logits.
 
     Args:
@@ -57,15 +53,12 @@ class CNN(nn.Module):
         num_blocks: int = 3,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        num_classes, in_channels, num_channels, kernel_size, bias = check_conv_args(
-            num_classes, in_channels, num_channels, kernel_size, bias
-        )
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        num_channels, kernel_size, bias = check_conv_args(num_channels, kernel_size, bias)
         num_blocks = check_int("num_blocks", num_blocks, 1, 32)
-        self.num_classes, self.in_channels = num_classes, in_channels
         pad = kernel_size // 2
         # BatchNorm after the ReLU, as in the notebook, so the conv bias is not redundant.
-        widths = [in_channels] + [num_channels] * num_blocks
+        widths = [self.in_channels] + [num_channels] * num_blocks
         self.blocks = nn.Sequential(
             *(
                 nn.Sequential(
@@ -76,8 +69,7 @@ class CNN(nn.Module):
                 for c_in in widths[:-1]
             )
         )
-        self.out = nn.Conv2d(num_channels, num_classes, kernel_size, 1, pad, bias=bias)
+        self.out = nn.Conv2d(num_channels, self.num_classes, kernel_size, 1, pad, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_channels, H, W)`` images to ``(B, num_classes, H, W)`` logits."""
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(x))

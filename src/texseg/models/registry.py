@@ -1,17 +1,19 @@
 """Name -> constructor registry for segmentation models.
 
-Every registered constructor returns an ``nn.Module`` mapping ``(B, in_channels, H, W)``
-images to ``(B, num_classes, H, W)`` logits, and accepts ``num_classes: int = 1`` (one
-logit of the positive class for two regions, K logits for K > 2 regions) and
-``in_channels: int = 1``.
+Every registered constructor returns a :class:`~texseg.models.base.SegmentationModel`
+mapping ``(B, in_channels, H, W)`` images to ``(B, num_classes, H, W)`` logits, and
+accepts ``num_classes: int = 1`` (one logit of the positive class for two regions, K
+logits for K > 2 regions) and ``in_channels: int = 1``. :func:`create_model` is a pure
+look-up: it builds the model and nothing else (a model's known caveat, ``warning``, is
+for the commands that train or evaluate it to show).
 """
 
 from __future__ import annotations
 
 import inspect
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -56,7 +58,8 @@ def register_model(name: str, *, description: str, warning: str | None = None) -
     Args:
         name: registry key, e.g. ``"unet"``.
         description: one line shown by ``texseg`` listings.
-        warning: if set, emitted as a ``UserWarning`` each time the model is created.
+        warning: a caveat users of the model must be told (shown by the commands that
+            train or evaluate it, and recorded in its runs' notes).
 
     Returns:
         The decorator, which returns the constructor unchanged.
@@ -125,9 +128,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             f"model {name!r} with {kwargs} would have {n_params:,} parameters; "
             f"at most {MAX_PARAMETERS:,} are allowed"
         )
-
-    if spec.warning:
-        warnings.warn(f"model {name!r}: {spec.warning}", UserWarning, stacklevel=2)
     return spec.constructor(**kwargs)
 
 

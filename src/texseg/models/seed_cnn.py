@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from texseg.models.base import SegmentationModel
 from texseg.models.cnn import check_conv_args
 from texseg.models.registry import register_model
 
@@ -39,7 +40,7 @@ class _SharedBatchNorm2d(nn.BatchNorm2d):
         "so eval-mode predictions are unreliable; use 'cnn' unless you are reproducing the notebook"
     ),
 )
-class SeedCNN(nn.Module):
+class SeedCNN(SegmentationModel):
     """Three (conv -> ReLU -> shared BatchNorm) blocks, then a conv to logits.
 
     Attribute names match the notebook (``conv1``-``conv3``, ``out``, ``bn``) so its
@@ -66,17 +67,14 @@ class SeedCNN(nn.Module):
         kernel_size: int = 5,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        num_classes, in_channels, num_channels, kernel_size, bias = check_conv_args(
-            num_classes, in_channels, num_channels, kernel_size, bias
-        )
-        self.num_classes, self.in_channels = num_classes, in_channels
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        num_channels, kernel_size, bias = check_conv_args(num_channels, kernel_size, bias)
         pad = kernel_size // 2
         self.activation = nn.ReLU()
         # Deliberately ONE instance reused by all blocks: the notebook's bug, kept on purpose.
         self.bn = _SharedBatchNorm2d(num_channels)
         self.conv1 = nn.Sequential(
-            nn.Conv2d(in_channels, num_channels, kernel_size, 1, pad, bias=bias), self.activation, self.bn
+            nn.Conv2d(self.in_channels, num_channels, kernel_size, 1, pad, bias=bias), self.activation, self.bn
         )
         self.conv2 = nn.Sequential(
             nn.Conv2d(num_channels, num_channels, kernel_size, 1, pad, bias=bias), self.activation, self.bn
@@ -84,8 +82,7 @@ class SeedCNN(nn.Module):
         self.conv3 = nn.Sequential(
             nn.Conv2d(num_channels, num_channels, kernel_size, 1, pad, bias=bias), self.activation, self.bn
         )
-        self.out = nn.Conv2d(num_channels, num_classes, kernel_size, 1, pad, bias=bias)
+        self.out = nn.Conv2d(num_channels, self.num_classes, kernel_size, 1, pad, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_channels, H, W)`` images to ``(B, num_classes, H, W)`` logits."""
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.conv3(self.conv2(self.conv1(x))))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from texseg._validate import check_choice, check_int
+from texseg.models.base import SegmentationModel
 from texseg.models.registry import register_model
 
 __all__ = ["UNet"]
@@ -54,7 +55,7 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 @register_model(
     "unet", description="U-Net: double 3x3 convs, max-pool down, transposed-conv up, skip connections."
 )
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """U-Net with ``depth`` down-samplings; widths ``base_width * 2**level``.
 
     Up-sampling is a 2x2 stride-2 transposed conv (as in the paper) rather than bilinear
@@ -84,25 +85,22 @@ class UNet(nn.Module):
         depth: int = 3,
         norm: str = "batch",
     ) -> None:
-        super().__init__()
-        num_classes = check_int("num_classes", num_classes, 1, 1024)
-        in_channels = check_int("in_channels", in_channels, 1, 1024)
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
         base_width = check_int("base_width", base_width, 1, 512)
         depth = check_int("depth", depth, 1, 6)
         norm = check_choice("norm", norm, NORMS)
-        self.num_classes, self.in_channels, self.depth = num_classes, in_channels, depth
+        self.depth = depth
 
         widths = [base_width * 2**level for level in range(depth + 1)]
-        self.stem = _double_conv(in_channels, widths[0], norm)
+        self.stem = _double_conv(self.in_channels, widths[0], norm)
         self.down = nn.ModuleList(_double_conv(widths[i], widths[i + 1], norm) for i in range(depth))
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, 2) for i in range(depth))
         # Input: up-sampled features concatenated with the skip of the same level.
         self.decode = nn.ModuleList(_double_conv(2 * widths[i], widths[i], norm) for i in range(depth))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.head = nn.Conv2d(widths[0], self.num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_channels, H, W)`` images to ``(B, num_classes, H, W)`` logits."""
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if h < 2 or w < 2:
             raise ValueError(f"input height and width must be >= 2, got {h}x{w}")

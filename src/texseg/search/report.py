@@ -7,18 +7,24 @@ study allows it) and ``summary.md``; also the one-line summary of a finished tri
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from texseg.io import atomic_write_json, atomic_write_text
+from texseg.io import atomic_write_json, atomic_write_text, write_csv
 from texseg.search.settings import SearchSettings
 from texseg.search.space import METRIC, SEARCHABLE, SearchSpace
-from texseg.search.storage import COMPLETED, DIVERGED, PRUNE_STEPS, PRUNED, TRIALS_DIR, _counts, _storage_label
+from texseg.search.storage import (
+    COMPLETED,
+    DIVERGED,
+    PRUNE_STEPS,
+    PRUNED,
+    TRIALS_DIR,
+    counts_toward_total,
+    storage_label,
+)
 from texseg.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -27,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["write_reports"]
 
 
-def _trial_line(number: int, status: str, t: optuna.trial.FrozenTrial, seconds: float, run_dir: Path) -> str:
+def trial_line(number: int, status: str, t: optuna.trial.FrozenTrial, seconds: float, run_dir: Path) -> str:
     value = "" if t.value is None else f"IoU {t.value:.4f}  "
     return f"trial {number:>3}  {status:<11} {value}{_params_text(t.params)}  ({seconds:.1f} s, {run_dir})"
 
@@ -64,7 +70,7 @@ def write_reports(study: optuna.Study, settings: SearchSettings, base: TrainConf
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     best = _best(trials, settings)
     atomic_write_json(out / "best.json", best or {"value": None, "message": "no completed trial yet"})
-    atomic_write_text(out / "trials.csv", _trials_csv(trials))
+    _write_trials_csv(out / "trials.csv", trials)
     files = [out / "best.json", out / "trials.csv"]
     notes: list[str] = []
     from texseg.plots import save_figure
@@ -92,29 +98,26 @@ def _best(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSettings) 
         "value": t.value, "metric": f"val {METRIC}", "number": t.number, "params": t.params,
         "run_dir": t.user_attrs.get("run_dir"), "host": t.user_attrs.get("host"),
         "status": _trial_status(t), "seconds": _seconds(t), "study_name": settings.study_name,
-        "storage": _storage_label(settings),
+        "storage": storage_label(settings),
     }
 
 
-def _trials_csv(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
+def _write_trials_csv(path: Path, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
     params: list[str] = []
     for t in trials:
         params += [p for p in t.params if p not in params]
     columns = ["number", "state", "status", "value", "seconds", "train_seconds", "iterations", *params, "run_dir"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    rows = []
     for t in trials:
         seconds = _seconds(t)
-        writer.writerow({
-            "number": t.number, "state": t.state.name, "status": _trial_status(t),
-            "value": "" if t.value is None else f"{t.value:.6g}",
-            "seconds": "" if seconds is None else f"{seconds:.2f}",
-            "train_seconds": t.user_attrs.get("train_seconds", ""), "iterations": t.user_attrs.get("iterations", ""),
-            **{p: _fmt(t.params[p]) if p in t.params else "" for p in params},
-            "run_dir": t.user_attrs.get("run_dir", ""),
+        rows.append({
+            "number": t.number, "state": t.state.name, "status": _trial_status(t), "value": t.value,
+            "seconds": None if seconds is None else f"{seconds:.2f}",
+            "train_seconds": t.user_attrs.get("train_seconds"), "iterations": t.user_attrs.get("iterations"),
+            **{p: _fmt(t.params[p]) if p in t.params else None for p in params},
+            "run_dir": t.user_attrs.get("run_dir"),
         })
-    return buf.getvalue()
+    write_csv(path, rows, columns)
 
 
 def _importances(study: optuna.Study,
@@ -195,7 +198,7 @@ def _summary_md(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSett
     by_status: dict[str, int] = {}
     for t in trials:
         by_status[_trial_status(t)] = by_status.get(_trial_status(t), 0) + 1
-    counted = sum(1 for t in trials if _counts(t))
+    counted = sum(1 for t in trials if counts_toward_total(t))
     budget = " and ".join(x for x in (f"{base.time_budget:g} s of training" if base.time_budget else "",
                                       f"{base.iterations} steps" if base.iterations else "") if x)
     wall = sum(s for t in trials if (s := _seconds(t)) is not None)
@@ -208,7 +211,7 @@ def _summary_md(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSett
         f"the end of each trial. Every trial had {budget} (seed {base.seed}) at N={base.image_size}, "
         f"sigma1={base.sigma1:g}, sigma2={base.sigma2:g}, {base.regions} regions.",
         f"Sampler: TPE (seed {settings.seed}); pruner: {settings.pruner} (on val IoU per tenth of the budget). "
-        f"Diverged trials count as IoU 0. Storage: `{_storage_label(settings)}`.",
+        f"Diverged trials count as IoU 0. Storage: `{storage_label(settings)}`.",
         "",
         "## Best",
         "",

@@ -7,7 +7,6 @@ an Optuna trial into the trial's :class:`~texseg.training.config.TrainConfig`.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -115,6 +114,5 @@ def _check_model_args(name: str, base: TrainConfig, searched: Sequence[str]) -> 
     width_arg = WIDTH_ARGS.get(name)
     if "width" in searched and width_arg is not None and width_arg not in kwargs:
         kwargs[width_arg] = max(WIDTHS)
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore", UserWarning)  # seed-cnn's warning is for training time
+    with torch.device("meta"):
         create_model(name, num_classes=base.model_num_classes, **kwargs)

@@ -31,7 +31,9 @@ from texseg.training.config import TrainConfig
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["redact"]
+__all__ = ["Heartbeat", "check_fingerprint", "check_folder", "check_new_study", "counts_toward_total",
+           "fail_stale_trials", "fingerprint", "is_stale", "make_sampler", "open_storage", "open_study", "redact",
+           "storage_label", "trial_state", "write_folder_file"]
 
 JOURNAL_FILE = "study.journal"
 SEARCH_FILE = "search.json"
@@ -53,7 +55,7 @@ def redact(url: str) -> str:
 
 
 # ----------------------------------------------------------- storage and study
-def _open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
+def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     import optuna
 
     url = settings.storage
@@ -76,26 +78,26 @@ def _open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
             from None
 
 
-def _open_study(settings: SearchSettings, pruner: optuna.pruners.BasePruner | None) -> tuple[optuna.Study, bool]:
+def open_study(settings: SearchSettings, pruner: optuna.pruners.BasePruner | None) -> tuple[optuna.Study, bool]:
     """Load the study, or create it; returns ``(study, created)``."""
     import optuna
 
-    storage = _open_storage(settings)
+    storage = open_storage(settings)
     existed = settings.study_name in optuna.get_all_study_names(storage)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
-                                sampler=_sampler(settings.seed, 0), pruner=pruner or _make_pruner(settings.pruner),
+                                sampler=make_sampler(settings.seed, 0), pruner=pruner or _make_pruner(settings.pruner),
                                 load_if_exists=True)
     if study.direction.name != "MAXIMIZE":
-        raise TexsegError(f"study {settings.study_name!r} in {_storage_label(settings)} minimises; "
+        raise TexsegError(f"study {settings.study_name!r} in {storage_label(settings)} minimises; "
                           "it was not made by texseg search")
     return study, not existed
 
 
-def _storage_label(settings: SearchSettings) -> str:
+def storage_label(settings: SearchSettings) -> str:
     return redact(settings.storage) if settings.storage else str(settings.out / JOURNAL_FILE)
 
 
-def _sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
     """A TPE sampler for trial ``number``, seeded from ``(seed, number)`` (see :mod:`texseg.search.study`)."""
     import optuna
 
@@ -121,7 +123,7 @@ def _folder_record(settings: SearchSettings) -> dict[str, Any]:
     return {"study_name": settings.study_name, "storage": redact(settings.storage) if settings.storage else None}
 
 
-def _check_folder(settings: SearchSettings) -> None:
+def check_folder(settings: SearchSettings) -> None:
     """One folder holds one study: refuse another study before touching anything."""
     path = settings.out / SEARCH_FILE
     if not path.is_file():
@@ -129,33 +131,33 @@ def _check_folder(settings: SearchSettings) -> None:
     saved, mine = read_json(path), _folder_record(settings)
     if not isinstance(saved, dict):
         raise TexsegError(f"{path} is not a texseg search file")
-    for key, option in (("study_name", "--study-name"), ("storage", "--storage")):
+    for key in ("study_name", "storage"):
         if saved.get(key) != mine[key]:
             raise TexsegError(f"{settings.out} holds the search with {key} {saved.get(key)!r}, not {mine[key]!r}; "
-                              f"give the same {option} or another --out")
+                              f"give the same `{key}` or another `out`")
 
 
-def _check_new_study(settings: SearchSettings, created: bool) -> None:
+def check_new_study(settings: SearchSettings, created: bool) -> None:
     """A new study must not inherit trial directories (e.g. its journal was deleted)."""
     trials_dir = settings.out / TRIALS_DIR
     if created and trials_dir.is_dir() and any(trials_dir.iterdir()):
-        raise TexsegError(f"{trials_dir} holds trials of another study; choose another --out")
+        raise TexsegError(f"{trials_dir} holds trials of another study; choose another `out`")
 
 
-def _write_folder_file(settings: SearchSettings) -> None:
+def write_folder_file(settings: SearchSettings) -> None:
     settings.out.mkdir(parents=True, exist_ok=True)
     if not (settings.out / SEARCH_FILE).is_file():
         atomic_write_json(settings.out / SEARCH_FILE, {**_folder_record(settings), "texseg": texseg.__version__,
                                                        "created": datetime.now().isoformat(timespec="seconds")})
 
 
-def _fingerprint(base: TrainConfig, space: SearchSpace) -> dict[str, Any]:
+def fingerprint(base: TrainConfig, space: SearchSpace) -> dict[str, Any]:
     """What defines the problem: trials of one study must share it."""
     config = {k: v for k, v in base.to_dict().items() if k not in WORKER_FIELDS}
     return {"version": 1, "metric": f"val {METRIC}", "base": config, "space": space.describe()}
 
 
-def _check_fingerprint(study: optuna.Study, mine: dict[str, Any]) -> None:
+def check_fingerprint(study: optuna.Study, mine: dict[str, Any]) -> None:
     key = "texseg_search"
     theirs = study.user_attrs.get(key)
     if theirs is None:
@@ -170,22 +172,22 @@ def _check_fingerprint(study: optuna.Study, mine: dict[str, Any]) -> None:
     if theirs.get("space") != mine["space"]:
         diffs.append("the searched parameters")
     raise ValueError(f"study {study.study_name!r} was started with other options ({'; '.join(diffs) or 'version'}); "
-                     "give the same options, or another --out / --study-name")
+                     "give the same options, or another `out` / `study_name`")
 
 
 # ------------------------------------------------------------- trial records
-def _state(name: str) -> optuna.trial.TrialState:
+def trial_state(name: str) -> optuna.trial.TrialState:
     from optuna.trial import TrialState
 
     return TrialState[name]
 
 
-def _counts(t: optuna.trial.FrozenTrial) -> bool:
+def counts_toward_total(t: optuna.trial.FrozenTrial) -> bool:
     """Finished trials that count toward the total (COMPLETE includes diverged ones)."""
     return t.state.name in ("COMPLETE", "PRUNED")
 
 
-class _Heartbeat:
+class Heartbeat:
     """Refreshes the ``heartbeat`` attribute of a running trial from a thread (see :mod:`texseg.search.study`)."""
 
     def __init__(self, trial: optuna.Trial, interval: float = HEARTBEAT_S) -> None:
@@ -193,7 +195,7 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="texseg-heartbeat", daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -209,21 +211,21 @@ class _Heartbeat:
         self._thread.join()
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
+def fail_stale_trials(study: optuna.Study) -> None:
     """Mark RUNNING trials whose worker is gone as FAIL with status ``stale``."""
     now, host = time.time(), socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(_state("RUNNING"),)):
-        if not _is_stale(t, now, host):
+    for t in study.get_trials(deepcopy=False, states=(trial_state("RUNNING"),)):
+        if not is_stale(t, now, host):
             continue
         try:
             # Optuna has no public way to set an attribute of a trial this process did not ask for.
             study._storage.set_trial_user_attr(t._trial_id, "status", STALE)
-            study.tell(t.number, state=_state("FAIL"), skip_if_finished=True)
+            study.tell(t.number, state=trial_state("FAIL"), skip_if_finished=True)
         except Exception:  # noqa: BLE001 - another worker finished or marked it first
             pass
 
 
-def _is_stale(t: optuna.trial.FrozenTrial, now: float, host: str) -> bool:
+def is_stale(t: optuna.trial.FrozenTrial, now: float, host: str) -> bool:
     attrs = t.user_attrs
     pid = attrs.get("pid")
     if attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):

@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing as mp
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,7 +54,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from texseg.search.report import _trial_line, write_reports
+from texseg import signals
+from texseg.errors import ExitCode
+from texseg.search.report import trial_line, write_reports
 from texseg.search.settings import SearchSettings
 from texseg.search.space import METRIC, SearchSpace, build_space
 from texseg.search.storage import (
@@ -67,27 +69,27 @@ from texseg.search.storage import (
     STALE,
     SURPLUS,
     TRIALS_DIR,
-    _check_fingerprint,
-    _check_folder,
-    _check_new_study,
-    _counts,
-    _fail_stale_trials,
-    _fingerprint,
-    _Heartbeat,
-    _open_study,
-    _sampler,
-    _state,
-    _storage_label,
-    _write_folder_file,
+    Heartbeat,
+    check_fingerprint,
+    check_folder,
+    check_new_study,
+    counts_toward_total,
+    fail_stale_trials,
+    fingerprint,
+    make_sampler,
+    open_study,
+    storage_label,
+    trial_state,
+    write_folder_file,
 )
 from texseg.training.config import TrainConfig
+from texseg.workers import send_signal, start_worker, threads_per_worker, worker_setup
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = ["SearchResult", "run_search"]
 
-EXIT_INTERRUPTED = 130  # a worker process stopped by Ctrl-C / SIGTERM
 
 
 # ------------------------------------------------------------------- the result
@@ -138,37 +140,37 @@ def run_search(
     fixed = {k: v for k, v in (fixed or {}).items() if k != "seed"}
     base = TrainConfig.from_dict({**fixed, "seed": settings.seed}).validate()
     space = build_space(base, fixed, settings.models)
-    _check_folder(settings)
+    check_folder(settings)
     with _quiet_optuna():
-        study, created = _open_study(settings, pruner)
-        _check_new_study(settings, created)
-        _check_fingerprint(study, _fingerprint(base, space))
-        _write_folder_file(settings)
+        study, created = open_study(settings, pruner)
+        check_new_study(settings, created)
+        check_fingerprint(study, fingerprint(base, space))
+        write_folder_file(settings)
         first = len(study.get_trials(deepcopy=False))  # trials numbered from here on are this call's
         workers = _start_workers(settings, fixed, settings.jobs - 1, verbose=log is not None)
         if settings.jobs > 1 and base.threads is None:
-            base = replace(base, threads=_threads_per_worker(settings.jobs))
+            base = replace(base, threads=threads_per_worker(settings.jobs))
         outcome = _Outcome()
         try:
             _work(study, settings, space, base, log or (lambda line: None), outcome)
         except BaseException:
             for proc in workers:  # stop them as Ctrl-C would: their running trials end as FAIL
-                proc.send_signal(signal.SIGINT)
+                send_signal(proc, signal.SIGINT)
             raise
         finally:
             for proc in workers:
-                proc.wait()
+                proc.join()
         ids = {_worker_id(os.getpid())} | {_worker_id(proc.pid) for proc in workers}
         trials = study.get_trials(deepcopy=False)
         ran = sum(1 for t in trials if t.number >= first and t.user_attrs.get("worker") in ids
                   and t.user_attrs.get("status") != SURPLUS)
-        interrupted = outcome.interrupted or any(proc.returncode == EXIT_INTERRUPTED for proc in workers)
+        interrupted = outcome.interrupted or any(proc.exitcode == ExitCode.INTERRUPTED for proc in workers)
         files, notes, best = write_reports(study, settings, base, space)
-        notes += [f"worker process {proc.pid} failed (exit code {proc.returncode}); see its message above"
-                  for proc in workers if proc.returncode not in (0, EXIT_INTERRUPTED)]
-    counted = sum(1 for t in trials if _counts(t))
+        notes += [f"worker process {proc.pid} failed (exit code {proc.exitcode}); see its message above"
+                  for proc in workers if proc.exitcode not in (0, ExitCode.INTERRUPTED)]
+    counted = sum(1 for t in trials if counts_toward_total(t))
     running = sum(1 for t in trials if t.state.name == "RUNNING")
-    return SearchResult(settings.out, settings.study_name, _storage_label(settings), ran, counted, running,
+    return SearchResult(settings.out, settings.study_name, storage_label(settings), ran, counted, running,
                         settings.trials, interrupted, best, files, notes)
 
 
@@ -185,7 +187,7 @@ def _work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, bas
           log: Callable[[str], None], outcome: _Outcome) -> None:
     """One worker: run trials until the study has enough, or the user stops it."""
     while True:
-        _fail_stale_trials(study)
+        fail_stale_trials(study)
         if _slots_taken(study.get_trials(deepcopy=False)) >= settings.trials:
             return
         trial = study.ask()
@@ -198,10 +200,11 @@ def _work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, bas
             if _slots_taken(before) >= settings.trials:  # another worker took the last slot first
                 _finish(study, trial, SURPLUS, state="FAIL")
                 return
-            study.sampler = _sampler(settings.seed, trial.number)  # consulted lazily by suggest_*
+            study.sampler = make_sampler(settings.seed, trial.number)  # consulted lazily by suggest_*
             status = _run_trial(study, trial, space, base, settings.out, log)
         except BaseException as e:
-            _tag_failed(study, trial, INTERRUPTED if isinstance(e, KeyboardInterrupt) else ERROR, e)
+            stopped = isinstance(e, (KeyboardInterrupt, signals.Interrupted))
+            _tag_failed(study, trial, INTERRUPTED if stopped else ERROR, e)
             raise
         if status == INTERRUPTED:
             outcome.interrupted = True
@@ -209,18 +212,17 @@ def _work(study: optuna.Study, settings: SearchSettings, space: SearchSpace, bas
 
 
 def _slots_taken(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
-    return sum(1 for t in trials if _counts(t) or t.state.name == "RUNNING")
+    return sum(1 for t in trials if counts_toward_total(t) or t.state.name == "RUNNING")
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, base: TrainConfig,
                out: Path, log: Callable[[str], None]) -> str:
     """Train one trial in ``<out>/trials/<number>`` and tell the study how it ended."""
-    from texseg.training.loop import COMPLETED as RUN_COMPLETED, DIVERGED as RUN_DIVERGED, PRUNED as RUN_PRUNED
-    from texseg.training.loop import train
+    from texseg.training import RunStatus, train
 
     run_dir = out / TRIALS_DIR / str(trial.number)
     t0 = time.monotonic()
-    with _Heartbeat(trial):
+    with Heartbeat(trial):
         config = space.suggest(trial, base)
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         result = train(config, run_dir, progress=False, on_eval=_PruningCallback(trial, config))
@@ -228,15 +230,15 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, bas
         value = float(s["val"].get(METRIC, math.nan))
         for key in ("train_seconds", "iterations"):
             trial.set_user_attr(key, s[key])
-    if result.status == RUN_COMPLETED and math.isfinite(value):
+    if result.status == RunStatus.COMPLETED and math.isfinite(value):
         status, told = _finish(study, trial, COMPLETED, value=value)
-    elif result.status == RUN_PRUNED:
+    elif result.status == RunStatus.PRUNED:
         status, told = _finish(study, trial, PRUNED, state="PRUNED")
-    elif result.status in (RUN_DIVERGED, RUN_COMPLETED):  # diverged, or a NaN IoU: the worst value
+    elif result.status in (RunStatus.DIVERGED, RunStatus.COMPLETED):  # diverged, or a NaN IoU: the worst value
         status, told = _finish(study, trial, DIVERGED, value=0.0)
     else:  # interrupted (Ctrl-C / SIGTERM): does not count; the next run replaces it
         status, told = _finish(study, trial, INTERRUPTED, state="FAIL")
-    log(_trial_line(trial.number, status, told, time.monotonic() - t0, run_dir))
+    log(trial_line(trial.number, status, told, time.monotonic() - t0, run_dir))
     return status
 
 
@@ -247,7 +249,7 @@ def _finish(study: optuna.Study, trial: optuna.Trial, status: str, *, value: flo
 
     try:
         trial.set_user_attr("status", status)  # attributes are frozen once the trial is told
-        told = study.tell(trial, value, state=None if state is None else _state(state))
+        told = study.tell(trial, value, state=None if state is None else trial_state(state))
     except optuna.exceptions.UpdateFinishedTrialError:  # marked stale (heartbeat too late)
         return STALE, study.get_trials(deepcopy=False)[trial.number]
     return status, told
@@ -261,7 +263,7 @@ def _tag_failed(study: optuna.Study, trial: optuna.Trial, status: str, error: Ba
     try:
         trial.set_user_attr("status", status)
         trial.set_user_attr("message", f"{type(error).__name__}: {error}"[:300])
-        study.tell(trial, state=_state("FAIL"), skip_if_finished=True)
+        study.tell(trial, state=trial_state("FAIL"), skip_if_finished=True)
     except Exception:  # noqa: BLE001 - the storage may be what failed
         pass
 
@@ -273,17 +275,10 @@ class _PruningCallback:
         self.trial, self.config = trial, config
         self.reported: set[int] = set()
 
-    def progress(self, step: int, train_seconds: float) -> float:
-        """Fraction of the run done, as the training loop measures it."""
-        fractions = []
-        if self.config.iterations:
-            fractions.append(step / self.config.iterations)
-        if self.config.time_budget:
-            fractions.append(train_seconds / self.config.time_budget)
-        return max(fractions)
-
     def __call__(self, step: int, train_seconds: float, metrics: dict[str, float]) -> bool:
-        done = self.progress(step, train_seconds)
+        from texseg.training.engine import progress_fraction
+
+        done = progress_fraction(self.config, step, train_seconds)
         if done >= 1.0:
             return False  # the run has finished anyway: keep it as a completed trial
         bucket = int(done * PRUNE_STEPS)
@@ -309,26 +304,17 @@ def _quiet_optuna() -> Iterator[None]:
 
 
 # ------------------------------------------------------------ worker processes
-def _threads_per_worker(jobs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // jobs)
-
-
 def _start_workers(settings: SearchSettings, fixed: Mapping[str, Any], n: int,
-                   verbose: bool) -> list[subprocess.Popen[bytes]]:
-    """Start ``n`` extra worker processes on the same study.
-
-    Fresh interpreters (not fork: torch's threads do not survive it; not multiprocessing's
-    spawn: it re-runs ``python -m`` main modules).
-    """
+                   verbose: bool) -> list[mp.process.BaseProcess]:
+    """Start ``n`` extra worker processes on the same study (see :mod:`texseg.workers`)."""
     spec = json.dumps({"settings": {**asdict(settings), "out": str(settings.out)}, "fixed": dict(fixed),
                        "verbose": verbose})
-    code = "import sys, texseg.search.study as s; s._worker_main(sys.argv[1])"
-    return [subprocess.Popen([sys.executable, "-c", code, spec]) for _ in range(n)]
+    return [start_worker(_worker_main, spec) for _ in range(n)]
 
 
 def _worker_main(spec_json: str) -> None:
     """Entry point of a worker process started by :func:`_start_workers`."""
+    worker_setup()  # from here on a stop signal stops the running trial cleanly
     spec = json.loads(spec_json)
     d = spec["settings"]
     settings = SearchSettings(**{**d, "out": Path(d["out"]),
@@ -336,14 +322,14 @@ def _worker_main(spec_json: str) -> None:
     fixed = spec["fixed"]
     base = TrainConfig.from_dict({**fixed, "seed": settings.seed}).validate()
     if base.threads is None:
-        base = replace(base, threads=_threads_per_worker(settings.jobs))
+        base = replace(base, threads=threads_per_worker(settings.jobs))
     space = build_space(base, fixed, settings.models)
     outcome = _Outcome()
     log = (lambda line: print(line, flush=True)) if spec["verbose"] else (lambda line: None)
     try:
         with _quiet_optuna():
-            study, _ = _open_study(settings, None)
+            study, _ = open_study(settings, None)
             _work(study, settings, space, base, log, outcome)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, signals.Interrupted):
         outcome.interrupted = True
-    sys.exit(EXIT_INTERRUPTED if outcome.interrupted else 0)
+    sys.exit(ExitCode.INTERRUPTED if outcome.interrupted else ExitCode.OK)

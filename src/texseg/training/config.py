@@ -2,28 +2,44 @@
 
 One flat dataclass: every field is a ``texseg train`` option of the same name (with
 dashes) and a key of the JSON config file, and its ``help`` metadata is the option's
-help text. ``validate()`` checks every value and names the field that is wrong.
+help text. Each field declares its bounds or choices beside it (:func:`_opt`), so
+``validate()`` is one loop over the fields plus the few rules that relate two fields.
+Field types are read once, with :func:`typing.get_type_hints` (:func:`field_types`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from functools import cache
 from typing import Any
 
-from texseg._validate import check_choice, check_int, check_positive
+from texseg._validate import check_choice
 from texseg.data.scene import SceneSpec
+from texseg.io import read_json
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_SEED = 2**63 - 1
 
 
-def _opt(help: str, **kw: Any) -> Any:
-    return field(metadata={"help": help}, **kw)
+def _model_names() -> list[str]:
+    from texseg.models import list_models
+
+    return list_models()
+
+
+def _opt(help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+         lt: float | None = None, choices: tuple[str, ...] | Callable[[], list[str]] | None = None,
+         **kw: Any) -> Any:
+    """A config field: its help text and what values it allows (bounds for numbers, choices for names)."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return field(metadata={"help": help, "bounds": bounds, "choices": choices}, **kw)
 
 
 @dataclass
@@ -31,49 +47,52 @@ class TrainConfig:
     """Everything that defines a training run. Defaults are texseg's best short CPU run."""
 
     # scene (the notebook's section 3.3 difficulty by default)
-    image_size: int = _opt("image side N in pixels (>= 16)", default=128)
-    sigma1: float = _opt("texture width in Omega_1 (region 0)", default=0.2)
-    sigma2: float = _opt("texture width in Omega_2 (region 1)", default=1.2)
-    sigma: float | None = _opt("partition smoothness; default image_size/5", default=None)
-    regions: int = _opt("number of regions K (>= 2)", default=2)
+    image_size: int = _opt("image side N in pixels (>= 16)", ge=16, le=1_000_000, default=128)
+    sigma1: float = _opt("texture width in Omega_1 (region 0)", gt=0, default=0.2)
+    sigma2: float = _opt("texture width in Omega_2 (region 1)", gt=0, default=1.2)
+    sigma: float | None = _opt("partition smoothness; default image_size/5", gt=0, default=None)
+    regions: int = _opt("number of regions K (>= 2)", ge=2, le=256, default=2)
     sigmas: list[float] | None = _opt(
         "texture widths of all K regions (overrides sigma1/sigma2); default for K>2: geometric "
         "from sigma1 to sigma2",
+        gt=0,
         default=None,
     )
-    smoothing: float = _opt("final smoothing sigma of each image", default=1.0)
+    smoothing: float = _opt("final smoothing sigma of each image", gt=0, default=1.0)
     # model
-    model: str = _opt("registered model name (see `texseg models`)", default="unet")
+    model: str = _opt("registered model name (see `texseg models`)", choices=_model_names, default="unet")
     model_kwargs: dict[str, Any] = _opt("constructor arguments of the model", default_factory=dict)
     # objective and optimisation
     loss: str | None = _opt("loss: mse, bce, dice, bce+dice (2 regions); ce, dice, ce+dice, mse (K>2); "
                             "default bce for 2 regions, ce for more", default=None)
-    optimizer: str = _opt("sgd, momentum (SGD + momentum), rmsprop, adam, adamw", default="adam")
-    lr: float = _opt("learning rate", default=1e-2)
+    optimizer: str = _opt("sgd, momentum (SGD + momentum), rmsprop, adam, adamw", choices=OPTIMIZERS,
+                          default="adam")
+    lr: float = _opt("learning rate", gt=0, default=1e-2)
     momentum: float | None = _opt("momentum of sgd, momentum or rmsprop; default 0.9 for `momentum`, "
-                                  "0 for sgd and rmsprop (as in the notebook)", default=None)
+                                  "0 for sgd and rmsprop (as in the notebook)", ge=0, lt=1, default=None)
     nesterov: bool = _opt("Nesterov momentum (sgd/momentum)", default=False)
-    weight_decay: float = _opt("weight decay", default=0.0)
-    schedule: str = _opt("learning-rate schedule over the run: constant, cosine, onecycle",
+    weight_decay: float = _opt("weight decay", ge=0, default=0.0)
+    schedule: str = _opt("learning-rate schedule over the run: constant, cosine, onecycle", choices=SCHEDULES,
                          default="cosine")
-    warmup: float = _opt("linear warm-up, as a fraction of the run (0..0.5)", default=0.0)
-    batch_size: int = _opt("training images per step", default=4)
+    warmup: float = _opt("linear warm-up, as a fraction of the run (0..0.5)", ge=0, le=0.5, default=0.0)
+    batch_size: int = _opt("training images per step", ge=1, le=65536, default=4)
     skip_nonfinite: bool = _opt("skip (and count) a step whose loss or gradient is NaN/inf instead of "
                                 "stopping as diverged", default=False)
     # length of the run: whichever comes first
-    iterations: int | None = _opt("stop after this many steps", default=None)
-    time_budget: float | None = _opt("stop after this many seconds of training (eval excluded)",
+    iterations: int | None = _opt("stop after this many steps", ge=1, default=None)
+    time_budget: float | None = _opt("stop after this many seconds of training (eval excluded)", gt=0,
                                      default=30.0)
     # evaluation
-    eval_every: int = _opt("evaluate on the validation set every N steps", default=100)
-    val_size: int = _opt("images in the held-out validation set", default=64)
-    val_seed: int = _opt("seed of the validation set (never the training stream)", default=987654321)
+    eval_every: int = _opt("evaluate on the validation set every N steps", ge=1, default=100)
+    val_size: int = _opt("images in the held-out validation set", ge=1, le=100_000, default=64)
+    val_seed: int = _opt("seed of the validation set (never the training stream)", ge=0, le=MAX_SEED,
+                         default=987654321)
     # run
-    seed: int = _opt("seed of the initial weights and the training stream", default=0)
+    seed: int = _opt("seed of the initial weights and the training stream", ge=0, le=MAX_SEED, default=0)
     device: str = _opt("auto (CUDA if available), cpu, cuda or cuda:N", default="auto")
-    threads: int | None = _opt("CPU threads for torch; default all cores", default=None)
+    threads: int | None = _opt("CPU threads for torch; default all cores", ge=1, le=1024, default=None)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
-                          "else fp32), fp32, bf16; evaluation is always fp32", default="auto")
+                          "else fp32), fp32, bf16; evaluation is always fp32", choices=PRECISIONS, default="auto")
 
     # ---------------------------------------------------------------- derived
     def scene(self) -> SceneSpec:
@@ -107,61 +126,18 @@ class TrainConfig:
     # ------------------------------------------------------------- validation
     def validate(self) -> TrainConfig:
         """Check every field; raise ValueError naming the first bad one. Returns self."""
-        check_int("image_size", self.image_size, minimum=16, maximum=1_000_000)
-        check_positive("sigma1", self.sigma1)
-        check_positive("sigma2", self.sigma2)
-        if self.sigma is not None:
-            check_positive("sigma", self.sigma)
-        check_int("regions", self.regions, minimum=2, maximum=256)
-        if self.sigmas is not None:
-            if not isinstance(self.sigmas, (list, tuple)) or len(self.sigmas) != self.regions:
-                raise ValueError(
-                    f"sigmas must list one texture width per region ({self.regions}), got {self.sigmas!r}"
-                )
-            for k, s in enumerate(self.sigmas):
-                check_positive(f"sigmas[{k}]", s)
-        check_positive("smoothing", self.smoothing)
-        if not isinstance(self.model_kwargs, dict):
-            raise ValueError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_positive("lr", self.lr)
-        if self.momentum is not None:
-            check_positive("momentum", self.momentum, allow_zero=True)
-            if self.momentum >= 1:
-                raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not isinstance(self.nesterov, bool):
-            raise ValueError(f"nesterov must be true or false, got {self.nesterov!r}")
-        check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_positive("warmup", self.warmup, allow_zero=True)
-        if self.warmup > 0.5:
-            raise ValueError(f"warmup must be a fraction of the run in [0, 0.5], got {self.warmup!r}")
-        check_int("batch_size", self.batch_size, minimum=1, maximum=65536)
+        for f in fields(self):
+            _check_field(f.name, getattr(self, f.name), field_types()[f.name], f.metadata)
+        # Rules that relate two fields.
+        if self.sigmas is not None and len(self.sigmas) != self.regions:
+            raise ValueError(f"sigmas must list one texture width per region ({self.regions}), got {self.sigmas!r}")
         if self.iterations is None and self.time_budget is None:
             raise ValueError("give iterations and/or time_budget: a run needs a stopping rule")
-        if self.iterations is not None:
-            check_int("iterations", self.iterations, minimum=1)
-        if self.time_budget is not None:
-            check_positive("time_budget", self.time_budget)
-        if not isinstance(self.skip_nonfinite, bool):
-            raise ValueError(f"skip_nonfinite must be true or false, got {self.skip_nonfinite!r}")
-        check_int("eval_every", self.eval_every, minimum=1)
-        check_int("val_size", self.val_size, minimum=1, maximum=100_000)
-        check_int("val_seed", self.val_seed, minimum=0, maximum=2**63 - 1)
-        check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
         if self.seed == self.val_seed:
             raise ValueError("seed must differ from val_seed: the validation set must not be training data")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.threads is not None:
-            check_int("threads", self.threads, minimum=1, maximum=1024)
-        check_choice("precision", self.precision, PRECISIONS)
-        # Names are checked here too, so a bad config fails before any work starts.
-        from texseg.models import list_models
         from texseg.training.losses import create_loss
 
-        check_choice("model", self.model, list_models())
-        create_loss(self.loss_name, self.regions)
+        create_loss(self.loss_name, self.regions)  # the loss must exist for K regions
         self.scene()  # the scene's own checks
         return self
 
@@ -189,19 +165,16 @@ class TrainConfig:
             # Asking for N steps means N steps, not "N steps or the default 30 s".
             merged["time_budget"] = None
         for f in fields(cls):  # type-check JSON values before they reach arithmetic
-            _check_json_type(f.name, merged[f.name], f.type)
+            _check_json_type(f.name, merged[f.name])
         return cls(**merged)
 
     @classmethod
     def read_json(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
         """The options a JSON config file gives (checked), as a dict to merge overrides into."""
-        path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"config file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+            data = read_json(path)
+        except ValueError as e:
+            raise ValueError(f"config file {e}") from None
         cls.from_dict(data)  # refuses unknown keys and wrong types, naming them
         return data
 
@@ -211,31 +184,124 @@ class TrainConfig:
         return cls.from_dict({**cls.read_json(path), **(overrides or {})})
 
 
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "list[float]": (list,),
-    "dict[str, Any]": (dict,),
-}
+@dataclass(frozen=True)
+class FieldType:
+    """A config field's type: its base (int, float, str, bool, list, dict) and whether None is allowed."""
+
+    base: type
+    optional: bool
+
+    @property
+    def name(self) -> str:
+        return {list: "list of numbers", dict: "mapping"}.get(self.base, self.base.__name__)
 
 
-def _check_json_type(name: str, value: Any, annotation: Any) -> None:
-    """Refuse a value whose JSON type does not fit the field (e.g. "lr": "fast")."""
-    text = str(annotation)
-    optional = "None" in text
+@cache
+def field_types() -> dict[str, FieldType]:
+    """Field name -> :class:`FieldType` of every :class:`TrainConfig` field, from its annotation."""
+    out = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+            else (hint,)
+        optional = type(None) in args
+        base = next(a for a in args if a is not type(None))
+        out[name] = FieldType(typing.get_origin(base) or base, optional)
+    return out
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _describe_bounds(bounds: dict[str, float]) -> str:
+    lo = f"[{_num(bounds['ge'])}" if "ge" in bounds else f"({_num(bounds['gt'])}" if "gt" in bounds else None
+    hi = f"{_num(bounds['le'])}]" if "le" in bounds else f"{_num(bounds['lt'])})" if "lt" in bounds else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return (">= " if lo[0] == "[" else "> ") + lo[1:]
+    return ("<= " if hi.endswith("]") else "< ") + hi[:-1] if hi else ""
+
+
+def _check_number(name: str, value: object, kind: type, bounds: dict[str, float]) -> None:
+    allowed = _describe_bounds(bounds)
+    what = f"an integer {allowed}" if kind is int else f"a finite number {allowed}"
+    ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be {what.strip()}, got {value!r}")
+    v = float(value)
+    if (("ge" in bounds and v < bounds["ge"]) or ("gt" in bounds and v <= bounds["gt"])
+            or ("le" in bounds and v > bounds["le"]) or ("lt" in bounds and v >= bounds["lt"])):
+        raise ValueError(f"{name} must be {what.strip()}, got {value!r}")
+
+
+def _check_field(name: str, value: Any, kind: FieldType, meta: Any) -> None:
+    """Check one field's value against its type, bounds and choices (raises ValueError naming it)."""
     if value is None:
-        if optional:
+        if kind.optional:
             return
-        raise ValueError(f"config key {name} must not be null")
-    base = text.replace(" | None", "")
-    allowed = _JSON_TYPES.get(base)
-    if allowed is None:
+        raise ValueError(f"{name} must be given (it cannot be null)")
+    choices = meta.get("choices")
+    if choices is not None:
+        check_choice(name, value, choices() if callable(choices) else choices)
+    elif kind.base in (int, float):
+        _check_number(name, value, kind.base, meta.get("bounds", {}))
+    elif kind.base is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    elif kind.base is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list of numbers, got {value!r}")
+        for i, v in enumerate(value):
+            _check_number(f"{name}[{i}]", v, float, meta.get("bounds", {}))
+    elif kind.base is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, got {value!r}")
+    elif kind.base is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+
+
+def _check_json_type(name: str, value: Any) -> None:
+    """Refuse a value whose JSON type does not fit the field (e.g. "lr": "fast"), naming the key."""
+    kind = field_types()[name]
+    if value is None:
+        if not kind.optional:
+            raise ValueError(f"config key {name} must not be null")
         return
-    if isinstance(value, bool) and bool not in allowed:
-        raise ValueError(f"config key {name} must be {base}, got {value!r}")
-    if not isinstance(value, allowed):
-        raise ValueError(f"config key {name} must be {base}, got {value!r}")
-    if base == "float" and not math.isfinite(float(value)):
+    allowed = {float: (int, float), list: (list,), dict: (dict,)}.get(kind.base, (kind.base,))
+    if (isinstance(value, bool) and kind.base is not bool) or not isinstance(value, allowed):
+        raise ValueError(f"config key {name} must be {kind.name}, got {value!r}")
+    if kind.base is float and not math.isfinite(float(value)):
         raise ValueError(f"config key {name} must be finite, got {value!r}")
+
+
+SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing")
+
+
+def override_scene(trained: SceneSpec, changes: dict[str, Any]) -> SceneSpec:
+    """A scene like ``trained`` with some scene options changed (as ``texseg eval`` takes them).
+
+    Args:
+        trained: the scene a model was trained on.
+        changes: TrainConfig scene fields (``image_size, sigma1, sigma2, sigma, regions,
+            sigmas, smoothing``) to change; the others keep the trained scene's values.
+
+    Raises:
+        ValueError: an unknown or invalid field, or ``sigma1``/``sigma2`` for a scene of
+            more than two regions (they would silently rewrite every width: give ``sigmas``).
+    """
+    unknown = sorted(set(changes) - set(SCENE_FIELDS))
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not a scene option ({', '.join(SCENE_FIELDS)})")
+    k = changes.get("regions", trained.num_regions)
+    widths = [f for f in ("sigma1", "sigma2") if f in changes]
+    if widths and (k > 2 or trained.num_regions > 2) and "sigmas" not in changes:
+        raise ValueError(f"{widths[0]} sets the widths of two-region scenes; this scene has "
+                         f"{max(k, trained.num_regions)} regions: give `sigmas` (one width per region)")
+    base: dict[str, Any] = dict(image_size=trained.image_size, sigma=trained.partition_sigma,
+                                regions=trained.num_regions, smoothing=trained.smoothing_sigma or 1.0)
+    if widths or "regions" in changes:  # two-region widths, or a new K: widths from sigma1/sigma2
+        base["sigma1"], base["sigma2"] = trained.texture_sigmas[0], trained.texture_sigmas[-1]
+    else:
+        base["sigmas"] = list(trained.texture_sigmas)
+    return TrainConfig.from_dict({**base, **changes}).validate().scene()

@@ -20,7 +20,7 @@ ce+dice    > 2         ce + dice
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

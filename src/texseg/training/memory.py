@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from texseg.data.scene import estimate_memory_bytes
@@ -59,6 +57,5 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
 
 
 def _meta_model(config: TrainConfig) -> torch.nn.Module:
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with torch.device("meta"):
         return create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)

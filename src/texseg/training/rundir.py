@@ -2,32 +2,71 @@
 
 Contents::
 
-    config.json        the resolved TrainConfig
+    config.json        the resolved TrainConfig (written last when a run starts: its
+                       presence means the run exists and can be resumed)
     model.json         architecture name and kwargs (see texseg.checkpoint)
     model.safetensors  the latest good weights
+    resume.pt          model, optimizer, RNG states, counters (see texseg.checkpoint)
     metrics.csv        step, train_seconds, lr, train_loss, val_* (one row per evaluation)
     summary.json       final metrics, status, timings
     samples.png        input | true mask | prediction on validation images
     curves.png         loss and val IoU against steps and against training time
+    .texseg-run        marks the folder as a run texseg created (so its leftovers are its own)
     .lock              held while a process writes the run
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
-import io
+import json
 import os
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from texseg.errors import RunDirError
-from texseg.io import atomic_write_json, atomic_write_text
+from texseg.io import atomic_write_json, atomic_write_text, overwrite_in_place, read_json, write_csv
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
+MARKER = ".texseg-run"
+# Every file a run writes: none of them may be replaced in a folder texseg did not create.
+RUN_FILES = (CONFIG, METRICS, SUMMARY, "model.json", "model.safetensors", "resume.pt", "samples.png",
+             "curves.png")
+
+
+class RunStatus(str, Enum):
+    """How a run stands, as written in its ``summary.json``."""
+
+    RUNNING = "running"  # being trained, or killed while it was
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # NaN/inf; the last good weights are kept
+    INTERRUPTED = "interrupted"  # a stop signal; resumable
+    PRUNED = "pruned"  # stopped by the caller (a search's pruner)
+    FAILED = "failed"  # could not write its files (a full disk); resumable once fixed
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the run is over for good (never trained again)."""
+        return self in (RunStatus.COMPLETED, RunStatus.DIVERGED, RunStatus.PRUNED)
+
+
+def read_status(run_dir: str | os.PathLike[str]) -> RunStatus | None:
+    """The status in a run's ``summary.json``; None when it has none or it is unreadable."""
+    try:
+        return RunStatus(read_json(Path(run_dir) / SUMMARY).get("status"))
+    except (ValueError, AttributeError):
+        return None
 
 
 def default_run_dir(model: str, root: str | os.PathLike[str] = "runs") -> Path:
@@ -45,9 +84,14 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str], *, resume: bool = False) -> None:
         """Create (or, with ``resume``, reopen) the run directory at ``path`` and lock it.
 
+        A folder that holds a started run (``config.json``) is refused unless ``resume``;
+        one that texseg created for a run killed before it started is cleared and reused;
+        a folder with files of the user's that a run would replace is refused.
+
         Raises:
             RunDirError: the folder cannot be created or written, already holds a run
-                (without ``resume``), or another process is writing it.
+                (without ``resume``), holds files a run would overwrite, or another
+                process is writing it.
         """
         self.path = Path(path)
         try:
@@ -60,12 +104,32 @@ class RunDir:
         except OSError:
             self._lock_file.close()
             raise RunDirError(f"{self.path} is in use by another texseg process") from None
-        if not resume and (self.path / CONFIG).exists():
+        try:
+            self._prepare(resume)
+        except BaseException:
             self.close()
-            raise RunDirError(
-                f"{self.path} already holds a run; choose another --out (nothing was changed)"
-            )
+            raise
         self.rows: list[dict[str, Any]] = []
+
+    def _prepare(self, resume: bool) -> None:
+        """Check what the folder holds and clear what killed writers left (we hold the lock)."""
+        for tmp in self.path.glob(".*.tmp"):  # half-written files of a killed process
+            tmp.unlink(missing_ok=True)
+        started = (self.path / CONFIG).exists()
+        if resume:
+            return
+        if started:
+            raise RunDirError(f"{self.path} already holds a run; choose another output folder (nothing was changed)")
+        ours = (self.path / MARKER).exists()
+        if ours:  # a run killed before it wrote config.json: nothing in it can be resumed
+            for name in RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+            return
+        clashes = [name for name in RUN_FILES if (self.path / name).exists()]
+        if clashes:
+            raise RunDirError(f"{self.path} holds files a run would overwrite ({', '.join(clashes)}); "
+                              "choose another output folder (nothing was changed)")
+        atomic_write_text(self.path / MARKER, "a texseg run directory\n")
 
     def close(self) -> None:
         """Release the lock."""
@@ -88,6 +152,18 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, summary)
 
+    def write_summary_best_effort(self, summary: dict[str, Any]) -> None:
+        """Write the summary even on a full disk if at all possible (for recording a failure; never raises)."""
+        try:
+            self.write_summary(summary)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not (self.path / SUMMARY).exists():
+                return
+            try:
+                overwrite_in_place(self.path / SUMMARY, json.dumps(summary, sort_keys=True) + "\n")  # compact: fits
+            except OSError:
+                pass
+
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Add one evaluation row and rewrite ``metrics.csv`` whole (atomic, small)."""
         self.rows.append(row)
@@ -95,19 +171,7 @@ class RunDir:
 
     def rewrite_metrics(self) -> None:
         """Write ``metrics.csv`` from :attr:`rows`."""
-        columns: list[str] = []
-        for r in self.rows:
-            columns += [c for c in r if c not in columns]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for r in self.rows:
-            writer.writerow({k: _fmt(v) for k, v in r.items()})
-        atomic_write_text(self.path / METRICS, buf.getvalue())
-
-
-def _fmt(v: Any) -> Any:
-    return f"{v:.6g}" if isinstance(v, float) else v
+        write_csv(self.path / METRICS, self.rows)
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:

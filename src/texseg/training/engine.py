@@ -1,0 +1,184 @@
+"""The parts of the training engine, each small: set-up, data, one step, a pure summary.
+
+:func:`texseg.training.loop.train` wires them into a run (run directory, evaluation,
+checkpoints); the learning-rate range test and anything else that trains uses the same
+parts, so there is one way to build a model, draw a batch and take a step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+import texseg
+from texseg.checkpoint import Counters
+from texseg.data.scene import SceneSpec, generate, target_from_labels
+from texseg.device import autocast_dtype, resolve_device
+from texseg.evaluation.evaluate import LossFn
+from texseg.models import count_parameters, create_model
+from texseg.training.config import TrainConfig
+from texseg.training.losses import create_loss
+from texseg.training.memory import check_training_memory
+from texseg.training.optim import create_optimizer, lr_factor, set_lr
+
+
+class BatchSource(Protocol):
+    """Where training batches come from: reproducible from a seed, its position saveable."""
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        """``(images (B,1,H,W) float, labels (B,1,H,W) int64)`` on the training device."""
+        ...
+
+    def get_state(self) -> Tensor:
+        """The stream's position (a byte tensor), for a checkpoint."""
+        ...
+
+    def set_state(self, state: Tensor) -> None:
+        """Continue from a position saved by :meth:`get_state`."""
+        ...
+
+
+class SceneStream:
+    """Batches of freshly generated scenes, drawn from one generator seeded with the run's seed."""
+
+    def __init__(self, scene: SceneSpec, batch_size: int, seed: int, device: torch.device) -> None:
+        self.scene, self.batch_size, self.device = scene, batch_size, device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        return generate(self.scene, self.batch_size, generator=self.generator, device=self.device)
+
+    def get_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: Tensor) -> None:
+        self.generator.set_state(state)
+
+
+@dataclass
+class Trainer:
+    """Everything a training step needs, built once by :func:`build_trainer`."""
+
+    config: TrainConfig
+    device: torch.device
+    num_regions: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: LossFn
+    amp_dtype: torch.dtype | None
+    data: BatchSource
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.amp_dtype is not None else "fp32"
+
+
+def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Trainer:
+    """Set up a run: device, threads, seeds, model, loss, optimizer and data source.
+
+    Args:
+        config: the run's settings (validated here).
+        data: where batches come from; default: scenes of ``config.scene()`` drawn on the
+            fly from ``config.seed``.
+
+    Raises:
+        ValueError: an invalid config, a missing device, or a run that cannot fit in memory.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    check_training_memory(config, device)  # refuse up front rather than crash halfway
+    torch.manual_seed(config.seed)  # initial weights
+    model = create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
+    # channels_last is the layout oneDNN/cuDNN convolutions are fastest in.
+    model.to(device, memory_format=torch.channels_last)
+    k = config.regions
+    return Trainer(
+        config=config, device=device, num_regions=k, model=model, optimizer=create_optimizer(model, config),
+        loss_fn=create_loss(config.loss_name, k), amp_dtype=autocast_dtype(config.precision, device),
+        data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device),
+    )
+
+
+def validation_set(config: TrainConfig, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The run's fixed held-out set: ``val_size`` scenes from ``val_seed``, as (images, targets)."""
+    images, labels = generate(config.scene(), config.val_size, generator=torch.Generator().manual_seed(config.val_seed))
+    return images.to(device), target_from_labels(labels, config.regions).to(device)
+
+
+def progress_fraction(config: TrainConfig, step: int, train_seconds: float) -> float:
+    """How much of the run's budget is spent: the larger of the step and time fractions."""
+    fractions = []
+    if config.iterations:
+        fractions.append(step / config.iterations)
+    if config.time_budget:
+        fractions.append(train_seconds / config.time_budget)
+    return max(fractions)
+
+
+def scheduled_lr(config: TrainConfig, fraction: float) -> float:
+    """The learning rate at ``fraction`` of the run under its schedule and warm-up."""
+    return config.lr * lr_factor(config.schedule, fraction, config.warmup)
+
+
+@dataclass
+class StepResult:
+    """One training step: its loss, why it went wrong (None if it did not) and its duration."""
+
+    loss: float
+    problem: str | None
+    seconds: float
+
+
+def train_step(t: Trainer, lr: float) -> StepResult:
+    """Draw a batch and take one optimisation step at learning rate ``lr``.
+
+    A step whose loss or gradient norm is NaN/inf is not applied (the weights stay as
+    they were) and says so in ``problem``.
+    """
+    t0 = time.perf_counter()
+    set_lr(t.optimizer, lr)
+    images, labels = t.data.next_batch()
+    with torch.autocast(t.device.type, dtype=t.amp_dtype or torch.float32, enabled=t.amp_dtype is not None):
+        logits = t.model(images.contiguous(memory_format=torch.channels_last))
+    loss = t.loss_fn(logits, target_from_labels(labels, t.num_regions))  # losses compute in fp32
+    value = loss.item()
+    problem = None if math.isfinite(value) else f"loss became {value}"
+    t.optimizer.zero_grad(set_to_none=True)
+    if problem is None:
+        loss.backward()
+        grads = [p.grad for p in t.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads).item()
+        problem = None if math.isfinite(grad_norm) else f"gradient norm became {grad_norm}"
+    if problem is None:
+        t.optimizer.step()
+    if t.device.type == "cuda":
+        torch.cuda.synchronize(t.device)  # honest timing
+    return StepResult(value, problem, time.perf_counter() - t0)
+
+
+def all_finite(model: nn.Module) -> bool:
+    """Whether every floating-point weight and buffer of ``model`` is finite."""
+    return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+
+
+def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: dict[str, float],
+                notes: list[str]) -> dict[str, Any]:
+    """The ``summary.json`` of a run as it stands (a pure function of its state)."""
+    config = t.config
+    return {
+        "status": str(status), "message": message, "model": config.model,
+        "model_kwargs": {**config.model_kwargs, "num_classes": config.model_num_classes},
+        "parameters": count_parameters(t.model), "iterations": c.step,
+        "train_seconds": round(c.train_seconds, 3), "eval_seconds": round(c.eval_seconds, 3),
+        "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
+        "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "device": str(t.device),
+        "precision": t.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "texseg": texseg.__version__, "notes": notes,
+    }
