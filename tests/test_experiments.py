@@ -13,10 +13,12 @@ import pytest
 
 import texseg
 from texseg.cli import main
+from texseg.cli._options import parse_lrs, parse_value
 from texseg.experiments import (
     FAILED,
     NOT_RUN,
     Trial,
+    TuneSettings,
     lr_sweep,
     mean_ci,
     run_experiment,
@@ -24,7 +26,7 @@ from texseg.experiments import (
     write_experiment_summary,
 )
 from texseg.experiments import runner as runner_module
-from texseg.experiments.compare import parse_lr_map, parse_values
+from texseg.experiments.compare import check_compared_values
 from texseg.experiments.stats import band
 from texseg.experiments.sweep import suggest_lrs
 from texseg.training.config import TrainConfig
@@ -284,10 +286,10 @@ def test_compare_option_and_lr_range_and_difficulty_commands(capsys, tmp_path):
     (["compare", "optimizers", "--optimizers", "sgd", "--lrs", "rmsprop=0.1"], "--lrs names 'rmsprop'"),
     (["compare", "optimizers", "--optimizers", "sgd", "--lrs", "auto", "--tune-fraction", "2"], "--tune-fraction"),
     (["compare", "option", "seed", "--values", "1,2"], "option seed cannot be compared"),
-    (["compare", "option", "colour", "--values", "1,2"], "NAME must be a texseg train option"),
-    (["compare", "option", "batch-size", "--values", "2,x"], "batch_size takes int values"),
+    (["compare", "option", "colour", "--values", "1,2"], "NAME must be a training option"),
+    (["compare", "option", "batch-size", "--values", "2,x"], "--values: batch_size takes int values"),
     (["compare", "option", "batch-size", "--values", "2,4", "--batch-size", "3"], "--batch-size: is what"),
-    (["compare", "models", "--models", "cnn,cnn"], "lists a value twice"),
+    (["compare", "models", "--models", "cnn,cnn"], "--models lists a value twice"),
     (["difficulty", "--sigma1", "0.2", "--sigma2", "x"], "--sigma2 must be comma-separated numbers"),
     (["difficulty", "--sigma1", "0.2", "--sigma2", "1", "--count", "3"], "only with --model-dir"),
     (["difficulty", "--sigma1", "0.2", "--sigma2", "1", "--model-dir", "nowhere", "--lr", "1"], "--lr: nothing"),
@@ -302,9 +304,25 @@ def test_bad_input_is_one_line(capsys, tmp_path, args, needle):
 
 def test_option_values_and_lr_maps_parse_to_config_types():
     base = TrainConfig()
-    assert parse_values("batch_size", ["2", " 8"], base) == [2, 8]
-    assert parse_values("nesterov", ["true", "no"], base) == [True, False]
-    assert parse_values("sigma", ["none", "12.5"], base) == [None, 12.5]
-    assert parse_lr_map("1e-3", ["sgd", "adam"]) == {"sgd": 1e-3, "adam": 1e-3}
-    assert parse_lr_map("sgd=0.1,adam=1e-3", ["sgd", "adam"]) == {"sgd": 0.1, "adam": 1e-3}
-    assert parse_lr_map("auto", ["sgd"]) is None
+    assert [parse_value("batch_size", t) for t in ["2", " 8"]] == [2, 8]
+    assert [parse_value("nesterov", t) for t in ["true", "no"]] == [True, False]
+    assert check_compared_values("sigma", [parse_value("sigma", t) for t in ["none", "12.5"]], base) == [None, 12.5]
+    assert parse_lrs("1e-3", ["sgd", "adam"]) == {"sgd": 1e-3, "adam": 1e-3}
+    assert parse_lrs("sgd=0.1,adam=1e-3", ["sgd", "adam"]) == {"sgd": 0.1, "adam": 1e-3}
+    assert parse_lrs("auto", ["sgd"]) == "auto"
+
+
+def test_library_errors_name_fields_and_the_cli_names_flags(capsys, tmp_path):
+    """One boundary: the library speaks of fields, the CLI maps them to its flags in one place."""
+    from texseg.experiments.compare import run_comparison
+
+    with pytest.raises(ValueError, match=r"^tune_fraction must be in \(0, 1\]"):
+        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", lrs="auto",
+                       tune=TuneSettings(tune_fraction=2.0))
+    with pytest.raises(ValueError, match="^lrs names 'rmsprop'"):
+        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", lrs={"rmsprop": 0.1})
+    code, _, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd", "--lrs", "rmsprop=0.1",
+                       "--out", str(tmp_path / "y"))
+    assert code == 2 and err.startswith("texseg: error: --lrs names 'rmsprop'"), err
+    code, _, err = cli(capsys, "train", "--time-budget", "-1")
+    assert code == 2 and "--time-budget must be a finite number > 0" in err, err

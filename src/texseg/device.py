@@ -74,7 +74,8 @@ def available_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def check_memory(needed: int, device: torch.device, what: str) -> None:
+def check_memory(needed: int, device: torch.device, what: str,
+                 advice: str = "use a smaller image_size or batch_size") -> None:
     """Refuse up front a request that cannot fit, instead of crashing halfway.
 
     Raises:
@@ -84,5 +85,5 @@ def check_memory(needed: int, device: torch.device, what: str) -> None:
     if available is not None and needed > available:
         raise ValueError(
             f"{what} needs about {needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB "
-            f"is available on {device}; use a smaller image_size or batch_size"
+            f"is available on {device}; {advice}"
         )

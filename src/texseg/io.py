@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from texseg.errors import RunDirError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -35,7 +37,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # Short enough that a name near the file system's 255-byte limit still has room for it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # name the file the user asked for, not our temporary one
         raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
@@ -130,8 +133,6 @@ def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
     Raises:
         RunDirError: ``busy`` (the message), if another process holds it.
     """
-    from texseg.errors import RunDirError
-
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

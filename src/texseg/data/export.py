@@ -14,6 +14,7 @@ byte for byte (and the manifest records all four).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from texseg._validate import check_int
 from texseg.data.scene import SceneSpec, generate
 from texseg.io import atomic_path, atomic_write_json
+from texseg.signals import stop_point
 
 MANIFEST_VERSION = 1
 
@@ -31,6 +33,22 @@ MANIFEST_VERSION = 1
 def _write_png(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, array, extension=".png")
+
+
+def estimate_png_bytes(spec: SceneSpec) -> int:
+    """Bytes one exported scene takes at most: an 8-bit image (noise barely compresses) and its labels."""
+    return int(1.1 * spec.image_size**2) + spec.image_size**2 // 4 + 2048
+
+
+def check_disk_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse up front what cannot fit on the disk of ``folder`` (or of its first existing parent)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise ValueError(f"count: {what} needs about {needed / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB "
+                         f"is free on the disk of {existing}")
 
 
 def export_dataset(
@@ -61,9 +79,15 @@ def export_dataset(
     if spec.num_regions > 256:
         raise ValueError(f"regions must be <= 256 to export 8-bit labels, got {spec.num_regions}")
     out = Path(out_dir)
+    # Never mix two datasets in one folder (stale files would survive a smaller export,
+    # and an interrupted export has images but no manifest).
     if (out / "manifest.json").exists():
-        # Never mix two datasets in one folder (stale files would survive a smaller export).
-        raise ValueError(f"{out} already holds an export (manifest.json); choose another --out")
+        raise ValueError(f"{out} already holds an export (manifest.json); choose another `out` folder")
+    if any((out / sub).is_dir() and any((out / sub).iterdir()) for sub in ("images", "labels")):
+        raise ValueError(f"{out} holds an unfinished export (images without manifest.json); delete it or "
+                         "choose another `out` folder")
+    check_disk_space(out, count * estimate_png_bytes(spec), f"exporting {count} scenes of {spec.image_size}x"
+                                                             f"{spec.image_size}")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(count - 1)))
@@ -74,6 +98,7 @@ def export_dataset(
 
     with tqdm(total=count, disable=not progress, desc="export", unit="img") as bar:
         for start in range(0, count, batch_size):
+            stop_point()  # a stop signal ends the export between two batches (the folder stays unfinished)
             b = min(batch_size, count - start)
             images, labels = generate(spec, b, generator=gen)
             img8 = (images[:, 0] * 255).round().to(torch.uint8).numpy()

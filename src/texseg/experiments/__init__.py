@@ -17,7 +17,7 @@ Example::
     write_experiment_summary(exp, result)
 """
 
-from texseg.experiments.compare import TuneSettings, chosen_lrs, comparison, tuning_experiment
+from texseg.experiments.compare import TuneSettings, chosen_lrs, comparison, run_comparison, tuning_experiment
 from texseg.experiments.difficulty import difficulty_experiment, evaluate_grid
 from texseg.experiments.experiment import Experiment, ExperimentResult, run_experiment, write_experiment_summary
 from texseg.experiments.runner import FAILED, NOT_RUN, Trial, TrialResult, run_trials
@@ -41,6 +41,7 @@ __all__ = [
     "lr_range_test",
     "lr_sweep",
     "mean_ci",
+    "run_comparison",
     "run_experiment",
     "run_trials",
     "tuning_experiment",

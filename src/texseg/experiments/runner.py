@@ -244,15 +244,17 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
         workers = max(1, min(jobs, len(todo)))
         threads = threads_per_worker(workers)
         if workers == 1:
-            interrupted = _run_serial(todo, threads, progress, record)
+            _run_serial(todo, threads, progress, record)
         else:
-            interrupted = _run_parallel(todo, workers, threads, record)
-    return RunOutcome([results[i] for i in ids], interrupted)
+            _run_parallel(todo, workers, threads, record)
+    # Interrupted means work is left: a stop signal after the last trial ended changes nothing.
+    ordered = [results[i] for i in ids]
+    return RunOutcome(ordered, any(r.action == NOT_RUN or r.status == INTERRUPTED for r in ordered))
 
 
 def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: bool,
-                record: Callable[[TrialResult], None]) -> bool:
-    """Trials one after another in this process; True if stopped by a signal."""
+                record: Callable[[TrialResult], None]) -> None:
+    """Trials one after another in this process, until a stop signal (the rest are recorded as not run)."""
     queue = deque(todo)
     with catch_stop_signals() as stop:
         while queue and not stop.count:
@@ -269,7 +271,6 @@ def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: boo
                 stop.count += 1
     for trial, run_dir, _ in queue:
         record(_not_run(trial, run_dir))
-    return bool(stop.count)
 
 
 def _worker_main(conn: Connection, threads: int) -> None:
@@ -319,8 +320,8 @@ def _start_worker(threads: int) -> _Worker:
 
 
 def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
-                  record: Callable[[TrialResult], None]) -> bool:
-    """Trials on ``jobs`` spawned worker processes; True if stopped by a signal."""
+                  record: Callable[[TrialResult], None]) -> None:
+    """Trials on ``jobs`` spawned worker processes, until a stop signal."""
     queue = deque(todo)
     workers = [_start_worker(threads) for _ in range(jobs)]
     with catch_stop_signals() as stop:
@@ -362,7 +363,6 @@ def _run_parallel(todo: list[tuple[Trial, Path, str]], jobs: int, threads: int,
             for w in workers:
                 w.proc.join(timeout=60)
                 w.conn.close()
-    return bool(stop.count)
 
 
 def _collect(w: _Worker) -> TrialResult | None:

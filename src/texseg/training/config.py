@@ -133,6 +133,10 @@ class TrainConfig:
             raise ValueError(f"sigmas must list one texture width per region ({self.regions}), got {self.sigmas!r}")
         if self.iterations is None and self.time_budget is None:
             raise ValueError("give iterations and/or time_budget: a run needs a stopping rule")
+        reserved = sorted(set(self.model_kwargs) & {"num_classes", "in_channels"})
+        if reserved:
+            raise ValueError(f"model_kwargs cannot set {reserved[0]}: num_classes follows `regions` (1 output for "
+                             "two regions, K otherwise) and in_channels is 1 (grayscale images)")
         if self.seed == self.val_seed:
             raise ValueError("seed must differ from val_seed: the validation set must not be training data")
         from texseg.training.losses import create_loss

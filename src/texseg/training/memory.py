@@ -52,8 +52,12 @@ def estimate_training_bytes(config: TrainConfig) -> int:
 
 def check_training_memory(config: TrainConfig, device: torch.device) -> None:
     """Raise ValueError with the estimate if ``config`` cannot fit on ``device``."""
-    check_memory(estimate_training_bytes(config), device,
-                 f"training {config.model} on {config.batch_size} images of {config.image_size}x{config.image_size}")
+    what = (f"training {config.model} on {config.batch_size} images of {config.image_size}x{config.image_size} "
+            f"with {config.val_size} held-out images")
+    needed = estimate_training_bytes(config)
+    val_bytes = config.val_size * config.image_size**2 * 12
+    advice = "use a smaller val_size" if val_bytes > needed / 2 else "use a smaller image_size or batch_size"
+    check_memory(needed, device, what, advice)
 
 
 def _meta_model(config: TrainConfig) -> torch.nn.Module:

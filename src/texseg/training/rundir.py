@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import csv
 import errno
-import fcntl
 import json
 import os
+from contextlib import ExitStack
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from texseg.errors import RunDirError
-from texseg.io import atomic_write_json, atomic_write_text, overwrite_in_place, read_json, write_csv
+from texseg.io import atomic_write_json, atomic_write_text, exclusive_lock, overwrite_in_place, read_json, write_csv
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -94,16 +94,13 @@ class RunDir:
                 process is writing it.
         """
         self.path = Path(path)
+        self._lock = ExitStack()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.path / ".lock", "a+")  # noqa: SIM115 (held open)
+            self._lock.enter_context(exclusive_lock(self.path / ".lock",
+                                                    f"{self.path} is in use by another texseg process"))
         except OSError as e:
             raise RunDirError(f"cannot write the run directory {self.path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            raise RunDirError(f"{self.path} is in use by another texseg process") from None
         try:
             self._prepare(resume)
         except BaseException:
@@ -133,9 +130,7 @@ class RunDir:
 
     def close(self) -> None:
         """Release the lock."""
-        if not self._lock_file.closed:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
+        self._lock.close()
 
     def __enter__(self) -> RunDir:
         return self
