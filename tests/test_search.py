@@ -250,14 +250,14 @@ def test_a_killed_search_continues(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--trials", "0"], "trials must be an integer in [1, "),
-    (["--time-budget", "0"], "time_budget must be a finite number > 0"),
-    (["--time-budget", "nan"], "time_budget must be finite"),
-    (["--time-budget", "inf"], "time_budget must be finite"),
+    (["--time-budget", "0"], "--time-budget must be a finite number > 0"),
+    (["--time-budget", "nan"], "--time-budget must be a finite number > 0, got nan"),
+    (["--time-budget", "inf"], "--time-budget must be a finite number > 0, got inf"),
     (["--storage", "redis2://host/0"], "unknown scheme 'redis2'"),
     (["--jobs", "0"], "jobs must be an integer"),
     (["--pruner", "hyperband"], "pruner must be one of median, none"),
     (["--models", "cnn,resnet"], "models must be one of"),
-    (["--models", "cnn", "--model", "unet"], "models and model exclude each other"),
+    (["--models", "cnn", "--model", "unet"], "--models and --model exclude each other"),
     (["--model", "cnn", "--model-arg", "num_channels=4", "--loss", "bce", "--optimizer", "adam", "--lr", "0.01",
       "--schedule", "cosine", "--batch-size", "4"], "nothing to search"),
     (["--model-arg", "depth=2"], "depth is not an option of model 'cnn'"),

@@ -127,15 +127,20 @@ def _csv_cell(v: Any) -> Any:
 
 
 @contextmanager
-def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike[str], busy: str = "", *, wait: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block.
 
+    Args:
+        path: the lock file.
+        busy: the error message when another process holds it (without ``wait``).
+        wait: block until the other process releases it instead of raising.
+
     Raises:
-        RunDirError: ``busy`` (the message), if another process holds it.
+        RunDirError: ``busy``, if another process holds it and not ``wait``.
     """
     with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError:
             raise RunDirError(busy) from None
         try:

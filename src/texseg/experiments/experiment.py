@@ -26,10 +26,12 @@ from texseg.experiments.report import (
     write_summary,
 )
 from texseg.experiments.runner import FAILED, Logger, RunOutcome, Trial, run_trials
+from texseg.io import atomic_write_json, read_json
 from texseg.plots import save_figure
 from texseg.training.config import TrainConfig
 
 RESULTS, SUMMARY_MD, CURVES_PNG, FINAL_PNG = "results.csv", "summary.md", "curves.png", "final.png"
+EXPERIMENT_JSON = "experiment.json"
 
 
 @dataclass
@@ -87,6 +89,32 @@ class ExperimentResult:
         return sum(r.status == FAILED for r in self.outcome.results)
 
 
+def claim_folder(out: Path, experiment: Experiment) -> None:
+    """Record which experiment ``out`` holds (``experiment.json``); refuse a folder of another one.
+
+    Raises:
+        ValueError: ``out`` holds another experiment, or files an experiment would replace.
+    """
+    record = {"title": experiment.title, "varied": list(experiment.varied)}
+    path = out / EXPERIMENT_JSON
+    if path.is_file():
+        try:
+            theirs = read_json(path)
+        except ValueError:
+            theirs = None
+        if not isinstance(theirs, dict) or {k: theirs.get(k) for k in record} != record:
+            what = theirs.get("title") if isinstance(theirs, dict) else "something else"
+            raise ValueError(f"out: {out} holds another experiment ({what}); choose another `out` folder "
+                             "(nothing was changed)")
+        return
+    clashes = [name for name in (RESULTS, SUMMARY_MD, CURVES_PNG, FINAL_PNG) if (out / name).exists()]
+    if clashes:
+        raise ValueError(f"out: {out} holds files an experiment would replace ({', '.join(clashes)}); "
+                         "choose another `out` folder (nothing was changed)")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
+
+
 def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, jobs: int = 1,
                    progress: bool = False, log: Logger | None = None) -> ExperimentResult:
     """Run the trials not finished yet, then write ``results.csv``, ``curves.png`` and ``final.png``.
@@ -101,6 +129,7 @@ def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, j
         log: receives one line per finished trial.
     """
     out = Path(out_dir)
+    claim_folder(out, experiment)
     outcome = run_trials(experiment.trials, out, jobs=jobs, progress=progress, log=log)
     configs = [t.run_config() for t in experiment.trials]
     rows = result_rows(outcome.results, configs, experiment.varied, out)

@@ -88,7 +88,7 @@ def build_space(base: TrainConfig, fixed: Mapping[str, Any], models: Sequence[st
     from texseg.models import list_models
 
     if "model" in fixed and models is not None:
-        raise ValueError("models and model exclude each other: give the candidates or fix one model")
+        raise ValueError("models and `model` exclude each other: give the candidates or fix one model")
     if "model" in fixed:
         candidates: tuple[str, ...] = (base.model,)
     else:

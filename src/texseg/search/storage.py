@@ -11,19 +11,22 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import texseg
 from texseg.errors import TexsegError
-from texseg.io import atomic_write_json, read_json
+from texseg.io import atomic_write_json, exclusive_lock, read_json
 from texseg.search.settings import SearchSettings, storage_kind
 from texseg.search.space import METRIC, SearchSpace
 from texseg.training.config import TrainConfig
@@ -41,6 +44,7 @@ TRIALS_DIR = "trials"
 PRUNE_STEPS = 10  # intermediate values are reported per tenth of the budget
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 120.0
+CREATE_ATTEMPTS = 5  # tries to create or load a study that other processes are creating at the same time
 # Fields that may differ between the workers of one study (they do not change the problem).
 WORKER_FIELDS = ("device", "threads")
 
@@ -79,7 +83,37 @@ def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
 
 
 def open_study(settings: SearchSettings, pruner: optuna.pruners.BasePruner | None) -> tuple[optuna.Study, bool]:
-    """Load the study, or create it; returns ``(study, created)``."""
+    """Load the study, or create it; returns ``(study, created)``.
+
+    Processes started together race to create the database's tables and the study: on
+    one machine a lock file beside an SQLite database serialises them; elsewhere (a
+    server) a lost race is retried.
+    """
+    lock = _sqlite_lock_path(settings.storage)
+    with exclusive_lock(lock, wait=True) if lock else nullcontext():
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return _open_or_create_study(settings, pruner)
+            except TexsegError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a concurrent creator won the race; look again
+                if attempt == CREATE_ATTEMPTS - 1:  # not a race: a damaged file, a broken database
+                    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                    raise TexsegError(f"cannot open the study in {storage_label(settings)}: {text}") from None
+                time.sleep(0.2 * (attempt + 1) * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _sqlite_lock_path(url: str | None) -> Path | None:
+    """``<db file>.texseg-lock`` for an ``sqlite:///`` URL of a file, else None."""
+    if not url or not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return None
+    db = Path(url[len("sqlite:///"):])
+    return db.with_name(db.name + ".texseg-lock") if db.parent.is_dir() else None
+
+
+def _open_or_create_study(settings: SearchSettings,
+                          pruner: optuna.pruners.BasePruner | None) -> tuple[optuna.Study, bool]:
     import optuna
 
     storage = open_storage(settings)

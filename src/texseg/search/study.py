@@ -153,6 +153,9 @@ def run_search(
         outcome = _Outcome()
         try:
             _work(study, settings, space, base, log or (lambda line: None), outcome)
+            if outcome.interrupted:  # a signal to this process alone (SIGTERM): the workers stop too
+                for proc in workers:
+                    send_signal(proc, signal.SIGINT)
         except BaseException:
             for proc in workers:  # stop them as Ctrl-C would: their running trials end as FAIL
                 send_signal(proc, signal.SIGINT)

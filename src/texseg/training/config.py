@@ -275,8 +275,6 @@ def _check_json_type(name: str, value: Any) -> None:
     allowed = {float: (int, float), list: (list,), dict: (dict,)}.get(kind.base, (kind.base,))
     if (isinstance(value, bool) and kind.base is not bool) or not isinstance(value, allowed):
         raise ValueError(f"config key {name} must be {kind.name}, got {value!r}")
-    if kind.base is float and not math.isfinite(float(value)):
-        raise ValueError(f"config key {name} must be finite, got {value!r}")
 
 
 SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing")
