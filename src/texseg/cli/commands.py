@@ -105,7 +105,10 @@ def train(config_file: str | None, out: str | None, resume: str | None, quiet: b
     rows = [("model", f"{s['model']} ({s['parameters']:,} parameters)"),
             ("iterations", f"{s['iterations']}"),
             ("training time", f"{s['train_seconds']:.1f} s ({s['it_per_s']:.1f} it/s)"),
-            ("evaluation time", f"{s['eval_seconds']:.1f} s")]
+            ("evaluation time", f"{s['eval_seconds']:.1f} s"),
+            ("hardware path", f"{s['device']}, {s['precision']}, {s['threads']} thread(s)"),
+            ("held-out set", f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} "
+                             "(`texseg eval` draws another)")]
     rows += [(f"val {k}", v) for k, v in metric_rows(s["val"])]
     click.echo(table(rows))
     for note in s["notes"]:

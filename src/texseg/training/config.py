@@ -26,6 +26,7 @@ OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_SEED = 2**63 - 1
+EVALS_PER_RUN = 20  # default evaluation cadence: curves with shape, whatever the budget
 
 
 def _model_names() -> list[str]:
@@ -83,13 +84,15 @@ class TrainConfig:
     time_budget: float | None = _opt("stop after this many seconds of training (eval excluded)", gt=0,
                                      default=30.0)
     # evaluation
-    eval_every: int = _opt("evaluate on the validation set every N steps", ge=1, default=100)
+    eval_every: int | None = _opt("evaluate on the validation set every N steps; default: about "
+                                  f"{EVALS_PER_RUN} times per run, whatever its length", ge=1, default=None)
     val_size: int = _opt("images in the held-out validation set", ge=1, le=100_000, default=64)
     val_seed: int = _opt("seed of the validation set (never the training stream)", ge=0, le=MAX_SEED,
                          default=987654321)
     # run
     seed: int = _opt("seed of the initial weights and the training stream", ge=0, le=MAX_SEED, default=0)
     device: str = _opt("auto (CUDA if available), cpu, cuda or cuda:N", default="auto")
+    figures: bool = _opt("draw samples.png and curves.png when the run ends", default=True)
     threads: int | None = _opt("CPU threads for torch; default all cores", ge=1, le=1024, default=None)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", choices=PRECISIONS, default="auto")

@@ -21,7 +21,7 @@ from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.device import autocast_dtype, resolve_device
 from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
-from texseg.training.config import TrainConfig
+from texseg.training.config import EVALS_PER_RUN, TrainConfig
 from texseg.training.losses import create_loss
 from texseg.training.memory import check_training_memory
 from texseg.training.optim import create_optimizer, lr_factor, set_lr
@@ -122,6 +122,22 @@ def progress_fraction(config: TrainConfig, step: int, train_seconds: float) -> f
     return max(fractions)
 
 
+def evaluation_due(config: TrainConfig, step: int, fraction: float, last_fraction: float) -> bool:
+    """Whether to evaluate after ``step``: every ``eval_every`` steps, else at each 1/20 of the run.
+
+    Args:
+        config: the run's settings.
+        step: steps taken so far.
+        fraction: the run's progress now (:func:`progress_fraction`).
+        last_fraction: its progress at the last evaluation (0 for none).
+    """
+    if fraction >= 1.0:
+        return True  # the end of the run is always evaluated
+    if config.eval_every is not None:
+        return step % config.eval_every == 0
+    return int(fraction * EVALS_PER_RUN) > int(last_fraction * EVALS_PER_RUN)
+
+
 def scheduled_lr(config: TrainConfig, fraction: float) -> float:
     """The learning rate at ``fraction`` of the run under its schedule and warm-up."""
     return config.lr * lr_factor(config.schedule, fraction, config.warmup)
@@ -178,7 +194,8 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
         "parameters": count_parameters(t.model), "iterations": c.step,
         "train_seconds": round(c.train_seconds, 3), "eval_seconds": round(c.eval_seconds, 3),
         "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
-        "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "device": str(t.device),
+        "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "val_seed": config.val_seed,
+        "device": str(t.device),
         "precision": t.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "texseg": texseg.__version__, "notes": notes,
     }

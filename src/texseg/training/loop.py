@@ -3,7 +3,8 @@
 Batches come from the trainer's data source (scenes generated on the fly by default);
 the run stops at ``iterations`` and/or ``time_budget`` seconds of training (evaluation
 time is measured separately and excluded); the model is evaluated in eval mode on a
-fixed held-out set drawn from its own seed every ``eval_every`` steps and at the end.
+fixed held-out set drawn from its own seed about 20 times per run (or every ``eval_every``
+steps) and at the end.
 
 Every evaluation is also a checkpoint: ``model.safetensors`` (the deliverable),
 ``resume.pt`` (see :mod:`texseg.checkpoint`), ``metrics.csv`` and ``summary.json``, each
@@ -14,6 +15,7 @@ checkpoint; a folder killed before that is started afresh.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from texseg.checkpoint import (
     RESUME_STATE,
@@ -41,12 +42,14 @@ from texseg.training.engine import (
     Trainer,
     all_finite,
     build_trainer,
+    evaluation_due,
     progress_fraction,
     run_summary,
     scheduled_lr,
     train_step,
     validation_set,
 )
+from texseg.training.progress import Progress
 from texseg.training.rundir import CONFIG, RunDir, RunStatus, default_run_dir, read_status
 
 EvalCallback = Callable[[int, float, dict[str, float]], bool]
@@ -73,6 +76,7 @@ class RunState:
     status: RunStatus = RunStatus.RUNNING
     message: str = ""
     last_val: dict[str, float] = field(default_factory=dict)
+    last_eval_fraction: float = 0.0  # the run's progress at its last evaluation (for the cadence)
     lr: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -118,9 +122,11 @@ def train(
         with RunDir(run_dir or default_run_dir(config.model), resume=resume) as run:
             state = _restore(run, t) if resume else _start(run, t)
             for note in state.notes:
-                tqdm.write(f"warning: {note}")
+                print(f"warning: {note}", file=sys.stderr)
             c = state.counters
-            bar = _progress_bar(config, c, progress)
+            bar = Progress(config.iterations or config.time_budget,
+                           c.step if config.iterations else c.train_seconds,
+                           "it" if config.iterations else "s", enabled=progress)
 
             # --- loop -------------------------------------------------------------------
             while progress_fraction(config, c.step, c.train_seconds) < 1.0:
@@ -132,16 +138,18 @@ def train(
                 if step.problem is not None and not config.skip_nonfinite:
                     state.stop(RunStatus.DIVERGED, _diverged(state, step.problem, c.step + 1))
                     break
-                _count(state, step.loss, step.problem, step.seconds)
-                bar.update(1 if config.iterations else max(0.0, min(step.seconds, bar.total - bar.n)))
+                _count(state, step.loss, step.problem, step.seconds, bar)
+                bar.update(1 if config.iterations else step.seconds, c.step)
 
-                if c.step % config.eval_every == 0 or progress_fraction(config, c.step, c.train_seconds) >= 1.0:
+                fraction = progress_fraction(config, c.step, c.train_seconds)
+                if evaluation_due(config, c.step, fraction, state.last_eval_fraction):
+                    state.last_eval_fraction = fraction
                     # --- evaluate and checkpoint (timed apart from training) -------------
                     if not _evaluate(run, t, state, val_images, val_targets):
                         break
                     _checkpoint(run, t, state)
-                    bar.set_postfix(loss=f"{run.rows[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
-                                    its=f"{c.step / c.train_seconds:.1f}")
+                    bar.set(loss=f"{run.rows[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
+                            it_s=f"{c.step / c.train_seconds:.1f}")
                     if on_eval is not None and on_eval(c.step, c.train_seconds, state.last_val):
                         state.stop(RunStatus.PRUNED, f"stopped by the caller after step {c.step}")
                         break
@@ -154,7 +162,8 @@ def train(
                 run.write_summary(_summary(t, state))  # the weights on disk stay the last good ones
             else:
                 _checkpoint(run, t, state)  # an interrupted run keeps the steps since its last evaluation
-            _write_figures(run, t, state, val_images[:4], val_targets[:4])
+            if config.figures:
+                _write_figures(run, t, state, val_images[:4], val_targets[:4])
     return TrainResult(run.path, state.status, _summary(t, state))
 
 
@@ -209,7 +218,9 @@ def _restore(run: RunDir, t: Trainer) -> RunState:
     if saved.rows:
         run.rewrite_metrics()  # metrics.csv as of the checkpoint, dropping rows written after it
     last = {k[4:]: v for k, v in saved.rows[-1].items() if k.startswith("val_")} if saved.rows else {}
-    return RunState(saved.counters, last_val=last, lr=t.config.lr, notes=_notes(t.config))
+    at = progress_fraction(t.config, int(saved.rows[-1]["step"]), saved.rows[-1]["train_seconds"]) \
+        if saved.rows else 0.0
+    return RunState(saved.counters, last_val=last, last_eval_fraction=at, lr=t.config.lr, notes=_notes(t.config))
 
 
 def _notes(config: TrainConfig) -> list[str]:
@@ -218,14 +229,7 @@ def _notes(config: TrainConfig) -> list[str]:
     return [f"model {config.model!r}: {warning}"] if warning else []
 
 
-def _progress_bar(config: TrainConfig, c: Counters, enabled: bool) -> tqdm:
-    return tqdm(total=config.iterations or config.time_budget, disable=not enabled,
-                initial=c.step if config.iterations else c.train_seconds,
-                unit="it" if config.iterations else "s", dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} [{elapsed}<{remaining}{postfix}]")
-
-
-def _count(state: RunState, loss: float, problem: str | None, seconds: float) -> None:
+def _count(state: RunState, loss: float, problem: str | None, seconds: float, bar: Progress) -> None:
     """Account for one step taken (or skipped because it was not finite)."""
     c = state.counters
     c.step, c.train_seconds = c.step + 1, c.train_seconds + seconds
@@ -233,7 +237,7 @@ def _count(state: RunState, loss: float, problem: str | None, seconds: float) ->
         c.window_loss, c.window_steps = c.window_loss + loss, c.window_steps + 1
     else:
         c.skipped_steps += 1
-        tqdm.write(f"warning: skipped step {c.step}: {problem}")
+        bar.write(f"warning: skipped step {c.step}: {problem}")
 
 
 def _diverged(state: RunState, problem: str, step: int) -> str:
@@ -308,6 +312,6 @@ def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tenso
         save_figure(run_curves_figure(run.rows, t.config.model), run.file("curves.png"))
     except OSError as e:  # the run itself is saved; its pictures are a convenience
         note = f"figures not written: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
-        tqdm.write(f"warning: {note}")
+        print(f"warning: {note}", file=sys.stderr)
         state.notes.append(note)
         run.write_summary_best_effort(_summary(t, state))
