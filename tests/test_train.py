@@ -260,3 +260,36 @@ def test_sigmas_imply_the_number_of_regions_unless_given():
     assert TrainConfig.from_dict({"sigmas": [0.2, 1.0, 3.0]}).regions == 3
     with pytest.raises(ValueError, match="sigmas"):
         TrainConfig.from_dict({"sigmas": [0.2, 1.0, 3.0], "regions": 4}).validate()
+
+
+def test_tensorboard_events_hold_the_scalars_and_the_samples(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(tiny(iterations=6, eval_every=2, tensorboard=True), tmp_path / "run", progress=False).run_dir
+    events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    assert [e.step for e in events.Scalars("val/iou")] == [2, 4, 6]
+    assert {"train/loss", "val/loss", "lr"} <= set(events.Tags()["scalars"])
+    assert events.Tags()["images"] == ["samples"]
+
+
+def test_evaluations_follow_the_budget_by_default(tmp_path):
+    """About 20 points per run whatever its length: curves have shape."""
+    from texseg.training.rundir import read_metrics
+
+    run = train(tiny(iterations=40, eval_every=None), tmp_path / "run", progress=False).run_dir
+    steps = [int(r["step"]) for r in read_metrics(run)]
+    assert steps == list(range(2, 41, 2))
+
+
+def test_progress_off_a_terminal_is_plain_lines(tmp_path):
+    import io
+
+    from texseg.training.progress import Progress
+
+    stream = io.StringIO()
+    bar = Progress(100, 0, "it", stream=stream)
+    for step in range(1, 101):
+        bar.update(1, step)
+    bar.close()
+    text = stream.getvalue()
+    assert "\r" not in text and 15 <= len(text.splitlines()) <= 21 and "step 100  100%" in text

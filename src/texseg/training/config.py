@@ -93,6 +93,8 @@ class TrainConfig:
     seed: int = _opt("seed of the initial weights and the training stream", ge=0, le=MAX_SEED, default=0)
     device: str = _opt("auto (CUDA if available), cpu, cuda or cuda:N", default="auto")
     figures: bool = _opt("draw samples.png and curves.png when the run ends", default=True)
+    tensorboard: bool = _opt("also log to TensorBoard event files in the run directory (needs "
+                             "pip install 'texseg[tensorboard]')", default=False)
     threads: int | None = _opt("CPU threads for torch; default all cores", ge=1, le=1024, default=None)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", choices=PRECISIONS, default="auto")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from texseg.training.engine import (
 )
 from texseg.training.progress import Progress
 from texseg.training.rundir import CONFIG, RunDir, RunStatus, default_run_dir, read_status
+from texseg.training.tensorboard import TensorBoardLogger
 
 EvalCallback = Callable[[int, float, dict[str, float]], bool]
 
@@ -118,8 +120,13 @@ def train(
         # --- set-up: trainer (device, seeds, model, optimizer, data), held-out set ---------
         t = build_trainer(config)
         val_images, val_targets = validation_set(config, t.device)
+        if config.tensorboard:
+            TensorBoardLogger.writer_class()  # missing package: refused before anything is written
         stop_point()  # stopped during set-up: nothing has been written
-        with RunDir(run_dir or default_run_dir(config.model), resume=resume) as run:
+        with RunDir(run_dir or default_run_dir(config.model), resume=resume) as run, ExitStack() as stack:
+            board = TensorBoardLogger(run.path) if config.tensorboard else None
+            if board is not None:
+                stack.callback(board.close)
             state = _restore(run, t) if resume else _start(run, t)
             for note in state.notes:
                 print(f"warning: {note}", file=sys.stderr)
@@ -147,6 +154,8 @@ def train(
                     # --- evaluate and checkpoint (timed apart from training) -------------
                     if not _evaluate(run, t, state, val_images, val_targets):
                         break
+                    if board is not None:
+                        board.scalars(run.rows[-1])
                     _checkpoint(run, t, state)
                     bar.set(loss=f"{run.rows[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
                             it_s=f"{c.step / c.train_seconds:.1f}")
@@ -163,7 +172,9 @@ def train(
             else:
                 _checkpoint(run, t, state)  # an interrupted run keeps the steps since its last evaluation
             if config.figures:
-                _write_figures(run, t, state, val_images[:4], val_targets[:4])
+                _write_figures(run, t, state, val_images[:4], val_targets[:4], board)
+            if board is not None:
+                board.hparams(config.to_dict(), state.last_val)
     return TrainResult(run.path, state.status, _summary(t, state))
 
 
@@ -294,7 +305,8 @@ def _checkpoint(run: RunDir, t: Trainer, state: RunState) -> None:
         raise StorageError(f"{run.path}: {state.message}") from None
 
 
-def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, targets: torch.Tensor) -> None:
+def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, targets: torch.Tensor,
+                   board: TensorBoardLogger | None = None) -> None:
     """samples.png (input | truth | eval-mode prediction) and curves.png; a failure is a note, not an error."""
     if not run.rows:
         return
@@ -306,9 +318,11 @@ def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tenso
                 pred = predict_labels(t.model(images))
             t.model.train()
             truth = targets if t.num_regions > 2 else targets.long()
-            save_figure(samples_figure(images.cpu(), truth.cpu(), pred.cpu(), num_regions=t.num_regions,
-                                       suptitle=f"{t.config.model}: validation samples (eval mode)"),
-                        run.file("samples.png"))
+            fig = samples_figure(images.cpu(), truth.cpu(), pred.cpu(), num_regions=t.num_regions,
+                                 suptitle=f"{t.config.model}: validation samples (eval mode)")
+            save_figure(fig, run.file("samples.png"))
+            if board is not None:
+                board.figure("samples", fig, state.counters.step)
         save_figure(run_curves_figure(run.rows, t.config.model), run.file("curves.png"))
     except OSError as e:  # the run itself is saved; its pictures are a convenience
         note = f"figures not written: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
