@@ -131,7 +131,9 @@ def print_ranking(title: str, result: Any, summary: Path) -> None:
         m = g.metrics.get(result.metric)
         click.echo(f"  {i:>2}. {g.label:<{width}}  {m.format(4) if m else '—':<20} completed {g.status_text()}")
     best = result.best
-    click.echo(f"best: {best.label}" if best else "best: none (no trial completed)")
+    single = any(result.metric in g.metrics and g.metrics[result.metric].n == 1 for g in result.ranked)
+    click.echo(f"best: {best.label}" if best else "best: not claimed (one seed per setting: use --seeds 2 or more)"
+               if single else "best: none (no trial completed)")
     click.echo(f"wrote {summary}")
 
 

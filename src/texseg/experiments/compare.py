@@ -133,7 +133,7 @@ def chosen_lrs(result: ExperimentResult, name: str, values: Sequence[Any]) -> di
     out = {}
     for v in values:
         groups = [g for g in result.ranked if g.values[name] == v]
-        best = best_group(groups, result.metric)
+        best = best_group(groups, result.metric, min_seeds=1)  # a pick to train with, not a claim
         if best is None:
             raise TexsegError(f"no candidate learning rate completed for {value_label(name, v)}; "
                               f"see {result.out_dir / 'summary.md'} and widen `tune_lrs`")

@@ -6,7 +6,6 @@ All figures use matplotlib's object API (no pyplot state) and are written with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,18 +79,23 @@ def final_figure(ranked: Sequence[GroupStats], metric: str, varied: Sequence[str
     ax = fig.subplots()
     have = [g for g in ranked if metric in g.metrics and g.metrics[metric].n > 0]
     means = np.array([g.metrics[metric].mean for g in have])
-    errs = np.array([0.0 if math.isnan(g.metrics[metric].half_width) else g.metrics[metric].half_width for g in have])
+    errs = np.array([g.metrics[metric].errors for g in have]).reshape(-1, 2).T  # (2, n): below, above
+    seeds = [g.metrics[metric].values for g in have]
     numeric = len(varied) == 1 and all(isinstance(g.values[varied[0]], (int, float)) for g in have) and have
     if numeric:
         xs = np.array([float(g.values[varied[0]]) for g in have])
         order = np.argsort(xs)
-        ax.errorbar(xs[order], means[order], yerr=errs[order], marker="o", capsize=4)
+        ax.errorbar(xs[order], means[order], yerr=errs[:, order], marker="o", capsize=4, label="mean, 95% interval")
+        for x, vals in zip(xs, seeds):  # every seed, so a collapsed one is seen
+            ax.scatter([x] * len(vals), vals, s=14, color="0.3", zorder=3)
         if xs.min() > 0 and xs.max() / xs.min() >= 100:
             ax.set_xscale("log")
         ax.set(xlabel=varied[0], ylabel=f"final held-out {metric}")
     else:
         ys = np.arange(len(have))[::-1]
-        ax.barh(ys, means, xerr=errs, capsize=4, color=_colors(len(have)))
+        ax.barh(ys, means, xerr=errs, capsize=4, color=_colors(len(have)), alpha=0.8)
+        for y, vals in zip(ys, seeds):
+            ax.scatter(vals, [y] * len(vals), s=14, color="0.2", zorder=3)
         ax.set_yticks(ys, [g.label for g in have])
         ax.set_xlabel(f"final held-out {metric}")
         for y, m in zip(ys, means):
@@ -103,7 +107,8 @@ def final_figure(ranked: Sequence[GroupStats], metric: str, varied: Sequence[str
         ax.set_title("no completed run: " + ", ".join(missing), fontsize="small")
     ax.grid(True, alpha=0.3)
     better = "lower" if lower_is_better(metric) else "higher"
-    fig.suptitle(f"{title}\n(mean of completed seeds, error bar: 95% t-interval; {better} is better)")
+    interval = "95% t-interval" if metric == "loss" else "95% interval (logit scale)"
+    fig.suptitle(f"{title}\n(mean of completed seeds, dots: each seed, error bar: {interval}; {better} is better)")
     return fig
 
 

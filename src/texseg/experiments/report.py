@@ -120,7 +120,7 @@ def group_stats(rows: Sequence[dict[str, Any]], varied: Sequence[str], confidenc
     for label, g in groups.items():
         done = members[label]
         keys = [k for k in (done[0] if done else {}) if k.startswith("val_")]
-        g.metrics = {k[4:]: mean_ci([r[k] for r in done], confidence) for k in keys}
+        g.metrics = {k[4:]: mean_ci([r[k] for r in done], confidence, bounded=k != "val_loss") for k in keys}
         for k in keys:
             finite = [float(r[k]) for r in done if math.isfinite(float(r[k]))]
             if finite:
@@ -142,9 +142,14 @@ def rank(groups: Sequence[GroupStats], metric: str = "iou") -> list[GroupStats]:
     return sorted(groups, key=key)
 
 
-def best_group(ranked: Sequence[GroupStats], metric: str = "iou") -> GroupStats | None:
-    """The best setting that completed on every seed; failing that, the best with any completed run."""
-    usable = [g for g in ranked if metric in g.metrics and g.metrics[metric].n > 0]
+def best_group(ranked: Sequence[GroupStats], metric: str = "iou", *, min_seeds: int = 2) -> GroupStats | None:
+    """The best setting that completed on every seed; failing that, the best with any completed runs.
+
+    Only settings with at least ``min_seeds`` completed seeds are considered: one seed
+    cannot tell a better setting from a lucky one (pass ``min_seeds=1`` to take the
+    best single run anyway, e.g. to choose a learning rate to try next).
+    """
+    usable = [g for g in ranked if metric in g.metrics and g.metrics[metric].n >= min_seeds]
     stable = [g for g in usable if g.all_completed]
     return (stable or usable or [None])[0]
 
@@ -224,7 +229,7 @@ def _trials_section(results: Sequence[TrialResult]) -> str:
 def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str) -> str:
     conf = next((g.metrics[metric].confidence for g in ranked if metric in g.metrics), 0.95)
     metrics = [metric] + [m for m in TABLE_METRICS if m != metric]
-    head = ["rank", "setting", *varied, *[f"{m} (mean ± {conf:.0%} CI)" for m in metrics],
+    head = ["rank", "setting", *varied, *[f"{m} (mean, {conf:.0%} interval)" for m in metrics],
             f"{metric} {conf:.0%} interval", f"worst seed {metric}", "completed", "iterations", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, g in enumerate(ranked, 1):
@@ -236,16 +241,20 @@ def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: 
                  f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     order = "lowest" if lower_is_better(metric) else "highest"
-    return (f"## Results, ranked by held-out {metric} ({order} first)\n\nMean over the completed seeds ± the "
-            f"half-width of the {conf:.0%} Student-t interval of the mean (n-1 degrees of freedom; "
-            "undefined for one seed). The interval covers seed-to-seed variation (initial weights and "
-            "training stream) on one fixed validation set; it assumes roughly normal values, so when one "
-            "seed collapses (see the worst seed) read the worst seed, not the interval.\n\n" + "\n".join(lines) + "\n")
+    return (f"## Results, ranked by held-out {metric} ({order} first)\n\nMean over the completed seeds and the "
+            f"{conf:.0%} interval of the mean: for metrics in [0, 1] the Student-t interval of the seeds' logits "
+            "mapped back (so it stays inside [0, 1]), for the loss mean ± the t-interval's half-width; none for "
+            "one seed. The interval covers seed-to-seed variation (initial weights and training stream) on one "
+            "fixed validation set; when one seed collapses (see the worst seed) read the worst seed, not the "
+            "interval.\n\n" + "\n".join(lines) + "\n")
 
 
 def _best_section(ranked: Sequence[GroupStats], metric: str) -> str:
     best = best_group(ranked, metric)
     if best is None:
+        if any(metric in g.metrics and g.metrics[metric].n == 1 for g in ranked):
+            return ("## Best choice\n\nNot claimed: every setting has one completed seed, which cannot tell a "
+                    "better setting from a lucky run. Run two or more seeds per setting.\n")
         return "## Best choice\n\nNone: no trial completed.\n"
     m = best.metrics[metric]
     text = f"## Best choice\n\n**{best.label}**: {metric} {m.format(4)}"

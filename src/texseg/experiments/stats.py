@@ -1,8 +1,12 @@
-"""Statistics over seeds: means with Student-t confidence intervals, and curve bands.
+"""Statistics over seeds: means with confidence intervals, and curve bands.
 
 Each seed of a setting is one independent training run, so a setting's final metric is a
 sample of a few values; its uncertainty is the t-interval of their mean (a normal
 interval would be far too narrow for 3 seeds: t(0.975, 2) = 4.30, not 1.96).
+
+Metrics bounded to [0, 1] (IoU, accuracy, ...) get the t-interval of their logits mapped
+back (a transformed interval), so it never leaves [0, 1] and is asymmetric near the
+bounds; with one seed there is no interval at all.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 
 @dataclass(frozen=True)
@@ -28,17 +32,28 @@ class Interval:
     high: float
     n: int
     confidence: float = 0.95
+    bounded: bool = False  # a [0, 1] metric: the interval is asymmetric (see the module docstring)
+    values: tuple[float, ...] = ()  # the finite values it summarises, one per seed
 
     @property
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
+    @property
+    def errors(self) -> tuple[float, float]:
+        """Distances from the mean down to ``low`` and up to ``high`` (0 when undefined), for error bars."""
+        if self.n < 2:
+            return 0.0, 0.0
+        return self.mean - self.low, self.high - self.mean
+
     def format(self, digits: int = 3) -> str:
-        """``0.912 ± 0.013``; ``0.912 (n=1)``; ``—`` without values."""
+        """``0.912 ± 0.013`` (unbounded) or ``0.912 [0.899, 0.925]`` (bounded); ``0.912 (n=1)``; ``—``."""
         if self.n == 0:
             return "—"
         if self.n == 1:
             return f"{self.mean:.{digits}f} (n=1)"
+        if self.bounded:
+            return f"{self.mean:.{digits}f} {self.format_bounds(digits)}"
         return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
 
     def format_bounds(self, digits: int = 3) -> str:
@@ -48,34 +63,48 @@ class Interval:
         return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
     def overlaps(self, other: Interval) -> bool:
-        """Whether the two intervals share a point (undefined intervals always 'overlap')."""
+        """Whether the two intervals share a point (False when either is undefined: nothing to compare)."""
         if self.n < 2 or other.n < 2:
-            return True
+            return False
         return self.low <= other.high and other.low <= self.high
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean and t-interval of the finite ``values`` (NaN and inf are left out).
+# Values this close to 0 or 1 are moved in before taking logits (a perfect seed is not infinitely sure).
+_EDGE = 1e-4
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95, *, bounded: bool = False) -> Interval:
+    """Mean and confidence interval of the finite ``values`` (NaN and inf are left out).
 
     Args:
         values: one value per seed.
         confidence: coverage of the interval, in (0, 1).
+        bounded: the values are fractions in [0, 1]: the interval is the t-interval of
+            their logits, mapped back, so it stays inside (0, 1).
 
     Returns:
-        An :class:`Interval`: ``mean ± t((1+c)/2, n-1) * s / sqrt(n)`` with ``s`` the
-        sample standard deviation (ddof=1).
+        An :class:`Interval`. Unbounded: ``mean ± t((1+c)/2, n-1) * s / sqrt(n)`` with
+        ``s`` the sample standard deviation (ddof=1). Bounded: the same on
+        ``logit(values)``, through the sigmoid; widened if needed so that it contains the
+        mean it is reported with. No interval for fewer than two values.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     vals = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
     n = len(vals)
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, confidence)
+        return Interval(math.nan, math.nan, math.nan, 0, confidence, bounded)
     mean = float(vals.mean())
     if n == 1:
-        return Interval(mean, math.nan, math.nan, 1, confidence)
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * float(vals.std(ddof=1)) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, confidence)
+        return Interval(mean, math.nan, math.nan, 1, confidence, bounded, tuple(vals))
+    t = float(stats.t.ppf((1 + confidence) / 2, n - 1))
+    if not bounded:
+        half = t * float(vals.std(ddof=1)) / math.sqrt(n)
+        return Interval(mean, mean - half, mean + half, n, confidence, bounded, tuple(vals))
+    logits = special.logit(np.clip(vals, _EDGE, 1 - _EDGE))
+    half = t * float(logits.std(ddof=1)) / math.sqrt(n)
+    low, high = (float(special.expit(logits.mean() + d)) for d in (-half, half))
+    return Interval(mean, min(low, mean), max(high, mean), n, confidence, bounded, tuple(vals))
 
 
 @dataclass(frozen=True)
