@@ -246,7 +246,7 @@ def test_compare_optimizers_with_auto_lrs_writes_the_whole_folder(capsys, tmp_pa
 
 
 def test_compare_option_and_lr_range_and_difficulty_commands(capsys, tmp_path):
-    code, _, err = cli(capsys, "compare", "option", "batch-size", "--values", "2,3", "--seeds", "1",
+    code, _, err = cli(capsys, "compare", "option", "batch-size", "--values", "2,3", "--seeds", "1", "--lrs", "0.01",
                        *TINY_ARGS[:-3], "--quiet", "--out", str(tmp_path / "bs"))
     assert code == 0, err
     assert [r["batch_size"] for r in read_csv(tmp_path / "bs" / "results.csv")] == ["2", "3"]
@@ -326,3 +326,34 @@ def test_library_errors_name_fields_and_the_cli_names_flags(capsys, tmp_path):
     assert code == 2 and err.startswith("texseg: error: --lrs names 'rmsprop'"), err
     code, _, err = cli(capsys, "train", "--time-budget", "-1")
     assert code == 2 and "--time-budget must be a finite number > 0" in err, err
+
+
+def test_intervals_of_bounded_metrics_stay_in_0_1_and_one_seed_claims_nothing():
+    wild = mean_ci([0.065, 0.0, 0.98], bounded=True)  # a collapsed seed among good ones
+    assert 0.0 <= wild.low <= wild.mean <= wild.high <= 1.0
+    assert wild.format(2).startswith("0.35 [") and "±" not in wild.format(2)
+    unbounded = mean_ci([0.065, 0.0, 0.98])
+    assert unbounded.low < 0 or unbounded.high > 1  # what the t-interval alone would claim
+    one = mean_ci([0.9], bounded=True)
+    assert one.format() == "0.900 (n=1)" and not one.overlaps(mean_ci([0.1, 0.2], bounded=True))
+
+
+def test_no_best_is_claimed_from_one_seed(tmp_path):
+    from texseg.experiments.report import best_group, group_stats, rank
+
+    rows = [{"label": f"lr={lr}", "lr": lr, "status": "completed", "val_iou": iou, "train_seconds": 1.0,
+             "iterations": 2}
+            for lr, iou in ((0.1, 0.9), (1.0, 0.5))]
+    ranked = rank(group_stats(rows, ("lr",)), "iou")
+    assert best_group(ranked, "iou") is None
+    assert best_group(ranked, "iou", min_seeds=1).values["lr"] == 0.1
+
+
+def test_comparisons_tune_each_values_lr_unless_told_and_warn_about_a_shared_lr(capsys, tmp_path):
+    args = ["compare", "optimizers", "--optimizers", "sgd,adam", "--seeds", "1", *TINY_ARGS]
+    code, out, err = cli(capsys, *args, "--tune-lrs", "0.01,0.1", "--out", str(tmp_path / "auto"))
+    assert code == 0 and "choosing a learning rate per value" in out, err
+    assert (tmp_path / "auto" / "lr-tuning" / "summary.md").is_file()
+    code, out, err = cli(capsys, *args, "--lr", "0.05", "--out", str(tmp_path / "shared"))
+    assert code == 0 and "warning: every optimizer trains at --lr 0.05" in err
+    assert "not tuned per value" in (tmp_path / "shared" / "summary.md").read_text()

@@ -216,7 +216,8 @@ def compare_options(f: Callable) -> Callable:
                      help="candidate learning rates of --lrs auto")(f)
     return click.option("--lrs", default=None, metavar="auto|LR|VALUE=LR,...",
                         help="learning rate per value: auto (a short sweep first, in OUT/lr-tuning), one lr for "
-                             "all, or e.g. sgd=0.1,adam=1e-3  [default: --lr for all]")(f)
+                             "all, or e.g. sgd=0.1,adam=1e-3  [default: auto; with --lr given: that lr for all, "
+                             "with a warning]")(f)
 
 
 def run_comparison(ctx: click.Context, field: str, value_texts: list[str], options: dict[str, Any]) -> int:
@@ -226,9 +227,19 @@ def run_comparison(ctx: click.Context, field: str, value_texts: list[str], optio
 
     p = {k: options.pop(k) for k in ("lrs", "tune_lrs", "tune_fraction", "tune_seeds", "out", "config_file",
                                       "quiet", "seeds", "jobs")}
+    lr_given = "lr" in options and options["lr"] is not None
     base = base_config(p["config_file"], options)
     values = [parse_value(field, text) for text in value_texts]
-    lrs = parse_lrs(p["lrs"], [value_label(field, v) for v in values]) if p["lrs"] is not None else None
+    if p["lrs"] is not None:
+        lrs = parse_lrs(p["lrs"], [value_label(field, v) for v in values])
+    elif field == "lr":
+        lrs = None
+    elif lr_given:  # the notebook's trap, kept only when asked for: say so loudly
+        lrs = None
+        click.echo(f"warning: every {field} trains at --lr {base.lr:g}; a difference may come from the learning "
+                   "rate, not the option (drop --lr to tune each value's lr, or give --lrs)", err=True)
+    else:
+        lrs = "auto"
     tune = TuneSettings(tuple(floats("--tune-lrs", p["tune_lrs"])), p["tune_fraction"], p["tune_seeds"])
     outcome = compare_values(base, field, values, p["out"], seeds=p["seeds"], lrs=lrs, tune=tune, jobs=p["jobs"],
                              command=command_line(ctx), progress=not p["quiet"] and p["jobs"] == 1, log=click.echo)

@@ -162,7 +162,8 @@ def comparison(base: TrainConfig, name: str, values: Sequence[Any], seeds: Seque
     varied = (name, "lr") if lrs and name != "lr" else (name,)
     desc = (f"Comparison of {name}: {', '.join(value_label(name, v) for v in values)}, each trained for "
             f"{budget_text(base)} with {len(seeds)} seed(s) (seeds {seeds[0]}..{seeds[-1]}), everything else equal. "
-            + (how_lrs or f"Every value uses lr {base.lr:g}."))
+            + (how_lrs or f"Every value uses lr {base.lr:g}, not tuned per value: a difference may come from the "
+                          "learning rate rather than the option."))
     return Experiment(f"Comparison: {name}", desc, trials, varied, base, command)
 
 
@@ -181,7 +182,7 @@ class ComparisonOutcome:
 
 
 def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str | os.PathLike[str], *,
-                   seeds: int = 3, lrs: dict[str, float] | str | None = None, tune: TuneSettings | None = None,
+                   seeds: int = 3, lrs: dict[str, float] | str | None = "auto", tune: TuneSettings | None = None,
                    jobs: int = 1, command: str = "", progress: bool = False,
                    log: Callable[[str], None] | None = None) -> ComparisonOutcome:
     """Compare values of option ``name`` with equal budgets and seeds; write ``out`` (results, figures, summary.md).
@@ -191,9 +192,10 @@ def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str
         name: the TrainConfig field compared; values: its values.
         out: the experiment folder (the same folder resumes it).
         seeds: seeds per value (``base.seed``, ``base.seed + 1``, ...).
-        lrs: learning rate per value label; ``"auto"`` to choose each value's lr with a
-            short sweep first (in ``out/lr-tuning``, scored on another held-out set); None
-            for ``base.lr`` everywhere.
+        lrs: learning rate per value label; ``"auto"`` (the default) to choose each value's
+            lr with a short sweep first (in ``out/lr-tuning``, scored on another held-out
+            set), since one shared lr favours whichever value it happens to suit; None for
+            ``base.lr`` everywhere (said in the summary).
         tune: the settings of the ``"auto"`` sweep.
         jobs: trials trained at once (separate processes when > 1).
         command: the command line, for the summary.
