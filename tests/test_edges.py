@@ -133,7 +133,8 @@ def test_a_folder_with_the_users_files_is_never_overwritten(tmp_path):
 
 def test_an_experiment_folder_holds_one_experiment(capsys, tmp_path):
     common = ["--seeds", "1", "--lrs", "0.01", "--iterations", "2", "--eval-every", "2", "--image-size", "32",
-              "--model", "cnn", "--model-arg", "num_channels=4", "--val-size", "4", "--quiet", "--out", str(tmp_path / "x1")]
+              "--model", "cnn", "--model-arg", "num_channels=4", "--val-size", "4", "--quiet",
+              "--out", str(tmp_path / "x1")]
     code, _, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd", *common)
     assert code == 0, err
     before = (tmp_path / "x1" / "results.csv").read_bytes()
