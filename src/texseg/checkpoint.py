@@ -216,6 +216,7 @@ class ResumeState:
     counters: Counters
     rows: list[dict[str, float]]
     config: dict[str, Any]  # the run's configuration: a state from another run is refused
+    world_size: int = 1  # ranks of a distributed run; rng_data holds every rank's stream, in rank order
 
 
 def save_resume_state(path: str | os.PathLike[str], state: ResumeState) -> None:
@@ -224,6 +225,7 @@ def save_resume_state(path: str | os.PathLike[str], state: ResumeState) -> None:
         "version": RESUME_VERSION, "model": state.model, "optimizer": state.optimizer,
         "rng_cpu": state.rng_cpu, "rng_data": state.rng_data, "rng_cuda": state.rng_cuda,
         "counters": asdict(state.counters), "rows": state.rows, "config": state.config,
+        "world_size": state.world_size,
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -269,8 +271,8 @@ def _check_resume_payload(raw: Any) -> ResumeState:
     """A :class:`ResumeState` from a loaded payload, every field checked (raises ValueError)."""
     if not isinstance(raw, dict) or raw.get("version") != RESUME_VERSION:
         raise ValueError(f"not a texseg resume state of version {RESUME_VERSION}")
-    missing = sorted({"model", "optimizer", "rng_cpu", "rng_data", "rng_cuda", "counters", "rows", "config"}
-                     - set(raw))
+    missing = sorted({"model", "optimizer", "rng_cpu", "rng_data", "rng_cuda", "counters", "rows", "config",
+                      "world_size"} - set(raw))
     if missing:
         raise ValueError(f"missing field(s) {', '.join(missing)}")
     if not isinstance(raw["model"], dict) or not all(isinstance(v, torch.Tensor) for v in raw["model"].values()):
@@ -286,8 +288,11 @@ def _check_resume_payload(raw: Any) -> ResumeState:
     rows = _check_rows(raw["rows"], counters.step)
     if not isinstance(raw["config"], dict):
         raise ValueError("'config' must be a mapping")
+    w = raw["world_size"]
+    if isinstance(w, bool) or not isinstance(w, int) or w < 1 or raw["rng_data"].numel() % w:
+        raise ValueError(f"'world_size' must be an integer >= 1 that divides the data-stream state, got {w!r}")
     return ResumeState(raw["model"], raw["optimizer"], raw["rng_cpu"], raw["rng_data"], raw["rng_cuda"],
-                       counters, rows, raw["config"])
+                       counters, rows, raw["config"], w)
 
 
 def _check_counters(d: Any) -> Counters:

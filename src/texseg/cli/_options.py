@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from texseg.training.config import SCENE_FIELDS, TrainConfig, field_types  # noqa: F401  (SCENE_FIELDS re-exported)
 
@@ -134,3 +136,29 @@ def parse_lrs(text: str, labels: Sequence[str]) -> dict[str, float] | str:
         return {key.strip(): float(lr) for key, _, lr in (pair.partition("=") for pair in text.split(","))}
     except ValueError:
         raise ValueError(f"lrs must be auto, one learning rate, or VALUE=LR,...; got {text!r}") from None
+
+
+def command_arguments(ctx: click.Context, drop: Sequence[str] = ()) -> list[str]:
+    """The command as typed (options the user gave, in declaration order, less ``drop``), as arguments."""
+    parts = ["texseg", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE or param.name in drop:  # type: ignore[arg-type]
+            continue
+        value = ctx.params[param.name]  # type: ignore[index]
+        if isinstance(param, click.Argument):
+            parts.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag and not param.secondary_opts:
+            parts += [param.opts[0]] if value else []
+        elif isinstance(param, click.Option) and param.secondary_opts:
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        elif isinstance(param, click.Option) and param.multiple:
+            for v in value:
+                parts += [param.opts[0], str(v)]
+        else:
+            parts += [param.opts[0], str(value)]
+    return parts
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as typed (options the user gave, in declaration order), for summary.md."""
+    return shlex.join(command_arguments(ctx))

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import click
 
+from texseg._validate import check_int
 from texseg.cli import cli
 from texseg.cli._options import (
     SCENE_FIELDS,
+    command_arguments,
     config_options,
     given_options,
     metric_rows,
     table,
 )
-from texseg.errors import ExitCode
+from texseg.errors import ExitCode, TexsegError
 from texseg.training.config import TrainConfig, override_scene
 
 
@@ -76,8 +80,13 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="continue the interrupted run in this directory (with its own config)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--nproc", type=click.INT, default=None,
+              help="train on N processes of this machine (data-parallel, torchrun); several machines: "
+                   "see the README")
 @config_options()
-def train(config_file: str | None, out: str | None, resume: str | None, quiet: bool, **options: Any) -> int:
+@click.pass_context
+def train(ctx: click.Context, config_file: str | None, out: str | None, resume: str | None, quiet: bool,
+          nproc: int | None, **options: Any) -> int:
     """Train a model on freshly generated scenes; write a run directory.
 
     With no options: texseg's best default (a U-Net) at the notebook's difficulty
@@ -88,6 +97,9 @@ def train(config_file: str | None, out: str | None, resume: str | None, quiet: b
     """
     from texseg.training import RunStatus, resume_training
     from texseg.training import train as run_training
+
+    if nproc is not None and "RANK" not in os.environ:
+        _launch_torchrun(check_int("--nproc", nproc, minimum=1, maximum=1024), command_arguments(ctx, ["nproc"]))
 
     if resume is not None:
         given = sorted(k for k, v in given_options(options).items())
@@ -100,6 +112,8 @@ def train(config_file: str | None, out: str | None, resume: str | None, quiet: b
         file_options = TrainConfig.read_json(config_file) if config_file else {}
         config = TrainConfig.from_dict({**file_options, **given_options(options)}).validate()
         result = run_training(config, out, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # a distributed run: rank 0 reports
+        return ExitCode.OK if result.status == RunStatus.COMPLETED else ExitCode.INTERRUPTED
     s = result.summary
     click.echo(f"\nrun: {result.run_dir}   status: {result.status}" + (f" ({s['message']})" if s["message"] else ""))
     rows = [("model", f"{s['model']} ({s['parameters']:,} parameters)"),
@@ -115,6 +129,36 @@ def train(config_file: str | None, out: str | None, resume: str | None, quiet: b
         click.echo(f"note: {note}")
     return {RunStatus.COMPLETED: ExitCode.OK, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(result.status,
                                                                                      ExitCode.INTERRUPTED)
+
+
+def _launch_torchrun(nproc: int, args: list[str]) -> None:
+    """Run torchrun's launcher here: ``texseg train`` on ``nproc`` local processes (ranks).
+
+    The launcher owns the ranks: a Ctrl-C or SIGTERM to it reaches every rank, which stop
+    at the same step and leave a resumable run; it then ends as an interrupted command.
+
+    Raises:
+        texseg.signals.Interrupted: the launcher was stopped by a signal.
+        TexsegError: a rank failed (its own message is above).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from texseg.signals import Interrupted
+
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "texseg", *args[1:]]))
+    except SignalException as e:
+        raise Interrupted(e.sigval) from None
+    except ChildFailedError as e:
+        codes = {f.local_rank: f.exitcode for f in e.failures.values()}
+        if set(codes.values()) == {ExitCode.INTERRUPTED}:
+            raise Interrupted(signal.SIGINT) from None
+        raise TexsegError(f"distributed training failed: rank(s) {', '.join(map(str, codes))} ended with "
+                          f"exit code(s) {', '.join(map(str, codes.values()))} (their messages are above)") \
+            from None
+    raise SystemExit(ExitCode.OK)
 
 
 @cli.command(name="eval")

@@ -8,7 +8,6 @@ anything twice.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -18,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 from texseg.cli import cli
-from texseg.cli._options import config_options, given_options, parse_lrs, parse_value
+from texseg.cli._options import command_line, config_options, given_options, parse_lrs, parse_value
 from texseg.errors import ExitCode
 from texseg.training.config import TrainConfig
 
@@ -75,27 +74,6 @@ def base_config(config_file: str | None, options: dict[str, Any]) -> TrainConfig
     # File and flags merge first, so --iterations drops only the *default* time budget.
     file_options = TrainConfig.read_json(config_file) if config_file else {}
     return TrainConfig.from_dict({**file_options, **given_options(options)}).validate()
-
-
-def command_line(ctx: click.Context) -> str:
-    """The command as typed (options the user gave, in declaration order), for summary.md."""
-    parts = ["texseg", *ctx.command_path.split()[1:]]
-    for param in ctx.command.params:
-        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:  # type: ignore[arg-type]
-            continue
-        value = ctx.params[param.name]  # type: ignore[index]
-        if isinstance(param, click.Argument):
-            parts.append(str(value))
-        elif isinstance(param, click.Option) and param.is_flag and not param.secondary_opts:
-            parts += [param.opts[0]] if value else []
-        elif isinstance(param, click.Option) and param.secondary_opts:
-            parts.append(param.opts[0] if value else param.secondary_opts[0])
-        elif isinstance(param, click.Option) and param.multiple:
-            for v in value:
-                parts += [param.opts[0], str(v)]
-        else:
-            parts += [param.opts[0], str(value)]
-    return shlex.join(parts)
 
 
 def reject_given(ctx: click.Context, params: Sequence[str], why: str) -> None:

@@ -25,6 +25,7 @@ from texseg.io import read_json
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCALINGS = ("none", "linear", "sqrt")
 MAX_SEED = 2**63 - 1
 EVALS_PER_RUN = 20  # default evaluation cadence: curves with shape, whatever the budget
 
@@ -96,6 +97,16 @@ class TrainConfig:
     tensorboard: bool = _opt("also log to TensorBoard event files in the run directory (needs "
                              "pip install 'texseg[tensorboard]')", default=False)
     threads: int | None = _opt("CPU threads for torch; default all cores", ge=1, le=1024, default=None)
+    # data parallelism (torchrun): every rank draws its own stream of scenes
+    streams: int = _opt("independent scene streams a batch is drawn from (batch_size/streams each): a run with "
+                        "streams=N sees exactly the scenes of an N-process distributed run", ge=1, le=1024,
+                        default=1)
+    scale_lr: str = _opt("distributed runs: scale lr with the number of ranks: none, linear, sqrt",
+                         choices=LR_SCALINGS, default="none")
+    sync_batchnorm: bool = _opt("distributed runs on CUDA: BatchNorm statistics over all ranks' images",
+                                default=False)
+    dist_timeout: float = _opt("distributed runs: seconds a rank waits for the others before failing",
+                               gt=0, default=300.0)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", choices=PRECISIONS, default="auto")
 
@@ -138,6 +149,8 @@ class TrainConfig:
             raise ValueError(f"sigmas must list one texture width per region ({self.regions}), got {self.sigmas!r}")
         if self.iterations is None and self.time_budget is None:
             raise ValueError("give iterations and/or time_budget: a run needs a stopping rule")
+        if self.batch_size % self.streams:
+            raise ValueError(f"batch_size must be a multiple of streams ({self.streams}), got {self.batch_size}")
         reserved = sorted(set(self.model_kwargs) & {"num_classes", "in_channels"})
         if reserved:
             raise ValueError(f"model_kwargs cannot set {reserved[0]}: num_classes follows `regions` (1 output for "

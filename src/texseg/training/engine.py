@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 import texseg
 from texseg.checkpoint import Counters
@@ -21,7 +22,9 @@ from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.device import autocast_dtype, resolve_device
 from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
+from texseg.training import distributed
 from texseg.training.config import EVALS_PER_RUN, TrainConfig
+from texseg.training.distributed import Distributed
 from texseg.training.losses import create_loss
 from texseg.training.memory import check_training_memory
 from texseg.training.optim import create_optimizer, lr_factor, set_lr
@@ -43,21 +46,41 @@ class BatchSource(Protocol):
         ...
 
 
-class SceneStream:
-    """Batches of freshly generated scenes, drawn from one generator seeded with the run's seed."""
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of scene stream ``stream`` of a run seeded ``seed`` (stream 0: ``seed`` itself)."""
+    return seed if stream == 0 else (seed * 1_000_003 + stream * 7_919) % (2**63 - 1)
 
-    def __init__(self, scene: SceneSpec, batch_size: int, seed: int, device: torch.device) -> None:
-        self.scene, self.batch_size, self.device = scene, batch_size, device
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+class SceneStream:
+    """Batches of freshly generated scenes, drawn from independent seeded streams.
+
+    Args:
+        scene: what to draw.
+        batch_size: images per batch, split evenly over the streams.
+        seed: the run's seed.
+        device: where the scenes are made.
+        streams: the stream ids to draw from (a distributed rank ``r`` draws from ``[r]``;
+            one process replaying an N-rank run from ``[0, ..., N-1]``).
+    """
+
+    def __init__(self, scene: SceneSpec, batch_size: int, seed: int, device: torch.device,
+                 streams: tuple[int, ...] = (0,)) -> None:
+        self.scene, self.device = scene, device
+        self.per_stream = batch_size // len(streams)
+        self.generators = [torch.Generator(device=device).manual_seed(stream_seed(seed, s)) for s in streams]
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
-        return generate(self.scene, self.batch_size, generator=self.generator, device=self.device)
+        parts = [generate(self.scene, self.per_stream, generator=g, device=self.device) for g in self.generators]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def get_state(self) -> Tensor:
-        return self.generator.get_state()
+        return torch.cat([g.get_state() for g in self.generators])
 
     def set_state(self, state: Tensor) -> None:
-        self.generator.set_state(state)
+        for g, part in zip(self.generators, state.chunk(len(self.generators))):
+            g.set_state(part.clone())
 
 
 @dataclass
@@ -67,15 +90,27 @@ class Trainer:
     config: TrainConfig
     device: torch.device
     num_regions: int
-    model: nn.Module
+    model: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     loss_fn: LossFn
     amp_dtype: torch.dtype | None
     data: BatchSource
+    dist: Distributed = field(default_factory=Distributed)
 
     @property
     def precision(self) -> str:
         return "bf16" if self.amp_dtype is not None else "fp32"
+
+    @property
+    def module(self) -> nn.Module:
+        """The model itself (what is saved and evaluated), without a DDP wrapper."""
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    @property
+    def lr_factor(self) -> float:
+        """How the learning rate scales with the number of ranks (``scale_lr``)."""
+        w = self.dist.world_size
+        return {"none": 1.0, "linear": float(w), "sqrt": w**0.5}[self.config.scale_lr]
 
 
 def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Trainer:
@@ -91,18 +126,34 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
     """
     config.validate()
     device = resolve_device(config.device)
+    d = distributed.from_environment(device.type, config.dist_timeout)
+    if d.active:
+        if config.streams != 1:
+            raise ValueError("streams must be 1 in a distributed run: every rank draws its own stream")
+        if device.type == "cuda":
+            device = torch.device("cuda", d.local_rank)
+        if config.sync_batchnorm and device.type != "cuda":
+            raise ValueError("sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU ranks)")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     check_training_memory(config, device)  # refuse up front rather than crash halfway
-    torch.manual_seed(config.seed)  # initial weights
+    torch.manual_seed(config.seed)  # initial weights: the same on every rank
     model = create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
     # channels_last is the layout oneDNN/cuDNN convolutions are fastest in.
     model.to(device, memory_format=torch.channels_last)
+    optimizer = create_optimizer(model, config)
+    if d.active:
+        if config.sync_batchnorm:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    streams = (d.rank,) if d.active else tuple(range(config.streams))
     k = config.regions
     return Trainer(
-        config=config, device=device, num_regions=k, model=model, optimizer=create_optimizer(model, config),
+        config=config, device=device, num_regions=k, model=model, optimizer=optimizer,
         loss_fn=create_loss(config.loss_name, k), amp_dtype=autocast_dtype(config.precision, device),
-        data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device),
+        data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device,
+                                                       streams),
+        dist=d,
     )
 
 
@@ -138,9 +189,9 @@ def evaluation_due(config: TrainConfig, step: int, fraction: float, last_fractio
     return int(fraction * EVALS_PER_RUN) > int(last_fraction * EVALS_PER_RUN)
 
 
-def scheduled_lr(config: TrainConfig, fraction: float) -> float:
-    """The learning rate at ``fraction`` of the run under its schedule and warm-up."""
-    return config.lr * lr_factor(config.schedule, fraction, config.warmup)
+def scheduled_lr(config: TrainConfig, fraction: float, scale: float = 1.0) -> float:
+    """The learning rate at ``fraction`` of the run under its schedule and warm-up (times ``scale``)."""
+    return scale * config.lr * lr_factor(config.schedule, fraction, config.warmup)
 
 
 @dataclass
@@ -165,6 +216,8 @@ def train_step(t: Trainer, lr: float) -> StepResult:
         logits = t.model(images.contiguous(memory_format=torch.channels_last))
     loss = t.loss_fn(logits, target_from_labels(labels, t.num_regions))  # losses compute in fp32
     value = loss.item()
+    if t.dist.active:  # every rank must agree whether to step: the mean loss over ranks decides
+        value = t.dist.sum([value])[0] / t.dist.world_size
     problem = None if math.isfinite(value) else f"loss became {value}"
     t.optimizer.zero_grad(set_to_none=True)
     if problem is None:
@@ -191,7 +244,7 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
     return {
         "status": str(status), "message": message, "model": config.model,
         "model_kwargs": {**config.model_kwargs, "num_classes": config.model_num_classes},
-        "parameters": count_parameters(t.model), "iterations": c.step,
+        "parameters": count_parameters(t.module), "iterations": c.step, "world_size": t.dist.world_size,
         "train_seconds": round(c.train_seconds, 3), "eval_seconds": round(c.eval_seconds, 3),
         "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
         "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "val_seed": config.val_seed,

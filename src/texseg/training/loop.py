@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,8 @@ from texseg.errors import CheckpointError, NonFiniteError, RunDirError
 from texseg.evaluation import evaluate, predict_labels
 from texseg.models import model_spec
 from texseg.plots import run_curves_figure, samples_figure, save_figure
-from texseg.signals import catch_stop_signals, stop_point
+from texseg.signals import StopFlag, catch_stop_signals, stop_point
+from texseg.training import distributed
 from texseg.training.config import TrainConfig
 from texseg.training.engine import (
     Trainer,
@@ -117,65 +118,76 @@ def train(
         texseg.signals.Interrupted: a stop signal arrived before the run directory was made.
     """
     with catch_stop_signals() as stop:
-        # --- set-up: trainer (device, seeds, model, optimizer, data), held-out set ---------
+        # --- set-up: trainer (device, seeds, model, optimizer, data, ranks), held-out set --
         t = build_trainer(config)
-        val_images, val_targets = validation_set(config, t.device)
-        if config.tensorboard:
-            TensorBoardLogger.writer_class()  # missing package: refused before anything is written
-        stop_point()  # stopped during set-up: nothing has been written
-        with RunDir(run_dir or default_run_dir(config.model), resume=resume) as run, ExitStack() as stack:
-            board = TensorBoardLogger(run.path) if config.tensorboard else None
-            if board is not None:
-                stack.callback(board.close)
-            state = _restore(run, t) if resume else _start(run, t)
-            for note in state.notes:
-                print(f"warning: {note}", file=sys.stderr)
-            c = state.counters
-            bar = Progress(config.iterations or config.time_budget,
-                           c.step if config.iterations else c.train_seconds,
-                           "it" if config.iterations else "s", enabled=progress)
+        try:
+            result = _run(t, run_dir, stop, progress=progress, resume=resume, on_eval=on_eval)
+        finally:
+            distributed.close(t.dist)
+    return result
 
-            # --- loop -------------------------------------------------------------------
-            while progress_fraction(config, c.step, c.train_seconds) < 1.0:
-                if stop.signal is not None:
-                    state.stop(RunStatus.INTERRUPTED, f"stopped by {stop.name} after step {c.step}; resumable")
-                    break
-                state.lr = scheduled_lr(config, progress_fraction(config, c.step, c.train_seconds))
-                step = train_step(t, state.lr)
-                if step.problem is not None and not config.skip_nonfinite:
-                    state.stop(RunStatus.DIVERGED, _diverged(state, step.problem, c.step + 1))
-                    break
-                _count(state, step.loss, step.problem, step.seconds, bar)
-                bar.update(1 if config.iterations else step.seconds, c.step)
 
-                fraction = progress_fraction(config, c.step, c.train_seconds)
-                if evaluation_due(config, c.step, fraction, state.last_eval_fraction):
-                    state.last_eval_fraction = fraction
-                    # --- evaluate and checkpoint (timed apart from training) -------------
-                    if not _evaluate(run, t, state, val_images, val_targets):
-                        break
-                    if board is not None:
-                        board.scalars(run.rows[-1])
-                    _checkpoint(run, t, state)
+def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bool, resume: bool,
+         on_eval: EvalCallback | None) -> TrainResult:
+    """The body of :func:`train` once the trainer exists; rank 0 alone writes the run directory."""
+    config, main = t.config, t.dist.is_main
+    val_images, val_targets = validation_set(config, t.device) if main else (None, None)
+    if config.tensorboard:
+        TensorBoardLogger.writer_class()  # missing package: refused before anything is written
+    stop_point()  # stopped during set-up: nothing has been written
+    path = Path(run_dir) if run_dir is not None else default_run_dir(config.model)
+    with (RunDir(path, resume=resume) if main else nullcontext()) as run, ExitStack() as stack:
+        board = TensorBoardLogger(run.path) if config.tensorboard and main else None
+        if board is not None:
+            stack.callback(board.close)
+        state = _restore(run, t) if resume else _start(run, t)
+        for note in state.notes if main else []:
+            print(f"warning: {note}", file=sys.stderr)
+        c = state.counters
+        bar = Progress(config.iterations or config.time_budget, c.step if config.iterations else c.train_seconds,
+                       "it" if config.iterations else "s", enabled=progress and main)
+
+        # --- loop -----------------------------------------------------------------------
+        while progress_fraction(config, c.step, c.train_seconds) < 1.0:
+            if _stop_agreed(t, stop):
+                state.stop(RunStatus.INTERRUPTED,
+                           f"stopped by {stop.name or 'a signal to another rank'} after step {c.step}; resumable")
+                break
+            state.lr = scheduled_lr(config, progress_fraction(config, c.step, c.train_seconds), t.lr_factor)
+            step = train_step(t, state.lr)
+            if step.problem is not None and not config.skip_nonfinite:
+                state.stop(RunStatus.DIVERGED, _diverged(state, step.problem, c.step + 1))
+                break
+            seconds = t.dist.sum([step.seconds])[0] / t.dist.world_size  # one clock for the budget
+            _count(state, step.loss, step.problem, seconds, bar)
+            bar.update(1 if config.iterations else seconds, c.step)
+
+            fraction = progress_fraction(config, c.step, c.train_seconds)
+            if evaluation_due(config, c.step, fraction, state.last_eval_fraction):
+                state.last_eval_fraction = fraction
+                # --- evaluate and checkpoint (rank 0; timed apart from training) ---------
+                verdict = _evaluate_and_checkpoint(run, t, state, val_images, val_targets, board, on_eval)
+                if verdict is not None:
+                    state.stop(*verdict)
+                    break
+                if main:
                     bar.set(loss=f"{run.rows[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
                             it_s=f"{c.step / c.train_seconds:.1f}")
-                    if on_eval is not None and on_eval(c.step, c.train_seconds, state.last_val):
-                        state.stop(RunStatus.PRUNED, f"stopped by the caller after step {c.step}")
-                        break
-            bar.close()
+        bar.close()
 
-            # --- finish: final checkpoint, figures, summary ------------------------------
-            if state.status == RunStatus.RUNNING:
-                state.status = RunStatus.COMPLETED
-            if state.status == RunStatus.DIVERGED:
+        # --- finish: final checkpoint, figures, summary ----------------------------------
+        if state.status == RunStatus.RUNNING:
+            state.status = RunStatus.COMPLETED
+        if state.status == RunStatus.DIVERGED:
+            if main:
                 run.write_summary(_summary(t, state))  # the weights on disk stay the last good ones
-            else:
-                _checkpoint(run, t, state)  # an interrupted run keeps the steps since its last evaluation
-            if config.figures:
-                _write_figures(run, t, state, val_images[:4], val_targets[:4], board)
-            if board is not None:
-                board.hparams(config.to_dict(), state.last_val)
-    return TrainResult(run.path, state.status, _summary(t, state))
+        else:
+            _checkpoint(run, t, state)  # an interrupted run keeps the steps since its last evaluation
+        if config.figures and main:
+            _write_figures(run, t, state, val_images[:4], val_targets[:4], board)
+        if board is not None:
+            board.hparams(config.to_dict(), state.last_val)
+    return TrainResult(path, state.status, _summary(t, state))
 
 
 def resume_training(run_dir: str | Path, *, progress: bool = True,
@@ -203,31 +215,37 @@ def resume_training(run_dir: str | Path, *, progress: bool = True,
 
 
 # ------------------------------------------------------------------------------ helpers
-def _start(run: RunDir, t: Trainer) -> RunState:
+def _start(run: RunDir | None, t: Trainer) -> RunState:
     """A new run: a loadable, resumable checkpoint of step 0, then ``config.json`` (the run now exists)."""
     state = RunState(Counters(), lr=t.config.lr, notes=_notes(t.config))
     _checkpoint(run, t, state)
-    run.write_config(t.config.to_dict())
+    if run is not None:
+        run.write_config(t.config.to_dict())
     return state
 
 
-def _restore(run: RunDir, t: Trainer) -> RunState:
-    """Load the run's resume state into the trainer; metrics.csv goes back to the checkpoint's rows."""
-    saved = load_resume_state(run.file(RESUME_STATE), t.config.to_dict())
+def _restore(run: RunDir | None, t: Trainer) -> RunState:
+    """Load the run's resume state (rank 0 reads it, every rank gets it); metrics.csv back to its rows."""
+    saved = load_resume_state(run.file(RESUME_STATE), t.config.to_dict()) if run is not None else None
+    saved = t.dist.broadcast(saved)
+    if saved.world_size != t.dist.world_size:
+        raise CheckpointError(f"this run was trained on {saved.world_size} rank(s); resume it with as many "
+                              f"(here: {t.dist.world_size}), so that every scene stream continues")
     try:
-        t.model.load_state_dict(saved.model)
+        t.module.load_state_dict(saved.model)
         t.optimizer.load_state_dict(saved.optimizer)
         torch.set_rng_state(saved.rng_cpu)
-        t.data.set_state(saved.rng_data)
+        t.data.set_state(saved.rng_data.chunk(t.dist.world_size)[t.dist.rank])
         if saved.rng_cuda and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved.rng_cuda)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         detail = (str(e).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"cannot resume from {run.file(RESUME_STATE)}: it does not fit this run "
+        raise CheckpointError(f"cannot resume from {RESUME_STATE}: it does not fit this run "
                               f"({type(e).__name__}: {detail})") from None
-    run.rows = saved.rows
-    if saved.rows:
-        run.rewrite_metrics()  # metrics.csv as of the checkpoint, dropping rows written after it
+    if run is not None:
+        run.rows = saved.rows
+        if saved.rows:
+            run.rewrite_metrics()  # metrics.csv as of the checkpoint, dropping rows written after it
     last = {k[4:]: v for k, v in saved.rows[-1].items() if k.startswith("val_")} if saved.rows else {}
     at = progress_fraction(t.config, int(saved.rows[-1]["step"]), saved.rows[-1]["train_seconds"]) \
         if saved.rows else 0.0
@@ -255,15 +273,41 @@ def _diverged(state: RunState, problem: str, step: int) -> str:
     return f"{problem} at step {step} (lr {state.lr:.3g}); kept the weights of step {state.counters.saved_step}"
 
 
+def _stop_agreed(t: Trainer, stop: StopFlag) -> bool:
+    """Whether a stop signal has arrived here or, in a distributed run, on any rank."""
+    if not t.dist.active:
+        return stop.signal is not None
+    return t.dist.sum([float(stop.signal is not None)])[0] > 0
+
+
+def _evaluate_and_checkpoint(run: RunDir | None, t: Trainer, state: RunState, images: torch.Tensor | None,
+                             targets: torch.Tensor | None, board: TensorBoardLogger | None,
+                             on_eval: EvalCallback | None) -> tuple[RunStatus, str] | None:
+    """Rank 0 evaluates and saves a checkpoint; every rank gets its verdict (None: carry on)."""
+    data_states = t.dist.gather(t.data.get_state())  # every rank's stream position, for the checkpoint
+    verdict = None
+    if run is not None:
+        if not _evaluate(run, t, state, images, targets):
+            verdict = (state.status, state.message)
+        else:
+            if board is not None:
+                board.scalars(run.rows[-1])
+            _checkpoint(run, t, state, data_states)
+            c = state.counters
+            if on_eval is not None and on_eval(c.step, c.train_seconds, state.last_val):
+                verdict = (RunStatus.PRUNED, f"stopped by the caller after step {c.step}")
+    return t.dist.broadcast(verdict)
+
+
 def _evaluate(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, targets: torch.Tensor) -> bool:
     """Score the held-out set and append a metrics row; False (and status diverged) if the model broke."""
     c = state.counters
     start = time.perf_counter()
-    if not all_finite(t.model):  # a finite step can still overflow the weights
+    if not all_finite(t.module):  # a finite step can still overflow the weights
         state.stop(RunStatus.DIVERGED, _diverged(state, "weights became non-finite", c.step))
         return False
     try:
-        state.last_val = evaluate(t.model, images, targets, t.num_regions, loss_fn=t.loss_fn)
+        state.last_val = evaluate(t.module, images, targets, t.num_regions, loss_fn=t.loss_fn)
     except NonFiniteError:
         state.stop(RunStatus.DIVERGED, _diverged(state, "the model's outputs became NaN", c.step))
         return False
@@ -281,18 +325,25 @@ def _summary(t: Trainer, state: RunState) -> dict[str, Any]:
     return run_summary(t, state.counters, state.status, state.message, state.last_val, state.notes)
 
 
-def _checkpoint(run: RunDir, t: Trainer, state: RunState) -> None:
-    """Save weights, resume state and summary; on a write failure record it and raise StorageError."""
+def _checkpoint(run: RunDir | None, t: Trainer, state: RunState, data_states: list[torch.Tensor] | None = None) -> None:
+    """Save weights, resume state and summary (rank 0); on a write failure record it and raise StorageError.
+
+    A collective in a distributed run: every rank calls it (its data stream's position is saved too).
+    """
+    if data_states is None:
+        data_states = t.dist.gather(t.data.get_state())
     c = state.counters
     previous = c.saved_step
     c.saved_step = c.step
+    if run is None:
+        return
     try:
-        save_model(t.model, run.path, name=t.config.model,
+        save_model(t.module, run.path, name=t.config.model,
                    kwargs={**t.config.model_kwargs, "num_classes": t.config.model_num_classes},
                    num_regions=t.num_regions, scene=t.config.scene().to_dict())
         save_resume_state(run.file(RESUME_STATE), ResumeState(
-            model=t.model.state_dict(), optimizer=t.optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
-            rng_data=t.data.get_state(),
+            model=t.module.state_dict(), optimizer=t.optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
+            rng_data=torch.cat(data_states), world_size=t.dist.world_size,
             rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             counters=c, rows=run.rows, config=t.config.to_dict()))
         run.write_summary(_summary(t, state))
@@ -313,10 +364,10 @@ def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tenso
     try:
         # No prediction panel from diverged weights: they are not what is saved.
         if state.status != RunStatus.DIVERGED:
-            t.model.eval()
+            t.module.eval()
             with torch.no_grad():
-                pred = predict_labels(t.model(images))
-            t.model.train()
+                pred = predict_labels(t.module(images))
+            t.module.train()
             truth = targets if t.num_regions > 2 else targets.long()
             fig = samples_figure(images.cpu(), truth.cpu(), pred.cpu(), num_regions=t.num_regions,
                                  suptitle=f"{t.config.model}: validation samples (eval mode)")

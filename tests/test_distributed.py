@@ -1,0 +1,81 @@
+"""Data-parallel training with torch.distributed (gloo, 2 processes on this CPU), driven through torchrun."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import texseg
+from conftest import PROCESS_TIMEOUT, cli_process, wait_until
+from texseg.training import TrainConfig, train
+
+# A model without BatchNorm: per-rank batch statistics would differ from one batch of 2b by design.
+NET = ["--model", "unet", "--model-arg", "base_width=4", "--model-arg", "depth=1", "--model-arg", "norm=group"]
+SMALL = ["--image-size", "32", "--val-size", "4", "--threads", "1", "--precision", "fp32", "--quiet"]
+
+
+def _run(*args: str):
+    with cli_process(*args) as proc:
+        out, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+    return proc.returncode, out, err
+
+
+def test_two_ranks_train_one_model_equal_to_one_process_replaying_both_streams(tmp_path):
+    """2 ranks x batch 2 == 1 process x batch 4 drawn from the same two streams (same scenes, same weights)."""
+    code, out, err = _run("train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "6",
+                          "--eval-every", "3", "--out", str(tmp_path / "ddp"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2 and summary["iterations"] == 6
+    assert out.count("run:") == 1  # rank 0 alone reports
+    texseg.load_model(tmp_path / "ddp")
+
+    cfg = TrainConfig(image_size=32, val_size=4, threads=1, precision="fp32", batch_size=4, streams=2,
+                      iterations=6, time_budget=None, eval_every=3, model="unet",
+                      model_kwargs={"base_width": 4, "depth": 1, "norm": "group"})
+    single = train(cfg, tmp_path / "single", progress=False)
+    assert single.summary["world_size"] == 1
+    a, b = load_file(tmp_path / "ddp" / "model.safetensors"), load_file(tmp_path / "single" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_signal_to_torchrun_stops_every_rank_at_one_step_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "100000",
+            "--time-budget", "4", "--out", str(run)]
+    with cli_process(*args) as proc:
+        wait_until(lambda: (run / "metrics.csv").exists(), proc, what="the first evaluation")
+        proc.send_signal(signal.SIGINT)  # to the launcher (Ctrl-C in a terminal also reaches the ranks)
+        _, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+    assert proc.returncode == 130 and "Traceback" not in err and "texseg: interrupted by SIGINT" in err, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["world_size"] == 2, (summary, err)
+    texseg.load_model(run)
+    code, _, err = _run("train", "--nproc", "2", "--resume", str(run), "--quiet")
+    assert code == 0, err
+    done = json.loads((run / "summary.json").read_text())
+    assert done["status"] == "completed" and done["train_seconds"] >= 4.0
+    assert done["iterations"] > summary["iterations"]
+
+
+def test_resuming_a_distributed_run_on_another_number_of_ranks_is_refused(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "100000",
+            "--time-budget", "30", "--out", str(run)]
+    with cli_process(*args) as proc:
+        wait_until(lambda: (run / "metrics.csv").exists(), proc, what="the first evaluation")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=PROCESS_TIMEOUT)
+    code, _, err = _run("train", "--resume", str(run), "--quiet")
+    assert code == 2 and "trained on 2 rank(s)" in err and err.count("\n") == 1, err
+
+
+def test_streams_must_divide_the_batch():
+    with pytest.raises(ValueError, match="batch_size must be a multiple of streams"):
+        TrainConfig(batch_size=3, streams=2).validate()
