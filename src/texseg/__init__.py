@@ -12,17 +12,19 @@ re-exported here::
 
 __version__ = "0.1.0"
 
-from texseg.checkpoint import load_model, predict  # noqa: E402
-from texseg.data import SceneSpec, generate, generate_data  # noqa: E402
-from texseg.models import create_model, list_models  # noqa: E402
+from texseg.checkpoint import load_model, predict
+from texseg.data import SceneSpec, generate, generate_data
+from texseg.inference.predict import predict_file
+from texseg.models import create_model, list_models
 
 __all__ = [
     "SceneSpec",
+    "__version__",
     "create_model",
     "generate",
     "generate_data",
     "list_models",
     "load_model",
     "predict",
-    "__version__",
+    "predict_file",
 ]

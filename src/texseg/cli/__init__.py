@@ -31,6 +31,7 @@ def cli() -> None:
 from texseg.cli import commands  # noqa: E402,F401  (registers the commands)
 from texseg.cli import experiments  # noqa: E402,F401  (registers the experiment commands)
 from texseg.cli import search  # noqa: E402,F401
+from texseg.cli import predict  # noqa: E402,F401  (registers `texseg predict`)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
