@@ -33,7 +33,7 @@ def _expand(inputs: tuple[str, ...]) -> list[Path]:
 @click.option("--overlap", type=click.FLOAT, default=0.25, show_default=True, help="window overlap fraction")
 @click.option("--scale", type=click.FLOAT, default=1.0, show_default=True,
               help="resample each image by this factor before predicting (result at the input's size)")
-@click.option("--batch-size", type=click.INT, default=4, show_default=True, help="windows per forward pass")
+@click.option("--batch-size", type=click.INT, default=1, show_default=True, help="windows per forward pass")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--overwrite", is_flag=True, help="replace existing outputs (default: keep them)")
 @click.option("--quiet", is_flag=True, help="no progress bar")

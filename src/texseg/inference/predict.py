@@ -108,7 +108,7 @@ def predict_image(
     tile: int | None = None,
     overlap: float = DEFAULT_OVERLAP,
     scale: float = 1.0,
-    batch_size: int = 4,
+    batch_size: int = 1,
     window: str = "gaussian",
 ) -> np.ndarray:
     """Probabilities of one (H, W) luminance image; it is min-max normalised *in place*.
@@ -213,8 +213,11 @@ def labels_from_probs(probs: np.ndarray) -> np.ndarray:
     return probs.argmax(axis=0).astype(np.uint8)
 
 
-def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3) -> np.ndarray:
+def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3, rows: int = 512) -> np.ndarray:
     """(H, W, 3) uint8: the [0, 1] image in gray, each region tinted, boundaries in yellow.
+
+    Built ``rows`` rows at a time (with a one-row halo for the boundaries), so its
+    temporaries stay small for gigapixel images.
 
     Args:
         image: (H, W) float in [0, 1].
@@ -223,13 +226,16 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3) -> n
     """
     from skimage.segmentation import find_boundaries
 
-    gray = np.empty(image.shape, dtype=np.uint16)
-    np.multiply(image, 255 * (1 - tint), out=gray, casting="unsafe")
-    colours = (_PALETTE[labels % len(_PALETTE)] * tint).astype(np.uint16)  # (H, W, 3)
-    colours += gray[..., None]
-    out = colours.clip(0, 255).astype(np.uint8)
-    del colours, gray
-    out[find_boundaries(labels, mode="inner")] = _BOUNDARY
+    h, w = labels.shape
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    palette = (_PALETTE * tint).astype(np.float32)
+    for r in range(0, h, rows):
+        lo, hi = max(r - 1, 0), min(r + rows + 1, h)
+        block = labels[r:r + rows]
+        rgb = image[r:r + rows, :, None] * np.float32(255 * (1 - tint)) + palette[block % len(_PALETTE)]
+        out[r:r + rows] = np.clip(rgb, 0, 255).astype(np.uint8)
+        edges = find_boundaries(labels[lo:hi], mode="inner")[r - lo:r - lo + block.shape[0]]
+        out[r:r + rows][edges] = _BOUNDARY
     return out
 
 
@@ -271,7 +277,7 @@ def predict_file(
     tile: int | None = None,
     overlap: float = DEFAULT_OVERLAP,
     scale: float = 1.0,
-    batch_size: int = 4,
+    batch_size: int = 1,
     overwrite: bool = False,
 ) -> PredictResult:
     """Segment one image file and write its three outputs into ``out_dir`` atomically.

@@ -4,9 +4,9 @@ The image is covered by ``tile x tile`` windows that overlap by ``overlap * tile
 pixels (the last window of a row or column is moved back so it ends on the border).
 Each window's probabilities are multiplied by a Gaussian weight window (sigma = tile/8,
 as MONAI's ``sliding_window_inference`` does; floored at 1e-3 so border pixels seen by a
-single window still count) and accumulated; the result is the weighted mean. Pixels far
+single window still count) or a linear ramp, and accumulated; the result is the weighted mean. Pixels far
 from a window's edge -- where zero padding inside the network does not reach -- dominate,
-so no seams show. Only the accumulators (C+1 float32 planes of the image's size) and
+so no seams show. Only the accumulator (C float32 planes of the image's size) and
 ``batch_size`` tiles are in memory at once.
 """
 
@@ -34,25 +34,34 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     return starts
 
 
+def _profile(n: int, kind: str) -> np.ndarray:
+    """1-D blending weights of length n, max 1, floored at sqrt(1e-3) (so 2-D weights are >= 1e-3)."""
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2
+    if kind == "gaussian":
+        w = np.exp(-0.5 * (x / (n / 8)) ** 2)
+    elif kind == "ramp":
+        w = 1 - np.abs(x) / (n / 2)
+    else:
+        raise ValueError(f"window must be one of gaussian, ramp; got {kind!r}")
+    return np.maximum(w / w.max(), 1e-3**0.5).astype(np.float32)
+
+
 def weight_window(height: int, width: int, kind: str = "gaussian") -> torch.Tensor:
-    """(height, width) blending weights, 1 at the centre.
+    """(height, width) blending weights, 1 at the centre: the outer product of two 1-D profiles.
 
     Args:
-        kind: ``gaussian`` (sigma = size/8, floored at 1e-3) or ``ramp`` (linear, from
-            1/(n/2) at the border to 1 at the centre).
+        kind: ``gaussian`` (sigma = size/8) or ``ramp`` (linear, 1 at the centre); each
+            1-D profile is floored at sqrt(1e-3), so every weight is >= 1e-3.
     """
-    def profile(n: int) -> torch.Tensor:
-        x = torch.arange(n, dtype=torch.float64) - (n - 1) / 2
-        if kind == "gaussian":
-            w = torch.exp(-0.5 * (x / (n / 8)) ** 2)
-        elif kind == "ramp":
-            w = 1 - x.abs() / (n / 2)
-        else:
-            raise ValueError(f"window must be one of gaussian, ramp; got {kind!r}")
-        return w
+    return torch.from_numpy(np.outer(_profile(height, kind), _profile(width, kind)))
 
-    w = profile(height)[:, None] * profile(width)[None, :]
-    return (w / w.max()).clamp(min=1e-3).float()
+
+def _coverage(length: int, tile: int, starts: list[int], profile: np.ndarray) -> np.ndarray:
+    """Sum over windows of the 1-D profile: the weight normaliser along one axis."""
+    total = np.zeros(length, dtype=np.float32)
+    for s in starts:
+        total[s:s + tile] += profile
+    return total
 
 
 @torch.no_grad()
@@ -62,9 +71,8 @@ def predict_tiled(
     tile: int,
     overlap: float = 0.25,
     *,
-    batch_size: int = 4,
+    batch_size: int = 1,
     window: str = "gaussian",
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities of one large image by blended sliding windows.
 
@@ -75,7 +83,6 @@ def predict_tiled(
         overlap: fraction of the window shared with its neighbour, in [0, 0.9].
         batch_size: windows per forward pass.
         window: ``gaussian`` or ``ramp`` blending weights.
-        out: optional preallocated (C, H, W) float32 array to fill.
 
     Returns:
         (C, H, W) float32 numpy probabilities (sigmoid for C = 1, softmax otherwise).
@@ -89,12 +96,12 @@ def predict_tiled(
         raise ValueError(f"image must be a (H, W) tensor, got shape {tuple(image.shape)}")
     h, w = image.shape
     th, tw = min(tile, h), min(tile, w)
-    weights = weight_window(th, tw, window)
-    boxes = [(y, x) for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
+    py, px = _profile(th, window), _profile(tw, window)
+    weights = torch.from_numpy(np.outer(py, px))
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    boxes = [(y, x) for y in ys for x in xs]
     device = next(model.parameters()).device
-    acc: np.ndarray | None = out
-    norm = np.zeros((h, w), dtype=np.float32)
-    wnp = weights.numpy()
+    acc: np.ndarray | None = None
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start:start + batch_size]
         x = torch.stack([image[y:y + th, x0:x0 + tw] for y, x0 in chunk])[:, None].to(device)
@@ -102,14 +109,14 @@ def predict_tiled(
         probs = (torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)).float().cpu()
         if acc is None:
             acc = np.zeros((probs.shape[1], h, w), dtype=np.float32)
-        elif start == 0:
-            acc[...] = 0
-        weighted = (probs * weights).numpy()
-        for (y, x0), p in zip(chunk, weighted):
+        for (y, x0), p in zip(chunk, (probs * weights).numpy()):
             acc[:, y:y + th, x0:x0 + tw] += p
-            norm[y:y + th, x0:x0 + tw] += wnp
     assert acc is not None
-    acc /= norm  # every pixel is covered by at least one window of weight >= 1e-3
+    # The window grid is a product grid and the weights separable, so the sum of weights
+    # at (y, x) is cov_y[y] * cov_x[x]: no (H, W) normaliser is stored.
+    cov_y, cov_x = _coverage(h, th, ys, py), _coverage(w, tw, xs, px)
+    for r in range(0, h, 256):
+        acc[:, r:r + 256] /= cov_y[r:r + 256, None] * cov_x[None, :]
     return acc
 
 
