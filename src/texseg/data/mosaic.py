@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BUILTIN_TEXTURES", "SPLITS", "texture_pool", "split_names", "fill_mosaic"]
+__all__ = ["BUILTIN_TEXTURES", "SPLITS", "fill_mosaic", "split_names", "texture_pool"]
 
 BUILTIN_TEXTURES = ("brick", "grass", "gravel")
 SPLITS = ("all", "train", "test")

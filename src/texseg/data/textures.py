@@ -28,9 +28,20 @@ from __future__ import annotations
 import math
 
 import torch
+import itertools
 
-__all__ = ["FAMILIES", "frequency_grid", "oriented_amplitude", "powerlaw_amplitude", "bandpass_amplitude",
-           "filter_noise", "standardize", "intensity_transform", "radial_power", "spectral_orientation"]
+__all__ = [
+    "FAMILIES",
+    "bandpass_amplitude",
+    "filter_noise",
+    "frequency_grid",
+    "intensity_transform",
+    "oriented_amplitude",
+    "powerlaw_amplitude",
+    "radial_power",
+    "spectral_orientation",
+    "standardize",
+]
 
 FAMILIES = ("gaussian", "oriented", "powerlaw", "bandpass", "mosaic")
 
@@ -115,7 +126,7 @@ def radial_power(image: torch.Tensor, bins: int = 32) -> tuple[torch.Tensor, tor
     f = torch.sqrt(fy**2 + fx**2)
     edges = torch.linspace(1 / n, 0.5, bins + 1, dtype=torch.float64)
     centres, values = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         sel = (f >= lo) & (f < hi)
         if bool(sel.any()):
             centres.append(float(f[sel].mean()))
