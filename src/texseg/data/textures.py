@@ -25,10 +25,10 @@ uniform marginal), standardised again, then ``mean + contrast * t``.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
-import itertools
 
 __all__ = [
     "FAMILIES",
