@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
-SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing")
+SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing",
+                "texture", "textures", "texture_split", "texture_rotate", "texture_zoom")
 
 
 def parse_floats(text: str) -> list[float]:

@@ -74,11 +74,22 @@ class TrainConfig:
     threads: int | None = _opt("CPU threads for torch; default all cores", default=None)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", default="auto")
+    # texture families and real-texture mosaics (see texseg.data.textures / texseg.data.mosaic)
+    texture: str = _opt("texture family: gaussian (the notebook's), oriented, powerlaw, bandpass, mosaic",
+                        default="gaussian")
+    textures: str | None = _opt("mosaic textures: 'builtin' (scikit-image's brick, grass, gravel) or a folder "
+                                "of texture images", default=None)
+    texture_split: str = _opt("mosaic textures used: all, or the train / test side of a seeded split of the "
+                              "texture set", default="all")
+    texture_rotate: bool = _opt("mosaic: rotate each texture crop by a random angle", default=False)
+    texture_zoom: float | None = _opt("mosaic: zoom each crop by a random factor in [1/Z, Z] (Z > 1)", default=None)
 
     # ---------------------------------------------------------------- derived
     def scene(self) -> SceneSpec:
         """The training scene described by the scene fields."""
-        return SceneSpec(self.image_size, self.partition_sigma, tuple(self.texture_sigmas()), self.smoothing)
+        return SceneSpec(self.image_size, self.partition_sigma, tuple(self.texture_sigmas()), self.smoothing,
+                         texture=self.texture, textures=self.textures, texture_split=self.texture_split,
+                         rotate=self.texture_rotate, max_zoom=self.texture_zoom)
 
     @property
     def partition_sigma(self) -> float:
@@ -156,6 +167,12 @@ class TrainConfig:
         if self.threads is not None:
             check_int("threads", self.threads, minimum=1, maximum=1024)
         check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.texture_rotate, bool):
+            raise ValueError(f"texture_rotate must be true or false, got {self.texture_rotate!r}")
+        if self.texture_zoom is not None and not (check_positive("texture_zoom", self.texture_zoom) > 1):
+            raise ValueError(f"texture_zoom must be a finite number > 1, got {self.texture_zoom!r}")
+        if self.texture == "mosaic" and self.textures is None:
+            raise ValueError("textures must be 'builtin' or a folder of texture images when texture is mosaic")
         # Names are checked here too, so a bad config fails before any work starts.
         from texseg.models import list_models
         from texseg.training.losses import create_loss
