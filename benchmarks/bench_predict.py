@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--model", default="unet")
     ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--image", help=argparse.SUPPRESS)
