@@ -28,6 +28,7 @@ _EXPORTS = {
     "list_models": "texseg.models",
     "load_model": "texseg.checkpoint",
     "predict": "texseg.checkpoint",
+    "predict_file": "texseg.inference.predict",
     "TrainConfig": "texseg.training",
     "train": "texseg.training",
     "resume_training": "texseg.training",

@@ -155,35 +155,16 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     return model.to(resolve_device(device)).eval()
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Class probabilities of ``images`` (in eval mode, batched, on the model's device).
+def predict(model: nn.Module, images: Any, batch_size: int = 32, **kwargs: Any) -> torch.Tensor:
+    """Class probabilities of ``images``; see :func:`texseg.inference.predict` (this delegates to it).
 
-    Args:
-        model: a segmentation model (logits out).
-        images: (B, 1, H, W) or (H, W) float image(s), values like the training data ([0, 1]).
-        batch_size: images per forward pass.
-
-    Returns:
-        (B, 1, H, W) probability of Omega_1 for a two-region model, or (B, K, H, W)
-        softmax probabilities for K regions; on the device of ``images``.
+    A float tensor (B, 1, H, W) or (H, W) gives (B, 1, H, W) probabilities of Omega_1 for a
+    two-region model or (B, K, H, W) for K regions, on the tensor's device, as always;
+    numpy arrays, PIL images and image paths are accepted too.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim not in (2, 4) or not images.is_floating_point():
-        raise ValueError("images must be a float tensor of shape (B, 1, H, W) or (H, W)")
-    if images.ndim == 2:
-        images = images[None, None]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            logits = model(images[start:start + batch_size].to(device))
-            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-            out.append(probs.to(images.device))
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    from texseg.inference.predict import predict as _predict
+
+    return _predict(model, images, batch_size, **kwargs)
 
 
 # --------------------------------------------------------------------------- resume state

@@ -35,3 +35,11 @@ class RunDirError(TexsegError):
 
 class NonFiniteError(TexsegError):
     """A model produced NaN outputs: training has diverged."""
+
+
+class ImageReadError(TexsegError):
+    """An image file cannot be used: unreadable, truncated, not an image, or too small."""
+
+
+class DataError(TexsegError):
+    """A data folder has problems (missing pairs, size mismatches, bad labels); one line each."""

@@ -169,12 +169,17 @@ def _launch_torchrun(nproc: int, args: list[str]) -> None:
 @click.option("--batch-size", type=click.INT, default=32, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="score on this folder of images and labels (images/ + labels/ or masks/) instead")
+@click.option("--matched", is_flag=True, help="with --data: score after the best label matching")
 def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_json: bool,
-          **scene_options: Any) -> None:
-    """Evaluate a saved model on a freshly generated held-out set.
+          data: str | None = None, matched: bool = False, **scene_options: Any) -> None:
+    """Evaluate a saved model on a freshly generated held-out set (or a folder: --data).
 
     The scene defaults to the one the model was trained on; scene options change it.
     """
+    if data is not None:
+        return _eval_folder(run_dir, data, device, matched, as_json)
     from texseg._validate import check_int
     from texseg.checkpoint import load_model
     from texseg.data import SceneSpec
@@ -223,3 +228,20 @@ def models() -> None:
     for name in list_models():
         if model_spec(name).warning:
             click.echo(f"\nwarning ({name}): {model_spec(name).warning}")
+
+
+def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: bool) -> None:
+    """`texseg eval RUN_DIR --data DIR`: every image of the folder, whole."""
+    from texseg.checkpoint import load_model
+    from texseg.device import resolve_device
+    from texseg.evaluation.folder import evaluate_folder
+
+    model = load_model(run_dir, device=resolve_device(device))
+    k = model.texseg_info["num_regions"]
+    metrics = evaluate_folder(model, data, k, matched=matched)
+    if as_json:
+        click.echo(json.dumps({"run": run_dir, "data": data, "matched": matched, "metrics": metrics}, indent=2))
+        return
+    mode = ", after the best label matching" if matched else ""
+    click.echo(f"{run_dir}: {model.texseg_info['name']} on {int(metrics['images'])} images of {data}{mode}")
+    click.echo(table(metric_rows({key: v for key, v in metrics.items() if key not in ("images", "matched")})))

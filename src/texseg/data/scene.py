@@ -9,6 +9,13 @@ A scene with K regions is drawn as follows (the notebook's recipe, generalised):
 3. the image takes texture k on region k, is smoothed once more with
    ``smoothing_sigma`` (no jump at the interfaces) and normalised to [0, 1] per image.
 
+Other texture families (``texture``: oriented, powerlaw, bandpass, see
+:mod:`texseg.data.textures`; mosaic, see :mod:`texseg.data.mosaic`) and per-region
+intensity changes (``means``, ``contrasts``, ``gammas``) replace step 2 only: the noise
+is drawn in the same order, so the same seed gives the same partitions for every family.
+The default (``texture="gaussian"``, no intensity options) is the notebook's recipe, bit
+for bit.
+
 Noise is drawn in that order (partition, texture 0, texture 1, ...), each a
 standard-normal (B, 1, N, N) tensor (the partition (B, K, N, N) for K>2), so that for
 K=2 the result is the notebook's ``generate_data`` for the same random state.
@@ -16,12 +23,13 @@ K=2 the result is the notebook's ``generate_data`` for the same random state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from texseg._validate import check_int, check_positive
+from texseg._validate import check_choice, check_int, check_positive
 from texseg.data.kernels import gaussian_smooth
 from texseg.device import check_memory, resolve_device
 
@@ -38,12 +46,46 @@ class SceneSpec:
         texture_sigmas: one texture correlation length per region (K >= 2 entries, > 0);
             region k (label k) carries texture ``texture_sigmas[k]``.
         smoothing_sigma: final smoothing of the whole image (> 0), or None for none.
+        texture: family: ``gaussian`` (the notebook's), ``oriented``, ``powerlaw``,
+            ``bandpass`` or ``mosaic`` (real textures). K is always len(texture_sigmas);
+            the values are the widths of ``gaussian`` and ``oriented`` (short axis) only.
+        anisotropy: oriented: long / short axis of the kernel (>= 1).
+        orientations: oriented, bandpass: one angle per region in degrees (default
+            k * 180 / K for oriented, none (isotropic rings) for bandpass).
+        betas: powerlaw: spectral exponent per region (power ~ 1/f^beta; default
+            evenly spaced from 1 to 3).
+        frequencies: bandpass: centre frequency per region in cycles/pixel (default
+            geometric from 0.04 to 0.25).
+        bandwidth: bandpass: ring width relative to its frequency (> 0).
+        means, contrasts, gammas: per-region intensity mean, standard deviation and
+            monotone remap exponent (see :func:`texseg.data.textures.intensity_transform`);
+            any of them makes textures standardised per image first.
+        textures: mosaic: ``"builtin"`` or a folder of texture images.
+        texture_split: mosaic: ``all``, or ``train`` / ``test`` side of a seeded split of
+            the texture set (``texture_test_fraction``, ``texture_split_seed``).
+        rotate: mosaic: random rotation of each crop.
+        max_zoom: mosaic: random zoom of each crop, log-uniform in [1/max_zoom, max_zoom] (> 1).
     """
 
     image_size: int = 128
     partition_sigma: float = 25.0
     texture_sigmas: tuple[float, ...] = (1.0, 0.2)
     smoothing_sigma: float | None = 1.0
+    texture: str = "gaussian"
+    anisotropy: float = 4.0
+    orientations: tuple[float, ...] | None = None
+    betas: tuple[float, ...] | None = None
+    frequencies: tuple[float, ...] | None = None
+    bandwidth: float = 0.25
+    means: tuple[float, ...] | None = None
+    contrasts: tuple[float, ...] | None = None
+    gammas: tuple[float, ...] | None = None
+    textures: str | None = None
+    texture_split: str = "all"
+    texture_test_fraction: float = 0.34
+    texture_split_seed: int = 0
+    rotate: bool = False
+    max_zoom: float | None = None
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, minimum=2)
@@ -61,6 +103,57 @@ class SceneSpec:
         object.__setattr__(self, "texture_sigmas", tuple(float(s) for s in sigmas))
         if self.smoothing_sigma is not None:
             check_positive("smoothing_sigma", self.smoothing_sigma)
+        self._check_textures()
+
+    _PER_REGION = ("orientations", "betas", "frequencies", "means", "contrasts", "gammas")
+
+    def _check_textures(self) -> None:
+        from texseg.data.mosaic import SPLITS
+        from texseg.data.textures import FAMILIES
+
+        check_choice("texture", self.texture, FAMILIES)
+        check_positive("anisotropy", self.anisotropy)
+        if self.anisotropy < 1:
+            raise ValueError(f"anisotropy must be a finite number >= 1, got {self.anisotropy!r}")
+        check_positive("bandwidth", self.bandwidth)
+        k = self.num_regions
+        for name in self._PER_REGION:
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != k:
+                raise ValueError(f"{name} must list one number per region ({k}), got {values!r}")
+            for i, v in enumerate(values):
+                if name in ("orientations", "means"):
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                        raise ValueError(f"{name}[{i}] must be a finite number, got {v!r}")
+                elif name == "frequencies":
+                    check_positive(f"{name}[{i}]", v)
+                    if v > 0.5:
+                        raise ValueError(f"{name}[{i}] must be <= 0.5 cycles per pixel (Nyquist), got {v!r}")
+                else:
+                    check_positive(f"{name}[{i}]", v)
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        if self.texture == "mosaic" and not self.textures:
+            raise ValueError("textures must be 'builtin' or a folder of texture images when texture is 'mosaic'")
+        if self.textures is not None and not isinstance(self.textures, str):
+            raise ValueError(f"textures must be 'builtin' or a folder path, got {self.textures!r}")
+        check_choice("texture_split", self.texture_split, SPLITS)
+        check_positive("texture_test_fraction", self.texture_test_fraction)
+        if self.texture_test_fraction >= 1:
+            raise ValueError(f"texture_test_fraction must be in (0, 1), got {self.texture_test_fraction!r}")
+        check_int("texture_split_seed", self.texture_split_seed, minimum=0)
+        if not isinstance(self.rotate, bool):
+            raise ValueError(f"rotate must be true or false, got {self.rotate!r}")
+        if self.max_zoom is not None:
+            check_positive("max_zoom", self.max_zoom)
+            if self.max_zoom <= 1:
+                raise ValueError(f"max_zoom must be a finite number > 1, got {self.max_zoom!r}")
+
+    @property
+    def has_intensity_changes(self) -> bool:
+        """Whether per-region means, contrasts or gammas are set."""
+        return any(getattr(self, n) is not None for n in ("means", "contrasts", "gammas"))
 
     @property
     def num_regions(self) -> int:
@@ -78,6 +171,9 @@ class SceneSpec:
         """A JSON-serialisable dict (``from_dict`` inverts it)."""
         d = asdict(self)
         d["texture_sigmas"] = list(self.texture_sigmas)
+        for name in self._PER_REGION:
+            if d[name] is not None:
+                d[name] = list(d[name])
         return d
 
     @classmethod
@@ -88,8 +184,9 @@ class SceneSpec:
         if unknown:
             raise ValueError(f"unknown scene key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
         d = dict(d)
-        if "texture_sigmas" in d and isinstance(d["texture_sigmas"], list):
-            d["texture_sigmas"] = tuple(d["texture_sigmas"])
+        for name in ("texture_sigmas", *cls._PER_REGION):
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
         return cls(**d)
 
 
@@ -157,14 +254,74 @@ def generate(
 
     # 2. textures, composed in place of a K-way mask product
     image = torch.zeros(shape, device=dev, dtype=dtype)
-    for region, sigma in enumerate(spec.texture_sigmas):
-        texture = gaussian_smooth(_randn(shape, generator, dev, dtype), sigma)
+    if spec.texture == "mosaic":
+        from texseg.data.mosaic import fill_mosaic, texture_pool
+
+        pool = texture_pool(spec.textures, spec.texture_split, spec.texture_test_fraction, spec.texture_split_seed)
+        image = fill_mosaic(labels, k, pool, generator, rotate=spec.rotate, max_zoom=spec.max_zoom)
+        image = image.to(dev, dtype)
+        if spec.has_intensity_changes:
+            image = _intensity_by_region(spec, labels, image)
+    for region in range(k) if spec.texture != "mosaic" else ():
+        texture = region_texture(spec, region, _randn(shape, generator, dev, dtype))
         image = torch.where(labels == region, texture, image)
 
     # 3. final smoothing and normalisation
     if spec.smoothing_sigma is not None:
         image = gaussian_smooth(image, spec.smoothing_sigma)
     return _normalize_01(image), labels
+
+
+def region_texture(spec: SceneSpec, region: int, noise: torch.Tensor) -> torch.Tensor:
+    """The texture of ``region`` made from standard-normal ``noise`` (B, 1, N, N).
+
+    ``gaussian`` without intensity options is the notebook's smoothed noise, unchanged;
+    the other families are spectral filters (:mod:`texseg.data.textures`), standardised.
+    """
+    from texseg.data import textures as tx
+
+    k, n = spec.num_regions, noise.shape[-1]
+    kw = {"device": noise.device, "dtype": torch.float64 if noise.dtype == torch.float64 else torch.float32}
+    if spec.texture == "gaussian":
+        texture = gaussian_smooth(noise, spec.texture_sigmas[region])
+        if not spec.has_intensity_changes:
+            return texture
+    elif spec.texture == "oriented":
+        angle = spec.orientations[region] if spec.orientations else region * 180 / k
+        texture = tx.filter_noise(noise, tx.oriented_amplitude(n, spec.texture_sigmas[region], spec.anisotropy,
+                                                                angle, **kw))
+    elif spec.texture == "powerlaw":
+        beta = spec.betas[region] if spec.betas else 1 + 2 * region / (k - 1)
+        texture = tx.filter_noise(noise, tx.powerlaw_amplitude(n, beta, **kw))
+    else:  # bandpass
+        freq = spec.frequencies[region] if spec.frequencies else 0.04 * (0.25 / 0.04) ** (region / (k - 1))
+        angle = spec.orientations[region] if spec.orientations else None
+        texture = tx.filter_noise(noise, tx.bandpass_amplitude(n, freq, spec.bandwidth, angle, **kw))
+    return _apply_intensity(spec, region, tx.standardize(texture))
+
+
+def _apply_intensity(spec: SceneSpec, region: int, texture: torch.Tensor) -> torch.Tensor:
+    from texseg.data.textures import intensity_transform
+
+    return intensity_transform(
+        texture,
+        mean=spec.means[region] if spec.means else 0.0,
+        contrast=spec.contrasts[region] if spec.contrasts else 1.0,
+        gamma=spec.gammas[region] if spec.gammas else None,
+    )
+
+
+def _intensity_by_region(spec: SceneSpec, labels: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Mosaics: standardise each region's pixels, then apply its intensity change."""
+    out = image.clone()
+    for region in range(spec.num_regions):
+        sel = labels == region
+        for i in range(image.shape[0]):
+            values = image[i][sel[i]]
+            if values.numel() > 1:
+                z = (values - values.mean()) / values.std().clamp(min=1e-12)
+                out[i][sel[i]] = _apply_intensity(spec, region, z[None]).flatten()
+    return out
 
 
 def generate_data(

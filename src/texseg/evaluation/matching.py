@@ -14,7 +14,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["best_assignment", "match_confusion", "relabel"]
+__all__ = ["best_assignment", "match_confusion", "matched_metrics", "relabel"]
 
 
 def best_assignment(cm: Tensor | np.ndarray) -> np.ndarray:
@@ -63,3 +63,19 @@ def relabel(pred: Tensor, perm: np.ndarray) -> Tensor:
     inverse = torch.empty(len(perm), dtype=torch.long, device=pred.device)
     inverse[torch.as_tensor(perm, device=pred.device)] = torch.arange(len(perm), device=pred.device)
     return inverse[pred.long()]
+
+
+def matched_metrics(cm: Tensor) -> dict[str, float]:
+    """Metrics after the best label matching (for models whose label numbers are arbitrary).
+
+    Args:
+        cm: (K, K) counts, rows = true, columns = predicted (e.g. ``ConfusionMatrix.matrix``).
+
+    Returns:
+        :func:`texseg.evaluation.metrics.metrics_from_confusion` of the matched matrix,
+        plus ``matched = 1.0`` so a table or file says which mode the numbers are in.
+    """
+    from texseg.evaluation.metrics import metrics_from_confusion
+
+    matched, _ = match_confusion(cm)
+    return {**metrics_from_confusion(matched), "matched": 1.0}

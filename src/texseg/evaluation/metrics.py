@@ -149,10 +149,19 @@ class ConfusionMatrix:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return self._matrix.clone()
 
-    def compute(self) -> dict[str, float]:
-        """Metrics of the accumulated matrix, see :func:`metrics_from_confusion`."""
+    def compute(self, matched: bool = False) -> dict[str, float]:
+        """Metrics of the accumulated matrix, see :func:`metrics_from_confusion`.
+
+        Args:
+            matched: score after the best label matching instead
+                (:func:`texseg.evaluation.matching.matched_metrics`; adds ``matched = 1.0``).
+        """
         if self._matrix is None or int(self._matrix.sum()) == 0:
             raise RuntimeError("ConfusionMatrix.compute() called before any pixel was passed to update()")
+        if matched:
+            from texseg.evaluation.matching import matched_metrics
+
+            return matched_metrics(self._matrix)
         return metrics_from_confusion(self._matrix)
 
 

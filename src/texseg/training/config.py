@@ -19,7 +19,9 @@ from functools import cache
 from typing import Any
 
 from texseg._validate import check_choice
+from texseg.data.mosaic import SPLITS as TEXTURE_SPLITS
 from texseg.data.scene import SceneSpec
+from texseg.data.textures import FAMILIES as TEXTURE_FAMILIES
 from texseg.io import read_json
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
@@ -109,11 +111,23 @@ class TrainConfig:
                                gt=0, default=300.0)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", choices=PRECISIONS, default="auto")
+    # texture families and real-texture mosaics (see texseg.data.textures / texseg.data.mosaic)
+    texture: str = _opt("texture family: gaussian (the notebook's), oriented, powerlaw, bandpass, mosaic",
+                        choices=TEXTURE_FAMILIES, default="gaussian")
+    textures: str | None = _opt("mosaic textures: 'builtin' (scikit-image's brick, grass, gravel) or a folder "
+                                "of texture images", default=None)
+    texture_split: str = _opt("mosaic textures used: all, or the train / test side of a seeded split of the "
+                              "texture set", choices=TEXTURE_SPLITS, default="all")
+    texture_rotate: bool = _opt("mosaic: rotate each texture crop by a random angle", default=False)
+    texture_zoom: float | None = _opt("mosaic: zoom each crop by a random factor in [1/Z, Z] (Z > 1)", gt=1,
+                                      default=None)
 
     # ---------------------------------------------------------------- derived
     def scene(self) -> SceneSpec:
         """The training scene described by the scene fields."""
-        return SceneSpec(self.image_size, self.partition_sigma, tuple(self.texture_sigmas()), self.smoothing)
+        return SceneSpec(self.image_size, self.partition_sigma, tuple(self.texture_sigmas()), self.smoothing,
+                         texture=self.texture, textures=self.textures, texture_split=self.texture_split,
+                         rotate=self.texture_rotate, max_zoom=self.texture_zoom)
 
     @property
     def partition_sigma(self) -> float:
@@ -157,6 +171,8 @@ class TrainConfig:
                              "two regions, K otherwise) and in_channels is 1 (grayscale images)")
         if self.seed == self.val_seed:
             raise ValueError("seed must differ from val_seed: the validation set must not be training data")
+        if self.texture == "mosaic" and self.textures is None:
+            raise ValueError("textures must be 'builtin' or a folder of texture images when texture is mosaic")
         from texseg.training.losses import create_loss
 
         create_loss(self.loss_name, self.regions)  # the loss must exist for K regions

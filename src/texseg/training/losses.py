@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from texseg._validate import check_choice, check_int
 
-__all__ = ["LOSSES", "SegmentationLoss", "create_loss", "list_losses"]
+__all__ = ["LOSSES", "PermutationInvariantLoss", "SegmentationLoss", "create_loss", "create_permutation_invariant_loss",
+           "list_losses"]
 
 LOSSES: tuple[str, ...] = ("mse", "bce", "dice", "bce+dice", "ce", "ce+dice")
 _BINARY_ONLY = frozenset({"bce", "bce+dice"})
@@ -152,3 +153,64 @@ def create_loss(name: str, num_classes: int = 2) -> Callable[[Tensor, Tensor], T
         ValueError: unknown name, or a name not valid for ``num_classes``.
     """
     return SegmentationLoss(name, num_classes)
+
+
+class PermutationInvariantLoss(nn.Module):
+    """A named loss under the best relabelling of each image's target ("label meaning is arbitrary").
+
+    When textures are drawn from a pool, which texture lands in which region is
+    arbitrary: the task is to split the image, not to name the parts. Per image:
+
+    * two regions: the smaller of the losses against the mask ``y`` and ``1 - y``;
+    * K regions: the label assignment maximising the summed log-probability of the
+      target under the model (Hungarian algorithm on the (K, K) score matrix, see
+      :mod:`texseg.evaluation.matching`; no gradient through the matching), then the
+      loss against the relabelled target.
+
+    The result is the mean over images. ``mode`` is ``"permutation-invariant"``.
+
+    Args:
+        name: one of :data:`LOSSES` valid for ``num_classes``.
+        num_classes: K >= 2.
+    """
+
+    mode = "permutation-invariant"
+
+    def __init__(self, name: str, num_classes: int = 2) -> None:
+        super().__init__()
+        self.base = SegmentationLoss(name, num_classes)
+        self.name, self.num_classes = self.base.name, self.base.num_classes
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Mean over images of the best-assignment loss; shapes as :class:`SegmentationLoss`."""
+        if isinstance(target, Tensor) and target.ndim == 3:
+            target = target.unsqueeze(1)
+        self.base(logits[:1], target[:1])  # shape and dtype checks, with the base loss's messages
+        losses = []
+        for i in range(logits.shape[0]):
+            x, y = logits[i:i + 1], target[i:i + 1]
+            if self.num_classes == 2:
+                losses.append(torch.minimum(self.base(x, y), self.base(x, 1 - y)))
+            else:
+                losses.append(self.base(x, _best_relabelling(x, y, self.num_classes)))
+        return torch.stack(losses).mean()
+
+
+def _best_relabelling(logits: Tensor, target: Tensor, k: int) -> Tensor:
+    """``target`` with each true label t renamed to the channel the model best explains it with."""
+    from texseg.evaluation.matching import best_assignment
+
+    with torch.no_grad():
+        logp = logits.float().log_softmax(dim=1)[0].reshape(k, -1)  # (K, pixels)
+        onehot = F.one_hot(target.reshape(-1).long(), k).to(logp.dtype)  # (pixels, K)
+        score = (logp @ onehot).T  # score[t, c] = sum over pixels of label t of log p_c
+        perm = torch.as_tensor(best_assignment(score), device=target.device)
+    return perm[target.long()]
+
+
+def create_permutation_invariant_loss(name: str, num_classes: int = 2) -> PermutationInvariantLoss:
+    """Build ``name`` as a :class:`PermutationInvariantLoss` for ``num_classes`` regions."""
+    return PermutationInvariantLoss(name, num_classes)

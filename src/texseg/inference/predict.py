@@ -1,0 +1,315 @@
+"""Segmenting images of any size: arrays, PIL images and files, whole or tiled.
+
+``predict(model, x)`` is the one entry point from Python:
+
+* a torch tensor (B, 1, H, W) or (H, W) is used as it is (values like the training
+  data), exactly as :func:`texseg.checkpoint.predict` always did;
+* a numpy array (H, W) or (H, W, C), a PIL image or a path to an image file is turned
+  into luminance and min-max normalised as a whole (see :mod:`texseg.inference.io`),
+  optionally resampled by ``scale``, predicted whole or by blended tiles
+  (:mod:`texseg.inference.tiling`), and the probabilities are resampled back to the
+  input's size.
+
+``predict_file`` does the same for one file and writes ``NAME.mask.png``,
+``NAME.prob.npy`` and ``NAME.overlay.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from texseg._validate import check_int, check_positive
+from texseg.inference.io import MIN_SIZE, normalize_image, read_image, to_luminance
+from texseg.inference.tiling import predict_tiled
+from texseg.io import atomic_path
+
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
+    "WHOLE_IMAGE_PIXELS",
+    "PredictResult",
+    "labels_from_probs",
+    "output_paths",
+    "overlay_image",
+    "predict",
+    "predict_file",
+    "predict_image",
+]
+
+#: With ``tile=None`` an image of at most this many pixels is predicted in one pass.
+WHOLE_IMAGE_PIXELS = 1024 * 1024
+#: Window side used when ``tile=None`` and the image is larger than WHOLE_IMAGE_PIXELS.
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 0.25
+# Region tints of the overlay (tab10) and the boundary colour.
+_PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+                     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]],
+                    dtype=np.uint16)
+_BOUNDARY = np.array([255, 255, 0], dtype=np.uint8)
+
+
+def _probs_of(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+@torch.no_grad()
+def _predict_tensor(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The historical tensor path: (B, 1, H, W) or (H, W) in, (B, C, H, W) probabilities out."""
+    if images.ndim == 2:
+        images = images[None, None]
+    device = next(model.parameters()).device
+    out = [_probs_of(model(images[s:s + batch_size].to(device))).to(images.device)
+           for s in range(0, images.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def _as_luminance(x: Any) -> np.ndarray:
+    """A numpy array, PIL image or path as (H, W) float32 luminance (not yet normalised)."""
+    if isinstance(x, (str, os.PathLike)):
+        return read_image(x)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        Image = None  # type: ignore[assignment]
+    if Image is not None and isinstance(x, Image.Image):
+        if x.mode not in ("L", "LA", "RGB", "RGBA", "I", "I;16", "F"):
+            x = x.convert("RGBA" if "A" in x.mode else "RGB")
+        x = np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        raise ValueError(  # noqa: TRY004 - texseg reports every bad argument as ValueError
+            "x must be a torch tensor, a numpy array (H, W) or (H, W, C), a PIL image or a path; "
+            f"got {type(x).__name__}")
+    image = to_luminance(x, name="x")
+    if image.shape[0] < MIN_SIZE or image.shape[1] < MIN_SIZE:
+        raise ValueError(f"x must be at least {MIN_SIZE}x{MIN_SIZE} pixels, got {image.shape[1]}x{image.shape[0]}")
+    return image
+
+
+def _resize(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) -> (C, *size), bilinear (antialiased when shrinking)."""
+    shrink = size[0] < planes.shape[-2] or size[1] < planes.shape[-1]
+    return F.interpolate(planes[None], size=size, mode="bilinear", align_corners=False, antialias=shrink)[0]
+
+
+@torch.no_grad()
+def predict_image(
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    tile: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    scale: float = 1.0,
+    batch_size: int = 1,
+    window: str = "gaussian",
+) -> np.ndarray:
+    """Probabilities of one (H, W) luminance image; it is min-max normalised *in place*.
+
+    Args:
+        model: segmentation model (put in eval mode for the call).
+        image: (H, W) float32 luminance, e.g. from :func:`texseg.inference.io.read_image`.
+        tile: None: whole image up to :data:`WHOLE_IMAGE_PIXELS`, else windows of
+            :data:`DEFAULT_TILE`; N >= 16: windows of N when the image is larger; 0: always whole.
+        overlap: window overlap fraction in [0, 0.9].
+        scale: resample the image by this factor before predicting (> 0); probabilities
+            are resampled back to (H, W).
+        batch_size: windows per forward pass.
+        window: blending window, ``gaussian`` or ``ramp``.
+
+    Returns:
+        (C, H, W) float32: C = 1 (probability of label 0) for two regions, else K.
+    """
+    if tile is not None and tile != 0:
+        check_int("tile", tile, minimum=16)
+    check_positive("scale", scale)
+    h, w = image.shape
+    work = image
+    if scale != 1.0:
+        size = (round(h * scale), round(w * scale))
+        if min(size) < MIN_SIZE:
+            raise ValueError(f"scale {scale:g} makes the {w}x{h} image {size[1]}x{size[0]}; "
+                             f"both sides must stay >= {MIN_SIZE}")
+        work = _resize(torch.from_numpy(image)[None], size)[0].numpy()
+    normalize_image(work)
+    if work is not image:
+        normalize_image(image)  # callers (the overlay) see the image as the model saw it
+    wh, ww = work.shape
+    if tile is None:
+        use_tile = DEFAULT_TILE if wh * ww > WHOLE_IMAGE_PIXELS else 0
+    else:
+        use_tile = tile if max(wh, ww) > tile else 0
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.from_numpy(work)
+        if use_tile:
+            probs = predict_tiled(model, x, use_tile, overlap, batch_size=batch_size, window=window)
+        else:
+            probs = _predict_tensor(model, x, 1)[0].float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    if probs.shape[-2:] != (h, w):
+        probs = _resize(torch.from_numpy(probs), (h, w)).numpy()
+    return probs
+
+
+def predict(
+    model: nn.Module,
+    x: Any,
+    batch_size: int = 32,
+    *,
+    tile: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Class probabilities of ``x``, at ``x``'s size.
+
+    Args:
+        model: a segmentation model (logits out); run in eval mode, its mode is restored.
+        x: a float tensor (B, 1, H, W) or (H, W) with values like the training data (used
+            as is; ``tile`` and ``scale`` do not apply); or a numpy array (H, W) / (H, W, C)
+            with C in 1..4, a PIL image, or a path to an image file, each converted to
+            luminance and min-max normalised over the whole image (uint8 / 255, uint16 /
+            65535 as for files). Refused: other shapes, complex/object dtypes, NaN/inf,
+            sides < 16 pixels (ValueError); unreadable files (ImageReadError).
+        batch_size: images (tensor input) or windows (other inputs) per forward pass.
+        tile, overlap, scale: see :func:`predict_image`.
+
+    Returns:
+        (B, C, H, W) probabilities for a tensor (on its device); (1, C, H, W) float32 CPU
+        for the other inputs. C = 1 (P(label 0), the notebook's Omega_1) for two regions,
+        else K (softmax).
+    """
+    check_int("batch_size", batch_size, minimum=1)
+    if isinstance(x, torch.Tensor):
+        if x.ndim not in (2, 4) or not x.is_floating_point():
+            raise ValueError("images must be a float tensor of shape (B, 1, H, W) or (H, W)")
+        was_training = model.training
+        model.eval()
+        try:
+            return _predict_tensor(model, x, batch_size)
+        finally:
+            model.train(was_training)
+    image = _as_luminance(x)
+    probs = predict_image(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=min(batch_size, 8))
+    return torch.from_numpy(probs)[None]
+
+
+def labels_from_probs(probs: np.ndarray) -> np.ndarray:
+    """(C, H, W) probabilities -> (H, W) uint8 labels 0..K-1.
+
+    Two regions (C = 1): label 0 where P(label 0) > 0.5 (the metrics' threshold), else 1.
+    """
+    if probs.shape[0] == 1:
+        return (probs[0] <= 0.5).astype(np.uint8)
+    return probs.argmax(axis=0).astype(np.uint8)
+
+
+def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3, rows: int = 512) -> np.ndarray:
+    """(H, W, 3) uint8: the [0, 1] image in gray, each region tinted, boundaries in yellow.
+
+    Built ``rows`` rows at a time (with a one-row halo for the boundaries), so its
+    temporaries stay small for gigapixel images.
+
+    Args:
+        image: (H, W) float in [0, 1].
+        labels: (H, W) integer labels.
+        tint: weight of the region colour (0: none).
+    """
+    from skimage.segmentation import find_boundaries
+
+    h, w = labels.shape
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    palette = (_PALETTE * tint).astype(np.float32)
+    for r in range(0, h, rows):
+        lo, hi = max(r - 1, 0), min(r + rows + 1, h)
+        block = labels[r:r + rows]
+        rgb = image[r:r + rows, :, None] * np.float32(255 * (1 - tint)) + palette[block % len(_PALETTE)]
+        out[r:r + rows] = np.clip(rgb, 0, 255).astype(np.uint8)
+        edges = find_boundaries(labels[lo:hi], mode="inner")[r - lo:r - lo + block.shape[0]]
+        out[r:r + rows][edges] = _BOUNDARY
+    return out
+
+
+def output_paths(input_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Where :func:`predict_file` writes for ``input_path``: keys mask, prob, overlay."""
+    stem = Path(input_path).stem
+    out = Path(out_dir)
+    return {"mask": out / f"{stem}.mask.png", "prob": out / f"{stem}.prob.npy", "overlay": out / f"{stem}.overlay.png"}
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_file` did for one input."""
+
+    input: Path
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    shape: tuple[int, int] | None = None
+    seconds: float = 0.0
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, array, extension=".png")
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def predict_file(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    tile: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    scale: float = 1.0,
+    batch_size: int = 1,
+    overwrite: bool = False,
+) -> PredictResult:
+    """Segment one image file and write its three outputs into ``out_dir`` atomically.
+
+    Outputs for ``NAME.ext``: ``NAME.mask.png`` (uint8 labels 0..K-1, the input's size),
+    ``NAME.prob.npy`` (float32 probabilities, (H, W) = P(label 0) for two regions,
+    (K, H, W) otherwise) and ``NAME.overlay.png`` (boundaries over the image). Outputs
+    that already exist are kept unless ``overwrite``; when all three exist nothing is read.
+
+    Raises:
+        ImageReadError: the file cannot be used (message names it).
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    result = PredictResult(path)
+    targets = output_paths(path, out_dir)
+    todo = {k: p for k, p in targets.items() if overwrite or not p.exists()}
+    result.kept = [p for k, p in targets.items() if k not in todo]
+    if not todo:
+        return result
+    image = read_image(path)
+    result.shape = image.shape
+    probs = predict_image(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=batch_size)
+    labels = labels_from_probs(probs)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if "prob" in todo:
+        _write_npy(todo["prob"], probs[0] if probs.shape[0] == 1 else probs)
+    del probs
+    if "mask" in todo:
+        _write_png(todo["mask"], labels)
+    if "overlay" in todo:
+        _write_png(todo["overlay"], overlay_image(image, labels))
+    result.written = list(todo.values())
+    result.seconds = time.perf_counter() - start
+    return result
