@@ -237,11 +237,11 @@ def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: b
     from texseg.evaluation.folder import evaluate_folder
 
     model = load_model(run_dir, device=resolve_device(device))
-    k = model.texseg_info["num_regions"]
+    k = model.run_info["num_regions"]
     metrics = evaluate_folder(model, data, k, matched=matched)
     if as_json:
         click.echo(json.dumps({"run": run_dir, "data": data, "matched": matched, "metrics": metrics}, indent=2))
         return
     mode = ", after the best label matching" if matched else ""
-    click.echo(f"{run_dir}: {model.texseg_info['name']} on {int(metrics['images'])} images of {data}{mode}")
+    click.echo(f"{run_dir}: {model.run_info['name']} on {int(metrics['images'])} images of {data}{mode}")
     click.echo(table(metric_rows({key: v for key, v in metrics.items() if key not in ("images", "matched")})))

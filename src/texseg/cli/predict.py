@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from texseg.cli import cli
-from texseg.cli._options import EXIT_USAGE
+from texseg.errors import ExitCode
 
 
 def _expand(inputs: tuple[str, ...]) -> list[Path]:
@@ -90,4 +90,4 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
             kept += not result.written
     note = " (their outputs exist; --overwrite replaces them)" if kept else ""
     click.echo(f"{written} segmented, {kept} kept{note}, {failed} failed -> {out}")
-    return EXIT_USAGE if failed else 0
+    return ExitCode.USAGE if failed else ExitCode.OK

@@ -14,7 +14,7 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 from typing import Any
 
@@ -311,16 +311,21 @@ def _check_json_type(name: str, value: Any) -> None:
         raise ValueError(f"config key {name} must be {kind.name}, got {value!r}")
 
 
-SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing")
+SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing", "texture", "textures",
+                "texture_split", "texture_rotate", "texture_zoom")
+# TrainConfig scene field -> the SceneSpec field it sets directly.
+_SCENE_NAMES = {"image_size": "image_size", "sigma": "partition_sigma", "smoothing": "smoothing_sigma",
+                "texture": "texture", "textures": "textures", "texture_split": "texture_split",
+                "texture_rotate": "rotate", "texture_zoom": "max_zoom"}
 
 
 def override_scene(trained: SceneSpec, changes: dict[str, Any]) -> SceneSpec:
     """A scene like ``trained`` with some scene options changed (as ``texseg eval`` takes them).
 
     Args:
-        trained: the scene a model was trained on.
-        changes: TrainConfig scene fields (``image_size, sigma1, sigma2, sigma, regions,
-            sigmas, smoothing``) to change; the others keep the trained scene's values.
+        trained: the scene a model was trained on (every parameter not changed is kept,
+            the Python-only texture parameters too).
+        changes: TrainConfig scene fields (:data:`SCENE_FIELDS`) to change.
 
     Raises:
         ValueError: an unknown or invalid field, or ``sigma1``/``sigma2`` for a scene of
@@ -329,15 +334,18 @@ def override_scene(trained: SceneSpec, changes: dict[str, Any]) -> SceneSpec:
     unknown = sorted(set(changes) - set(SCENE_FIELDS))
     if unknown:
         raise ValueError(f"{unknown[0]} is not a scene option ({', '.join(SCENE_FIELDS)})")
-    k = changes.get("regions", trained.num_regions)
+    TrainConfig.from_dict(dict(changes)).validate()  # each given value, checked as for training
+    k = changes.get("regions", len(changes["sigmas"]) if "sigmas" in changes else trained.num_regions)
     widths = [f for f in ("sigma1", "sigma2") if f in changes]
-    if widths and (k > 2 or trained.num_regions > 2) and "sigmas" not in changes:
+    if widths and max(k, trained.num_regions) > 2 and "sigmas" not in changes:
         raise ValueError(f"{widths[0]} sets the widths of two-region scenes; this scene has "
                          f"{max(k, trained.num_regions)} regions: give `sigmas` (one width per region)")
-    base: dict[str, Any] = dict(image_size=trained.image_size, sigma=trained.partition_sigma,
-                                regions=trained.num_regions, smoothing=trained.smoothing_sigma or 1.0)
-    if widths or "regions" in changes:  # two-region widths, or a new K: widths from sigma1/sigma2
-        base["sigma1"], base["sigma2"] = trained.texture_sigmas[0], trained.texture_sigmas[-1]
+    if "sigmas" in changes:
+        sigmas = tuple(changes["sigmas"])
+    elif widths or k != trained.num_regions:
+        sigmas = tuple(TrainConfig(regions=k, sigma1=changes.get("sigma1", trained.texture_sigmas[0]),
+                                   sigma2=changes.get("sigma2", trained.texture_sigmas[-1])).texture_sigmas())
     else:
-        base["sigmas"] = list(trained.texture_sigmas)
-    return TrainConfig.from_dict({**base, **changes}).validate().scene()
+        sigmas = trained.texture_sigmas
+    direct = {_SCENE_NAMES[f]: v for f, v in changes.items() if f in _SCENE_NAMES}
+    return replace(trained, texture_sigmas=sigmas, **direct)
