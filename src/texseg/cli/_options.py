@@ -92,7 +92,7 @@ def table(rows: list[tuple[str, str]]) -> str:
 
 def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
     keys = ["iou", "dice", "accuracy", "precision", "recall", "loss"]
-    keys += sorted(k for k in metrics if k not in keys)
+    keys += sorted(k for k in metrics if k not in keys and k != "matched")
     return [(k, f"{metrics[k]:.4f}") for k in keys if k in metrics]
 
 

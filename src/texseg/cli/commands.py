@@ -122,7 +122,9 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
             ("evaluation time", f"{s['eval_seconds']:.1f} s"),
             ("hardware path", f"{s['device']}, {s['precision']}, {s['threads']} thread(s)"),
             ("held-out set", f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} "
-                             "(`texseg eval` draws another)")]
+                             "(`texseg eval` draws another)"),
+            ("labels", "fixed (label k is region k)" if s.get("label_mode", "fixed") == "fixed" else
+                       "any (loss and scores after the best matching of predicted to true labels)")]
     rows += [(f"val {k}", v) for k, v in metric_rows(s["val"])]
     click.echo(table(rows))
     for note in s["notes"]:

@@ -25,7 +25,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 @torch.no_grad()
 def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_regions: int, *,
-                  loss_fn: LossFn | None = None) -> dict[str, float]:
+                  loss_fn: LossFn | None = None, matched: bool = False) -> dict[str, float]:
     """Metrics of ``model`` over ``(images, targets)`` batches, in eval mode (BatchNorm uses running stats).
 
     Args:
@@ -34,6 +34,8 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
             otherwise), moved to the model's device here.
         num_regions: K.
         loss_fn: if given, also report its pixel-weighted mean as ``loss``.
+        matched: score after the best matching of predicted to true labels (for models
+            whose label numbers are arbitrary; adds ``matched = 1.0``).
 
     Raises:
         NonFiniteError: the model outputs NaN.
@@ -59,14 +61,14 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
                 n += x.shape[0]
     finally:
         model.train(was_training)
-    metrics = cm.compute()
+    metrics = cm.compute(matched=matched)
     if loss_fn is not None:
         metrics["loss"] = loss_sum / n
     return metrics
 
 
 def evaluate(model: nn.Module, images: Tensor, targets: Tensor, num_regions: int, *, batch_size: int = 32,
-             loss_fn: LossFn | None = None) -> dict[str, float]:
+             loss_fn: LossFn | None = None, matched: bool = False) -> dict[str, float]:
     """Metrics of ``model`` on a whole in-memory set (see :func:`score_batches`).
 
     Args:
@@ -74,7 +76,7 @@ def evaluate(model: nn.Module, images: Tensor, targets: Tensor, num_regions: int
         batch_size: images per forward pass (the result does not depend on it).
     """
     batches = ((images[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, images.shape[0], batch_size))
-    return score_batches(model, batches, num_regions, loss_fn=loss_fn)
+    return score_batches(model, batches, num_regions, loss_fn=loss_fn, matched=matched)
 
 
 def scene_batches(spec: SceneSpec, count: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:

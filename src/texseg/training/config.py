@@ -28,6 +28,7 @@ OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCALINGS = ("none", "linear", "sqrt")
+LABEL_MODES = ("fixed", "any")
 MAX_SEED = 2**63 - 1
 EVALS_PER_RUN = 20  # default evaluation cadence: curves with shape, whatever the budget
 
@@ -63,6 +64,16 @@ class TrainConfig:
         default=None,
     )
     smoothing: float = _opt("final smoothing sigma of each image", gt=0, default=1.0)
+    # training on an image folder instead of generated scenes
+    data: str | None = _opt("train on this folder of images and label images (texseg's export, or images/ + "
+                            "masks/ or labels/); image_size is the crop size", default=None)
+    val_data: str | None = _opt("held-out folder for data (default: val_fraction of data's images)", default=None)
+    val_fraction: float = _opt("share of data's images held out when val_data is not given", gt=0, lt=1,
+                               default=0.2)
+    label_mode: str | None = _opt("fixed: label k is a region's identity (Gaussian scenes, annotated data); any: "
+                                  "label numbers are arbitrary (textures from a pool), so the loss and metrics "
+                                  "take the best label matching; default: any for mosaics, else fixed",
+                                  choices=LABEL_MODES, default=None)
     # model
     model: str = _opt("registered model name (see `texseg models`)", choices=_model_names, default="unet")
     model_kwargs: dict[str, Any] = _opt("constructor arguments of the model", default_factory=dict)
@@ -149,6 +160,13 @@ class TrainConfig:
         return "bce" if self.regions == 2 else "ce"
 
     @property
+    def labels(self) -> str:
+        """The label mode in effect: ``label_mode``, or ``any`` for mosaics and ``fixed`` otherwise."""
+        if self.label_mode is not None:
+            return self.label_mode
+        return "any" if self.texture == "mosaic" and self.data is None else "fixed"
+
+    @property
     def model_num_classes(self) -> int:
         """Output channels: one logit (of Omega_1) for two regions, K logits otherwise."""
         return 1 if self.regions == 2 else self.regions
@@ -171,6 +189,8 @@ class TrainConfig:
                              "two regions, K otherwise) and in_channels is 1 (grayscale images)")
         if self.seed == self.val_seed:
             raise ValueError("seed must differ from val_seed: the validation set must not be training data")
+        if self.val_data is not None and self.data is None:
+            raise ValueError("val_data needs `data` (the training folder)")
         if self.texture == "mosaic" and self.textures is None:
             raise ValueError("textures must be 'builtin' or a folder of texture images when texture is mosaic")
         from texseg.training.losses import create_loss

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any, Protocol
 
 import torch
@@ -18,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import texseg
 from texseg.checkpoint import Counters
+from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.device import autocast_dtype, resolve_device
 from texseg.evaluation.evaluate import LossFn
@@ -25,7 +27,7 @@ from texseg.models import count_parameters, create_model
 from texseg.training import distributed
 from texseg.training.config import EVALS_PER_RUN, TrainConfig
 from texseg.training.distributed import Distributed
-from texseg.training.losses import create_loss
+from texseg.training.losses import PermutationInvariantLoss, create_loss
 from texseg.training.memory import check_training_memory
 from texseg.training.optim import create_optimizer, lr_factor, set_lr
 
@@ -83,6 +85,51 @@ class SceneStream:
             g.set_state(part.clone())
 
 
+class FolderStream:
+    """Batches of random crops (flips, rotations) of an image folder, drawn from a seeded generator."""
+
+    def __init__(self, dataset: ImageFolderDataset, batch_size: int, seed: int, device: torch.device,
+                 stream: int = 0) -> None:
+        self.dataset, self.batch_size, self.device = dataset, batch_size, device
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, stream))
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        images, labels = self.dataset.sample(self.batch_size, self.generator)
+        return images.to(self.device), labels.to(self.device)
+
+    def get_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: Tensor) -> None:
+        self.generator.set_state(state.clone())
+
+
+@cache
+def folder_datasets(data: str, val_data: str | None, val_fraction: float, val_seed: int, image_size: int,
+                    num_regions: int) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """(training, held-out) crops of an image folder, every file checked once before training.
+
+    Raises:
+        texseg.errors.DataError: each problem in one line naming the file.
+        ValueError: the labels need another number of regions than ``num_regions``.
+    """
+    found = validate_folder(data, min_size=image_size)
+    if found.num_regions > num_regions:
+        raise ValueError(f"regions must be {found.num_regions} for the labels in {data} (values 0.."
+                         f"{found.num_regions - 1}), got {num_regions}")
+    found = replace(found, num_regions=num_regions)
+    train_set = ImageFolderDataset(found, image_size)
+    if val_data is None:
+        return train_set.split(val_fraction, val_seed)
+    held_out = validate_folder(val_data, num_regions=num_regions, min_size=image_size)
+    return train_set, ImageFolderDataset(held_out, image_size, augment=False)
+
+
+def _folder_sets(config: TrainConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    return folder_datasets(config.data, config.val_data, config.val_fraction, config.val_seed, config.image_size,
+                           config.regions)
+
+
 @dataclass
 class Trainer:
     """Everything a training step needs, built once by :func:`build_trainer`."""
@@ -96,6 +143,7 @@ class Trainer:
     amp_dtype: torch.dtype | None
     data: BatchSource
     dist: Distributed = field(default_factory=Distributed)
+    matched: bool = False  # label numbers are arbitrary: metrics after the best label matching
 
     @property
     def precision(self) -> str:
@@ -147,19 +195,29 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     streams = (d.rank,) if d.active else tuple(range(config.streams))
-    k = config.regions
+    if data is None and config.data is not None:
+        if len(streams) > 1:
+            raise ValueError("streams must be 1 when training on `data`")
+        data = FolderStream(_folder_sets(config)[0], config.batch_size, config.seed, device, streams[0])
+    k, matched = config.regions, config.labels == "any"
     return Trainer(
         config=config, device=device, num_regions=k, model=model, optimizer=optimizer,
-        loss_fn=create_loss(config.loss_name, k), amp_dtype=autocast_dtype(config.precision, device),
+        loss_fn=PermutationInvariantLoss(config.loss_name, k) if matched else create_loss(config.loss_name, k),
+        amp_dtype=autocast_dtype(config.precision, device),
         data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device,
                                                        streams),
-        dist=d,
+        dist=d, matched=matched,
     )
 
 
 def validation_set(config: TrainConfig, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The run's fixed held-out set: ``val_size`` scenes from ``val_seed``, as (images, targets)."""
-    images, labels = generate(config.scene(), config.val_size, generator=torch.Generator().manual_seed(config.val_seed))
+    """The run's fixed held-out set, as (images, targets): ``val_size`` scenes drawn from ``val_seed``,
+    or ``val_size`` crops of the held-out images when training on a folder."""
+    gen = torch.Generator().manual_seed(config.val_seed)
+    if config.data is not None:
+        images, labels = _folder_sets(config)[1].sample(config.val_size, gen)
+    else:
+        images, labels = generate(config.scene(), config.val_size, generator=gen)
     return images.to(device), target_from_labels(labels, config.regions).to(device)
 
 
@@ -250,5 +308,5 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
         "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "val_seed": config.val_seed,
         "device": str(t.device),
         "precision": t.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "texseg": texseg.__version__, "notes": notes,
+        "texseg": texseg.__version__, "notes": notes, "label_mode": config.labels,
     }

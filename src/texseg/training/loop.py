@@ -307,7 +307,7 @@ def _evaluate(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, ta
         state.stop(RunStatus.DIVERGED, _diverged(state, "weights became non-finite", c.step))
         return False
     try:
-        state.last_val = evaluate(t.module, images, targets, t.num_regions, loss_fn=t.loss_fn)
+        state.last_val = evaluate(t.module, images, targets, t.num_regions, loss_fn=t.loss_fn, matched=t.matched)
     except NonFiniteError:
         state.stop(RunStatus.DIVERGED, _diverged(state, "the model's outputs became NaN", c.step))
         return False
