@@ -58,9 +58,14 @@ def test_binary_hand_example():
     assert cm.matrix.dtype == torch.int64
     assert cm.matrix.tolist() == [[3, 2], [1, 2]]  # rows = truth, cols = prediction
     m = cm.compute()
-    assert set(m) == {"accuracy", "iou", "dice", "precision", "recall"}
+    assert set(m) == {"accuracy", "iou", "iou_omega1", "iou_0", "iou_1", "dice", "precision", "recall",
+                      "trivial_accuracy", "trivial_iou", "majority_prediction"}
     assert m["accuracy"] == pytest.approx(5 / 8)
-    assert m["iou"] == pytest.approx(2 / 5)
+    assert m["iou_omega1"] == m["iou_0"] == pytest.approx(2 / 5)  # Omega_1 (label 0): TP / (TP + FP + FN)
+    assert m["iou_1"] == pytest.approx(3 / 6)  # the other region: TN / (TN + FN + FP)
+    assert m["iou"] == pytest.approx((2 / 5 + 3 / 6) / 2)  # the headline: mean over both regions
+    assert m["trivial_accuracy"] == pytest.approx(5 / 8) and m["trivial_iou"] == pytest.approx(5 / 16)
+    assert m["majority_prediction"] == pytest.approx(4 / 8)
     assert m["dice"] == pytest.approx(4 / 7)
     assert m["precision"] == pytest.approx(2 / 4)
     assert m["recall"] == pytest.approx(2 / 3)
@@ -84,7 +89,8 @@ def test_binary_matches_independent_computation():
     tn = (~p & ~y).sum().item()
     assert tp + fp + fn + tn == target.numel()
     assert m["accuracy"] == pytest.approx((tp + tn) / target.numel())
-    assert m["iou"] == pytest.approx(tp / (tp + fp + fn))
+    assert m["iou_omega1"] == pytest.approx(tp / (tp + fp + fn))
+    assert m["iou"] == pytest.approx((tp / (tp + fp + fn) + tn / (tn + fn + fp)) / 2)
     assert m["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert m["precision"] == pytest.approx(tp / (tp + fp))
     assert m["recall"] == pytest.approx(tp / (tp + fn))
@@ -122,13 +128,14 @@ def test_reset_and_target_layouts():
 def test_absent_class_conventions_binary():
     # No positives anywhere: perfect, all metrics 1.0.
     m = metrics_from_confusion(torch.tensor([[5, 0], [0, 0]]))
-    assert m == {"accuracy": 1.0, "iou": 1.0, "dice": 1.0, "precision": 1.0, "recall": 1.0}
+    assert all(m[k] == 1.0 for k in ("accuracy", "iou", "iou_omega1", "dice", "precision", "recall"))
     # Positives exist but none predicted: precision 0/0 counts as a miss.
     m = metrics_from_confusion(torch.tensor([[5, 0], [3, 0]]))
-    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["iou"] == 0.0 and m["dice"] == 0.0
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["iou_omega1"] == 0.0 and m["dice"] == 0.0
+    assert m["majority_prediction"] == 1.0 and m["iou"] == pytest.approx(5 / 8 / 2)  # the trivial model
     # Positives predicted but none exist: recall 0/0 counts as a miss.
     m = metrics_from_confusion(torch.tensor([[5, 2], [0, 0]]))
-    assert m["recall"] == 0.0 and m["precision"] == 0.0 and m["iou"] == 0.0
+    assert m["recall"] == 0.0 and m["precision"] == 0.0 and m["iou_omega1"] == 0.0
 
 
 # --- K > 2 ------------------------------------------------------------------------------------
@@ -152,7 +159,7 @@ def test_multiclass_hand_example():
             assert m[f"{name}_{i}"] == pytest.approx(v), f"{name}_{i}"
         assert m[f"mean_{name}"] == pytest.approx(sum(values) / 3)
         assert m[name] == m[f"mean_{name}"]  # alias, so callers can always read "iou"
-    expected_keys = {"accuracy"} | {
+    expected_keys = {"accuracy", "trivial_accuracy", "trivial_iou", "majority_prediction"} | {
         f"{p}{n}" for n in ("iou", "dice", "precision", "recall") for p in ("", "mean_")
     } | {f"{n}_{i}" for n in ("iou", "dice", "precision", "recall") for i in range(3)}
     assert set(m) == expected_keys

@@ -90,10 +90,22 @@ def table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
+# Shown next to the metric they are the baseline of, not as rows of their own.
+_BASELINES = {"iou": "trivial_iou", "accuracy": "trivial_accuracy"}
+_HIDDEN = {"matched", "majority_prediction", "iou_0", "iou_1", *_BASELINES.values()}
+_LABELS = {"iou": "iou (mean of regions)", "iou_omega1": "iou of Omega_1"}
+
+
 def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
-    keys = ["iou", "dice", "accuracy", "precision", "recall", "loss"]
-    keys += sorted(k for k in metrics if k not in keys and k != "matched")
-    return [(k, f"{metrics[k]:.4f}") for k in keys if k in metrics]
+    """Table rows of a metrics dict: the headline first, each with its trivial baseline beside it."""
+    keys = ["iou", "iou_omega1", "dice", "accuracy", "precision", "recall", "loss"]
+    keys += sorted(k for k in metrics if k not in keys and k not in _HIDDEN)
+    rows = []
+    for k in (k for k in keys if k in metrics):
+        base = metrics.get(_BASELINES.get(k, ""))
+        rows.append((_LABELS.get(k, k), f"{metrics[k]:.4f}" + (f"   (one region everywhere: {base:.4f})"
+                                                                 if base is not None else "")))
+    return rows
 
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")

@@ -129,6 +129,8 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
     click.echo(table(rows))
     for note in s["notes"]:
         click.echo(f"note: {note}")
+    for warning in s.get("warnings", []):
+        click.echo(f"warning: {warning}")
     return {RunStatus.COMPLETED: ExitCode.OK, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(result.status,
                                                                                      ExitCode.INTERRUPTED)
 

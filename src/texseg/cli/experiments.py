@@ -321,7 +321,8 @@ def _difficulty_of_model(ctx: click.Context, model_dir: str, s1: list[float], s2
                                 device=given.get("device", "cpu"))
     path = write_model_grid(out, model_dir, scene, rows, s1, s2, count=count, seed=eval_seed,
                             command=command_line(ctx))
-    click.echo(grid_table(rows_to_grid(rows, s1, s2), s1, s2))
+    click.echo(grid_table(rows_to_grid(rows, s1, s2), s1, s2, swapped=rows_to_grid(rows, s1, s2, "swapped") > 0,
+                          matched=rows_to_grid(rows, s1, s2, "matched_iou")))
     click.echo(f"wrote {path}")
     return 0
 

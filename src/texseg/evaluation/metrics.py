@@ -14,12 +14,19 @@ class) and ``TN`` (all other pixels)::
     precision = TP / (TP + FP)
     recall    = TP / (TP + FN)                     # sensitivity
 
-Two regions (``K = 2``): the metrics are those of the positive class 1
-(``accuracy, iou, dice, precision, recall``). ``K > 2``: ``accuracy``, the macro
-averages ``mean_iou, mean_dice, mean_precision, mean_recall`` (unweighted mean over
-the K classes), per-class ``iou_k, dice_k, precision_k, recall_k`` and the aliases
-``iou, dice, precision, recall`` equal to the macro averages, so downstream code can
-always read ``iou``.
+The headline for every K is ``iou``: the **mean IoU over the regions** (predicting one
+region everywhere scores about half of it, never a good-looking number). Two regions
+(``K = 2``, where the positive class 1 of the matrix is Omega_1 = label 0):
+``iou_omega1`` is Omega_1's own IoU (the notebook's IoU), ``dice, precision, recall``
+are Omega_1's, ``iou_0``/``iou_1`` the IoU of label 0 (Omega_1) and label 1.
+``K > 2``: the macro averages ``mean_iou, mean_dice, mean_precision, mean_recall``
+(unweighted over the K classes), per-class ``iou_k, dice_k, precision_k, recall_k``
+and the aliases ``iou, dice, precision, recall`` equal to the macro averages.
+
+Every K also gets the trivial baseline and a flag for it: ``trivial_accuracy`` and
+``trivial_iou`` are what a model that predicts the most common true region everywhere
+would score; ``majority_prediction`` is the share of pixels the model puts in the one
+region it predicts most (1.0 for a constant prediction).
 
 Empty denominators: a class absent from both truth and prediction is segmented
 perfectly, so all its metrics are 1.0. Otherwise a 0/0 is a miss and counts 0.0:
@@ -178,7 +185,8 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
         cm: (K, K) non-negative counts, K >= 2.
 
     Returns:
-        K = 2: ``accuracy, iou, dice, precision, recall`` of class 1.
+        K = 2: ``iou`` (mean over both regions), ``iou_omega1, dice, precision, recall`` of
+        class 1 (Omega_1), ``iou_0, iou_1`` per label, ``accuracy`` and the trivial baselines.
         K > 2: ``accuracy``, ``mean_*`` and ``iou/dice/precision/recall`` (macro means),
         and per-class ``iou_k, dice_k, precision_k, recall_k``. See the module docstring.
     """
@@ -201,10 +209,15 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
         "precision": _safe_ratio(tp, tp + fp, absent),
         "recall": _safe_ratio(tp, tp + fn, absent),
     }
-    out = {"accuracy": float(tp.sum() / total)}
     k = cm.shape[0]
+    majority_truth = float(cm.sum(dim=1).max() / total)
+    out = {"accuracy": float(tp.sum() / total), "trivial_accuracy": majority_truth,
+           "trivial_iou": majority_truth / k, "majority_prediction": float(cm.sum(dim=0).max() / total)}
     if k == 2:
         out.update({name: float(v[1]) for name, v in per_class.items()})
+        out["iou_omega1"] = out["iou"]
+        out["iou"] = float(per_class["iou"].mean())
+        out["iou_0"], out["iou_1"] = float(per_class["iou"][1]), float(per_class["iou"][0])  # label 0 = Omega_1
         return out
     for name, v in per_class.items():
         mean = float(v.mean())

@@ -71,12 +71,16 @@ def rows_to_grid(rows: Sequence[dict[str, Any]], sigma1s: Sequence[float], sigma
     return np.array([[r[metric] for r in rows[i * len(sigma2s):(i + 1) * len(sigma2s)]] for i in range(len(sigma1s))])
 
 
-def grid_table(grid: np.ndarray, sigma1s: Sequence[float], sigma2s: Sequence[float], metric: str = "iou") -> str:
-    """The grid as a markdown table: rows sigma1, columns sigma2."""
+def grid_table(grid: np.ndarray, sigma1s: Sequence[float], sigma2s: Sequence[float], metric: str = "iou",
+               swapped: np.ndarray | None = None, matched: np.ndarray | None = None) -> str:
+    """The grid as a markdown table: rows sigma1, columns sigma2; label-swapped cells marked."""
     head = f"| {metric}: sigma1 \\ sigma2 | " + " | ".join(format_value(s) for s in sigma2s) + " |"
     lines = [head, "|" + "---|" * (len(sigma2s) + 1)]
     for i, s1 in enumerate(sigma1s):
         cells = ["—" if np.isnan(v) else f"{v:.3f}" for v in grid[i]]
+        if swapped is not None and matched is not None:
+            cells = [c + (f" swapped ({matched[i, j]:.3f} matched)" if swapped[i, j] else "")
+                     for j, c in enumerate(cells)]
         lines.append(f"| {format_value(s1)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -103,6 +107,7 @@ def write_grid_figures(out_dir: Path, grid: np.ndarray, scene: SceneSpec, sigma1
 
 
 # ------------------------------------------------------------ one saved model, every cell
+SWAP_MARGIN = 0.25  # matched IoU this much above the fixed-label IoU: the labels are swapped
 def evaluate_grid(model_dir: str | os.PathLike[str], sigma1s: Sequence[float], sigma2s: Sequence[float], *,
                   scene_changes: dict[str, Any] | None = None, count: int = 64, seed: int = 2024,
                   device: str = "cpu") -> tuple[SceneSpec, list[dict[str, Any]]]:
@@ -133,8 +138,13 @@ def evaluate_grid(model_dir: str | os.PathLike[str], sigma1s: Sequence[float], s
         for s2 in sigma2s:
             cell = replace(scene, texture_sigmas=(s1, s2))
             images, labels = generate(cell, count, generator=torch.Generator().manual_seed(seed))
-            metrics = evaluate(model, images.to(dev), target_from_labels(labels, 2).to(dev), 2)
-            rows.append({"sigma1": s1, "sigma2": s2, **metrics})
+            x, y = images.to(dev), target_from_labels(labels, 2).to(dev)
+            metrics = evaluate(model, x, y, 2)
+            matched = evaluate(model, x, y, 2, matched=True)["iou"]
+            # Regions told apart but named the other way round (e.g. the two widths swapped
+            # relative to training): the fixed-label IoU says "failed", the matched one "separated".
+            swapped = matched - metrics["iou"] > SWAP_MARGIN
+            rows.append({"sigma1": s1, "sigma2": s2, **metrics, "matched_iou": matched, "swapped": swapped})
     return scene, rows
 
 
@@ -146,6 +156,8 @@ def write_model_grid(out_dir: str | os.PathLike[str], model_dir: str, scene: Sce
     out.mkdir(parents=True, exist_ok=True)
     write_results_csv(rows, out / "results.csv")
     grid = rows_to_grid(rows, sigma1s, sigma2s)
+    swapped, matched = rows_to_grid(rows, sigma1s, sigma2s, "swapped"), rows_to_grid(rows, sigma1s, sigma2s,
+                                                                                       "matched_iou")
     figures = write_grid_figures(out, grid, scene, sigma1s, sigma2s, f"Held-out IoU of {model_dir}", seed)
     trained = "the model's training scene"
     text = f"""# Difficulty grid of one saved model
@@ -163,7 +175,12 @@ The model of `{model_dir}` evaluated in eval mode on {count} held-out scenes per
 
 ## Held-out IoU
 
-{grid_table(grid, sigma1s, sigma2s)}
+Mean IoU over the two regions with the labels as trained (0 = the Omega_1 texture). A cell
+marked *swapped* separates the regions but names them the other way round (its IoU after
+matching predicted to true labels is given): the model tells the textures apart, it does
+not fail.
+
+{grid_table(grid, sigma1s, sigma2s, swapped=swapped.astype(bool), matched=matched)}
 
 """ + "\n\n".join(f"**{t}**\n\n![{t}]({f})" for t, f in figures) + \
         "\n\n`results.csv` holds every metric of every cell.\n"

@@ -62,6 +62,7 @@ def result_rows(results: Sequence[TrialResult], configs: Sequence[TrainConfig],
         row.update({"status": r.status, "error": r.error})
         val = r.summary.get("val", {})
         row.update({f"val_{k}": val.get(k, math.nan) for k in metric_names})
+        row["warning"] = "; ".join(r.summary.get("warnings", []))
         row["train_seconds"] = r.summary.get("train_seconds", math.nan)
         row["iterations"] = r.summary.get("iterations", 0)
         row["run_dir"] = os.path.relpath(r.run_dir, exp_dir)
@@ -271,12 +272,15 @@ def _best_section(ranked: Sequence[GroupStats], metric: str) -> str:
 
 def _failures_section(results: Sequence[TrialResult], interrupted: bool) -> str:
     bad = [r for r in results if r.status != COMPLETED]
+    trivial = [r for r in results if r.status == COMPLETED and r.summary.get("warnings")]
     lines = []
     if interrupted:
         lines.append("**The experiment was interrupted**; run the same command again to finish it.\n")
-    if not bad:
-        return "## Failures\n\n" + ("\n".join(lines) or "None: every trial completed.\n")
     for r in bad:
         kind = {FAILED: "raised an error", NOT_RUN: "was not started", INTERRUPTED: "was interrupted (resumable)"}
         lines.append(f"- `{r.trial_id}` {kind.get(r.status, r.status)}: {r.error or 'no message'}")
-    return "## Failures\n\n" + "\n".join(lines) + "\n"
+    for r in trivial:  # completed, but not a model that learnt the task: its scores are not results
+        lines.append(f"- `{r.trial_id}` completed as a **trivial model**: {'; '.join(r.summary['warnings'])}")
+    if not lines:
+        return "## Failures\n\nNone: every trial completed and learnt something.\n"
+    return "## Failures and trivial runs\n\n" + "\n".join(lines) + "\n"

@@ -231,8 +231,9 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
         if log is not None:
             iou = r.summary.get("val", {}).get("iou")
             score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
+            warn = " - TRIVIAL: " + "; ".join(r.summary["warnings"]) if r.summary.get("warnings") else ""
             log(f"[{done[0]}/{len(trials)}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
-                + (f" - {r.error}" if r.error and r.status != COMPLETED else ""))
+                + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
 
     with _experiment_lock(exp_dir):
         plans = [plan_trial(t, d) for t, d in zip(trials, dirs)]  # may refuse: nothing has run yet

@@ -35,7 +35,8 @@ __all__ = ["write_reports"]
 
 def trial_line(number: int, status: str, t: optuna.trial.FrozenTrial, seconds: float, run_dir: Path) -> str:
     value = "" if t.value is None else f"IoU {t.value:.4f}  "
-    return f"trial {number:>3}  {status:<11} {value}{_params_text(t.params)}  ({seconds:.1f} s, {run_dir})"
+    warn = f"  TRIVIAL: {t.user_attrs['warning']}" if t.user_attrs.get("warning") else ""
+    return f"trial {number:>3}  {status:<11} {value}{_params_text(t.params)}  ({seconds:.1f} s, {run_dir}){warn}"
 
 
 def _params_text(params: Mapping[str, Any]) -> str:
@@ -106,7 +107,8 @@ def _write_trials_csv(path: Path, trials: Sequence[optuna.trial.FrozenTrial]) ->
     params: list[str] = []
     for t in trials:
         params += [p for p in t.params if p not in params]
-    columns = ["number", "state", "status", "value", "seconds", "train_seconds", "iterations", *params, "run_dir"]
+    columns = ["number", "state", "status", "value", "seconds", "train_seconds", "iterations", *params, "warning",
+               "run_dir"]
     rows = []
     for t in trials:
         seconds = _seconds(t)
@@ -115,7 +117,7 @@ def _write_trials_csv(path: Path, trials: Sequence[optuna.trial.FrozenTrial]) ->
             "seconds": None if seconds is None else f"{seconds:.2f}",
             "train_seconds": t.user_attrs.get("train_seconds"), "iterations": t.user_attrs.get("iterations"),
             **{p: _fmt(t.params[p]) if p in t.params else None for p in params},
-            "run_dir": t.user_attrs.get("run_dir"),
+            "warning": t.user_attrs.get("warning"), "run_dir": t.user_attrs.get("run_dir"),
         })
     write_csv(path, rows, columns)
 

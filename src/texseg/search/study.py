@@ -233,6 +233,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, bas
         value = float(s["val"].get(METRIC, math.nan))
         for key in ("train_seconds", "iterations"):
             trial.set_user_attr(key, s[key])
+        trial.set_user_attr("warning", "; ".join(s.get("warnings", [])))
     if result.status == RunStatus.COMPLETED and math.isfinite(value):
         status, told = _finish(study, trial, COMPLETED, value=value)
     elif result.status == RunStatus.PRUNED:

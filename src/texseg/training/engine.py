@@ -295,6 +295,28 @@ def all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
 
 
+# A run under these is flagged: its numbers are not those of a model that learnt the task.
+MIN_STEPS = 50
+CONSTANT_PREDICTION = 0.99
+
+
+def run_warnings(steps: int, metrics: dict[str, float]) -> list[str]:
+    """Why a run's results should not be read as a model's (empty when nothing is wrong).
+
+    Args:
+        steps: training steps taken.
+        metrics: its latest held-out metrics.
+    """
+    out = []
+    share = metrics.get("majority_prediction")
+    if share is not None and share >= CONSTANT_PREDICTION:
+        out.append(f"trivial model: it puts {share:.1%} of held-out pixels in one region (its accuracy "
+                   f"{metrics.get('accuracy', float('nan')):.3f} is the share of that region, not skill)")
+    if steps < MIN_STEPS:
+        out.append(f"only {steps} training step(s): too few for its scores to mean anything")
+    return out
+
+
 def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: dict[str, float],
                 notes: list[str]) -> dict[str, Any]:
     """The ``summary.json`` of a run as it stands (a pure function of its state)."""
@@ -309,4 +331,5 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
         "device": str(t.device),
         "precision": t.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "texseg": texseg.__version__, "notes": notes, "label_mode": config.labels,
+        "warnings": run_warnings(c.step, last_val) if last_val else [],
     }
