@@ -48,8 +48,12 @@ def test_generate_export_is_reproducible_byte_for_byte(capsys, tmp_path):
     assert len(manifest["scene"]["texture_sigmas"]) == 3
     import imageio.v3 as iio
 
-    labels = iio.imread(tmp_path / "a" / manifest["files"][0]["labels"])
-    assert labels.dtype.name == "uint8" and labels.shape == (24, 24) and labels.max() <= 2
+    from texseg.data.folder import read_labels
+
+    labels = read_labels(tmp_path / "a" / manifest["files"][0]["labels"])  # the exact label values
+    assert labels.dtype.name == "uint8" and labels.shape == (24, 24) and labels.max() <= 2 and labels.min() == 0
+    shown = iio.imread(tmp_path / "a" / manifest["files"][0]["labels"])  # what a viewer shows: colours
+    assert shown.ndim == 3 and len({tuple(c) for c in shown.reshape(-1, shown.shape[-1])}) == len(set(labels.flat))
 
 
 def test_train_then_eval(capsys, tmp_path):

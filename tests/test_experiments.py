@@ -252,7 +252,7 @@ def test_compare_option_and_lr_range_and_difficulty_commands(capsys, tmp_path):
     assert [r["batch_size"] for r in read_csv(tmp_path / "bs" / "results.csv")] == ["2", "3"]
 
     range_args = ["--image-size", "32", "--model", "cnn", "--model-arg", "num_channels=4", "--batch-size", "2"]
-    code, out, err = cli(capsys, "sweep", "lr-range", *range_args, "--steps", "20", "--quiet",
+    code, out, err = cli(capsys, "sweep", "lr-range", *range_args, "--iterations", "20", "--quiet",
                          "--out", str(tmp_path / "range"))
     assert code == 0, err
     assert "suggested lr" in out

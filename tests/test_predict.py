@@ -16,6 +16,7 @@ import texseg
 from texseg.checkpoint import save_model
 from texseg.cli import main
 from texseg.data import SceneSpec, generate, target_from_labels
+from texseg.data.folder import read_labels
 from texseg.errors import ImageReadError
 from texseg.inference import (
     labels_from_probs,
@@ -105,7 +106,7 @@ def test_cli_outputs_have_the_exact_input_size(capsys, run_dir, tmp_path):
     iio.imwrite(src / "odd.png", (np.random.default_rng(1).random((37, 53)) * 255).astype(np.uint8))
     code, _, err = run(capsys, "predict", str(run_dir), str(src / "odd.png"), "--out", str(tmp_path / "o"))
     assert code == 0, err
-    mask = iio.imread(tmp_path / "o" / "odd.mask.png")
+    mask = read_labels(tmp_path / "o" / "odd.mask.png")
     prob = np.load(tmp_path / "o" / "odd.prob.npy")
     overlay = iio.imread(tmp_path / "o" / "odd.overlay.png")
     assert mask.shape == (37, 53) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
@@ -125,7 +126,7 @@ def test_k_region_model_writes_k_probability_planes(capsys, tmp_path):
     prob = np.load(tmp_path / "o" / "a.prob.npy")
     assert prob.shape == (3, 40, 29)
     np.testing.assert_allclose(prob.sum(0), 1, atol=1e-5)
-    assert iio.imread(tmp_path / "o" / "a.mask.png").max() <= 2
+    assert read_labels(tmp_path / "o" / "a.mask.png").max() <= 2
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -309,7 +310,7 @@ def test_existing_outputs_are_kept_unless_overwrite(capsys, run_dir, tmp_path):
     assert run(capsys, "predict", str(run_dir), str(img), "--out", str(out))[0] == 0
     assert (out / "a.overlay.png").is_file() and (out / "a.mask.png").read_bytes() == b"mine"
     assert run(capsys, "predict", str(run_dir), str(img), "--out", str(out), "--overwrite")[0] == 0
-    assert iio.imread(out / "a.mask.png").shape == (30, 30)
+    assert read_labels(out / "a.mask.png").shape == (30, 30)
 
 
 def test_cli_refuses_bad_options_in_one_line(capsys, run_dir, tmp_path):

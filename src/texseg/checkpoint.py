@@ -183,6 +183,9 @@ class Counters:
     window_steps: int = 0
     skipped_steps: int = 0  # non-finite steps skipped with skip_nonfinite
     saved_step: int = 0  # step of the weights on disk
+    best_step: int = 0  # step of the best held-out IoU so far (0: none yet)
+    best_iou: float = 0.0
+    stale_evals: int = 0  # evaluations since the best one (for early stopping)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from texseg.errors import ExitCode
 from texseg.training.config import TrainConfig
 
 # Train options the range test has no use for: it sets the lr itself and evaluates nothing.
-RANGE_UNUSED = ("lr", "schedule", "warmup", "iterations", "time_budget", "eval_every", "val_size", "val_seed")
+RANGE_UNUSED = ("lr", "schedule", "warmup", "time_budget", "eval_every", "val_size", "val_seed")
 DIFFICULTY_VARIED = ("sigma1", "sigma2", "sigmas", "regions")
 
 
@@ -153,22 +153,23 @@ def sweep_lr(ctx: click.Context, lrs: str, out: str, config_file: str | None, qu
 @sweep.command("lr-range")
 @click.option("--min-lr", type=click.FLOAT, default=1e-6, show_default=True, help="lr of the first step")
 @click.option("--max-lr", type=click.FLOAT, default=10.0, show_default=True, help="lr of the last step")
-@click.option("--steps", type=click.INT, default=100, show_default=True, help="steps (one batch each)")
 @click.option("--beta", type=click.FLOAT, default=0.9, show_default=True,
               help="exponential smoothing of the loss, in [0, 1)")
 @common_options(seeds_default=None)
 @train_options(exclude=RANGE_UNUSED)
 @click.pass_context
-def sweep_lr_range(ctx: click.Context, min_lr: float, max_lr: float, steps: int, beta: float, out: str,
+def sweep_lr_range(ctx: click.Context, min_lr: float, max_lr: float, beta: float, out: str,
                    config_file: str | None, quiet: bool, **options: Any) -> None:
     """Learning-rate range test: ONE run whose lr grows exponentially every step.
 
     Plots the smoothed training loss against the lr and suggests a learning rate (the
     steepest descent of the smoothed loss; also a tenth of the lr of its minimum).
+    --iterations is the number of steps (one batch each; default 100).
     """
     from texseg.experiments.sweep import RangeTestConfig, lr_range_test, write_range_test
 
     config = base_config(config_file, options)
+    steps = config.iterations if config.iterations is not None else RangeTestConfig.steps
     rt = RangeTestConfig(min_lr=min_lr, max_lr=max_lr, steps=steps, beta=beta)
     result = lr_range_test(config, rt, progress=not quiet)
     path = write_range_test(result, config, rt, out, command_line(ctx))

@@ -35,6 +35,27 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         iio.imwrite(tmp, array, extension=".png")
 
 
+# Region colours of label PNGs: label 0 (Omega_1) yellow, label 1 dark purple, then well-separated hues.
+_PALETTE = [(253, 231, 37), (68, 1, 84), (33, 145, 140), (230, 85, 13), (49, 104, 142), (94, 201, 98),
+            (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194)]
+
+
+def write_label_png(path: str | os.PathLike[str], labels: np.ndarray) -> None:
+    """Write (H, W) labels 0..K-1 as an 8-bit palette PNG, atomically.
+
+    The pixel values are the exact labels (any reader that keeps palette indices, such as
+    Pillow's ``np.asarray(Image.open(p))`` or :func:`texseg.data.folder.read_labels`, gets
+    them back), and the palette shows each region in its own colour in any image viewer.
+    """
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    colours = [_PALETTE[k % len(_PALETTE)] for k in range(256)]
+    image.putpalette([c for rgb in colours for c in rgb])
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
 def estimate_png_bytes(spec: SceneSpec) -> int:
     """Bytes one exported scene takes at most: an 8-bit image (noise barely compresses) and its labels."""
     return int(1.1 * spec.image_size**2) + spec.image_size**2 // 4 + 2048
@@ -106,7 +127,7 @@ def export_dataset(
             for i in range(b):
                 name = f"{start + i:0{width}d}.png"
                 _write_png(out / "images" / name, img8[i])
-                _write_png(out / "labels" / name, lab8[i])
+                write_label_png(out / "labels" / name, lab8[i])
                 files.append({"image": f"images/{name}", "labels": f"labels/{name}"})
             bar.update(b)
 
@@ -118,8 +139,9 @@ def export_dataset(
         "seed": seed,
         "batch_size": batch_size,
         "generator": "torch.Generator (CPU) seeded once; scenes drawn in batches of batch_size",
-        "labels": "pixel value k = region k with texture scene.texture_sigmas[k]; "
-        "for 2 regions label 0 is the notebook's Omega_1 (its mask = labels == 0)",
+        "labels": "pixel value k = region k with texture scene.texture_sigmas[k] (8-bit palette PNG: the value is "
+        "the label, the palette only colours it); for 2 regions label 0 is the notebook's Omega_1 "
+        "(its mask = labels == 0)",
         "image_encoding": "uint8 = round(255 * image), image normalised to [0, 1] per image",
         "files": files,
     }

@@ -68,11 +68,14 @@ def find_pairs(root: str | os.PathLike[str]) -> tuple[list[tuple[Path, Path]], l
 def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     """A label file as (H, W) uint8 labels (a 0/255 mask becomes 255 -> 0, 0 -> 1)."""
     import imageio.v3 as iio
+    from PIL import Image
 
     path = Path(path)
     try:
-        array = iio.imread(path)
-    except Exception as e:  # noqa: BLE001 - imageio raises many types for broken files
+        with Image.open(path) as image:
+            # A palette image (texseg's own label PNGs) holds the labels as its indices.
+            array = np.asarray(image) if image.mode == "P" else iio.imread(path)
+    except Exception as e:  # noqa: BLE001 - image libraries raise many types for broken files
         raise ImageReadError(f"{path}: cannot read the label image ({type(e).__name__}: {e})") from None
     if array.ndim != 2:
         raise ImageReadError(f"{path}: a label image must have one channel, got shape {array.shape}")

@@ -95,7 +95,7 @@ class RangeTestConfig:
         check_positive("max_lr", self.max_lr)
         if self.max_lr <= self.min_lr:
             raise ValueError(f"max_lr must be larger than `min_lr`, got {self.max_lr!r} <= {self.min_lr!r}")
-        check_int("steps", self.steps, minimum=5, maximum=100_000)
+        check_int("iterations", self.steps, minimum=5, maximum=100_000)  # the steps of the test
         check_positive("beta", self.beta, allow_zero=True)
         if self.beta >= 1:
             raise ValueError(f"beta must be in [0, 1), got {self.beta!r}")

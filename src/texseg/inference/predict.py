@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from texseg._validate import check_int, check_positive
+from texseg.data.export import write_label_png
 from texseg.inference.io import MIN_SIZE, normalize_image, read_image, to_luminance
 from texseg.inference.tiling import predict_tiled
 from texseg.io import atomic_path
@@ -174,8 +175,10 @@ def predict(
 
     Args:
         model: a segmentation model (logits out); run in eval mode, its mode is restored.
-        x: a float tensor (B, 1, H, W) or (H, W) with values like the training data (used
-            as is; ``tile`` and ``scale`` do not apply); or a numpy array (H, W) / (H, W, C)
+        x: a tensor (B, 1, H, W), (1, H, W) or (H, W) (``tile`` and ``scale`` do not
+            apply): float values in [0, 1] are used as they are (the training data's range);
+            anything else (0..255 floats, uint8) is min-max normalised per image as training
+            images are, so a model never sees a scale it was not trained on; or a numpy array (H, W) / (H, W, C)
             with C in 1..4, a PIL image, or a path to an image file, each converted to
             luminance and min-max normalised over the whole image (uint8 / 255, uint16 /
             65535 as for files). Refused: other shapes, complex/object dtypes, NaN/inf,
@@ -190,8 +193,7 @@ def predict(
     """
     check_int("batch_size", batch_size, minimum=1)
     if isinstance(x, torch.Tensor):
-        if x.ndim not in (2, 4) or not x.is_floating_point():
-            raise ValueError("images must be a float tensor of shape (B, 1, H, W) or (H, W)")
+        x = _as_batch(x)
         was_training = model.training
         model.eval()
         try:
@@ -201,6 +203,25 @@ def predict(
     image = _as_luminance(x)
     probs = predict_image(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=min(batch_size, 8))
     return torch.from_numpy(probs)[None]
+
+
+def _as_batch(x: torch.Tensor) -> torch.Tensor:
+    """A (B, 1, H, W) float tensor in the training range from (B, 1, H, W), (1, H, W) or (H, W)."""
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[None]
+    if x.ndim not in (2, 4) or (x.ndim == 4 and x.shape[1] != 1):
+        raise ValueError(f"images must be a tensor of shape (B, 1, H, W), (1, H, W) or (H, W), got "
+                         f"{tuple(x.shape)} (colour images: pass a numpy array (H, W, C), converted to luminance)")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"images must hold real numbers, got {x.dtype}")
+    x = x.float()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("images must not contain NaN or inf")
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        lo = x.amin(dim=(-2, -1), keepdim=True)
+        span = (x.amax(dim=(-2, -1), keepdim=True) - lo).clamp_min(1e-12)
+        x = (x - lo) / span  # per image, as the generator and image files are normalised
+    return x
 
 
 def labels_from_probs(probs: np.ndarray) -> np.ndarray:
@@ -307,7 +328,7 @@ def predict_file(
         _write_npy(todo["prob"], probs[0] if probs.shape[0] == 1 else probs)
     del probs
     if "mask" in todo:
-        _write_png(todo["mask"], labels)
+        write_label_png(todo["mask"], labels)
     if "overlay" in todo:
         _write_png(todo["overlay"], overlay_image(image, labels))
     result.written = list(todo.values())

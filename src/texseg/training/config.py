@@ -74,6 +74,13 @@ class TrainConfig:
                                   "label numbers are arbitrary (textures from a pool), so the loss and metrics "
                                   "take the best label matching; default: any for mosaics, else fixed",
                                   choices=LABEL_MODES, default=None)
+    # starting point and what to keep
+    init_from: str | None = _opt("start from the weights of this run directory (fine-tuning; same model "
+                                 "and regions)", default=None)
+    keep_best: bool = _opt("also keep the weights of the best held-out IoU in RUN/best/ (a loadable model)",
+                           default=False)
+    early_stop: int | None = _opt("stop when the held-out IoU has not improved for this many evaluations",
+                                  ge=1, default=None)
     # model
     model: str = _opt("registered model name (see `texseg models`)", choices=_model_names, default="unet")
     model_kwargs: dict[str, Any] = _opt("constructor arguments of the model", default_factory=dict)

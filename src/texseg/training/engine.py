@@ -187,6 +187,8 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
     check_training_memory(config, device)  # refuse up front rather than crash halfway
     torch.manual_seed(config.seed)  # initial weights: the same on every rank
     model = create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
+    if config.init_from is not None:
+        _load_initial_weights(model, config)
     # channels_last is the layout oneDNN/cuDNN convolutions are fastest in.
     model.to(device, memory_format=torch.channels_last)
     optimizer = create_optimizer(model, config)
@@ -208,6 +210,19 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
                                                        streams),
         dist=d, matched=matched,
     )
+
+
+def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
+    """Fine-tuning: the weights of run ``init_from``, whose model must be this run's."""
+    from texseg.checkpoint import load_model
+
+    source = load_model(config.init_from)
+    info = source.run_info
+    wanted = {**config.model_kwargs, "num_classes": config.model_num_classes}
+    if info["name"] != config.model or info["kwargs"] != wanted:
+        raise ValueError(f"init_from: {config.init_from} holds model {info['name']} {info['kwargs']}, "
+                         f"not {config.model} {wanted}; give the same `model` and `model_kwargs`")
+    model.load_state_dict(source.state_dict())
 
 
 def validation_set(config: TrainConfig, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -52,7 +52,7 @@ from texseg.training.engine import (
     validation_set,
 )
 from texseg.training.progress import Progress
-from texseg.training.rundir import CONFIG, RunDir, RunStatus, default_run_dir, read_status
+from texseg.training.rundir import BEST, CONFIG, RunDir, RunStatus, default_run_dir, read_status
 from texseg.training.tensorboard import TensorBoardLogger
 
 EvalCallback = Callable[[int, float, dict[str, float]], bool]
@@ -187,6 +187,8 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
             _write_figures(run, t, state, val_images[:4], val_targets[:4], board)
         if board is not None:
             board.hparams(config.to_dict(), state.last_val)
+        if main and state.status in (RunStatus.COMPLETED, RunStatus.PRUNED):
+            run.file(RESUME_STATE).unlink(missing_ok=True)  # ended for good: nothing to resume, MBs saved
     return TrainResult(path, state.status, _summary(t, state))
 
 
@@ -296,6 +298,10 @@ def _evaluate_and_checkpoint(run: RunDir | None, t: Trainer, state: RunState, im
             c = state.counters
             if on_eval is not None and on_eval(c.step, c.train_seconds, state.last_val):
                 verdict = (RunStatus.PRUNED, f"stopped by the caller after step {c.step}")
+            elif t.config.early_stop is not None and c.stale_evals >= t.config.early_stop:
+                verdict = (RunStatus.COMPLETED, f"stopped early after step {c.step}: no better held-out IoU in "
+                                                f"{c.stale_evals} evaluations (best {c.best_iou:.4f} at step "
+                                                f"{c.best_step})")
     return t.dist.broadcast(verdict)
 
 
@@ -317,8 +323,20 @@ def _evaluate(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, ta
         **{f"val_{name}": v for name, v in state.last_val.items()},
     })
     c.window_loss, c.window_steps = 0.0, 0
+    if state.last_val["iou"] > c.best_iou or c.best_step == 0:
+        c.best_iou, c.best_step, c.stale_evals = state.last_val["iou"], c.step, 0
+        if t.config.keep_best:
+            run.file(BEST).mkdir(exist_ok=True)
+            save_model(t.module, run.file(BEST), name=t.config.model, kwargs=_model_kwargs(t),
+                       num_regions=t.num_regions, scene=t.config.scene().to_dict())
+    else:
+        c.stale_evals += 1
     c.eval_seconds += time.perf_counter() - start
     return True
+
+
+def _model_kwargs(t: Trainer) -> dict[str, Any]:
+    return {**t.config.model_kwargs, "num_classes": t.config.model_num_classes}
 
 
 def _summary(t: Trainer, state: RunState) -> dict[str, Any]:
@@ -338,9 +356,8 @@ def _checkpoint(run: RunDir | None, t: Trainer, state: RunState, data_states: li
     if run is None:
         return
     try:
-        save_model(t.module, run.path, name=t.config.model,
-                   kwargs={**t.config.model_kwargs, "num_classes": t.config.model_num_classes},
-                   num_regions=t.num_regions, scene=t.config.scene().to_dict())
+        save_model(t.module, run.path, name=t.config.model, kwargs=_model_kwargs(t), num_regions=t.num_regions,
+                   scene=t.config.scene().to_dict())
         save_resume_state(run.file(RESUME_STATE), ResumeState(
             model=t.module.state_dict(), optimizer=t.optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
             rng_data=torch.cat(data_states), world_size=t.dist.world_size,

@@ -34,6 +34,7 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 MARKER = ".texseg-run"
+BEST = "best"  # keep_best: the weights of the best held-out IoU, a loadable model folder
 # Every file a run writes: none of them may be replaced in a folder texseg did not create.
 RUN_FILES = (CONFIG, METRICS, SUMMARY, "model.json", "model.safetensors", "resume.pt", "samples.png",
              "curves.png")
