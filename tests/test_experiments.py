@@ -27,6 +27,7 @@ from texseg.experiments import (
 )
 from texseg.experiments import runner as runner_module
 from texseg.experiments.compare import check_compared_values
+from texseg.experiments.report import best_group
 from texseg.experiments.stats import band
 from texseg.experiments.sweep import suggest_lrs
 from texseg.training.config import TrainConfig
@@ -194,7 +195,8 @@ def test_a_raising_trial_is_a_row_and_the_rest_go_on(tmp_path, monkeypatch):
     result = run_experiment(exp, tmp_path / "exp")
     assert [r.status for r in result.outcome.results] == [FAILED, "completed"]
     assert "RuntimeError: out of memory, pretend" in result.outcome.results[0].error
-    assert result.failed == 1 and result.best.label == "lr=0.01"
+    assert result.failed == 1 and result.best is None  # one seed: no "best" is claimed
+    assert best_group(result.ranked, min_seeds=1).label == "lr=0.01"
     assert read_csv(tmp_path / "exp" / "results.csv")[0]["status"] == FAILED
 
 
