@@ -77,6 +77,8 @@ def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     except ValueError:
         raise
     except Exception as e:  # missing driver, unreachable server, bad file: one line
+        if _lost_creation_race(e):
+            raise  # another process is creating the same tables: open_study tries again
         text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         raise TexsegError(f"cannot open storage {redact(url or str(settings.out / JOURNAL_FILE))}: {text}") \
             from None
@@ -102,6 +104,13 @@ def open_study(settings: SearchSettings, pruner: optuna.pruners.BasePruner | Non
                     raise TexsegError(f"cannot open the study in {storage_label(settings)}: {text}") from None
                 time.sleep(0.2 * (attempt + 1) * (1 + random.random()))
     raise AssertionError("unreachable")
+
+
+def _lost_creation_race(e: Exception) -> bool:
+    """Whether ``e`` says another process created the same tables or study first."""
+    text = f"{type(e).__name__} {e}"
+    return any(w in text for w in ("IntegrityError", "UniqueViolation", "already exists", "duplicate key",
+                                   "UNIQUE constraint"))
 
 
 def _sqlite_lock_path(url: str | None) -> Path | None:
