@@ -359,3 +359,14 @@ def test_comparisons_tune_each_values_lr_unless_told_and_warn_about_a_shared_lr(
     code, out, err = cli(capsys, *args, "--lr", "0.05", "--out", str(tmp_path / "shared"))
     assert code == 0 and "warning: every optimizer trains at --lr 0.05" in err
     assert "not tuned per value" in (tmp_path / "shared" / "summary.md").read_text()
+
+
+def test_jobs_auto_uses_every_core_within_memory(tmp_path, monkeypatch):
+    from texseg import workers
+
+    monkeypatch.setattr(workers, "available_cores", lambda: 4)
+    assert workers.auto_jobs(10**6, 10) == 4  # one trial per core
+    assert workers.auto_jobs(10**6, 3) == 3  # no more than there are trials
+    assert workers.auto_jobs(10**15, 10) == 1  # what does not fit runs alone
+    outcome = run_trials([Trial("a", tiny(), 0), Trial("b", tiny(), 0)], tmp_path / "exp", jobs="auto")
+    assert [r.status for r in outcome.results] == ["completed", "completed"]

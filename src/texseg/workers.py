@@ -29,6 +29,24 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // max(1, workers))
 
 
+def auto_jobs(per_job_bytes: int, tasks: int) -> int:
+    """How many trials to run at once to keep every core busy: one per core (one torch thread
+    each, which is how small models use cores best), as many as fit in the memory available
+    with a margin, and no more than there are trials.
+
+    Args:
+        per_job_bytes: estimated memory of one trial.
+        tasks: trials to run.
+    """
+    import torch
+
+    from texseg.device import available_memory_bytes
+
+    free = available_memory_bytes(torch.device("cpu"))
+    by_memory = max(1, int(0.7 * free // max(per_job_bytes, 1))) if free else available_cores()
+    return max(1, min(available_cores(), by_memory, max(tasks, 1)))
+
+
 def start_worker(target: Callable[..., Any], *args: Any) -> mp.process.BaseProcess:
     """Start ``target(*args)`` in a spawned daemon process that cannot be interrupted while it starts."""
     proc = mp.get_context("spawn").Process(target=target, args=args, daemon=True)

@@ -174,3 +174,13 @@ def command_arguments(ctx: click.Context, drop: Sequence[str] = ()) -> list[str]
 def command_line(ctx: click.Context) -> str:
     """The command as typed (options the user gave, in declaration order), for summary.md."""
     return shlex.join(command_arguments(ctx))
+
+
+def jobs_option(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    """``--jobs N`` or ``auto`` (resolved by the library from cores, memory and the trials)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"must be an integer or auto, got {value!r}") from None

@@ -17,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 from texseg.cli import cli
-from texseg.cli._options import command_line, config_options, given_options, parse_lrs, parse_value
+from texseg.cli._options import command_line, config_options, given_options, jobs_option, parse_lrs, parse_value
 from texseg.errors import ExitCode
 from texseg.training.config import TrainConfig
 
@@ -37,9 +37,9 @@ def common_options(seeds_default: int | None) -> Callable[[Callable], Callable]:
 
     def decorator(f: Callable) -> Callable:
         if seeds_default is not None:
-            f = click.option("--jobs", type=click.INT, default=1, show_default=True,
+            f = click.option("--jobs", default="1", show_default=True, callback=jobs_option,
                              help="trials trained at once, in separate processes (torch threads are divided "
-                                  "among them)")(f)
+                                  "among them), or auto: one per core, as many as fit in memory")(f)
             f = click.option("--seeds", type=click.INT, default=seeds_default, show_default=True,
                              help="seeds per setting: --seed, --seed+1, ...")(f)
         f = click.option("--quiet", is_flag=True, help="no progress bars")(f)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from texseg.cli import cli
-from texseg.cli._options import config_options, given_options, table
+from texseg.cli._options import config_options, given_options, jobs_option, table
 from texseg.errors import ExitCode
 from texseg.training.config import TrainConfig
 
@@ -28,8 +28,9 @@ _PASSED = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
 @click.option("--study-name", default="texseg", show_default=True, help="name of the study in the storage")
 @click.option("--seed", type=click.INT, default=0, show_default=True,
               help="seed of the TPE sampler and the training seed of every trial")
-@click.option("--jobs", type=click.INT, default=1, show_default=True,
-              help="worker processes on this machine (they share the cores)")
+@click.option("--jobs", default="1", show_default=True, callback=jobs_option,
+              help="worker processes on this machine (they share the cores), or auto: one per core, as "
+                   "many as fit in memory")
 @click.option("--pruner", default="median", show_default=True,
               help="median (stop a trial whose val IoU is below the median of earlier trials at the same "
                    "fraction of the budget; needs evaluations during a run: see --eval-every) or none")
@@ -37,7 +38,7 @@ _PASSED = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
               help="models to search  [default: every registered model but seed-cnn]")
 @click.option("--quiet", is_flag=True, help="no line per trial")
 @config_options(only=_PASSED)
-def search(trials: int, out: str | None, storage: str | None, study_name: str, seed: int, jobs: int,
+def search(trials: int, out: str | None, storage: str | None, study_name: str, seed: int, jobs: int | str,
            pruner: str, models: str | None, quiet: bool, **options: Any) -> int:
     """Search hyperparameters with Optuna (TPE sampler, median pruning on val IoU).
 
@@ -53,6 +54,11 @@ def search(trials: int, out: str | None, storage: str | None, study_name: str, s
     """
     from texseg.search import SearchSettings, run_search
 
+    if jobs == "auto":
+        from texseg.training.memory import estimate_training_bytes
+        from texseg.workers import auto_jobs
+
+        jobs = auto_jobs(estimate_training_bytes(TrainConfig.from_dict(given_options(options)).validate()), trials)
     settings = SearchSettings(
         out=Path(out) if out else Path("searches") / study_name, trials=trials, storage=storage,
         study_name=study_name, seed=seed, jobs=jobs, pruner=pruner,

@@ -183,7 +183,7 @@ class ComparisonOutcome:
 
 def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str | os.PathLike[str], *,
                    seeds: int = 3, lrs: dict[str, float] | str | None = "auto", tune: TuneSettings | None = None,
-                   jobs: int = 1, command: str = "", progress: bool = False,
+                   jobs: int | str = 1, command: str = "", progress: bool = False,
                    log: Callable[[str], None] | None = None) -> ComparisonOutcome:
     """Compare values of option ``name`` with equal budgets and seeds; write ``out`` (results, figures, summary.md).
 

@@ -115,7 +115,7 @@ def claim_folder(out: Path, experiment: Experiment) -> None:
     atomic_write_json(path, record)
 
 
-def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, jobs: int = 1,
+def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, jobs: int | str = 1,
                    progress: bool = False, log: Logger | None = None) -> ExperimentResult:
     """Run the trials not finished yet, then write ``results.csv``, ``curves.png`` and ``final.png``.
 

@@ -41,7 +41,7 @@ from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.loop import StorageError, resume_training, train
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
-from texseg.workers import send_signal, start_worker, threads_per_worker, worker_setup
+from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
 
 COMPLETED, INTERRUPTED = RunStatus.COMPLETED, RunStatus.INTERRUPTED
 FAILED = RunStatus.FAILED  # the trial raised an exception
@@ -193,14 +193,15 @@ def _experiment_lock(exp_dir: Path) -> Iterator[None]:
         yield
 
 
-def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs: int = 1,
+def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs: int | str = 1,
                progress: bool = False, log: Logger | None = None) -> RunOutcome:
     """Run every trial that has not ended yet; return all trials' results.
 
     Args:
         trials: the experiment; trial ids must be unique.
         exp_dir: the experiment folder; runs go to ``<exp_dir>/runs/<trial-id>``.
-        jobs: trials trained at once (separate processes when > 1).
+        jobs: trials trained at once (separate processes when > 1), or ``"auto"``: one per
+            core, as many as fit in memory (:func:`texseg.workers.auto_jobs`).
         progress: a progress bar per trial (only with ``jobs == 1``).
         log: called with one line per finished trial.
 
@@ -211,8 +212,12 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
         ValueError: bad ``jobs``, duplicate trial ids, an invalid config, or a run
             directory of another configuration (all checked before any training).
     """
-    check_int("jobs", jobs, minimum=1, maximum=256)
     exp_dir = Path(exp_dir)
+    if jobs == "auto":
+        from texseg.training.memory import estimate_training_bytes
+
+        jobs = auto_jobs(max((estimate_training_bytes(t.run_config()) for t in trials), default=0), len(trials))
+    check_int("jobs", jobs, minimum=1, maximum=256)
     ids = [t.trial_id for t in trials]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
