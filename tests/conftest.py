@@ -47,6 +47,18 @@ def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str] | None
         time.sleep(0.02)
 
 
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """``texseg ARGS`` in this process: (exit code, stdout, stderr)."""
+    import pytest
+
+    from texseg.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
 def handles_stop_signals(pid: int) -> bool:
     """Whether the process has texseg's handler for SIGTERM and SIGHUP installed (its SigCgt mask)."""
     try:

@@ -8,17 +8,13 @@ import sys
 
 import pytest
 
-from texseg.cli import main
+from conftest import run_main
 
 TINY_TRAIN = ["train", "--image-size", "32", "--model", "cnn", "--model-arg", "num_channels=4", "--iterations", "4",
               "--eval-every", "2", "--val-size", "4", "--batch-size", "2", "--quiet"]
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+run = run_main
 
 
 def test_models_lists_every_model_with_parameter_counts(capsys):

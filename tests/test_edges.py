@@ -13,9 +13,8 @@ import torch
 
 import texseg
 import texseg.io
-from conftest import PROCESS_TIMEOUT, cli_process, wait_until
+from conftest import PROCESS_TIMEOUT, cli_process, run_main, wait_until
 from texseg.checkpoint import RESUME_STATE
-from texseg.cli import main
 from texseg.errors import CheckpointError, RunDirError
 from texseg.training import RunDir, resume_training, train
 from texseg.training.config import TrainConfig
@@ -27,11 +26,7 @@ def tiny(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+cli = run_main
 
 
 class Killed(BaseException):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import texseg
-from texseg.cli import main
+from conftest import run_main
 from texseg.cli._options import parse_lrs, parse_value
 from texseg.experiments import (
     FAILED,
@@ -51,11 +51,7 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+cli = run_main
 
 
 # ------------------------------------------------------------------------------ statistics

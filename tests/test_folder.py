@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_main
 from texseg.checkpoint import save_model
-from texseg.cli import main
 from texseg.data import SceneSpec, generate
 from texseg.data.export import export_dataset
 from texseg.data.folder import ImageFolderDataset, read_labels, validate_folder
 from texseg.errors import DataError
 
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+run = run_main
 
 
 def test_export_round_trip(tmp_path):

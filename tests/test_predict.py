@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 import texseg
+from conftest import run_main
 from texseg.checkpoint import save_model
-from texseg.cli import main
 from texseg.data import SceneSpec, generate, target_from_labels
 from texseg.data.folder import read_labels
 from texseg.errors import ImageReadError
@@ -58,11 +58,7 @@ def run_dir(model, tmp_path_factory):
     return d
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+run = run_main
 
 
 def _scene(n: int, seed: int, sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from texseg.cli import main
+from conftest import run_main
 from texseg.search import SearchSettings, build_space, run_search, write_reports
 from texseg.search.storage import STALE_AFTER_S, is_stale, open_storage
 from texseg.search.study import _PruningCallback
@@ -28,11 +28,7 @@ TINY_FIXED = {"image_size": 32, "iterations": 3, "eval_every": 1, "val_size": 4,
               "model_kwargs": {"num_channels": 4}}
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+run = run_main
 
 
 def read_trials(out: Path) -> list[dict[str, str]]:
