@@ -8,21 +8,24 @@ re-exported here::
     model = texseg.create_model("unet")
     model = texseg.load_model("runs/...")             # a trained run, eval mode
     probs = texseg.predict(model, image)
+    labels = texseg.load_segmenter("gabor-kmeans").segment(image, 2)   # a classical method
 """
 
 __version__ = "0.1.0"
 
-from texseg.checkpoint import load_model, predict  # noqa: E402
-from texseg.data import SceneSpec, generate, generate_data  # noqa: E402
-from texseg.models import create_model, list_models  # noqa: E402
+from texseg.checkpoint import load_model, predict
+from texseg.data import SceneSpec, generate, generate_data
+from texseg.models import create_model, list_models
+from texseg.segmenters import load_segmenter
 
 __all__ = [
     "SceneSpec",
+    "__version__",
     "create_model",
     "generate",
     "generate_data",
     "list_models",
     "load_model",
+    "load_segmenter",
     "predict",
-    "__version__",
 ]

@@ -30,7 +30,7 @@ from texseg.io import atomic_path, atomic_write_json
 from texseg.segmenters.base import Segmenter, load_segmenter
 from texseg.signals import catch_stop_signals
 
-__all__ = ["BenchmarkResult", "Cell", "run_benchmark", "resolve_segmenters"]
+__all__ = ["BenchmarkResult", "Cell", "resolve_segmenters", "run_benchmark"]
 
 CELL_FORMAT = 1
 BOUNDARY_TOLERANCE = 2.0

@@ -179,11 +179,9 @@ def suite_from_json(path: str | os.PathLike[str]) -> Suite:
     path = Path(path)
     d = read_json(path)
     allowed = {"name", "description", "scene", "count", "seed"}
-    if not isinstance(d, dict) or "scene" not in d or set(d) - allowed:
-        raise ValueError(f"{path}: a suite file must be an object with 'scene' and optionally "
-                         f"{', '.join(sorted(allowed - {'scene'}))}")
-    if not isinstance(d["scene"], dict):
-        raise ValueError(f"{path}: 'scene' must be an object of scene parameters")
+    if not isinstance(d, dict) or not isinstance(d.get("scene"), dict) or set(d) - allowed:
+        raise ValueError(f"{path}: a suite file must be an object with 'scene' (an object of scene "
+                         f"parameters) and optionally {', '.join(sorted(allowed - {'scene'}))}")
     try:
         spec = SceneSpec.from_dict(d["scene"])
         count = check_int("count", d.get("count", 64), minimum=1, maximum=100_000)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Segmenter",
     "ParamInfo",
+    "Segmenter",
     "check_images",
     "list_segmenters",
     "load_segmenter",
@@ -57,7 +57,7 @@ class Segmenter(ABC):
         """One line saying why ``num_regions`` is not supported."""
         return f"{self.name} does not segment into {num_regions} regions"
 
-    def fit(self, images: Tensor, labels: Tensor) -> None:  # noqa: B027  (optional for unsupervised methods)
+    def fit(self, images: Tensor, labels: Tensor) -> None:
         """Learn from training images (B,1,H,W) float and labels (B,1,H,W) int64 (supervised only)."""
 
     @abstractmethod

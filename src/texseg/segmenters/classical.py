@@ -27,7 +27,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 from torch import Tensor
 
-from texseg._validate import check_choice, check_int, check_positive
+from texseg._validate import check_int, check_positive
 from texseg.segmenters.base import Segmenter, check_images, register_segmenter
 
 __all__ = ["GaborKMeans", "LocalEnergy", "RandomForest"]
@@ -213,8 +213,8 @@ class RandomForest(Segmenter):
         Args:
             images: (B, 1, H, W) float; labels: (B, 1, H, W) int64 in 0..K-1.
         """
-        from sklearn.ensemble import RandomForestClassifier
         from skimage.future import fit_segmenter
+        from sklearn.ensemble import RandomForestClassifier
 
         check_images(images, 2)
         rng = np.random.default_rng(self.seed)
