@@ -13,14 +13,13 @@ re-exported here::
 
 __version__ = "0.1.0"
 
-from texseg.checkpoint import load_model, predict
-from texseg.data import SceneSpec, generate, generate_data
-from texseg.models import create_model, list_models
-from texseg.segmenters import load_segmenter
+from texseg.checkpoint import load_model, predict  # noqa: E402
+from texseg.data import SceneSpec, generate, generate_data  # noqa: E402
+from texseg.models import create_model, list_models  # noqa: E402
+from texseg.segmenters import load_segmenter  # noqa: E402
 
 __all__ = [
     "SceneSpec",
-    "__version__",
     "create_model",
     "generate",
     "generate_data",
@@ -28,4 +27,5 @@ __all__ = [
     "load_model",
     "load_segmenter",
     "predict",
+    "__version__",
 ]
