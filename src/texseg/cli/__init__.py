@@ -28,10 +28,10 @@ def cli() -> None:
     """
 
 
+from texseg.cli import benchmark  # noqa: E402,F401  (registers benchmark, segmenters, suites)
 from texseg.cli import commands  # noqa: E402,F401  (registers the commands)
 from texseg.cli import experiments  # noqa: E402,F401  (registers the experiment commands)
 from texseg.cli import search  # noqa: E402,F401
-from texseg.cli import benchmark  # noqa: E402,F401  (registers benchmark, segmenters, suites)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

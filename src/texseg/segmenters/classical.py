@@ -47,11 +47,14 @@ def _per_image(images: Tensor, segment_one: Callable[[np.ndarray], np.ndarray]) 
 def _kmeans(features: np.ndarray, k: int, seed: int, sample: int) -> np.ndarray:
     """K-means labels of (P, F) ``features``, fitted on at most ``sample`` random rows."""
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     fit_rows = features if len(features) <= sample else features[rng.choice(len(features), sample, replace=False)]
-    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(fit_rows)
-    return km.predict(features)
+    # One thread: on a few thousand rows OpenMP start-up and contention cost 10x the work.
+    with threadpool_limits(1):
+        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(fit_rows)
+        return km.predict(features)
 
 
 def _standardise(features: np.ndarray) -> np.ndarray:
