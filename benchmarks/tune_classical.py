@@ -22,7 +22,7 @@ from texseg.segmenters import load_segmenter
 
 SUITES = ("notebook", "hard", "k4", "fine")
 GRIDS = {
-    "local-energy": {"scale": [0.5, 1.0, 2.0], "window": [2.0, 4.0, 8.0]},
+    "local-energy": {"scale": [0.3, 0.5, 0.7, 1.0, 2.0], "window": [2.0, 3.0, 4.0, 6.0, 8.0]},
     "gabor-kmeans": {"frequencies": [(0.05, 0.1, 0.2, 0.35), (0.1, 0.2, 0.35), (0.07, 0.14, 0.28)],
                      "smoothing": [0.5, 1.0, 2.0], "coordinates": [0.0, 0.5]},
     "random-forest": {"sigma_min": [0.5, 1.0], "sigma_max": [8.0, 16.0]},

@@ -15,10 +15,12 @@ from texseg.models import create_model
 from texseg.segmenters import list_segmenters, load_segmenter, parse_method_arg, segmenter_params
 from texseg.segmenters.model import ModelSegmenter
 
-# Mean matched accuracy on the first 8 images of the `notebook` suite, measured here
-# (docs/benchmark.md), less a margin; a constant labelling scores ~0.6 (the larger region).
+# Mean matched IoU on the first 8 images of the `notebook` suite, measured here with the
+# defaults (local-energy 0.909, gabor-kmeans 0.935, random-forest fitted on 4 training
+# images 0.656), less a margin. Chance is 0.33: a constant labelling scores 0.331 and
+# uniform random labels 0.326 on these images.
 NOTEBOOK_IMAGES = 8
-MIN_ACCURACY = {"local-energy": 0.90, "gabor-kmeans": 0.90, "random-forest": 0.72}
+MIN_MIOU = {"local-energy": 0.85, "gabor-kmeans": 0.88, "random-forest": 0.58}
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +29,11 @@ def notebook():
     return images, labels
 
 
-def mean_accuracy(labels: torch.Tensor, pred: torch.Tensor) -> float:
-    return float(np.mean([region_metrics(t.numpy(), p.numpy(), 2)["accuracy"] for t, p in zip(labels, pred)]))
+def mean_miou(labels: torch.Tensor, pred: torch.Tensor) -> float:
+    return float(np.mean([region_metrics(t.numpy(), p.numpy(), 2)["miou"] for t, p in zip(labels, pred)]))
 
 
-@pytest.mark.parametrize("name", sorted(MIN_ACCURACY))
+@pytest.mark.parametrize("name", sorted(MIN_MIOU))
 def test_classical_method_beats_chance_on_the_notebook_suite(name, notebook):
     images, labels = notebook
     seg = load_segmenter(name)
@@ -40,9 +42,9 @@ def test_classical_method_beats_chance_on_the_notebook_suite(name, notebook):
     pred = seg.segment(images, 2)
     assert pred.shape == labels.shape and pred.dtype == torch.int64
     assert set(pred.unique().tolist()) <= {0, 1}
-    constant = mean_accuracy(labels, torch.zeros_like(labels))
-    accuracy = mean_accuracy(labels, pred)
-    assert accuracy >= MIN_ACCURACY[name] > constant + 0.1, (name, accuracy, constant)
+    chance = mean_miou(labels, torch.zeros_like(labels))
+    miou = mean_miou(labels, pred)
+    assert miou >= MIN_MIOU[name] > chance + 0.2, (name, miou, chance)
 
 
 @pytest.mark.parametrize("name", ["local-energy", "gabor-kmeans"])

@@ -74,7 +74,7 @@ class LocalEnergy(Segmenter):
     """Local band-pass energy: ``log(G_window * (DoG_scale(image))^2)``, then Otsu or k-means."""
 
     name: ClassVar[str] = "local-energy"
-    scale: float = _param(1.0, "low sigma of the difference of Gaussians (high sigma = 1.6 x)")
+    scale: float = _param(0.3, "low sigma of the difference of Gaussians (high sigma = 1.6 x)")
     window: float = _param(4.0, "sigma of the Gaussian window that averages the energy")
     seed: int = _param(0, "seed of k-means (K > 2)")
 
@@ -113,12 +113,12 @@ class GaborKMeans(Segmenter):
     """Gabor filter-bank features clustered with k-means (Jain & Farrokhnia 1991)."""
 
     name: ClassVar[str] = "gabor-kmeans"
-    frequencies: tuple[float, ...] = _param((0.05, 0.1, 0.2, 0.35), "filter frequencies, cycles per pixel")
+    frequencies: tuple[float, ...] = _param((0.1, 0.2, 0.35), "filter frequencies, cycles per pixel")
     orientations: int = _param(4, "orientations per frequency, evenly spaced over 180 degrees")
     bandwidth: float = _param(1.0, "frequency bandwidth of each filter, octaves")
     alpha: float = _param(1.0, "slope of the tanh non-linearity, per standardised response")
-    smoothing: float = _param(0.5, "Gaussian window sigma as a multiple of each filter's period 1/f")
-    coordinates: float = _param(0.0, "weight of the (standardised) pixel coordinates as features; 0: none")
+    smoothing: float = _param(1.0, "Gaussian window sigma as a multiple of each filter's period 1/f")
+    coordinates: float = _param(0.5, "weight of the (standardised) pixel coordinates as features; 0: none")
     seed: int = _param(0, "seed of k-means")
 
     def __post_init__(self) -> None:
