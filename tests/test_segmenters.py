@@ -71,8 +71,7 @@ def test_registry_lists_methods_with_typed_parameters():
     (lambda: load_segmenter("local-energy", foo=1), "^method argument local-energy.foo: .* no parameter 'foo'"),
     (lambda: load_segmenter("local-energy", window=-1.0), "^local-energy.window must be a finite number > 0"),
     (lambda: load_segmenter("gabor-kmeans", frequencies=(0.9,)), "^gabor-kmeans.frequencies must be <= 0.5"),
-    (lambda: parse_method_arg("gabor-kmeans", "orientations", "x"), "^method argument gabor-kmeans.orientations "
-                                                                     "must be an integer"),
+    (lambda: parse_method_arg("gabor-kmeans", "orientations", "x"), "^method argument gabor-kmeans.orientations must"),
     (lambda: load_segmenter("random-forest").segment(torch.rand(1, 1, 16, 16), 2), "^random-forest is supervised"),
     (lambda: load_segmenter("local-energy").segment(torch.rand(16, 16), 2), "^images must be a float tensor"),
 ])
