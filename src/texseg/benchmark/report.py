@@ -125,7 +125,7 @@ def _panel_figure(result: BenchmarkResult, suite_index: int) -> Figure | None:
         return None
     preds = [np.load(c.prediction_file, allow_pickle=False) for c in cells]
     rows = min(len(p) for p in preds)
-    images, labels = suite.load("test", rows) if suite.spec is not None else suite.load("test")
+    images, labels = suite.load("test", rows)
     images, labels = images[:rows, 0].numpy(), labels[:rows, 0].numpy()
     cols = 2 + len(cells)
     fig = Figure(figsize=(2.2 * cols, 2.3 * rows + 0.4), layout="constrained")

@@ -25,6 +25,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from texseg._validate import check_int
+
 __all__ = [
     "ParamInfo",
     "Segmenter",
@@ -80,8 +82,6 @@ class Segmenter(ABC):
 
 def check_images(images: object, num_regions: object) -> int:
     """Check the arguments of :meth:`Segmenter.segment`; return ``num_regions`` as an int."""
-    from texseg._validate import check_int
-
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1 or not images.is_floating_point():
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be a float tensor of shape (B, 1, H, W), got {shape}")
@@ -203,19 +203,16 @@ def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.
         CheckpointError: a run directory that cannot be loaded.
     """
     text = os.fspath(name_or_run_dir)
-    if text in _registered():
-        cls = segmenter_class(text)
-        allowed = {p.name for p in segmenter_params(text)}
-        unknown = sorted(set(method_args) - allowed)
-        if unknown:
-            raise ValueError(f"method argument {text}.{unknown[0]}: {text} has no parameter {unknown[0]!r}; "
-                             f"its parameters: {', '.join(sorted(allowed))}")
-        return cls(**method_args)
-    if Path(text).is_dir():
+    if text not in _registered() and Path(text).is_dir():
         if method_args:
             raise ValueError(f"method arguments apply to classical methods only, not to the run directory {text}")
         from texseg.segmenters.model import ModelSegmenter
 
         return ModelSegmenter(text, device=device)
-    segmenter_class(text)  # raises the one-line list of valid names
-    raise AssertionError("unreachable")
+    cls = segmenter_class(text)  # a wrong name: the one-line list of valid ones
+    allowed = {p.name for p in segmenter_params(text)}
+    unknown = sorted(set(method_args) - allowed)
+    if unknown:
+        raise ValueError(f"method argument {text}.{unknown[0]}: {text} has no parameter {unknown[0]!r}; "
+                         f"its parameters: {', '.join(sorted(allowed))}")
+    return cls(**method_args)
