@@ -161,3 +161,15 @@ def test_cli_benchmark_segmenters_and_suites(capsys, tmp_path):
     assert code == 0 and "gabor-kmeans" in out and "orientations" in out and "run directory" in out
     code, out, _ = run(capsys, "suites")
     assert code == 0 and "k4" in out and "not available yet" in out
+
+
+def test_registering_the_real_suite_replaces_the_not_available_message(monkeypatch):
+    from texseg.benchmark import suites as suites_module
+
+    monkeypatch.setattr(suites_module, "_REGISTRY", dict(suites_module._REGISTRY))
+    monkeypatch.setattr(suites_module, "_PLANNED", dict(suites_module._PLANNED))
+    spec = SceneSpec(16, 4.0, (0.2, 1.0), 1.0)
+    suites_module.register_suite("real", lambda: suites_module.Suite("real", "mosaics", 2, 2, spec, 9))
+    assert resolve_suite("real").count == 2 and list_suites()["real"] == "mosaics"
+    with pytest.raises(ValueError, match="^name must be a new non-empty suite name"):
+        suites_module.register_suite("notebook", lambda: get_suite("notebook"))
