@@ -8,6 +8,7 @@ re-exported here::
     model = texseg.create_model("unet")
     model = texseg.load_model("runs/...")             # a trained run, eval mode
     probs = texseg.predict(model, image)
+    labels = texseg.load_segmenter("gabor-kmeans").segment(image, 2)   # a classical method
 
 The re-exports are resolved on first use (PEP 562), so ``import texseg.cli`` does not
 import torch: the command line takes over Ctrl-C before the slow imports start.
@@ -27,6 +28,7 @@ _EXPORTS = {
     "create_model": "texseg.models",
     "list_models": "texseg.models",
     "load_model": "texseg.checkpoint",
+    "load_segmenter": "texseg.segmenters",
     "predict": "texseg.checkpoint",
     "predict_file": "texseg.inference.predict",
     "TrainConfig": "texseg.training",

@@ -1,0 +1,164 @@
+"""The benchmark's outputs: leaderboard.csv, leaderboard.md, one bar figure per suite and
+a qualitative panel per suite (image | truth | each segmenter, on the same images)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from texseg.benchmark.runner import BenchmarkResult, Cell, _slug
+from texseg.evaluation.matching import best_assignment
+from texseg.evaluation.region_metrics import confusion
+from texseg.experiments.stats import Interval, mean_ci
+from texseg.io import atomic_write_text
+from texseg.plots import save_figure
+
+__all__ = ["SUMMARY_METRICS", "cell_row", "leaderboard_markdown", "write_report"]
+
+# Metrics in table order; the arrow says which direction is better.
+SUMMARY_METRICS = {"miou": "mIoU ↑", "accuracy": "accuracy ↑", "bf": "boundary F ↑", "vi": "VI ↓",
+                   "vi_split": "VI split ↓", "vi_merge": "VI merge ↓", "are": "adapted Rand err ↓", "gce": "GCE ↓"}
+_FIGURE_METRICS = ("miou", "accuracy", "bf", "vi")
+_MD_METRICS = ("miou", "accuracy", "bf", "vi", "are", "gce")
+
+MATCHING_NOTE = ("Label numbers of unsupervised methods are arbitrary: mIoU, per-region IoU and accuracy are "
+                 "computed after matching predicted to true labels (Hungarian assignment on each image's "
+                 "confusion matrix); VI, adapted Rand error, boundary F and GCE do not depend on label numbers.")
+
+
+def _intervals(cell: Cell) -> dict[str, Interval]:
+    return {m: mean_ci(v) for m, v in cell.per_image.items()}
+
+
+def _metric_order(cells: list[Cell]) -> list[str]:
+    regions = max((c.num_regions for c in cells), default=2)
+    return list(SUMMARY_METRICS) + [f"iou_{k}" for k in range(regions)]
+
+
+def cell_row(cell: Cell, metrics: list[str]) -> dict[str, object]:
+    """One CSV row: the cell's identity, every metric's mean and 95% interval, and speed."""
+    row: dict[str, object] = {"segmenter": cell.segmenter, "suite": cell.suite, "num_regions": cell.num_regions,
+                              "status": cell.status, "note": cell.note, "images": cell.images}
+    ivs = _intervals(cell)
+    for m in metrics:
+        iv = ivs.get(m)
+        row[m], row[f"{m}_low"], row[f"{m}_high"] = (
+            ("", "", "") if iv is None or iv.n == 0 else
+            (f"{iv.mean:.6g}", "" if math.isnan(iv.low) else f"{iv.low:.6g}",
+             "" if math.isnan(iv.high) else f"{iv.high:.6g}"))
+    done = cell.status == "done" and cell.seconds > 0
+    row["images_per_s"] = f"{cell.images / cell.seconds:.4g}" if done else ""
+    row["s_per_megapixel"] = f"{cell.seconds / (cell.pixels / 1e6):.4g}" if done else ""
+    row["fit_s"] = f"{cell.fit_seconds:.4g}" if cell.fit_seconds else ""
+    return row
+
+
+def _csv(result: BenchmarkResult) -> str:
+    metrics = _metric_order(result.cells)
+    rows = [cell_row(c, metrics) for c in result.cells]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def leaderboard_markdown(result: BenchmarkResult) -> str:
+    """One table per suite: mean ± 95% half-interval over images, speed, and why cells are empty."""
+    lines = ["# Benchmark leaderboard", "",
+             "Each value is the mean over the suite's images ± the half-width of its 95% t-interval. "
+             + MATCHING_NOTE, ""]
+    if result.interrupted:
+        lines += ["**The run was stopped: some cells are missing.**", ""]
+    for suite in result.suites:
+        lines += [f"## {suite.name}", "", f"{suite.description}; {suite.count} images, K = {suite.num_regions}.", ""]
+        header = ["segmenter"] + [SUMMARY_METRICS[m] for m in _MD_METRICS] + ["images/s", "s/megapixel", "note"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for cell in (c for c in result.cells if c.suite == suite.name):
+            ivs = _intervals(cell)
+            values = [ivs[m].format(3) if m in ivs else "—" for m in _MD_METRICS]
+            speed = (["%.3g" % (cell.images / cell.seconds), "%.3g" % (cell.seconds / (cell.pixels / 1e6))]
+                     if cell.status == "done" and cell.seconds > 0 else ["—", "—"])
+            note = cell.note if cell.status != "done" or cell.note else ""
+            lines.append("| " + " | ".join([cell.segmenter, *values, *speed, note]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _bar_figure(result: BenchmarkResult, suite_name: str) -> Figure | None:
+    cells = [c for c in result.cells if c.suite == suite_name and c.status == "done"]
+    if not cells:
+        return None
+    fig = Figure(figsize=(3.2 * len(_FIGURE_METRICS), 0.5 * len(cells) + 2.2), layout="constrained")
+    axes = fig.subplots(1, len(_FIGURE_METRICS), sharey=True)
+    y = np.arange(len(cells))
+    for ax, metric in zip(axes, _FIGURE_METRICS):
+        ivs = [mean_ci(c.per_image[metric]) for c in cells]
+        means = np.array([iv.mean for iv in ivs])
+        err = np.array([0.0 if iv.n < 2 else iv.half_width for iv in ivs])
+        ax.barh(y, means, xerr=err, color="tab:blue", alpha=0.8, capsize=3)
+        ax.set_title(SUMMARY_METRICS[metric])
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, [c.segmenter for c in cells])
+    axes[0].invert_yaxis()
+    fig.suptitle(f"suite {suite_name}: mean and 95% interval over images")
+    return fig
+
+
+def _matched(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """``pred`` relabelled with the true labels it matches best, so colours agree."""
+    perm = best_assignment(confusion(truth, pred, k))
+    inverse = np.empty(len(perm), dtype=np.int64)
+    inverse[perm] = np.arange(len(perm))
+    return inverse[pred]
+
+
+def _panel_figure(result: BenchmarkResult, suite_index: int) -> Figure | None:
+    suite = result.suites[suite_index]
+    cells = [c for c in result.cells if c.suite == suite.name and c.status == "done" and c.prediction_file]
+    if not cells:
+        return None
+    preds = [np.load(c.prediction_file, allow_pickle=False) for c in cells]
+    rows = min(len(p) for p in preds)
+    images, labels = suite.load("test", rows)
+    images, labels = images[:rows, 0].numpy(), labels[:rows, 0].numpy()
+    cols = 2 + len(cells)
+    fig = Figure(figsize=(2.2 * cols, 2.3 * rows + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    vmax = max(suite.num_regions - 1, 1)
+    for r in range(rows):
+        panels = [(images[r], "gray", 1, "image"), (labels[r], "viridis", vmax, "truth")]
+        panels += [(_matched(labels[r], p[r].astype(np.int64), suite.num_regions), "viridis", vmax, c.segmenter)
+                   for c, p in zip(cells, preds)]
+        for ax, (arr, cmap, hi, title) in zip(axes[r], panels):
+            ax.imshow(arr, cmap=cmap, vmin=0, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    fig.suptitle(f"suite {suite.name}: predictions with labels matched to the truth")
+    return fig
+
+
+def write_report(result: BenchmarkResult) -> list[Path]:
+    """Write leaderboard.csv, leaderboard.md, bars-<suite>.png and panel-<suite>.png into ``result.out``.
+
+    Returns:
+        The paths written.
+    """
+    out = result.out
+    written = [out / "leaderboard.csv", out / "leaderboard.md"]
+    atomic_write_text(written[0], _csv(result))
+    atomic_write_text(written[1], leaderboard_markdown(result))
+    for i, suite in enumerate(result.suites):
+        for prefix, fig in (("bars", _bar_figure(result, suite.name)), ("panel", _panel_figure(result, i))):
+            if fig is not None:
+                path = out / f"{prefix}-{_slug(suite.name)}.png"
+                save_figure(fig, path)
+                written.append(path)
+    return written

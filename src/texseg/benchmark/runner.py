@@ -1,0 +1,253 @@
+"""Run segmenters on suites: one *cell* per segmenter x suite, each saved when done.
+
+A cell's results live in ``OUT/cells/<suite>/<segmenter>-<key hash>.json`` (per-image
+metrics, timings) beside ``...-<hash>.npy`` (the first predictions, for the qualitative
+panel). The hash covers everything that determines the result (the segmenter's
+parameters or weights, the suite's data, the metric settings), so a re-run skips cells
+whose file exists and recomputes those whose inputs changed. A stop signal (Ctrl-C)
+ends the run after the current batch; finished cells are kept and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from texseg.benchmark.suites import Suite, resolve_suite
+from texseg.evaluation.region_metrics import region_metrics
+from texseg.io import atomic_path, atomic_write_json
+from texseg.segmenters.base import Segmenter, load_segmenter
+from texseg.signals import catch_stop_signals
+
+__all__ = ["BenchmarkResult", "Cell", "resolve_segmenters", "run_benchmark"]
+
+CELL_FORMAT = 1
+BOUNDARY_TOLERANCE = 2.0
+PANEL_IMAGES = 3
+
+
+@dataclass
+class Cell:
+    """The result of one segmenter on one suite.
+
+    Attributes:
+        segmenter, suite: names shown in tables.
+        status: ``done`` (scored), ``skipped`` (not applicable, see ``note``) or ``pending``
+            (not reached: the run was stopped).
+        note: why a cell is empty; for a supervised method, how it was trained.
+        num_regions: K of the suite.
+        per_image: metric name -> one value per image.
+        seconds: time spent in ``segment`` over all images; fit_seconds: in ``fit``.
+        pixels: total pixels segmented.
+        cached: True if loaded from an earlier run.
+        prediction_file: the saved first predictions (``.npy``), if any.
+    """
+
+    segmenter: str
+    suite: str
+    status: str
+    note: str = ""
+    num_regions: int = 0
+    per_image: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    fit_seconds: float = 0.0
+    pixels: int = 0
+    cached: bool = False
+    prediction_file: str | None = None
+
+    @property
+    def images(self) -> int:
+        return len(next(iter(self.per_image.values()), []))
+
+
+@dataclass
+class BenchmarkResult:
+    """All cells of a benchmark run, in segmenter-major order, and whether it was stopped."""
+
+    cells: list[Cell]
+    suites: list[Suite]
+    segmenter_names: list[str]
+    out: Path
+    interrupted: bool = False
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+
+
+def resolve_segmenters(names: Sequence[str | Segmenter], method_args: dict[str, dict[str, Any]] | None = None,
+                       device: str | torch.device | None = None) -> list[Segmenter]:
+    """Build the segmenters, checking that every method argument belongs to one of them."""
+    method_args = dict(method_args or {})
+    stray = sorted(set(method_args) - {n for n in names if isinstance(n, str)})
+    if stray:
+        raise ValueError(f"method arguments for {stray[0]!r}, which is not among the segmenters "
+                         f"({', '.join(str(n) for n in names)})")
+    out = []
+    for n in names:
+        out.append(n if isinstance(n, Segmenter) else load_segmenter(n, device=device, **method_args.get(n, {})))
+    seen: dict[str, int] = {}
+    for s in out:  # two run directories with one name: tell them apart in tables
+        seen[s.name] = seen.get(s.name, 0) + 1
+        if seen[s.name] > 1:
+            s.name = f"{s.name}#{seen[s.name]}"
+    return out
+
+
+def _cell_key(segmenter: Segmenter, suite: Suite) -> dict[str, Any]:
+    return {"format": CELL_FORMAT, "segmenter": segmenter.describe(), "suite": suite.describe(),
+            "boundary_tolerance": BOUNDARY_TOLERANCE, "panel_images": PANEL_IMAGES}
+
+
+def _cell_path(out: Path, segmenter: Segmenter, suite: Suite, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return out / "cells" / _slug(suite.name) / f"{_slug(segmenter.name)}-{digest}.json"
+
+
+def _load_cell(path: Path, key: dict[str, Any], segmenter: str, suite: str) -> Cell | None:
+    """A finished cell saved by an earlier run, or None (absent, unreadable or another key)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != json.loads(json.dumps(key)):
+        return None
+    pred = path.with_suffix(".npy")
+    return Cell(segmenter, suite, "done", saved.get("note", ""), saved["num_regions"], saved["per_image"],
+                saved["seconds"], saved["fit_seconds"], saved["pixels"], cached=True,
+                prediction_file=str(pred) if pred.is_file() else None)
+
+
+def _save_cell(path: Path, key: dict[str, Any], cell: Cell, predictions: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pred_path = path.with_suffix(".npy")
+    with atomic_path(pred_path) as tmp, open(tmp, "wb") as f:
+        np.save(f, predictions.astype(np.uint8), allow_pickle=False)
+    cell.prediction_file = str(pred_path)
+    # The JSON is written last: its presence means the cell is complete.
+    atomic_write_json(path, {"key": key, "note": cell.note, "num_regions": cell.num_regions,
+                             "per_image": cell.per_image, "seconds": cell.seconds,
+                             "fit_seconds": cell.fit_seconds, "pixels": cell.pixels})
+
+
+def _why_skipped(segmenter: Segmenter, suite: Suite) -> str | None:
+    if not segmenter.supports(suite.num_regions):
+        return segmenter.why_not(suite.num_regions)
+    if segmenter.supervised and not suite.has_split("train"):
+        return "supervised method; the suite has no training images"
+    return None
+
+
+def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, bar: tqdm | None) -> \
+        tuple[Cell, np.ndarray] | None:
+    """Score one segmenter on one suite; None if stopped before the end."""
+    images, labels = suite.load("test")
+    k = suite.num_regions
+    cell = Cell(segmenter.name, suite.name, "done", num_regions=k, pixels=int(labels.numel()))
+    if segmenter.supervised:
+        n_train = int(getattr(segmenter, "train_images", 8))
+        train_images, train_labels = suite.load("train", n_train)
+        start = time.perf_counter()
+        segmenter.fit(train_images, train_labels)
+        cell.fit_seconds = time.perf_counter() - start
+        cell.note = f"supervised: fitted on {n_train} images of the suite's training split"
+    predictions = []
+    per_image: dict[str, list[float]] = {}
+    for first in range(0, images.shape[0], batch_size):
+        if stop.count:
+            return None
+        start = time.perf_counter()
+        pred = segmenter.segment(images[first:first + batch_size], k)
+        cell.seconds += time.perf_counter() - start
+        for truth, p in zip(labels[first:first + batch_size], pred):
+            for name, value in region_metrics(truth.numpy(), p.cpu().numpy(), k, BOUNDARY_TOLERANCE).items():
+                per_image.setdefault(name, []).append(value)
+        predictions.append(pred.cpu().numpy()[:, 0])
+        if bar is not None:
+            bar.update(pred.shape[0])
+    cell.per_image = per_image
+    return cell, np.concatenate(predictions)[:PANEL_IMAGES]
+
+
+def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | os.PathLike[str] | Suite],
+                  out: str | os.PathLike[str], *, method_args: dict[str, dict[str, Any]] | None = None,
+                  device: str | torch.device | None = None, batch_size: int = 8, progress: bool = True,
+                  report: bool = True) -> BenchmarkResult:
+    """Score every segmenter on every suite and write the leaderboard.
+
+    Args:
+        segmenters: classical method names, run directories, or :class:`Segmenter` objects.
+        suites: suite names, JSON suite files, image folders, or :class:`Suite` objects.
+        out: output folder (created); cells already there with the same inputs are reused.
+        method_args: ``{method name: {parameter: value}}`` for classical methods.
+        device: where trained models run (default CPU).
+        batch_size: images per ``segment`` call (a stop is honoured between calls).
+        progress: show a progress bar.
+        report: write ``leaderboard.csv``, ``leaderboard.md`` and the figures at the end.
+
+    Returns:
+        A :class:`BenchmarkResult`; ``interrupted`` if a stop signal ended it early.
+    """
+    from texseg._validate import check_int
+
+    check_int("batch_size", batch_size, minimum=1)
+    suite_objs = [s if isinstance(s, Suite) else resolve_suite(s) for s in suites]
+    if not suite_objs or not segmenters:
+        raise ValueError("segmenters and suites must each name at least one")
+    names = [s.name for s in suite_objs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"suites must have distinct names, got {', '.join(names)}")
+    segs = resolve_segmenters(segmenters, method_args, device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells: list[Cell] = []
+    interrupted = False
+    total = sum(s.count for s in suite_objs) * len(segs)
+    with catch_stop_signals() as stop, tqdm(total=total, disable=not progress, unit="img",
+                                            desc="benchmark") as bar:
+        for seg in segs:
+            for suite in suite_objs:
+                why = _why_skipped(seg, suite)
+                if why is not None:
+                    cells.append(Cell(seg.name, suite.name, "skipped", why, suite.num_regions))
+                    bar.update(suite.count)
+                    continue
+                key = _cell_key(seg, suite)
+                path = _cell_path(out, seg, suite, key)
+                cached = _load_cell(path, key, seg.name, suite.name)
+                if cached is not None:
+                    cells.append(cached)
+                    bar.update(suite.count)
+                    continue
+                if interrupted or stop.count:
+                    interrupted = True
+                    cells.append(Cell(seg.name, suite.name, "pending", "not run: the benchmark was stopped",
+                                      suite.num_regions))
+                    continue
+                bar.set_postfix_str(f"{seg.name} on {suite.name}")
+                result = _run_cell(seg, suite, batch_size, stop, bar)
+                if result is None:
+                    interrupted = True
+                    cells.append(Cell(seg.name, suite.name, "pending", "not run: the benchmark was stopped",
+                                      suite.num_regions))
+                    continue
+                cell, predictions = result
+                _save_cell(path, key, cell, predictions)
+                cells.append(cell)
+    result_ = BenchmarkResult(cells, suite_objs, [s.name for s in segs], out, interrupted)
+    if report:
+        from texseg.benchmark.report import write_report
+
+        write_report(result_)
+    return result_

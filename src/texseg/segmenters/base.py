@@ -1,0 +1,218 @@
+"""The segmenter interface, and the name -> classical method registry.
+
+A segmenter turns images into label maps::
+
+    labels = segmenter.segment(images, num_regions)   # (B,1,H,W) float -> (B,1,H,W) int64
+
+Trained models (a run directory) and classical methods (a registered name) share it, so
+the benchmark scores both the same way. A classical method is a frozen dataclass whose
+fields are its parameters (type, default and ``help`` metadata), registered with
+:func:`register_segmenter`; :func:`segmenter_params` lists them and
+:func:`parse_method_arg` turns a ``KEY=VALUE`` string into a typed, checked value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor
+
+from texseg._validate import check_int
+
+__all__ = [
+    "ParamInfo",
+    "Segmenter",
+    "check_images",
+    "list_segmenters",
+    "load_segmenter",
+    "parse_method_arg",
+    "register_segmenter",
+    "segmenter_class",
+    "segmenter_params",
+]
+
+
+class Segmenter(ABC):
+    """Something that segments images into ``num_regions`` regions.
+
+    Attributes:
+        name: short name shown in tables (a method name, or a run directory's name).
+        supervised: True when :meth:`fit` must be called with training images first.
+    """
+
+    name: str = "segmenter"
+    supervised: ClassVar[bool] = False
+
+    def supports(self, num_regions: int) -> bool:
+        """Whether this segmenter can split images into ``num_regions`` regions."""
+        return num_regions >= 2
+
+    def why_not(self, num_regions: int) -> str:
+        """One line saying why ``num_regions`` is not supported."""
+        return f"{self.name} does not segment into {num_regions} regions"
+
+    def fit(self, images: Tensor, labels: Tensor) -> None:  # noqa: B027 - a no-op unless supervised
+        """Learn from training images (B,1,H,W) float and labels (B,1,H,W) int64 (supervised only)."""
+
+    @abstractmethod
+    def segment(self, images: Tensor, num_regions: int) -> Tensor:
+        """Label maps of ``images``.
+
+        Args:
+            images: (B, 1, H, W) float, values in [0, 1].
+            num_regions: K >= 2, the number of regions to find.
+
+        Returns:
+            (B, 1, H, W) int64 labels in 0..K-1 on the device of ``images``. Label numbers
+            of unsupervised methods are arbitrary: score them after matching.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this segmenter's results (name and parameters), JSON types."""
+        return {"name": self.name}
+
+
+def check_images(images: object, num_regions: object) -> int:
+    """Check the arguments of :meth:`Segmenter.segment`; return ``num_regions`` as an int."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1 or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a float tensor of shape (B, 1, H, W), got {shape}")
+    return check_int("num_regions", num_regions, minimum=2)
+
+
+# ---------------------------------------------------------------- registry of classical methods
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter of a classical method, as listed by ``texseg segmenters``."""
+
+    name: str
+    kind: str  # "int", "float", "bool", "str" or "floats" (comma-separated numbers)
+    default: Any
+    help: str
+
+
+S = TypeVar("S", bound=type)
+_REGISTRY: dict[str, tuple[type, str]] = {}
+
+
+def register_segmenter(name: str, description: str) -> Callable[[S], S]:
+    """Class decorator registering a dataclass :class:`Segmenter` under ``name``."""
+
+    def decorator(cls: S) -> S:
+        if name in _REGISTRY:
+            raise ValueError(f"segmenter {name!r} is already registered")
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"segmenter {name!r} must be a dataclass")
+        _REGISTRY[name] = (cls, description)
+        return cls
+
+    return decorator
+
+
+def _registered() -> dict[str, tuple[type, str]]:
+    import texseg.segmenters.classical  # noqa: F401  (registers the methods)
+
+    return _REGISTRY
+
+
+def list_segmenters() -> dict[str, str]:
+    """Registered classical methods: name -> one-line description."""
+    return {name: desc for name, (_, desc) in sorted(_registered().items())}
+
+
+def segmenter_class(name: str) -> type:
+    """The dataclass registered as ``name``; a wrong name lists the valid ones."""
+    reg = _registered()
+    if name not in reg:
+        raise ValueError(f"segmenter must be one of {', '.join(sorted(reg))} or a run directory; got {name!r}")
+    return reg[name][0]
+
+
+def _kind(annotation: object) -> str:
+    text = str(annotation)
+    for kind in ("floats", "bool", "int", "float", "str"):
+        if text == kind or text == f"<class '{kind}'>":
+            return kind
+    if "tuple[float" in text:
+        return "floats"
+    raise TypeError(f"unsupported parameter type {text}")
+
+
+def segmenter_params(name: str) -> list[ParamInfo]:
+    """The parameters of method ``name``: name, kind, default and help."""
+    cls = segmenter_class(name)
+    hints = typing.get_type_hints(cls)
+    return [ParamInfo(f.name, _kind(hints[f.name]), f.default, f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls) if f.init]
+
+
+def parse_method_arg(name: str, key: str, text: str) -> Any:
+    """Turn the string ``text`` into a value of parameter ``key`` of method ``name``.
+
+    Raises:
+        ValueError: naming the method and parameter, when the key is unknown or the value
+            does not parse (the range is checked when the method is built).
+    """
+    params = {p.name: p for p in segmenter_params(name)}
+    if key not in params:
+        raise ValueError(f"method argument {name}.{key}: {name} has no parameter {key!r}; "
+                         f"its parameters: {', '.join(params)}")
+    kind = params[key].kind
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "floats":
+            return tuple(float(x) for x in text.split(",") if x.strip())
+        if kind == "bool":
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        return text
+    except ValueError:
+        raise ValueError(f"method argument {name}.{key} must be {_KIND_WORDS[kind]}, got {text!r}") from None
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "floats": "comma-separated numbers",
+               "bool": "true or false", "str": "a string"}
+
+
+def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.device | None = None,
+                   **method_args: Any) -> Segmenter:
+    """A segmenter by name (a classical method) or from a run directory (a trained model).
+
+    Args:
+        name_or_run_dir: a name from :func:`list_segmenters`, or a run directory of
+            ``texseg train`` (holding ``model.json`` and ``model.safetensors``).
+        device: where a trained model runs (default CPU); classical methods run on the CPU.
+        **method_args: parameters of a classical method (see :func:`segmenter_params`).
+
+    Raises:
+        ValueError: unknown name, unknown parameter or a value out of range (one line).
+        CheckpointError: a run directory that cannot be loaded.
+    """
+    text = os.fspath(name_or_run_dir)
+    if text not in _registered() and Path(text).is_dir():
+        if method_args:
+            raise ValueError(f"method arguments apply to classical methods only, not to the run directory {text}")
+        from texseg.segmenters.model import ModelSegmenter
+
+        return ModelSegmenter(text, device=device)
+    cls = segmenter_class(text)  # a wrong name: the one-line list of valid ones
+    allowed = {p.name for p in segmenter_params(text)}
+    unknown = sorted(set(method_args) - allowed)
+    if unknown:
+        raise ValueError(f"method argument {text}.{unknown[0]}: {text} has no parameter {unknown[0]!r}; "
+                         f"its parameters: {', '.join(sorted(allowed))}")
+    return cls(**method_args)

@@ -1,0 +1,175 @@
+"""Benchmark suites and runner: reproducible suites, leaderboard files, skip on re-run, stop, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from texseg.benchmark import get_suite, list_suites, resolve_suite, run_benchmark
+from texseg.benchmark.report import leaderboard_markdown
+from texseg.benchmark.suites import suite_from_folder
+from texseg.checkpoint import save_model
+from texseg.cli import main
+from texseg.data import SceneSpec, generate
+from texseg.data.export import export_dataset
+from texseg.models import create_model
+from texseg.segmenters.classical import LocalEnergy
+
+NAMED = {"notebook": 2, "medium": 2, "hard": 2, "k4": 4, "fine": 2}
+
+
+def tiny_suite(tmp_path, name="tiny", count=3, regions=2):
+    sigmas = [0.2, 1.2] if regions == 2 else [0.2, 0.8, 2.0, 4.0][:regions]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"scene": {"image_size": 32, "partition_sigma": 6.4, "texture_sigmas": sigmas},
+                                "count": count, "seed": 5}))
+    return str(path)
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_named_suites_are_bit_for_bit_reproducible_and_splits_disjoint():
+    for name, k in NAMED.items():
+        suite = get_suite(name)
+        assert suite.count == 64 and suite.num_regions == k and suite.spec.image_size == 128
+    a_img, a_lab = get_suite("notebook").load("test", 4)
+    b_img, b_lab = get_suite("notebook").load("test", 4)
+    assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab)
+    tune, _ = get_suite("notebook").load("tune", 4)
+    train, _ = get_suite("notebook").load("train", 4)
+    assert not torch.equal(a_img, tune) and not torch.equal(a_img, train) and not torch.equal(tune, train)
+    spec = get_suite("fine").spec
+    assert spec.partition_sigma == pytest.approx(12.8) and spec.texture_sigmas == (0.2, 1.2)
+
+
+def test_real_suite_says_it_is_not_available_yet():
+    assert "not available yet" in list_suites()["real"]
+    with pytest.raises(ValueError, match="^suite 'real': real-texture mosaics are not available yet$"):
+        resolve_suite("real")
+    with pytest.raises(ValueError, match="^suite must be one of notebook, medium"):
+        resolve_suite("nope")
+
+
+def test_folder_suite_reads_an_export(tmp_path):
+    spec = SceneSpec(24, 5.0, (0.2, 1.0, 3.0), 1.0)
+    export_dataset(spec, tmp_path / "data", 3, seed=4)
+    suite = suite_from_folder(tmp_path / "data")
+    images, labels = suite.load()
+    assert suite.num_regions == 3 and suite.count == 3 and images.shape == (3, 1, 24, 24)
+    truth_images, truth_labels = generate(spec, 3, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(labels, truth_labels)
+    assert (images - truth_images).abs().max() <= 1 / 255 + 1e-6  # 8-bit PNG
+    assert not suite.has_split("train")
+
+
+def test_benchmark_writes_the_leaderboard_and_skips_done_cells(tmp_path):
+    run_dir = tmp_path / "model"
+    run_dir.mkdir()
+    save_model(create_model("cnn", num_channels=4), run_dir, name="cnn", kwargs={"num_channels": 4},
+               num_regions=2)
+    suites = [tiny_suite(tmp_path), tiny_suite(tmp_path, "four", regions=4)]
+    out = tmp_path / "out"
+    first = run_benchmark(["local-energy", str(run_dir)], suites, out, progress=False)
+    status = {(c.segmenter, c.suite): c.status for c in first.cells}
+    assert status == {("local-energy", "tiny"): "done", ("local-energy", "four"): "done",
+                      ("model", "tiny"): "done", ("model", "four"): "skipped"}
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert len(rows) == 4 and {"miou", "miou_low", "miou_high", "images_per_s", "s_per_megapixel", "vi_split",
+                               "are", "bf", "gce", "iou_3"} <= set(rows[0])
+    skipped = next(r for r in rows if r["status"] == "skipped")
+    assert skipped["note"] == "model segments 2 regions, suite has 4" and skipped["miou"] == ""
+    done = next(r for r in rows if r["segmenter"] == "local-energy" and r["suite"] == "tiny")
+    assert 0 <= float(done["miou_low"]) <= float(done["miou"]) <= float(done["miou_high"])
+    assert float(done["images_per_s"]) > 0 and done["images"] == "3"
+    md = (out / "leaderboard.md").read_text()
+    assert "## four" in md and "model segments 2 regions" in md and "Hungarian" in md
+    for name in ("bars-tiny.png", "panel-tiny.png", "bars-four.png", "panel-four.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    cell_files = sorted((out / "cells").rglob("*.json"))
+    mtimes = [p.stat().st_mtime_ns for p in cell_files]
+
+    again = run_benchmark(["local-energy", str(run_dir)], suites, out, progress=False, report=False)
+    assert [c.cached for c in again.cells if c.status == "done"] == [True, True, True]
+    assert [p.stat().st_mtime_ns for p in cell_files] == mtimes
+    assert again.cells[0].per_image == first.cells[0].per_image
+
+    # another parameter is another cell; the old one stays
+    third = run_benchmark(["local-energy"], suites[:1], out, method_args={"local-energy": {"window": 2.0}},
+                          progress=False, report=False)
+    assert not third.cells[0].cached and len(list((out / "cells").rglob("*.json"))) == len(cell_files) + 1
+
+
+class InterruptingSegmenter(LocalEnergy):
+    """Sends this process SIGINT (as Ctrl-C does) from inside its first call."""
+
+    name = "interrupting"
+    calls = 0
+
+    def segment(self, images, num_regions):
+        InterruptingSegmenter.calls += 1
+        if InterruptingSegmenter.calls == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().segment(images, num_regions)
+
+
+def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(tmp_path):
+    suites = [tiny_suite(tmp_path, "a", count=2), tiny_suite(tmp_path, "b", count=2)]
+    out = tmp_path / "out"
+    first = run_benchmark(["local-energy"], suites[:1], out, progress=False, report=False)
+    assert first.cells[0].status == "done"
+    seg = InterruptingSegmenter()
+    stopped = run_benchmark([seg], suites, out, batch_size=1, progress=False, report=False)
+    assert stopped.interrupted
+    assert [c.status for c in stopped.cells] == ["pending", "pending"]
+    assert "was stopped" in leaderboard_markdown(stopped)
+    resumed = run_benchmark([seg, "local-energy"], suites, out, progress=False, report=False)
+    assert not resumed.interrupted and all(c.status == "done" for c in resumed.cells)
+    assert resumed.cells[2].cached  # local-energy on suite a, from the first run
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--segmenters", "nope"], "segmenter must be one of"),
+    (["--segmenters", "local-energy", "--suites", "real"], "suite 'real': real-texture mosaics are not available"),
+    (["--segmenters", "local-energy", "--suites", "zzz"], "suite must be one of"),
+    (["--segmenters", "local-energy", "--method-arg", "local-energy.window=abc"], "must be a number"),
+    (["--segmenters", "local-energy", "--method-arg", "local-energy.nope=1"], "has no parameter 'nope'"),
+    (["--segmenters", "local-energy", "--method-arg", "gabor-kmeans.alpha=1"], "not among the segmenters"),
+    (["--segmenters", "local-energy", "--method-arg", "window=1"], "expected NAME.KEY=VALUE"),
+])
+def test_cli_bad_segmenter_suite_or_method_arg_is_one_line(capsys, tmp_path, args, message):
+    code, out, err = run(capsys, "benchmark", *args, "--out", str(tmp_path / "out"), "--quiet")
+    assert code == 2 and out == ""
+    assert err.startswith("texseg: error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_benchmark_segmenters_and_suites(capsys, tmp_path):
+    suite = tiny_suite(tmp_path, count=2)
+    code, out, _ = run(capsys, "benchmark", "--segmenters", "local-energy", "--suites", suite,
+                       "--method-arg", "local-energy.window=3", "--out", str(tmp_path / "out"), "--quiet")
+    assert code == 0 and "1 cells scored" in out and (tmp_path / "out" / "leaderboard.csv").is_file()
+    code, out, _ = run(capsys, "segmenters")
+    assert code == 0 and "gabor-kmeans" in out and "orientations" in out and "run directory" in out
+    code, out, _ = run(capsys, "suites")
+    assert code == 0 and "k4" in out and "not available yet" in out
+
+
+def test_registering_the_real_suite_replaces_the_not_available_message(monkeypatch):
+    from texseg.benchmark import suites as suites_module
+
+    monkeypatch.setattr(suites_module, "_REGISTRY", dict(suites_module._REGISTRY))
+    monkeypatch.setattr(suites_module, "_PLANNED", dict(suites_module._PLANNED))
+    spec = SceneSpec(16, 4.0, (0.2, 1.0), 1.0)
+    suites_module.register_suite("real", lambda: suites_module.Suite("real", "mosaics", 2, 2, spec, 9))
+    assert resolve_suite("real").count == 2 and list_suites()["real"] == "mosaics"
+    with pytest.raises(ValueError, match="^name must be a new non-empty suite name"):
+        suites_module.register_suite("notebook", lambda: get_suite("notebook"))
