@@ -233,10 +233,14 @@ def _to_gray01(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
+    """Labels 0..K-1 in texseg's one convention (palette PNGs, 0..K-1 label images, 0/255 masks)."""
+    from texseg.data.folder import read_labels
+    from texseg.errors import TexsegError
 
-    mask = np.asarray(iio.imread(path))
-    return mask[..., 0] if mask.ndim == 3 else mask  # an RGB mask: its first channel
+    try:
+        return read_labels(path)
+    except TexsegError as e:
+        raise SuiteError(str(e)) from None
 
 
 def _read_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,10 +257,8 @@ def _read_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
                              f"{image.shape} differs from {images[0].shape}")
         images.append(image)
         masks.append(mask)
-    # Mask values (0/255, or 0..K-1) become labels 0..K-1 in increasing order of value.
-    _, labels = np.unique(np.stack(masks), return_inverse=True)
-    labels = labels.reshape(len(masks), *masks[0].shape)
-    return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(labels.astype(np.int64))[:, None]
+    labels = np.stack(masks).astype(np.int64)
+    return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(labels)[:, None]
 
 
 def suite_from_folder(folder: str | os.PathLike[str]) -> Suite:
