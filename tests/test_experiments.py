@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 import texseg
 from conftest import run_main
@@ -366,3 +367,43 @@ def test_jobs_auto_uses_every_core_within_memory(tmp_path, monkeypatch):
     assert workers.auto_jobs(10**15, 10) == 1  # what does not fit runs alone
     outcome = run_trials([Trial("a", tiny(), 0), Trial("b", tiny(), 0)], tmp_path / "exp", jobs="auto")
     assert [r.status for r in outcome.results] == ["completed", "completed"]
+
+
+def test_difficulty_maps_mark_label_swapped_cells(tmp_path):
+    """A model that separates fine from coarse texture, asked about swapped widths: 'swapped', not 'failed'."""
+    import torch.nn.functional as F
+
+    from texseg.checkpoint import save_model
+    from texseg.data import SceneSpec
+    from texseg.experiments.difficulty import evaluate_grid, grid_table, rows_to_grid
+    from texseg.models import registry
+    from texseg.models.base import SegmentationModel
+
+    class FineTexture(SegmentationModel):
+        """Logit of 'fine texture here' from the local energy of a Laplacian (no training needed)."""
+
+        def __init__(self, *, num_classes=1, in_channels=1):
+            super().__init__(num_classes=num_classes, in_channels=in_channels)
+            self.scale = torch.nn.Parameter(torch.tensor(1.0))
+
+        def logits(self, x):
+            lap = F.conv2d(x, torch.tensor([[[[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]]]), padding=1)
+            energy = F.avg_pool2d(lap**2, 9, stride=1, padding=4)
+            return self.scale * (energy.log() - energy.log().mean(dim=(-2, -1), keepdim=True))
+
+    registry._REGISTRY["fine-texture-test"] = registry.ModelSpec("fine-texture-test", "test", None, FineTexture)
+    try:
+        run = tmp_path / "run"
+        run.mkdir()
+        scene = SceneSpec(64, 12.8, (0.2, 1.2))
+        save_model(FineTexture(), run, name="fine-texture-test", kwargs={}, num_regions=2, scene=scene.to_dict())
+        s1, s2 = [0.2, 1.2], [1.2, 0.2]
+        _, rows = evaluate_grid(run, s1, s2, count=8)
+        trained_way, swapped_way = rows[0], rows[3]  # (0.2, 1.2) as trained; (1.2, 0.2) the widths swapped
+        assert trained_way["iou"] > 0.5 and not trained_way["swapped"]
+        assert swapped_way["iou"] < 0.3 and swapped_way["matched_iou"] > 0.5 and swapped_way["swapped"]
+        table = grid_table(rows_to_grid(rows, s1, s2), s1, s2, swapped=rows_to_grid(rows, s1, s2, "swapped") > 0,
+                           matched=rows_to_grid(rows, s1, s2, "matched_iou"))
+        assert table.count("swapped") == 1
+    finally:
+        del registry._REGISTRY["fine-texture-test"]

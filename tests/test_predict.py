@@ -319,3 +319,14 @@ def test_cli_refuses_bad_options_in_one_line(capsys, run_dir, tmp_path):
     ):
         code, _, err = run(capsys, "predict", str(run_dir), str(img), "--out", str(tmp_path / "o"), *args)
         assert code == 2 and err.startswith(f"texseg: error: {match}") and len(err.splitlines()) == 1
+
+
+def test_predict_takes_any_scale_and_common_layouts_of_a_tensor(model):
+    """0..255 floats and uint8 are normalised per image as training images are; (1,H,W) and (H,W) work."""
+    x = generate(SceneSpec(32, 6.4, (0.2, 1.2)), 2, generator=torch.Generator().manual_seed(0))[0]
+    base = texseg.predict(model, x)
+    assert torch.allclose(texseg.predict(model, x * 255), base, atol=1e-5)
+    assert (texseg.predict(model, (x * 255).round().to(torch.uint8)) - base).abs().max() < 0.05
+    assert texseg.predict(model, x[0]).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="colour images: pass a numpy array"):
+        texseg.predict(model, torch.rand(1, 3, 32, 32))

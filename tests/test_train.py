@@ -293,3 +293,43 @@ def test_progress_off_a_terminal_is_plain_lines(tmp_path):
     bar.close()
     text = stream.getvalue()
     assert "\r" not in text and 15 <= len(text.splitlines()) <= 21 and "step 100  100%" in text
+
+
+def test_a_trivial_run_is_flagged_in_its_summary(tmp_path):
+    """Too few steps, and a prediction that is one region everywhere: a warning, not a result."""
+    r = train(tiny(iterations=3, eval_every=3, lr=1e-9), tmp_path / "run", progress=False)
+    warnings = " ".join(r.summary["warnings"])
+    assert "only 3 training step(s)" in warnings
+    assert r.summary["val"]["trivial_iou"] <= r.summary["val"]["trivial_accuracy"]
+    from texseg.training.engine import run_warnings
+
+    assert run_warnings(500, {"majority_prediction": 0.995, "accuracy": 0.51})[0].startswith("trivial model")
+    assert run_warnings(500, {"majority_prediction": 0.6, "accuracy": 0.97}) == []
+
+
+def test_a_finished_run_keeps_no_resume_state_and_can_seed_a_fine_tuning(tmp_path):
+    first = train(tiny(iterations=4, eval_every=2), tmp_path / "a", progress=False)
+    assert not (first.run_dir / "resume.pt").exists()
+    tuned = train(tiny(iterations=2, eval_every=2, init_from=str(first.run_dir), keep_best=True), tmp_path / "b",
+                  progress=False)
+    assert tuned.status == "completed" and (tuned.run_dir / "best" / "model.safetensors").is_file()
+    texseg.load_model(tuned.run_dir / "best")
+    with pytest.raises(ValueError, match="init_from"):
+        train(tiny(model="unet", model_kwargs={}, init_from=str(first.run_dir)), tmp_path / "c", progress=False)
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path):
+    r = train(tiny(iterations=400, eval_every=1, lr=1e-9, early_stop=2), tmp_path / "run", progress=False)
+    assert r.status == "completed" and "stopped early" in r.summary["message"]
+    assert r.summary["iterations"] < 400
+
+
+def test_eval_refuses_two_region_widths_for_a_k_region_model(tmp_path):
+    from texseg.data import SceneSpec
+    from texseg.training.config import override_scene
+
+    k3 = SceneSpec(32, 6.4, (0.2, 0.8, 2.0))
+    with pytest.raises(ValueError, match="sigma2 sets the widths of two-region scenes"):
+        override_scene(k3, {"sigma2": 3.0})
+    assert override_scene(k3, {"sigmas": [0.2, 1.0, 3.0]}).texture_sigmas == (0.2, 1.0, 3.0)
+    assert override_scene(k3, {"image_size": 64}).texture_sigmas == k3.texture_sigmas
