@@ -41,7 +41,8 @@ def run_page(path: Path) -> Page:
     val: dict[str, Any] = summary.get("val") or {}
     model = summary.get("model", config.get("model", "?"))
     page = Page("run", f"Run {path.name}: {model}", str(path), str(summary.get("status", "unknown")),
-                warnings=[str(w) for w in summary.get("warnings", [])], notes=[str(n) for n in summary.get("notes", [])])
+                warnings=[str(w) for w in summary.get("warnings", [])],
+                notes=[str(n) for n in summary.get("notes", [])])
     if "iou" in val:
         page.cards.append(Card("validation IoU (mean of regions)", f"{val['iou']:.4f}",
                                f"one region everywhere: {val['trivial_iou']:.4f}" if "trivial_iou" in val else ""))
