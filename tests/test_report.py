@@ -3,11 +3,13 @@ self-contained, and checked in a real browser (headless Chromium) for broken ima
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 from html import unescape
 from pathlib import Path
@@ -35,7 +37,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run = train(TrainConfig(**TINY), root / "run", progress=False).run_dir
     experiment = root / "experiment"
     run_comparison(TrainConfig(**TINY), "optimizer", ["sgd", "adam"], experiment, seeds=2,
-                   lrs={"sgd": 0.1, "adam": 0.01})
+                   lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare optimizers --optimizers sgd,adam")
     search = root / "search"
     run_search(SearchSettings(search, trials=2), dict(TINY))
     return {"run": run, "experiment": experiment, "search": search, "benchmark": _benchmark_folder(root / "bench")}
@@ -91,7 +93,7 @@ def test_run_page_shows_question_answer_status_environment(folders: dict[str, Pa
     assert f"{summary['val']['iou']:.4f}" in html and f"{summary['val']['trivial_iou']:.4f}" in html
     assert f"texseg train --config {run / 'config.json'}" in html
     assert "num_channels=4" in html  # config, model kwargs included
-    assert '<span class="badge' in html and ">completed</span>" in html
+    assert re.search(r"<span class=\"badge warn\" id=\"status\">completed · \d warnings?</span>", html)
     for key in ("device (this run)", "precision (this run)", "torch threads (this run)", "torch (this run)",
                 "texseg (this run)", "CPU capability (torch)"):
         assert key in html
@@ -103,11 +105,15 @@ def test_run_page_shows_question_answer_status_environment(folders: dict[str, Pa
 
 def test_experiment_page_ranks_settings_with_intervals(folders: dict[str, Path]) -> None:
     html = unescape((folders["experiment"] / "report.html").read_text(encoding="utf-8"))
-    assert "texseg compare" not in html or "<pre>" in html
-    assert "iou (mean, 95% interval)" in html
+    assert "<pre>texseg compare optimizers --optimizers sgd,adam</pre>" in html
+    assert "<th>iou</th>" in html and "mean over completed seeds [95% interval]" in html
+    with (folders["experiment"] / "results.csv").open() as f:
+        trials = list(csv.DictReader(f))
+    means = {label: statistics.mean(float(t["val_iou"]) for t in trials if t["label"] == label)
+             for label in {t["label"] for t in trials}}
     rows = re.findall(r"<tr(?: class=\"best\")?><td class=\"num\">(\d)</td><td>([^<]+)</td>", html)
-    assert [r[0] for r in rows] == ["1", "2"] and {r[1] for r in rows} == {"optimizer=sgd", "optimizer=adam"} \
-        or {r[1] for r in rows} == {"sgd", "adam"}
+    assert [r[0] for r in rows] == ["1", "2"] and {r[1] for r in rows} == {"sgd", "adam"}
+    assert means[rows[0][1]] >= means[rows[1][1]]  # ranked by mean IoU
     assert re.search(r"0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]", html)  # two seeds: an interval
     assert "4 completed" in html
     assert html.count("<figure>") == 2  # curves.png and final.png
@@ -125,7 +131,7 @@ def test_benchmark_page_has_one_table_per_suite_with_intervals(folders: dict[str
     html = unescape(write_report(folders["benchmark"]).read_text(encoding="utf-8"))
     assert "Suite gauss-k2" in html and "Suite mosaic-k3" in html
     assert "0.910 [0.880, 0.940]" in html and "0.310 [0.250, 0.370]" in html
-    assert 'class="badge bad"' in html and ">failed</span>" in html  # one cell failed
+    assert "<span class=\"badge bad\" id=\"status\">failed</span>" in html  # one cell failed
     assert "otsu on gauss-k2: out of memory" in html
     assert "3 done, 1 failed" in html
 

@@ -104,6 +104,12 @@ class Page:
     environment: list[tuple[str, str]] = field(default_factory=list)
 
     @property
+    def status_text(self) -> str:
+        """The badge: the status, and how many warnings come with it."""
+        n = len(self.warnings)
+        return self.status + (f" · {n} warning{'s' if n > 1 else ''}" if n else "")
+
+    @property
     def status_level(self) -> str:
         """``ok``, ``warn`` or ``bad``: the colour of the status badge."""
         level = _STATUS_LEVEL.get(self.status, "warn")
@@ -229,10 +235,12 @@ def overall_status(statuses: list[str], *, done: str = "completed") -> str:
 
 # ---------------------------------------------------------------------------- markdown
 def inline_markdown(text: str) -> Markup:
-    """Escaped text with markdown's inline ``code`` and **bold** (all that summary files use in prose)."""
+    """Escaped text with markdown's inline ``code``, **bold** and relative links (what summary files use in prose)."""
     html = str(escape(text))
     html = re.sub(r"`([^`]+)`", r"<code>\1</code>", html)
     html = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", html)
+    # Links to files beside the summary (relative, so they open locally; the page never fetches them).
+    html = re.sub(r"\[([^\]]+)\]\(([^)\s:]+)\)", r'<a href="\2">\1</a>', html)
     return Markup(html)
 
 
@@ -244,7 +252,7 @@ def markdown_parts(path: Path) -> tuple[str, list[Markup], str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return "", [], ""
-    title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
+    title = next((line[2:].strip().replace("`", "") for line in text.splitlines() if line.startswith("# ")), "")
     intro = text.split("\n## ", 1)[0]
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", intro)]
     paragraphs = [p for p in paragraphs if p and not p.startswith("# ")]

@@ -110,17 +110,19 @@ def experiment_page(path: Path) -> Page:
         page.cards.append(Card("best setting", best.label, f"{metric} {best.metrics[metric].format(4)}"))
     page.cards.append(Card("trials", str(len(rows)), counts_text(statuses)))
     page.cards.append(Card("settings", str(len(ranked)), f"varied: {', '.join(varied) or '—'}"))
-    columns = ["rank", "setting", *varied, *[f"{m} (mean, 95% interval)" for m in TABLE_METRICS],
-               f"worst seed {metric}", "completed", "steps", "train s"]
+    # A varied field whose value is the setting's whole label (optimizer=adam labelled "adam") is not repeated.
+    shown = [k for k in varied if any(format_value(g.values[k]) != g.label for g in ranked)]
+    columns = ["rank", "setting", *shown, *TABLE_METRICS, f"worst seed {metric}", "completed", "steps", "train s"]
     table_rows = []
     for i, g in enumerate(ranked, 1):
-        table_rows.append([str(i), g.label, *[format_value(g.values[k]) for k in varied],
+        table_rows.append([str(i), g.label, *[format_value(g.values[k]) for k in shown],
                            *[g.metrics.get(m, mean_ci([])).format(4 if m != "loss" else 5) for m in TABLE_METRICS],
                            fmt(g.worst.get(metric, math.nan)), g.status_text(),
                            f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
                            f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"])
-    page.tables.append(Table(columns, table_rows, f"Settings ranked by held-out {metric} over completed seeds "
-                             "(for [0, 1] metrics a t-interval of the logits, mapped back; none for one seed)",
+    caption = (f"Settings ranked by held-out {metric}: mean over completed seeds [95% interval] (for [0, 1] "
+               "metrics a t-interval of the logits, mapped back; ± for the loss; none for one seed)")
+    page.tables.append(Table(columns, table_rows, caption,
                              highlight={ranked.index(best)} if best is not None else set()))
     if best is None and ranked:
         page.notes.append("no best setting claimed: it needs at least two completed seeds per setting")
@@ -178,9 +180,9 @@ def search_page(path: Path) -> Page:
     params = best.get("params") or {}
     if value is not None:
         page.cards.append(Card(f"best {best.get('metric', 'value')}", f"{value:.4f}", f"trial {best.get('number')}"))
-        page.cards.append(Card("best parameters", str(len(params)),
-                               ", ".join(f"{k}={fmt(v, 4) if not isinstance(v, float) else f'{v:.3g}'}"
-                                         for k, v in params.items())))
+        page.cards.append(Card("best settings", str(params.get("model", f"{len(params)} parameters")),
+                               ", ".join(f"{k}={f'{v:.3g}' if isinstance(v, float) else v}"
+                                         for k, v in params.items() if k != "model")))
     else:
         page.warnings.append(str(best.get("message", "no completed trial yet")))
     page.cards.append(Card("trials", str(len(trials)), counts_text(statuses)))
