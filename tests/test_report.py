@@ -56,7 +56,7 @@ def _benchmark_folder(out: Path) -> Path:
         "unet,mosaic-k3,3,done,,8,0.77,0.70,0.84,0.61,0.50,0.72,110\n", encoding="utf-8")
     (out / "leaderboard.md").write_text("# Benchmark leaderboard\n\nEach value is the mean over the suite's "
                                         "images ± its 95% interval.\n\n## gauss-k2\n", encoding="utf-8")
-    fig = Figure(figsize=(4, 2))
+    fig = Figure(figsize=(5, 2), layout="constrained")
     fig.subplots().barh(["unet", "kmeans"], [0.91, 0.62])
     save_figure(fig, out / "bars-gauss-k2.png")
     return out
@@ -131,7 +131,7 @@ def test_benchmark_page_has_one_table_per_suite_with_intervals(folders: dict[str
     html = unescape(write_report(folders["benchmark"]).read_text(encoding="utf-8"))
     assert "Suite gauss-k2" in html and "Suite mosaic-k3" in html
     assert "0.910 [0.880, 0.940]" in html and "0.310 [0.250, 0.370]" in html
-    assert "<span class=\"badge bad\" id=\"status\">failed</span>" in html  # one cell failed
+    assert "<span class=\"badge bad\" id=\"status\">failed: 1 of 4 cells</span>" in html
     assert "otsu on gauss-k2: out of memory" in html
     assert "3 done, 1 failed" in html
 

@@ -103,11 +103,14 @@ class Page:
     figures: list[FigureData] = field(default_factory=list)
     environment: list[tuple[str, str]] = field(default_factory=list)
 
+    status_detail: str = ""  # e.g. "1 of 4 cells": how much of a folder of trials the status concerns
+
     @property
     def status_text(self) -> str:
-        """The badge: the status, and how many warnings come with it."""
+        """The badge: the status, what it concerns, and how many warnings come with it."""
         n = len(self.warnings)
-        return self.status + (f" · {n} warning{'s' if n > 1 else ''}" if n else "")
+        return (self.status + (f": {self.status_detail}" if self.status_detail else "")
+                + (f" · {n} warning{'s' if n > 1 else ''}" if n else ""))
 
     @property
     def status_level(self) -> str:
@@ -225,12 +228,17 @@ def counts_text(statuses: list[str]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def overall_status(statuses: list[str], *, done: str = "completed") -> str:
-    """One word for a folder of trials: the worst status present (failed > diverged > interrupted > done)."""
+def overall_status(statuses: list[str], *, done: str = "completed", what: str = "trials") -> tuple[str, str]:
+    """A folder of trials in a word and its extent: the worst status present and how many it concerns.
+
+    Returns:
+        ``("completed", "")`` when all are done, else e.g. ``("failed", "1 of 4 trials")``
+        (failed > diverged > interrupted > not run > running).
+    """
     for worst in ("failed", "error", "diverged", "interrupted", "not run", "running"):
         if worst in statuses:
-            return worst
-    return done if statuses else "empty"
+            return worst, f"{statuses.count(worst)} of {len(statuses)} {what}"
+    return (done, "") if statuses else ("empty", "")
 
 
 # ---------------------------------------------------------------------------- markdown
@@ -252,7 +260,8 @@ def markdown_parts(path: Path) -> tuple[str, list[Markup], str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return "", [], ""
-    title = next((line[2:].strip().replace("`", "") for line in text.splitlines() if line.startswith("# ")), "")
+    title = next((re.sub(r"`([^`]*)`", r"'\1'", line[2:].strip()) for line in text.splitlines()
+                  if line.startswith("# ")), "")
     intro = text.split("\n## ", 1)[0]
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", intro)]
     paragraphs = [p for p in paragraphs if p and not p.startswith("# ")]

@@ -101,8 +101,9 @@ def experiment_page(path: Path) -> Page:
     rows = [_numeric_row(r) for r in read_csv_rows(path / "results.csv")]
     title, description, command = markdown_parts(path / "summary.md")
     statuses = [r["status"] for r in rows]
-    page = Page("experiment", title or str(record.get("title", path.name)), str(path), overall_status(statuses),
-                description=description, command=command)
+    status, detail = overall_status(statuses)
+    page = Page("experiment", title or str(record.get("title", path.name)), str(path), status,
+                description=description, command=command, status_detail=detail)
     metric = "iou"
     ranked = rank(group_stats(rows, varied), metric)
     best = best_group(ranked, metric)
@@ -173,9 +174,9 @@ def search_page(path: Path) -> Page:
     trials = read_csv_rows(path / "trials.csv")
     title, description, _ = markdown_parts(path / "summary.md")
     statuses = [t.get("status", "") for t in trials]
-    status = overall_status([s for s in statuses if s != "pruned"], done="completed")
+    status, detail = overall_status(statuses)
     page = Page("search", title or f"Search {path.name}", str(path), "completed" if status == "empty" else status,
-                description=description)
+                description=description, status_detail=detail)
     value = best.get("value")
     params = best.get("params") or {}
     if value is not None:
@@ -233,8 +234,9 @@ def benchmark_page(path: Path) -> Page:
         raise ReportError(f"{path / 'leaderboard.csv'}: no rows")
     title, description, command = markdown_parts(path / "leaderboard.md")
     statuses = [r.get("status", "") for r in rows]
-    page = Page("benchmark", title or f"Benchmark {path.name}", str(path), overall_status(statuses, done="done"),
-                description=description, command=command)
+    status, detail = overall_status(statuses, done="done", what="cells")
+    page = Page("benchmark", title or f"Benchmark {path.name}", str(path), status, description=description,
+                command=command, status_detail=detail)
     columns = list(rows[0])
     metrics = [c for c in columns if f"{c}_low" in columns and f"{c}_high" in columns]
     suites: dict[str, list[dict[str, str]]] = {}
