@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "lab.ipynb"
@@ -23,6 +24,8 @@ def test_lab_notebook_is_stored_without_outputs() -> None:
     assert all(c.outputs == [] and c.execution_count is None for c in code)
 
 
+# About 30 s of CPU on an idle 2-core machine (see the README); the limit allows for a busy one.
+@pytest.mark.timeout(1200)
 def test_lab_notebook_runs(tmp_path: Path) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # The kernel runs in tmp_path (it writes lab-runs/ there); it is shut down when execute() returns or raises.

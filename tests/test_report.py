@@ -19,6 +19,7 @@ import pytest
 from texseg import train
 from texseg.cli import main
 from texseg.experiments import run_comparison
+from texseg.experiments.difficulty import evaluate_grid, write_model_grid
 from texseg.plots import save_figure
 from texseg.report import ReportError, detect_kind, write_report, write_report_or_note
 from texseg.search import SearchSettings, run_search
@@ -40,7 +41,16 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                    lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare optimizers --optimizers sgd,adam")
     search = root / "search"
     run_search(SearchSettings(search, trials=2), dict(TINY))
-    return {"run": run, "experiment": experiment, "search": search, "benchmark": _benchmark_folder(root / "bench")}
+    grid = root / "grid"  # an experiment without trials: a saved model over a grid of difficulties
+    scene, rows = evaluate_grid(run, [0.2, 1.0], [1.2], count=2)
+    write_model_grid(grid, str(run), scene, rows, [0.2, 1.0], [1.2], count=2, seed=2024,
+                     command="texseg difficulty ...")
+    return {"run": run, "experiment": experiment, "search": search, "benchmark": _benchmark_folder(root / "bench"),
+            "grid": grid}
+
+
+KIND = {"grid": "experiment"}
+ALL = ["run", "experiment", "search", "benchmark", "grid"]
 
 
 def _benchmark_folder(out: Path) -> Path:
@@ -64,15 +74,15 @@ def _benchmark_folder(out: Path) -> Path:
 
 # ------------------------------------------------------------------------ the pages
 def test_every_kind_is_detected_and_written_at_the_end(folders: dict[str, Path]) -> None:
-    for kind, path in folders.items():
-        assert detect_kind(path) == kind
-    for kind in ("run", "experiment", "search"):  # written by the run/experiment/search itself
+    for name, path in folders.items():
+        assert detect_kind(path) == KIND.get(name, name)
+    for kind in ("run", "experiment", "search", "grid"):  # written by the run/experiment/search itself
         assert (folders[kind] / "report.html").is_file(), kind
     assert not (folders["benchmark"] / "report.html").exists()
     assert write_report(folders["benchmark"]) == folders["benchmark"] / "report.html"
 
 
-@pytest.mark.parametrize("kind", ["run", "experiment", "search", "benchmark"])
+@pytest.mark.parametrize("kind", ALL)
 def test_page_is_self_contained_with_every_figure(folders: dict[str, Path], kind: str) -> None:
     path = write_report(folders[kind])
     html = path.read_text(encoding="utf-8")
@@ -134,6 +144,13 @@ def test_benchmark_page_has_one_table_per_suite_with_intervals(folders: dict[str
     assert "<span class=\"badge bad\" id=\"status\">failed: 1 of 4 cells</span>" in html
     assert "otsu on gauss-k2: out of memory" in html
     assert "3 done, 1 failed" in html
+
+
+def test_grid_page_shows_the_results_table_and_heatmap(folders: dict[str, Path]) -> None:
+    html = unescape((folders["grid"] / "report.html").read_text(encoding="utf-8"))
+    assert "Difficulty grid of one saved model" in html and "<pre>texseg difficulty ...</pre>" in html
+    assert "<h3>Held-out IoU</h3>" in html and "results.csv (2 rows)" in html
+    assert 'alt="heatmap.png"' in html and 'alt="scenes.png"' in html
 
 
 def test_figures_off_means_no_report(tmp_path: Path) -> None:
@@ -209,7 +226,7 @@ def browse(page: Path, profile: Path) -> tuple[dict, list[str]]:
     return json.loads(unescape(check.group(1))), console
 
 
-@pytest.mark.parametrize("kind", ["run", "experiment", "search", "benchmark"])
+@pytest.mark.parametrize("kind", ALL)
 def test_page_loads_in_a_browser_without_errors(folders: dict[str, Path], kind: str, tmp_path: Path) -> None:
     page = write_report(folders[kind])
     result, console = browse(page, tmp_path / "profile")

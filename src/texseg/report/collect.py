@@ -102,6 +102,7 @@ class Page:
     details: list[Table] = field(default_factory=list)
     figures: list[FigureData] = field(default_factory=list)
     environment: list[tuple[str, str]] = field(default_factory=list)
+    sections: list[tuple[str, list[Markup]]] = field(default_factory=list)  # more prose: (heading, paragraphs)
 
     status_detail: str = ""  # e.g. "1 of 4 cells": how much of a folder of trials the status concerns
 
@@ -135,12 +136,13 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
         return "run"
     if {"best.json", "trials.csv"} <= has:
         return "search"
-    if "results.csv" in has and "experiment.json" in has:
-        return "experiment"
+    if "results.csv" in has and ("experiment.json" in has or (p / "summary.md").is_file()):
+        return "experiment"  # without experiment.json: a difficulty grid or a range test (a table of results)
     if "leaderboard.csv" in has:
         return "benchmark"
     raise ReportError(f"{p}: not a run, experiment, search or benchmark folder (none of summary.json + "
-                      "config.json, results.csv + experiment.json, best.json + trials.csv, leaderboard.csv)")
+                      "config.json, results.csv + experiment.json or summary.md, best.json + trials.csv, "
+                      "leaderboard.csv)")
 
 
 # ----------------------------------------------------------------------- reading files
@@ -267,6 +269,24 @@ def markdown_parts(path: Path) -> tuple[str, list[Markup], str]:
     paragraphs = [p for p in paragraphs if p and not p.startswith("# ")]
     command = re.search(r"```(?:bash|sh)?\n(.*?)\n```", text, flags=re.S)
     return title, [inline_markdown(p) for p in paragraphs], command.group(1).strip() if command else ""
+
+
+def markdown_sections(path: Path, skip: tuple[str, ...] = ("Command", "Files")) -> list[tuple[str, list[Markup]]]:
+    """``(heading, paragraphs)`` of each ``## `` section of a summary.md; tables, images and code left out."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for block in text.split("\n## ")[1:]:
+        heading, _, body = block.partition("\n")
+        if heading.strip() in skip:
+            continue
+        body = re.sub(r"```.*?```", "", body, flags=re.S)
+        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n|\n(?=- )", body)]
+        paragraphs = [p for p in paragraphs if p and not p.startswith(("|", "!["))]
+        out.append((heading.strip(), [inline_markdown(p) for p in paragraphs]))
+    return out
 
 
 # ----------------------------------------------------------------------------- figures

@@ -19,6 +19,7 @@ from texseg.report.collect import (
     inline_markdown,
     machine_rows,
     markdown_parts,
+    markdown_sections,
     overall_status,
     read_csv_rows,
     read_json_file,
@@ -96,6 +97,8 @@ def experiment_page(path: Path) -> Page:
     from texseg.experiments.report import TABLE_METRICS, best_group, format_value, group_stats, rank
     from texseg.experiments.stats import mean_ci
 
+    if not (path / "experiment.json").is_file():
+        return results_page(path)
     record = read_json_file(path / "experiment.json")
     varied = [str(v) for v in record.get("varied", [])]
     rows = [_numeric_row(r) for r in read_csv_rows(path / "results.csv")]
@@ -165,6 +168,21 @@ def _first_run(path: Path, rows: list[dict[str, Any]]) -> Path | None:
         if r.get("run_dir") and (run / "summary.json").is_file():
             return run
     return None
+
+
+def results_page(path: Path, max_rows: int = 40) -> Page:
+    """An experiment folder without trials (a difficulty grid, a range test): its summary.md and results.csv."""
+    rows = read_csv_rows(path / "results.csv")
+    title, description, command = markdown_parts(path / "summary.md")
+    page = Page("experiment", title or path.name, str(path), "completed", description=description, command=command,
+                sections=markdown_sections(path / "summary.md"))
+    columns = list(rows[0]) if rows else []
+    table = Table(columns, [[_cell(r.get(c) or "") for c in columns] for r in rows], f"results.csv ({len(rows)} rows)")
+    (page.tables if len(rows) <= max_rows else page.details).append(table)
+    page.status_items = [("rows in results.csv", str(len(rows)))]
+    page.figures = folder_figures(path)
+    page.environment = machine_rows()
+    return page
 
 
 # --------------------------------------------------------------------------- a search
