@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+import texseg
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "lab.ipynb"
 
@@ -26,8 +29,11 @@ def test_lab_notebook_is_stored_without_outputs() -> None:
 
 # About 30 s of CPU on an idle 2-core machine (see the README); the limit allows for a busy one.
 @pytest.mark.timeout(1200)
-def test_lab_notebook_runs(tmp_path: Path) -> None:
+def test_lab_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    # The kernel imports the texseg under test (not another installed copy): its folder goes first on its path.
+    src = str(Path(texseg.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p))
     # The kernel runs in tmp_path (it writes lab-runs/ there); it is shut down when execute() returns or raises.
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = _text(nb)

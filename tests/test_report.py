@@ -124,7 +124,7 @@ def test_experiment_page_ranks_settings_with_intervals(folders: dict[str, Path])
     rows = re.findall(r"<tr(?: class=\"best\")?><td class=\"num\">(\d)</td><td>([^<]+)</td>", html)
     assert [r[0] for r in rows] == ["1", "2"] and {r[1] for r in rows} == {"sgd", "adam"}
     assert means[rows[0][1]] >= means[rows[1][1]]  # ranked by mean IoU
-    assert re.search(r"0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]", html)  # two seeds: an interval
+    assert re.search(r"0\.\d{4} \[0\.\d{4},\s0\.\d{4}\]", html)  # two seeds: an interval
     assert "4 completed" in html
     assert html.count("<figure>") == 2  # curves.png and final.png
 

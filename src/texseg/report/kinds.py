@@ -41,7 +41,8 @@ def run_page(path: Path) -> Page:
     config = read_json_file(path / "config.json")
     val: dict[str, Any] = summary.get("val") or {}
     model = summary.get("model", config.get("model", "?"))
-    page = Page("run", f"Run {path.name}: {model}", str(path), str(summary.get("status", "unknown")),
+    title = f"Run {path.name}" + ("" if str(model) in path.name else f" ({model})")
+    page = Page("run", title, str(path), str(summary.get("status", "unknown")),
                 warnings=[str(w) for w in summary.get("warnings", [])],
                 notes=[str(n) for n in summary.get("notes", [])])
     if "iou" in val:
@@ -120,7 +121,8 @@ def experiment_page(path: Path) -> Page:
     table_rows = []
     for i, g in enumerate(ranked, 1):
         table_rows.append([str(i), g.label, *[format_value(g.values[k]) for k in shown],
-                           *[g.metrics.get(m, mean_ci([])).format(4 if m != "loss" else 5) for m in TABLE_METRICS],
+                           *[_keep_interval(g.metrics.get(m, mean_ci([])).format(4 if m != "loss" else 5))
+                             for m in TABLE_METRICS],
                            fmt(g.worst.get(metric, math.nan)), g.status_text(),
                            f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
                            f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"])
@@ -148,6 +150,11 @@ def experiment_page(path: Path) -> Page:
     page.notes += [f"also in this folder: the experiment {sub.name}/ (its own report.html)"
                    for sub in sorted(path.iterdir()) if (sub / "experiment.json").is_file()]
     return page
+
+
+def _keep_interval(text: str) -> str:
+    """``0.61 [0.05, 0.97]`` that wraps only before its interval (no-break spaces inside it)."""
+    return text.replace(", ", ",\u00a0").replace("± ", "±\u00a0")
 
 
 def _numeric_row(row: dict[str, str]) -> dict[str, Any]:
