@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -248,6 +249,10 @@ def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | 
     result_ = BenchmarkResult(cells, suite_objs, [s.name for s in segs], out, interrupted)
     if report:
         from texseg.benchmark.report import write_report
+        from texseg.report import write_report_or_note
 
         write_report(result_)
+        note = write_report_or_note(out)  # the page a person opens; a failure never fails the benchmark
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     return result_

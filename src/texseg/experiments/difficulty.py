@@ -9,6 +9,7 @@ differ only in texture: the comparison between cells is paired.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from texseg.experiments.runner import Trial
 from texseg.experiments.sweep import budget_text, check_values
 from texseg.io import atomic_write_text
 from texseg.plots import save_figure
+from texseg.report import write_report_or_note
 from texseg.training.config import TrainConfig, override_scene
 
 HEATMAP_PNG, SCENES_PNG = "heatmap.png", "scenes.png"
@@ -185,4 +187,6 @@ not fail.
 """ + "\n\n".join(f"**{t}**\n\n![{t}]({f})" for t, f in figures) + \
         "\n\n`results.csv` holds every metric of every cell.\n"
     atomic_write_text(out / "summary.md", text)
+    if (note := write_report_or_note(out)) is not None:  # report.html: a convenience, never an error
+        print(f"warning: {note}", file=sys.stderr)
     return out / "summary.md"

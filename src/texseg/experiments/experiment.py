@@ -9,6 +9,7 @@ comparisons, difficulty grids) is built as an :class:`Experiment` and goes throu
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from texseg.experiments.report import (
 from texseg.experiments.runner import FAILED, Logger, RunOutcome, Trial, run_trials
 from texseg.io import atomic_write_json, read_json
 from texseg.plots import save_figure
+from texseg.report import write_report_or_note
 from texseg.training.config import TrainConfig
 
 RESULTS, SUMMARY_MD, CURVES_PNG, FINAL_PNG = "results.csv", "summary.md", "curves.png", "final.png"
@@ -163,4 +165,6 @@ def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *
         ranked=result.ranked, metric=experiment.metric, figures=[*standard, *figures], sections=sections,
         interrupted=result.interrupted,
     ))
+    if (note := write_report_or_note(result.out_dir)) is not None:  # report.html: a convenience, never an error
+        print(f"warning: {note}", file=sys.stderr)
     return path

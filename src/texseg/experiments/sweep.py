@@ -9,6 +9,7 @@ optimizer, generator) and none of the training loop's bookkeeping.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from texseg.experiments.report import format_value, write_results_csv
 from texseg.experiments.runner import Trial
 from texseg.io import atomic_write_text
 from texseg.plots import save_figure
+from texseg.report import write_report_or_note
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.engine import build_trainer, train_step
@@ -215,6 +217,8 @@ learning rate. Confirm with `texseg sweep lr` around them (held-out metrics, sev
 `results.csv` holds every step (lr, loss, smoothed loss).
 """
     atomic_write_text(out / "summary.md", text)
+    if (note := write_report_or_note(out)) is not None:  # report.html: a convenience, never an error
+        print(f"warning: {note}", file=sys.stderr)
     return out / "summary.md"
 
 

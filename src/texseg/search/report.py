@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from texseg.io import atomic_write_json, atomic_write_text, write_csv
+from texseg.report import write_report_or_note
 from texseg.search.settings import SearchSettings
 from texseg.search.space import METRIC, SEARCHABLE, SearchSpace
 from texseg.search.storage import (
@@ -87,6 +88,8 @@ def write_reports(study: optuna.Study, settings: SearchSettings, base: TrainConf
         notes.append(f"no parameter-importance plot: {why}")
     atomic_write_text(out / "summary.md", _summary_md(trials, settings, base, space, best, importances, why))
     files.append(out / "summary.md")
+    note = write_report_or_note(out)  # report.html: a convenience, never an error
+    files, notes = (files + [out / "report.html"], notes) if note is None else (files, notes + [note])
     return files, notes, best
 
 

@@ -189,6 +189,8 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
             board.hparams(config.to_dict(), state.last_val)
         if main and state.status in (RunStatus.COMPLETED, RunStatus.PRUNED):
             run.file(RESUME_STATE).unlink(missing_ok=True)  # ended for good: nothing to resume, MBs saved
+        if config.figures and main:
+            _write_report(run, t, state)
     return TrainResult(path, state.status, _summary(t, state))
 
 
@@ -394,6 +396,17 @@ def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tenso
         save_figure(run_curves_figure(run.rows, t.config.model), run.file("curves.png"))
     except OSError as e:  # the run itself is saved; its pictures are a convenience
         note = f"figures not written: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        print(f"warning: {note}", file=sys.stderr)
+        state.notes.append(note)
+        run.write_summary_best_effort(_summary(t, state))
+
+
+def _write_report(run: RunDir, t: Trainer, state: RunState) -> None:
+    """report.html, written last (it shows the finished run); a failure is a note, not an error."""
+    from texseg.report import write_report_or_note
+
+    note = write_report_or_note(run.path)
+    if note is not None:
         print(f"warning: {note}", file=sys.stderr)
         state.notes.append(note)
         run.write_summary_best_effort(_summary(t, state))

@@ -11,6 +11,7 @@ Contents::
     summary.json       final metrics, status, timings
     samples.png        input | true mask | prediction on validation images
     curves.png         loss and val IoU against steps and against training time
+    report.html        the run on one page (texseg.report), written when it ends
     .texseg-run        marks the folder as a run texseg created (so its leftovers are its own)
     .lock              held while a process writes the run
 """
@@ -37,7 +38,7 @@ MARKER = ".texseg-run"
 BEST = "best"  # keep_best: the weights of the best held-out IoU, a loadable model folder
 # Every file a run writes: none of them may be replaced in a folder texseg did not create.
 RUN_FILES = (CONFIG, METRICS, SUMMARY, "model.json", "model.safetensors", "resume.pt", "samples.png",
-             "curves.png")
+             "curves.png", "report.html")
 
 
 class RunStatus(str, Enum):

@@ -1,0 +1,311 @@
+"""One function per kind of folder: read its files and fill a :class:`~texseg.report.collect.Page`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from texseg.report.collect import (
+    Card,
+    Page,
+    ReportError,
+    Table,
+    config_rows,
+    counts_text,
+    environment_rows,
+    fmt,
+    folder_figures,
+    inline_markdown,
+    machine_rows,
+    markdown_parts,
+    markdown_sections,
+    overall_status,
+    read_csv_rows,
+    read_json_file,
+    read_json_or_empty,
+    to_float,
+)
+
+# Validation metrics of a run, in reading order; per-region IoUs (iou_0, ...) follow iou_omega1.
+_RUN_HEAD = ("iou", "iou_omega1")
+_RUN_METRICS = ("dice", "accuracy", "precision", "recall", "loss")
+_TRIVIAL = {"iou": "trivial_iou", "accuracy": "trivial_accuracy"}
+_HISTORY_SKIP = ("val_iou_", "val_trivial_", "val_majority")
+
+
+# ------------------------------------------------------------------------------- a run
+def run_page(path: Path) -> Page:
+    """A run directory: its config, final metrics against the trivial baseline, history, figures."""
+    summary = read_json_file(path / "summary.json")
+    config = read_json_file(path / "config.json")
+    val: dict[str, Any] = summary.get("val") or {}
+    model = summary.get("model", config.get("model", "?"))
+    title = f"Run {path.name}" + ("" if str(model) in path.name else f" ({model})")
+    page = Page("run", title, str(path), str(summary.get("status", "unknown")),
+                warnings=[str(w) for w in summary.get("warnings", [])],
+                notes=[str(n) for n in summary.get("notes", [])])
+    if "iou" in val:
+        page.cards.append(Card("validation IoU (mean of regions)", f"{val['iou']:.4f}",
+                               f"one region everywhere: {val['trivial_iou']:.4f}" if "trivial_iou" in val else ""))
+    if "accuracy" in val:
+        page.cards.append(Card("pixel accuracy", f"{val['accuracy']:.4f}",
+                               f"one region everywhere: {val['trivial_accuracy']:.4f}"
+                               if "trivial_accuracy" in val else ""))
+    page.cards.append(Card("training", f"{summary.get('iterations', 0)} steps",
+                           f"{fmt(summary.get('train_seconds'), 1)} s, {fmt(summary.get('it_per_s'), 1)} it/s"))
+    page.cards.append(Card("model", str(model), f"{summary.get('parameters', 0):,} parameters"))
+    page.status_items = [("status", page.status), ("message", summary.get("message") or "—"),
+                         ("steps", fmt(summary.get("iterations"))),
+                         ("training time", f"{fmt(summary.get('train_seconds'), 1)} s"),
+                         ("evaluation time", f"{fmt(summary.get('eval_seconds'), 1)} s"),
+                         ("skipped non-finite steps", fmt(summary.get("skipped_steps", 0))),
+                         ("labels", str(summary.get("label_mode", "fixed")))]
+    page.tables.append(_run_metrics_table(val, summary))
+    history = read_csv_rows(path / "metrics.csv")
+    if history:
+        columns = [c for c in history[0] if not c.startswith(_HISTORY_SKIP)]
+        page.details.append(Table(columns, [[_cell(r[c]) for c in columns] for r in history],
+                                  f"Every evaluation ({len(history)} rows of metrics.csv)"))
+    page.command = f"texseg train --config {path / 'config.json'} --out NEW_DIR"
+    page.config_title = "Configuration (config.json; bold: differs from the default)"
+    page.config = config_rows(config)
+    page.figures = folder_figures(path)
+    page.environment = environment_rows(summary, "this run")
+    return page
+
+
+def _run_metrics_table(val: dict[str, Any], summary: dict[str, Any]) -> Table:
+    regions = sorted((k for k in val if k.startswith("iou_") and k[4:].isdigit()), key=lambda k: int(k[4:]))
+    known = (*_RUN_HEAD, *regions, *_RUN_METRICS)
+    names = [k for k in known if k in val] + [k for k in val if k not in known and not k.startswith("trivial_")]
+    rows = [[k, fmt(val[k]), fmt(val.get(_TRIVIAL.get(k, ""), math.nan))] for k in names]
+    return Table(["metric", "value", "one region everywhere"], rows,
+                 f"Held-out metrics at the end, eval mode, {summary.get('val_size', '?')} images "
+                 f"(seed {summary.get('val_seed', '?')})", highlight={0} if rows else set())
+
+
+def _cell(value: str) -> str:
+    f = to_float(value)
+    if value == "" or math.isnan(f):
+        return value or "—"
+    return value if f.is_integer() else f"{f:.4g}"
+
+
+# ----------------------------------------------------------------------- an experiment
+def experiment_page(path: Path) -> Page:
+    """An experiment folder: its question, the ranked settings with intervals, the trials, figures."""
+    from texseg.experiments.report import TABLE_METRICS, best_group, format_value, group_stats, rank
+    from texseg.experiments.stats import mean_ci
+
+    if not (path / "experiment.json").is_file():
+        return results_page(path)
+    record = read_json_file(path / "experiment.json")
+    varied = [str(v) for v in record.get("varied", [])]
+    rows = [_numeric_row(r) for r in read_csv_rows(path / "results.csv")]
+    title, description, command = markdown_parts(path / "summary.md")
+    statuses = [r["status"] for r in rows]
+    status, detail = overall_status(statuses)
+    page = Page("experiment", title or str(record.get("title", path.name)), str(path), status,
+                description=description, command=command, status_detail=detail)
+    metric = "iou"
+    ranked = rank(group_stats(rows, varied), metric)
+    best = best_group(ranked, metric)
+    if best is not None:
+        page.cards.append(Card("best setting", best.label, f"{metric} {best.metrics[metric].format(4)}"))
+    page.cards.append(Card("trials", str(len(rows)), counts_text(statuses)))
+    page.cards.append(Card("settings", str(len(ranked)), f"varied: {', '.join(varied) or '—'}"))
+    # A varied field whose value is the setting's whole label (optimizer=adam labelled "adam") is not repeated.
+    shown = [k for k in varied if any(format_value(g.values[k]) != g.label for g in ranked)]
+    columns = ["rank", "setting", *shown, *TABLE_METRICS, f"worst seed {metric}", "completed", "steps", "train s"]
+    table_rows = []
+    for i, g in enumerate(ranked, 1):
+        table_rows.append([str(i), g.label, *[format_value(g.values[k]) for k in shown],
+                           *[_keep_interval(g.metrics.get(m, mean_ci([])).format(4 if m != "loss" else 5))
+                             for m in TABLE_METRICS],
+                           fmt(g.worst.get(metric, math.nan)), g.status_text(),
+                           f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
+                           f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"])
+    caption = (f"Settings ranked by held-out {metric}: mean over completed seeds [95% interval] (for [0, 1] "
+               "metrics a t-interval of the logits, mapped back; ± for the loss; none for one seed)")
+    page.tables.append(Table(columns, table_rows, caption,
+                             highlight={ranked.index(best)} if best is not None else set()))
+    if best is None and ranked:
+        page.notes.append("no best setting claimed: it needs at least two completed seeds per setting")
+    trial_columns = ["trial", "seed", "status", "val iou", "steps", "train s", "warning or error", "run"]
+    page.details.append(Table(trial_columns, [
+        [r["trial"], str(r["seed"]), r["status"], fmt(r.get("val_iou", math.nan)), fmt(r["iterations"], 0),
+         fmt(r["train_seconds"], 1), r.get("error") or r.get("warning") or "", r.get("run_dir", "")] for r in rows],
+        f"Every trial ({len(rows)}, results.csv)"))
+    page.status_items = [("trials", counts_text(statuses) or "none"), ("settings", str(len(ranked)))]
+    page.warnings = sorted({f"{r['trial']}: {r['warning']}" for r in rows if r.get("warning")})
+    page.notes += [f"{r['trial']}: {r['error']}" for r in rows if r.get("error")]
+    first = _first_run(path, rows)
+    if first is not None:
+        page.config_title = "Settings shared by every trial (first trial's config.json without the varied fields)"
+        page.config = config_rows(read_json_or_empty(first / "config.json"), set(varied) | {"seed"})
+    page.figures = folder_figures(path)
+    page.environment = environment_rows(read_json_or_empty(first / "summary.json") if first else {},
+                                        "first trial")
+    page.notes += [f"also in this folder: the experiment {sub.name}/ (its own report.html)"
+                   for sub in sorted(path.iterdir()) if (sub / "experiment.json").is_file()]
+    return page
+
+
+def _keep_interval(text: str) -> str:
+    """``0.61 [0.05, 0.97]`` that wraps only before its interval (no-break spaces inside it)."""
+    return text.replace(", ", ",\u00a0").replace("± ", "±\u00a0")
+
+
+def _numeric_row(row: dict[str, str]) -> dict[str, Any]:
+    """A results.csv row with metrics, seconds and steps as numbers (as :func:`group_stats` expects)."""
+    out: dict[str, Any] = dict(row)
+    for k, v in row.items():
+        if k.startswith("val_") or k in ("train_seconds", "iterations"):
+            out[k] = to_float(v)
+    out["iterations"] = 0 if math.isnan(out.get("iterations", math.nan)) else out["iterations"]
+    return out
+
+
+def _first_run(path: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """The run directory of the first trial that left a summary (completed first)."""
+    ordered = sorted(rows, key=lambda r: r["status"] != "completed")
+    for r in ordered:
+        run = path / str(r.get("run_dir", ""))
+        if r.get("run_dir") and (run / "summary.json").is_file():
+            return run
+    return None
+
+
+def results_page(path: Path, max_rows: int = 40) -> Page:
+    """An experiment folder without trials (a difficulty grid, a range test): its summary.md and results.csv."""
+    rows = read_csv_rows(path / "results.csv")
+    title, description, command = markdown_parts(path / "summary.md")
+    page = Page("experiment", title or path.name, str(path), "completed", description=description, command=command,
+                sections=markdown_sections(path / "summary.md"))
+    columns = list(rows[0]) if rows else []
+    table = Table(columns, [[_cell(r.get(c) or "") for c in columns] for r in rows], f"results.csv ({len(rows)} rows)")
+    (page.tables if len(rows) <= max_rows else page.details).append(table)
+    page.status_items = [("rows in results.csv", str(len(rows)))]
+    page.figures = folder_figures(path)
+    page.environment = machine_rows()
+    return page
+
+
+# --------------------------------------------------------------------------- a search
+def search_page(path: Path) -> Page:
+    """A search folder: the best trial, the top trials, the status of every trial, the plots."""
+    best = read_json_file(path / "best.json")
+    trials = read_csv_rows(path / "trials.csv")
+    title, description, _ = markdown_parts(path / "summary.md")
+    statuses = [t.get("status", "") for t in trials]
+    status, detail = overall_status(statuses)
+    page = Page("search", title or f"Search {path.name}", str(path), "completed" if status == "empty" else status,
+                description=description, status_detail=detail)
+    value = best.get("value")
+    params = best.get("params") or {}
+    if value is not None:
+        page.cards.append(Card(f"best {best.get('metric', 'value')}", f"{value:.4f}", f"trial {best.get('number')}"))
+        page.cards.append(Card("best settings", str(params.get("model", f"{len(params)} parameters")),
+                               ", ".join(f"{k}={f'{v:.3g}' if isinstance(v, float) else v}"
+                                         for k, v in params.items() if k != "model")))
+    else:
+        page.warnings.append(str(best.get("message", "no completed trial yet")))
+    page.cards.append(Card("trials", str(len(trials)), counts_text(statuses)))
+    param_names = [c for c in (trials[0] if trials else {}) if c not in _SEARCH_FIXED_COLUMNS]
+    ranked = sorted((t for t in trials if not math.isnan(to_float(t.get("value")))),
+                    key=lambda t: (-to_float(t["value"]), int(t["number"])))
+    columns = ["trial", "value", "status", *param_names, "s", "steps"]
+    page.tables.append(Table(columns, [[t["number"], fmt(to_float(t["value"])), t.get("status", ""),
+                                        *[t.get(p) or "—" for p in param_names], fmt(to_float(t.get("seconds")), 1),
+                                        t.get("iterations") or "—"] for t in ranked[:10]],
+                             f"Top {min(len(ranked), 10)} trials by value", highlight={0} if ranked else set()))
+    page.details.append(Table(["trial", "state", "status", "value", "warning", "run"], [
+        [t["number"], t.get("state", ""), t.get("status", ""), fmt(to_float(t.get("value"))),
+         t.get("warning", ""), t.get("run_dir", "")] for t in trials], f"Every trial ({len(trials)}, trials.csv)"))
+    page.status_items = [("trials", counts_text(statuses) or "none"), ("study", str(best.get("study_name", "—"))),
+                         ("storage", str(best.get("storage", "—")))]
+    page.warnings += [f"trial {t['number']}: {t['warning']}" for t in trials if t.get("warning")]
+    run = _search_run(path, best.get("run_dir"))
+    if run is not None:
+        page.command = f"texseg train --config {run / 'config.json'} --out NEW_DIR"
+        page.config_title = f"Configuration of the best trial ({run.name}/config.json)"
+        page.config = config_rows(read_json_or_empty(run / "config.json"))
+    page.figures = folder_figures(path)
+    page.environment = environment_rows(read_json_or_empty(run / "summary.json") if run else {}, "best trial")
+    return page
+
+
+_SEARCH_FIXED_COLUMNS = {"number", "state", "status", "value", "seconds", "train_seconds", "iterations", "warning",
+                         "run_dir"}
+
+
+def _search_run(path: Path, run_dir: Any) -> Path | None:
+    """The best trial's run directory: as recorded, or under the search folder."""
+    if not run_dir:
+        return None
+    recorded = Path(str(run_dir))
+    for candidate in (recorded, path / recorded, path / "trials" / recorded.name):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------ a benchmark
+def benchmark_page(path: Path) -> Page:
+    """A benchmark folder (``leaderboard.csv``): one table per suite, mean and interval per metric."""
+    rows = read_csv_rows(path / "leaderboard.csv")
+    if not rows:
+        raise ReportError(f"{path / 'leaderboard.csv'}: no rows")
+    title, description, command = markdown_parts(path / "leaderboard.md")
+    statuses = [r.get("status", "") for r in rows]
+    status, detail = overall_status(statuses, done="done", what="cells")
+    page = Page("benchmark", title or f"Benchmark {path.name}", str(path), status, description=description,
+                command=command, status_detail=detail)
+    columns = list(rows[0])
+    metrics = [c for c in columns if f"{c}_low" in columns and f"{c}_high" in columns]
+    suites: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        suites.setdefault(r.get("suite", ""), []).append(r)
+    speed = [c for c in ("images_per_s", "s_per_megapixel") if c in columns]
+    for suite, members in suites.items():
+        head = metrics[0] if metrics else None
+        best = max(range(len(members)), key=lambda i: _finite(members[i].get(head))) if head else None
+        page.tables.append(Table(
+            ["segmenter", *metrics, *[s.replace("_", " ") for s in speed], "status", "note"],
+            [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in metrics], *[r.get(s) or "—" for s in speed],
+              r.get("status", ""), r.get("note", "")] for r in members],
+            f"Suite {suite or '—'}: mean over images [95% interval]", highlight={best} if best is not None else set()))
+    if metrics:
+        head = metrics[0]
+        top = max(rows, key=lambda r: _finite(r.get(head)))
+        page.cards.append(Card(f"best {head}", fmt(to_float(top.get(head))), f"{top.get('segmenter')} on "
+                               f"{top.get('suite')}"))
+    page.cards.append(Card("cells", str(len(rows)), counts_text(statuses)))
+    page.cards.append(Card("suites", str(len(suites)), ", ".join(suites)))
+    page.status_items = [("cells", counts_text(statuses))]
+    page.notes = [f"{r.get('segmenter')} on {r.get('suite')}: {r['note']}" for r in rows
+                  if r.get("note") and r.get("status") != "done"]
+    config = read_json_or_empty(path / "config.json")
+    if config:
+        page.config_title = "Configuration (config.json)"
+        page.config = [(k, fmt(v), False) for k, v in config.items()]
+    page.figures = folder_figures(path)
+    page.environment = machine_rows()
+    return page
+
+
+def _finite(value: Any) -> float:
+    f = to_float(value)
+    return -math.inf if math.isnan(f) else f
+
+
+def _with_interval(row: dict[str, str], metric: str) -> str:
+    mean, low, high = (to_float(row.get(k)) for k in (metric, f"{metric}_low", f"{metric}_high"))
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.3f}" + ("" if math.isnan(low) or math.isnan(high) else f" [{low:.3f}, {high:.3f}]")
+
+
+PAGES = {"run": run_page, "experiment": experiment_page, "search": search_page, "benchmark": benchmark_page}
+__all__ = ["PAGES", "benchmark_page", "experiment_page", "inline_markdown", "run_page", "search_page"]

@@ -1,0 +1,54 @@
+"""examples/lab.ipynb runs from top to bottom with texseg's API and shows what it says it shows."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+import texseg
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "lab.ipynb"
+
+
+def _text(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_lab_notebook_is_stored_without_outputs() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert len(code) >= 6
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+# About 30 s of CPU on an idle 2-core machine (see the README); the limit allows for a busy one.
+@pytest.mark.timeout(1200)
+def test_lab_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # The kernel imports the texseg under test (not another installed copy): its folder goes first on its path.
+    src = str(Path(texseg.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p))
+    # The kernel runs in tmp_path (it writes lab-runs/ there); it is shut down when execute() returns or raises.
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = _text(nb)
+    # The lab's CNN collapses in eval mode; the same design with one BatchNorm per block does not.
+    scores = {m: (float(a), float(b)) for m, a, b in re.findall(r"^(seed-cnn|cnn)\s+([\d.]+)\s+([\d.]+)$", text, re.M)}
+    assert set(scores) == {"seed-cnn", "cnn"}, text
+    assert scores["seed-cnn"][1] < 0.5 < scores["seed-cnn"][0] and scores["cnn"][1] > 0.8
+    unet = float(re.search(r"^unet: val IoU ([\d.]+)", text, re.M).group(1))
+    cnn = float(re.search(r"^cnn:  val IoU ([\d.]+)", text, re.M).group(1))
+    assert unet > 0.8 and unet >= cnn - 0.05
+    ranked = re.findall(r"^(sgd|adam)\s+IoU ([\d.]+) \[", text, re.M)  # two seeds each: intervals
+    assert {name for name, _ in ranked} == {"sgd", "adam"}
+    runs = tmp_path / "lab-runs"
+    for path in ("unet/report.html", "optimizers/report.html", "optimizers/lr-tuning/report.html",
+                 "predicted/scene.mask.png", "predicted/scene.prob.npy", "predicted/scene.overlay.png"):
+        assert (runs / path).is_file(), path
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # the data, the U-Net's samples, the comparison, the prediction
