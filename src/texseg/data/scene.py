@@ -24,13 +24,14 @@ K=2 the result is the notebook's ``generate_data`` for the same random state.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
 from texseg._validate import check_choice, check_int, check_positive
 from texseg.data.kernels import gaussian_smooth
+from texseg.data.textures import MIXED_FAMILIES
 from texseg.device import check_memory, resolve_device
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -47,7 +48,10 @@ class SceneSpec:
             region k (label k) carries texture ``texture_sigmas[k]``.
         smoothing_sigma: final smoothing of the whole image (> 0), or None for none.
         texture: family: ``gaussian`` (the notebook's), ``oriented``, ``powerlaw``,
-            ``bandpass`` or ``mosaic`` (real textures). K is always len(texture_sigmas);
+            ``bandpass``, ``mosaic`` (real textures) or ``mixed`` (each scene's family drawn
+            at random, seeded, from gaussian, oriented, powerlaw and bandpass, each with its
+            own parameters below; train it with ``label_mode="any"``: label k does not mean
+            the same thing in two families). K is always len(texture_sigmas);
             the values are the widths of ``gaussian`` and ``oriented`` (short axis) only.
         anisotropy: oriented: long / short axis of the kernel (>= 1).
         orientations: oriented, bandpass: one angle per region in degrees (default
@@ -262,14 +266,31 @@ def generate(
         image = image.to(dev, dtype)
         if spec.has_intensity_changes:
             image = _intensity_by_region(spec, labels, image)
+    families = _scene_families(spec, batch_size, generator)
     for region in range(k) if spec.texture != "mosaic" else ():
-        texture = region_texture(spec, region, _randn(shape, generator, dev, dtype))
+        noise = _randn(shape, generator, dev, dtype)
+        if families is None:
+            texture = region_texture(spec, region, noise)
+        else:  # mixed: each scene's texture from its own family, same noise and partition
+            texture = torch.empty_like(noise)
+            for f, family in enumerate(MIXED_FAMILIES):
+                sel = (families == f).to(dev)
+                if bool(sel.any()):
+                    texture[sel] = region_texture(replace(spec, texture=family), region, noise[sel])
         image = torch.where(labels == region, texture, image)
 
     # 3. final smoothing and normalisation
     if spec.smoothing_sigma is not None:
         image = gaussian_smooth(image, spec.smoothing_sigma)
     return _normalize_01(image), labels
+
+
+def _scene_families(spec: SceneSpec, batch_size: int, generator: torch.Generator | None) -> torch.Tensor | None:
+    """``texture="mixed"``: (B,) indices into MIXED_FAMILIES, drawn after the partition; else None."""
+    if spec.texture != "mixed":
+        return None
+    dev = generator.device if generator is not None else None
+    return torch.randint(len(MIXED_FAMILIES), (batch_size,), generator=generator, device=dev).cpu()
 
 
 def region_texture(spec: SceneSpec, region: int, noise: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 
 __all__ = [
     "FAMILIES",
+    "MIXED_FAMILIES",
     "bandpass_amplitude",
     "filter_noise",
     "frequency_grid",
@@ -43,7 +44,9 @@ __all__ = [
     "standardize",
 ]
 
-FAMILIES = ("gaussian", "oriented", "powerlaw", "bandpass", "mosaic")
+FAMILIES = ("gaussian", "oriented", "powerlaw", "bandpass", "mosaic", "mixed")
+#: The families ``texture="mixed"`` draws from, one per scene.
+MIXED_FAMILIES = ("gaussian", "oriented", "powerlaw", "bandpass")
 
 
 def frequency_grid(n: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32

@@ -88,27 +88,39 @@ def to_luminance(array: np.ndarray, name: str = "image") -> np.ndarray:
         channels = 0
     else:
         raise ValueError(f"{name} must be (H, W) or (H, W, C) with C in 1..4 channels, got shape {a.shape}")
-    if a.dtype == bool:
-        a = a.astype(np.float32)
-    elif np.issubdtype(a.dtype, np.integer):
-        info = np.iinfo(a.dtype)
-        # Signed integers (rare: 32-bit 'I' PNGs) are scaled by their max as well; min-max follows.
-        a = a.astype(np.float32) / np.float32(info.max)
-    elif np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32, copy=False)
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-    else:
+    if not (a.dtype == bool or np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise ValueError(f"{name} must hold numbers (bool, integer or float), got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
     if channels in (3, 4):
-        # Channel by channel keeps the peak memory at one extra (H, W) float32 buffer.
-        out = a[..., 0] * _LUMA[0]
-        out += a[..., 1] * _LUMA[1]
-        out += a[..., 2] * _LUMA[2]
+        # Channel by channel: the float32 copy of the (H, W, C) array is never made, the
+        # peak is the output plus one (H, W) float32 channel.
+        out = _channel(a, 0)
+        out *= _LUMA[0]
+        for c in (1, 2):
+            plane = _channel(a, c)
+            plane *= _LUMA[c]
+            out += plane
         return out
-    out = np.ascontiguousarray(a[..., 0] if channels else a)
+    out = _channel(a, 0) if channels else _channel(a, None)
     # Never hand back the caller's own buffer: normalize_image works in place.
     return out.copy() if np.shares_memory(out, array) else out
+
+
+def _channel(a: np.ndarray, c: int | None) -> np.ndarray:
+    """One channel (all of ``a`` for c=None) as a C-contiguous float32 array, integers scaled by their type's max.
+
+    Same values as ``a.astype(np.float32) / max`` but the scaling is done in place (no
+    second full-size temporary). Signed integers (rare: 32-bit 'I' PNGs) are scaled by
+    their max as well; min-max follows.
+    """
+    plane = a if c is None else a[..., c]
+    if np.issubdtype(a.dtype, np.floating):
+        return np.ascontiguousarray(plane, dtype=np.float32)
+    out = np.array(plane, dtype=np.float32, order="C")
+    if np.issubdtype(a.dtype, np.integer):
+        out /= np.float32(np.iinfo(a.dtype).max)
+    return out
 
 
 def _check_size(shape: tuple[int, ...], name: str) -> None:

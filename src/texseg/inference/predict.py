@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ _PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40
                      [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]],
                     dtype=np.uint16)
 _BOUNDARY = np.array([255, 255, 0], dtype=np.uint8)
+# Rows per block when labels and the overlay are made: bounds their temporaries for any image size.
+_ROWS = 512
+# The overlay's blocks hold a few (rows, W, 3) float32 temporaries: fewer rows.
+_OVERLAY_ROWS = 128
 
 
 def _probs_of(logits: torch.Tensor) -> torch.Tensor:
@@ -229,12 +234,14 @@ def labels_from_probs(probs: np.ndarray) -> np.ndarray:
 
     Two regions (C = 1): label 0 where P(label 0) > 0.5 (the metrics' threshold), else 1.
     """
-    if probs.shape[0] == 1:
-        return (probs[0] <= 0.5).astype(np.uint8)
-    return probs.argmax(axis=0).astype(np.uint8)
+    out = np.empty(probs.shape[1:], dtype=np.uint8)
+    for r in range(0, out.shape[0], _ROWS):  # row blocks: no full-size bool/int64 temporaries
+        block = probs[:, r:r + _ROWS]
+        out[r:r + _ROWS] = block[0] <= 0.5 if probs.shape[0] == 1 else block.argmax(axis=0)
+    return out
 
 
-def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3, rows: int = 512) -> np.ndarray:
+def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3, rows: int = _OVERLAY_ROWS) -> np.ndarray:
     """(H, W, 3) uint8: the [0, 1] image in gray, each region tinted, boundaries in yellow.
 
     Built ``rows`` rows at a time (with a one-row halo for the boundaries), so its
@@ -245,19 +252,44 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3, rows
         labels: (H, W) integer labels.
         tint: weight of the region colour (0: none).
     """
+    out = np.empty((*labels.shape, 3), dtype=np.uint8)
+    for r, block in _overlay_blocks(image, labels, tint, rows):
+        out[r:r + block.shape[0]] = block
+    return out
+
+
+def _overlay_blocks(image: np.ndarray, labels: np.ndarray, tint: float, rows: int
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, (rows, W, 3) uint8 block) of :func:`overlay_image`, top to bottom."""
     from skimage.segmentation import find_boundaries
 
-    h, w = labels.shape
-    out = np.empty((h, w, 3), dtype=np.uint8)
+    h = labels.shape[0]
     palette = (_PALETTE * tint).astype(np.float32)
     for r in range(0, h, rows):
         lo, hi = max(r - 1, 0), min(r + rows + 1, h)
         block = labels[r:r + rows]
-        rgb = image[r:r + rows, :, None] * np.float32(255 * (1 - tint)) + palette[block % len(_PALETTE)]
-        out[r:r + rows] = np.clip(rgb, 0, 255).astype(np.uint8)
+        rgb = palette[block % len(_PALETTE)]
+        rgb += image[r:r + rows, :, None] * np.float32(255 * (1 - tint))
+        out = np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
         edges = find_boundaries(labels[lo:hi], mode="inner")[r - lo:r - lo + block.shape[0]]
-        out[r:r + rows][edges] = _BOUNDARY
-    return out
+        out[edges] = _BOUNDARY
+        yield r, out
+
+
+def _write_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
+    """Write :func:`overlay_image` as an RGB PNG, atomically, without an (H, W, 3) numpy copy.
+
+    The blocks are pasted straight into the Pillow image that is encoded, so the only
+    full-size buffer is Pillow's own.
+    """
+    from PIL import Image
+
+    h, w = labels.shape
+    canvas = Image.new("RGB", (w, h))
+    for r, block in _overlay_blocks(image, labels, 0.3, _OVERLAY_ROWS):
+        canvas.paste(Image.fromarray(block), (0, r))  # (rows, W, 3) uint8 -> RGB
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
 
 
 def output_paths(input_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -276,13 +308,6 @@ class PredictResult:
     kept: list[Path] = field(default_factory=list)
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    import imageio.v3 as iio
-
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, array, extension=".png")
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -330,7 +355,7 @@ def predict_file(
     if "mask" in todo:
         write_label_png(todo["mask"], labels)
     if "overlay" in todo:
-        _write_png(todo["overlay"], overlay_image(image, labels))
+        _write_overlay(todo["overlay"], image, labels)
     result.written = list(todo.values())
     result.seconds = time.perf_counter() - start
     return result

@@ -130,7 +130,8 @@ class TrainConfig:
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", choices=PRECISIONS, default="auto")
     # texture families and real-texture mosaics (see texseg.data.textures / texseg.data.mosaic)
-    texture: str = _opt("texture family: gaussian (the notebook's), oriented, powerlaw, bandpass, mosaic",
+    texture: str = _opt("texture family: gaussian (the notebook's), oriented, powerlaw, bandpass, mosaic, mixed "
+                        "(each scene's family drawn at random from the first four)",
                         choices=TEXTURE_FAMILIES, default="gaussian")
     textures: str | None = _opt("mosaic textures: 'builtin' (scikit-image's brick, grass, gravel) or a folder "
                                 "of texture images", default=None)
@@ -168,10 +169,10 @@ class TrainConfig:
 
     @property
     def labels(self) -> str:
-        """The label mode in effect: ``label_mode``, or ``any`` for mosaics and ``fixed`` otherwise."""
+        """The label mode in effect: ``label_mode``, or ``any`` for mosaics and mixed families, else ``fixed``."""
         if self.label_mode is not None:
             return self.label_mode
-        return "any" if self.texture == "mosaic" and self.data is None else "fixed"
+        return "any" if self.texture in ("mosaic", "mixed") and self.data is None else "fixed"
 
     @property
     def model_num_classes(self) -> int:
