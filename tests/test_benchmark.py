@@ -53,8 +53,8 @@ def test_named_suites_are_bit_for_bit_reproducible_and_splits_disjoint():
 
 
 def test_real_suite_says_it_is_not_available_yet():
-    assert "not available yet" in list_suites()["real"]
-    with pytest.raises(ValueError, match="^suite 'real': real-texture mosaics are not available yet$"):
+    assert "too few to hold any out" in list_suites()["real"]
+    with pytest.raises(ValueError, match="^suite 'real': needs real textures kept out of any training"):
         resolve_suite("real")
     with pytest.raises(ValueError, match="^suite must be one of notebook, medium"):
         resolve_suite("nope")
@@ -139,7 +139,7 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--segmenters", "nope"], "segmenter must be one of"),
-    (["--segmenters", "local-energy", "--suites", "real"], "suite 'real': real-texture mosaics are not available"),
+    (["--segmenters", "local-energy", "--suites", "real"], "suite 'real': needs real textures kept out of any training"),
     (["--segmenters", "local-energy", "--suites", "zzz"], "suite must be one of"),
     (["--segmenters", "local-energy", "--method-arg", "local-energy.window=abc"], "must be a number"),
     (["--segmenters", "local-energy", "--method-arg", "local-energy.nope=1"], "has no parameter 'nope'"),
@@ -160,7 +160,7 @@ def test_cli_benchmark_segmenters_and_suites(capsys, tmp_path):
     code, out, _ = run(capsys, "segmenters")
     assert code == 0 and "gabor-kmeans" in out and "orientations" in out and "run directory" in out
     code, out, _ = run(capsys, "suites")
-    assert code == 0 and "k4" in out and "not available yet" in out
+    assert code == 0 and "k4" in out and "too few to hold any out" in out
 
 
 def test_registering_the_real_suite_replaces_the_not_available_message(monkeypatch):

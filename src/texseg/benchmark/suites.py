@@ -127,8 +127,11 @@ _REGISTRY: dict[str, Callable[[], Suite]] = {
     "fine": lambda: _generated("fine", "smaller regions: sigmas 0.2 / 1.2, partition N/10",
                                (0.2, 1.2), 1 / 10, 150_000),
 }
-# Suites that are planned but not built yet: asking for one says so instead of "unknown".
-_PLANNED = {"real": "real-texture mosaics are not available yet"}
+# Suites that cannot be built from what ships: asking for one says why and what to do instead.
+_PLANNED = {"real": "needs real textures kept out of any training, and the only ones that ship offline "
+                    "(scikit-image's brick, grass, gravel) are too few to hold any out; describe it in a JSON "
+                    "suite from your own texture folder: {\"name\": \"real\", \"scene\": {\"texture\": "
+                    "\"mosaic\", \"textures\": \"DIR\", \"texture_split\": \"test\", ...}}"}
 
 
 def register_suite(name: str, factory: Callable[[], Suite]) -> None:
