@@ -139,7 +139,7 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--segmenters", "nope"], "segmenter must be one of"),
-    (["--segmenters", "local-energy", "--suites", "real"], "suite 'real': needs real textures kept out of any training"),
+    (["--segmenters", "local-energy", "--suites", "real"], "suite 'real': needs real textures kept out"),
     (["--segmenters", "local-energy", "--suites", "zzz"], "suite must be one of"),
     (["--segmenters", "local-energy", "--method-arg", "local-energy.window=abc"], "must be a number"),
     (["--segmenters", "local-energy", "--method-arg", "local-energy.nope=1"], "has no parameter 'nope'"),
