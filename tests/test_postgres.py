@@ -72,7 +72,9 @@ def postgres_url():
             conn.execute("CREATE DATABASE texseg")
         yield f"postgresql://postgres@127.0.0.1:{port}/texseg"
     finally:
-        proc.send_signal(signal.SIGINT)  # fast shutdown
+        # pg_ctl's fast shutdown reaches the server itself (runuser does not pass signals on).
+        subprocess.run(_as_postgres(_binary("pg_ctl") or "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"),
+                       capture_output=True, timeout=120)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
