@@ -24,6 +24,17 @@ def _run(*args: str):
     return proc.returncode, out, err
 
 
+def _stop_after_first_evaluation(run, budget: float, sig: int) -> tuple[int, str]:
+    """A 2-rank run into ``run``, sent ``sig`` once its first evaluation is written: (exit code, stderr)."""
+    args = ["train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "100000",
+            "--time-budget", str(budget), "--out", str(run)]
+    with cli_process(*args) as proc:
+        wait_until(lambda: (run / "metrics.csv").exists(), proc, what="the first evaluation")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+    return proc.returncode, err
+
+
 def test_two_ranks_train_one_model_equal_to_one_process_replaying_both_streams(tmp_path):
     """2 ranks x batch 2 == 1 process x batch 4 drawn from the same two streams (same scenes, same weights)."""
     code, out, err = _run("train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "6",
@@ -47,13 +58,9 @@ def test_two_ranks_train_one_model_equal_to_one_process_replaying_both_streams(t
 
 def test_a_signal_to_torchrun_stops_every_rank_at_one_step_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "100000",
-            "--time-budget", "4", "--out", str(run)]
-    with cli_process(*args) as proc:
-        wait_until(lambda: (run / "metrics.csv").exists(), proc, what="the first evaluation")
-        proc.send_signal(signal.SIGINT)  # to the launcher (Ctrl-C in a terminal also reaches the ranks)
-        _, err = proc.communicate(timeout=PROCESS_TIMEOUT)
-    assert proc.returncode == 130 and "Traceback" not in err and "texseg: interrupted by SIGINT" in err, err
+    # To the launcher (Ctrl-C in a terminal also reaches the ranks).
+    code, err = _stop_after_first_evaluation(run, budget=4, sig=signal.SIGINT)
+    assert code == 130 and "Traceback" not in err and "texseg: interrupted by SIGINT" in err, err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["world_size"] == 2, (summary, err)
     texseg.load_model(run)
@@ -66,12 +73,7 @@ def test_a_signal_to_torchrun_stops_every_rank_at_one_step_and_the_run_resumes(t
 
 def test_resuming_a_distributed_run_on_another_number_of_ranks_is_refused(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "100000",
-            "--time-budget", "30", "--out", str(run)]
-    with cli_process(*args) as proc:
-        wait_until(lambda: (run / "metrics.csv").exists(), proc, what="the first evaluation")
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=PROCESS_TIMEOUT)
+    _stop_after_first_evaluation(run, budget=30, sig=signal.SIGTERM)
     code, _, err = _run("train", "--resume", str(run), "--quiet")
     assert code == 2 and "trained on 2 rank(s)" in err and err.count("\n") == 1, err
 
