@@ -40,7 +40,9 @@ def test_run_directory_contents(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iterations"] == 6 and summary["status"] == "completed"
     assert summary["val"]["iou"] == pytest.approx(rows[-1]["val_iou"], abs=1e-5)
-    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == tiny()
+    # config.json is what ran: the given settings plus what the device filled in (and said so).
+    assert summary["defaults"]["filled"] == {"compile": False}
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == tiny(compile=False)
 
 
 def test_saved_model_reloads_and_predicts_like_the_trained_one(tmp_path):

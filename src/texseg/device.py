@@ -87,3 +87,31 @@ def check_memory(needed: int, device: torch.device, what: str,
             f"{what} needs about {needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB "
             f"is available on {device}; {advice}"
         )
+
+
+# CPU instruction sets that decide texseg's CPU path (fp32 vs fast bf16).
+RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_description() -> dict[str, object]:
+    """The CPU's model name, its relevant instruction sets and what torch's kernels use.
+
+    Returns:
+        ``{"model": str, "flags": [present flags of RELEVANT_CPU_FLAGS], "capability": str,
+        "cores": int}``; the model and flags are empty where /proc/cpuinfo is not readable.
+    """
+    import os
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": [f for f in RELEVANT_CPU_FLAGS if f in flags],
+            "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count() or 1}

@@ -120,7 +120,9 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
             ("iterations", f"{s['iterations']}"),
             ("training time", f"{s['train_seconds']:.1f} s ({s['it_per_s']:.1f} it/s)"),
             ("evaluation time", f"{s['eval_seconds']:.1f} s"),
-            ("hardware path", f"{s['device']}, {s['precision']}, {s['threads']} thread(s)"),
+            ("hardware path", f"{s['device']}, {s['precision']}, {s['threads']} thread(s)"
+                              + (", torch.compile" if s.get("compiled") else "")),
+            ("batch, lr", f"{s['batch_size']}, {s['lr']:g}" + _from_device(s)),
             ("held-out set", f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} "
                              "(`texseg eval` draws another)"),
             ("labels", "fixed (label k is region k)" if s.get("label_mode", "fixed") == "fixed" else
@@ -163,6 +165,13 @@ def _launch_torchrun(nproc: int, args: list[str]) -> None:
                           f"exit code(s) {', '.join(map(str, codes.values()))} (their messages are above)") \
             from None
     raise SystemExit(ExitCode.OK)
+
+
+def _from_device(summary: dict[str, Any]) -> str:
+    """`` (device defaults: batch_size, lr)`` when the device chose some of the run's settings."""
+    filled = (summary.get("defaults") or {}).get("filled") or {}
+    chosen = [k for k in ("batch_size", "lr") if k in filled]
+    return f"   ({', '.join(chosen)} from the {summary['defaults']['hardware']} defaults)" if chosen else ""
 
 
 @cli.command(name="eval")
@@ -232,6 +241,31 @@ def models() -> None:
     for name in list_models():
         if model_spec(name).warning:
             click.echo(f"\nwarning ({name}): {model_spec(name).warning}")
+
+
+@cli.command()
+def devices() -> None:
+    """The devices here and how texseg trains on each: precision, batch size, lr, compile."""
+    import torch
+
+    from texseg.device import autocast_dtype, cpu_description
+    from texseg.training.defaults import device_profile
+
+    cpu = cpu_description()
+    found = [torch.device("cpu")] + [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    for dev in found:
+        p = device_profile(dev)
+        name = (f"{cpu['model'] or 'CPU'} ({cpu['cores']} cores; {', '.join(cpu['flags']) or 'no AVX2'}; "
+                f"torch kernels {cpu['capability']})" if dev.type == "cpu" else torch.cuda.get_device_name(dev))
+        precision = "bf16" if autocast_dtype("auto", dev) is not None else "fp32"
+        click.echo(f"{dev}: {name}")
+        click.echo(table([("hardware path", f"{p.hardware} ({precision} training)"),
+                          ("batch size, lr", f"{p.batch_size}, {p.lr:g}"),
+                          ("torch.compile", "yes" if p.compile else "no"),
+                          ("evaluation batch", str(p.eval_batch)),
+                          ("loss read back", "every step" if p.sync_every == 1 else
+                                             f"every {p.sync_every} steps" if p.sync_every else "about every 50 ms"),
+                          ("measured", p.measured)]))
 
 
 def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: bool) -> None:

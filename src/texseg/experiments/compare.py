@@ -162,9 +162,13 @@ def comparison(base: TrainConfig, name: str, values: Sequence[Any], seeds: Seque
     varied = (name, "lr") if lrs and name != "lr" else (name,)
     desc = (f"Comparison of {name}: {', '.join(value_label(name, v) for v in values)}, each trained for "
             f"{budget_text(base)} with {len(seeds)} seed(s) (seeds {seeds[0]}..{seeds[-1]}), everything else equal. "
-            + (how_lrs or f"Every value uses lr {base.lr:g}, not tuned per value: a difference may come from the "
-                          "learning rate rather than the option."))
+            + (how_lrs or f"Every value uses lr {_lr_text(base.lr)}, not tuned per value: a difference may come from "
+                          "the learning rate rather than the option."))
     return Experiment(f"Comparison: {name}", desc, trials, varied, base, command)
+
+
+def _lr_text(lr: float | None) -> str:
+    return "the device's default" if lr is None else f"{lr:g}"
 
 
 @dataclass

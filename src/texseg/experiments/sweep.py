@@ -124,6 +124,7 @@ class RangeTestResult:
     stop_reason: str
     steepest_lr: float | None
     min_lr_10: float | None
+    batch_size: int = 0  # what the test trained with (the device's default when the config left it)
 
 
 def lr_range_test(config: TrainConfig, rt: RangeTestConfig, *, progress: bool = False) -> RangeTestResult:
@@ -143,19 +144,19 @@ def lr_range_test(config: TrainConfig, rt: RangeTestConfig, *, progress: bool = 
                 reason = f"stopped by {stop.name} at lr {rt.lr_at(step):.3g}"
                 break
             lr = rt.lr_at(step)
-            result = train_step(t, lr)
-            if result.problem is not None:
-                reason = f"the {result.problem} at lr {lr:.3g}"
+            loss, problem = train_step(t, lr).read()  # the curve needs every step's loss
+            if problem is not None:
+                reason = f"the {problem} at lr {lr:.3g}"
                 break
-            avg = rt.beta * avg + (1 - rt.beta) * result.loss
+            avg = rt.beta * avg + (1 - rt.beta) * loss
             lrs.append(lr)
-            losses.append(result.loss)
+            losses.append(loss)
             smoothed.append(avg / (1 - rt.beta ** (step + 1)))
             if smoothed[-1] > rt.stop_factor * min(smoothed):
                 reason = f"the smoothed loss exceeded {rt.stop_factor:g}x its minimum at lr {lr:.3g}"
                 break
     steepest, tenth = suggest_lrs(lrs, smoothed)
-    return RangeTestResult(lrs, losses, smoothed, reason, steepest, tenth)
+    return RangeTestResult(lrs, losses, smoothed, reason, steepest, tenth, t.config.batch_size)
 
 
 def suggest_lrs(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[float | None, float | None]:
@@ -192,7 +193,7 @@ def write_range_test(result: RangeTestResult, config: TrainConfig, rt: RangeTest
     fmt = lambda v: "none (too few steps)" if v is None else f"{v:.3g}"  # noqa: E731
     text = f"""# Learning-rate range test
 
-One run of `{config.model}` with `{config.optimizer}` (loss {config.loss_name}, batch {config.batch_size},
+One run of `{config.model}` with `{config.optimizer}` (loss {config.loss_name}, batch {result.batch_size},
 seed {config.seed}): the learning rate grows exponentially from {rt.min_lr:g} to {rt.max_lr:g} over
 {rt.steps} steps, one batch per step, and the training loss is smoothed with a bias-corrected
 exponential average (beta {rt.beta:g}). It stopped after {len(result.lrs)} steps: {result.stop_reason}.

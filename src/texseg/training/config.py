@@ -49,7 +49,11 @@ def _opt(help: str, *, ge: float | None = None, gt: float | None = None, le: flo
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Defaults are texseg's best short CPU run."""
+    """Everything that defines a training run.
+
+    Defaults are texseg's best short run; ``batch_size``, ``lr`` and ``compile`` left at None
+    take the values measured for the device the run trains on (:mod:`texseg.training.defaults`).
+    """
 
     # scene (the notebook's section 3.3 difficulty by default)
     image_size: int = _opt("image side N in pixels (>= 16)", ge=16, le=1_000_000, default=128)
@@ -89,7 +93,7 @@ class TrainConfig:
                             "default bce for 2 regions, ce for more", default=None)
     optimizer: str = _opt("sgd, momentum (SGD + momentum), rmsprop, adam, adamw", choices=OPTIMIZERS,
                           default="adam")
-    lr: float = _opt("learning rate", gt=0, default=1e-2)
+    lr: float | None = _opt("learning rate; default: the device's (see `texseg devices`)", gt=0, default=None)
     momentum: float | None = _opt("momentum of sgd, momentum or rmsprop; default 0.9 for `momentum`, "
                                   "0 for sgd and rmsprop (as in the notebook)", ge=0, lt=1, default=None)
     nesterov: bool = _opt("Nesterov momentum (sgd/momentum)", default=False)
@@ -97,7 +101,8 @@ class TrainConfig:
     schedule: str = _opt("learning-rate schedule over the run: constant, cosine, onecycle", choices=SCHEDULES,
                          default="cosine")
     warmup: float = _opt("linear warm-up, as a fraction of the run (0..0.5)", ge=0, le=0.5, default=0.0)
-    batch_size: int = _opt("training images per step", ge=1, le=65536, default=4)
+    batch_size: int | None = _opt("training images per step; default: the device's (see `texseg devices`)", ge=1,
+                                  le=65536, default=None)
     skip_nonfinite: bool = _opt("skip (and count) a step whose loss or gradient is NaN/inf instead of "
                                 "stopping as diverged", default=False)
     # length of the run: whichever comes first
@@ -127,6 +132,10 @@ class TrainConfig:
                                 default=False)
     dist_timeout: float = _opt("distributed runs: seconds a rank waits for the others before failing",
                                gt=0, default=300.0)
+    compile: bool | None = _opt("compile the model with torch.compile (its start-up time counts in the budget); "
+                                "default: the device's (see `texseg devices`)", default=None)
+    sync_every: int | None = _opt("training steps queued between two reads of the loss from the device; default: "
+                                  "1 on CPU, adaptive (about every 50 ms) on CUDA", ge=1, le=4096, default=None)
     precision: str = _opt("training arithmetic: auto (bf16 autocast where the hardware has fast bf16, "
                           "else fp32), fp32, bf16; evaluation is always fp32", choices=PRECISIONS, default="auto")
     # texture families and real-texture mosaics (see texseg.data.textures / texseg.data.mosaic)
@@ -189,7 +198,7 @@ class TrainConfig:
             raise ValueError(f"sigmas must list one texture width per region ({self.regions}), got {self.sigmas!r}")
         if self.iterations is None and self.time_budget is None:
             raise ValueError("give iterations and/or time_budget: a run needs a stopping rule")
-        if self.batch_size % self.streams:
+        if self.batch_size is not None and self.batch_size % self.streams:
             raise ValueError(f"batch_size must be a multiple of streams ({self.streams}), got {self.batch_size}")
         reserved = sorted(set(self.model_kwargs) & {"num_classes", "in_channels"})
         if reserved:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
 from texseg.training import distributed
 from texseg.training.config import EVALS_PER_RUN, TrainConfig
+from texseg.training.defaults import DeviceProfile, device_profile, resolve_defaults
 from texseg.training.distributed import Distributed
 from texseg.training.losses import PermutationInvariantLoss, create_loss
 from texseg.training.memory import check_training_memory
@@ -132,7 +134,11 @@ def _folder_sets(config: TrainConfig) -> tuple[ImageFolderDataset, ImageFolderDa
 
 @dataclass
 class Trainer:
-    """Everything a training step needs, built once by :func:`build_trainer`."""
+    """Everything a training step needs, built once by :func:`build_trainer`.
+
+    ``config`` is the run's config with the device's defaults filled in (what ``config.json``
+    records); ``defaults`` says which values came from the device and where they were measured.
+    """
 
     config: TrainConfig
     device: torch.device
@@ -144,6 +150,15 @@ class Trainer:
     data: BatchSource
     dist: Distributed = field(default_factory=Distributed)
     matched: bool = False  # label numbers are arbitrary: metrics after the best label matching
+    profile: DeviceProfile | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    forward: Callable[[Tensor], Tensor] | None = None  # the model's forward, compiled when `compile`
+
+    def __post_init__(self) -> None:
+        if self.profile is None:
+            self.profile = device_profile(self.device)
+        if self.forward is None:
+            self.forward = self.model
 
     @property
     def precision(self) -> str:
@@ -175,6 +190,8 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
     config.validate()
     device = resolve_device(config.device)
     d = distributed.from_environment(device.type, config.dist_timeout)
+    config, defaults = resolve_defaults(config, device)
+    config.validate()  # the filled-in values must fit the rest (batch_size and streams)
     if d.active:
         if config.streams != 1:
             raise ValueError("streams must be 1 in a distributed run: every rank draws its own stream")
@@ -196,6 +213,8 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
         if config.sync_batchnorm:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # Compiled (or not) forward of what trains; the module itself stays what is saved and evaluated.
+    forward = torch.compile(model) if config.compile else model
     streams = (d.rank,) if d.active else tuple(range(config.streams))
     if data is None and config.data is not None:
         if len(streams) > 1:
@@ -208,7 +227,7 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
         amp_dtype=autocast_dtype(config.precision, device),
         data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device,
                                                        streams),
-        dist=d, matched=matched,
+        dist=d, matched=matched, defaults=defaults, forward=forward,
     )
 
 
@@ -269,40 +288,124 @@ def scheduled_lr(config: TrainConfig, fraction: float, scale: float = 1.0) -> fl
 
 @dataclass
 class StepResult:
-    """One training step: its loss, why it went wrong (None if it did not) and its duration."""
+    """One training step, as tensors still on the device: reading them waits for the device.
 
-    loss: float
-    problem: str | None
-    seconds: float
-
-
-def train_step(t: Trainer, lr: float) -> StepResult:
-    """Draw a batch and take one optimisation step at learning rate ``lr``.
-
-    A step whose loss or gradient norm is NaN/inf is not applied (the weights stay as
-    they were) and says so in ``problem``.
+    Attributes:
+        loss: the batch's loss (0-dim, detached).
+        grad_norm: the total gradient norm (0-dim; NaN when the loss was not finite).
+        applied: whether the optimizer stepped (a guarded step with a non-finite loss or
+            gradient is not applied).
     """
-    t0 = time.perf_counter()
+
+    loss: Tensor
+    grad_norm: Tensor
+    applied: bool = True
+
+    def read(self) -> tuple[float, str | None]:
+        """``(loss, problem)``: the loss as a number and what was not finite (None: nothing). One sync."""
+        loss, norm = torch.stack([self.loss.double(), self.grad_norm.double()]).tolist()
+        return loss, _problem(loss, norm)
+
+
+def _problem(loss: float, grad_norm: float) -> str | None:
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    if not math.isfinite(grad_norm):
+        return f"gradient norm became {grad_norm}"
+    return None
+
+
+def train_step(t: Trainer, lr: float, *, guard: bool = False) -> StepResult:
+    """Draw a batch and take one optimisation step at learning rate ``lr``, without waiting for the device.
+
+    Nothing here reads a value back from the device, so on CUDA the host queues the next
+    steps while this one runs; the loss and gradient norm stay on the device (see
+    :class:`StepTally`). Non-finite values are found when they are read: the training loop
+    then stops the run as diverged and keeps its last checkpoint.
+
+    Args:
+        t: the trainer.
+        lr: learning rate of this step.
+        guard: read the loss and gradient norm before stepping (one synchronisation) and do not
+            apply a step where either is NaN/inf: what ``skip_nonfinite`` needs. In a distributed
+            run the ranks agree: a step is applied only where every rank's values are finite.
+    """
     set_lr(t.optimizer, lr)
     images, labels = t.data.next_batch()
     with torch.autocast(t.device.type, dtype=t.amp_dtype or torch.float32, enabled=t.amp_dtype is not None):
-        logits = t.model(images.contiguous(memory_format=torch.channels_last))
+        logits = t.forward(images.contiguous(memory_format=torch.channels_last))
     loss = t.loss_fn(logits, target_from_labels(labels, t.num_regions))  # losses compute in fp32
-    value = loss.item()
-    if t.dist.active:  # every rank must agree whether to step: the mean loss over ranks decides
-        value = t.dist.sum([value])[0] / t.dist.world_size
-    problem = None if math.isfinite(value) else f"loss became {value}"
     t.optimizer.zero_grad(set_to_none=True)
-    if problem is None:
-        loss.backward()
-        grads = [p.grad for p in t.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads).item()
-        problem = None if math.isfinite(grad_norm) else f"gradient norm became {grad_norm}"
-    if problem is None:
-        t.optimizer.step()
-    if t.device.type == "cuda":
-        torch.cuda.synchronize(t.device)  # honest timing
-    return StepResult(value, problem, time.perf_counter() - t0)
+    loss.backward()
+    grads = [p.grad for p in t.model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=t.device)
+    result = StepResult(loss.detach(), grad_norm.detach())
+    if guard:
+        _, problem = result.read()
+        bad = t.dist.sum([float(problem is not None)])[0] if t.dist.active else float(problem is not None)
+        if bad:
+            t.optimizer.zero_grad(set_to_none=True)
+            return StepResult(result.loss, result.grad_norm, applied=False)
+    t.optimizer.step()
+    return result
+
+
+@dataclass
+class Window:
+    """What the steps since the last read amount to (from :meth:`StepTally.read`)."""
+
+    steps: int
+    seconds: float  # wall-clock time they took, the device's work included
+    loss_sum: float  # sum of the finite steps' losses
+    finite_steps: int
+    first_bad: int  # step number of the first non-finite step (0: none)
+    problem: str | None  # what was not finite at that step
+
+
+class StepTally:
+    """The results of the steps since the last read, accumulated on the device.
+
+    :meth:`add` queues a few tensor operations (no synchronisation); :meth:`read` waits for
+    the device once and returns a :class:`Window`, the time included. Reading every step on
+    a CPU costs nothing; on a GPU the loop reads every few steps (see
+    :func:`texseg.training.defaults.sync_interval`).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.loss_sum, self.finite = zero.clone(), zero.clone()
+        self.first_bad, self.bad_loss, self.bad_norm = zero.clone(), zero.clone(), zero.clone()
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Host time since the last read (the device may still be behind)."""
+        return time.perf_counter() - self.start
+
+    def add(self, result: StepResult, step: int) -> None:
+        """Count ``result``, the run's step number ``step``."""
+        loss, norm = result.loss.double(), result.grad_norm.double()
+        ok = torch.isfinite(loss) & torch.isfinite(norm)
+        self.loss_sum += torch.where(ok, loss, 0.0)
+        self.finite += ok
+        first = (~ok) & (self.first_bad == 0)
+        self.first_bad = torch.where(first, float(step), self.first_bad)
+        self.bad_loss = torch.where(first, loss, self.bad_loss)
+        self.bad_norm = torch.where(first, norm, self.bad_norm)
+        self.steps += 1
+
+    def read(self) -> Window:
+        """Wait for the device, return the window's totals and start a new window."""
+        loss_sum, finite, first_bad, bad_loss, bad_norm = torch.stack(
+            [self.loss_sum, self.finite, self.first_bad, self.bad_loss, self.bad_norm]).tolist()
+        window = Window(self.steps, time.perf_counter() - self.start, loss_sum, int(finite), int(first_bad),
+                        _problem(bad_loss, bad_norm) if first_bad else None)
+        self._reset()
+        return window
 
 
 def all_finite(model: nn.Module) -> bool:
@@ -347,4 +450,5 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
         "precision": t.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "texseg": texseg.__version__, "notes": notes, "label_mode": config.labels,
         "warnings": run_warnings(c.step, last_val) if last_val else [],
+        "defaults": t.defaults, "compiled": bool(config.compile), "batch_size": config.batch_size, "lr": config.lr,
     }

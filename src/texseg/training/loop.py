@@ -40,8 +40,11 @@ from texseg.plots import run_curves_figure, samples_figure, save_figure
 from texseg.signals import StopFlag, catch_stop_signals, stop_point
 from texseg.training import distributed
 from texseg.training.config import TrainConfig
+from texseg.training.defaults import sync_interval
 from texseg.training.engine import (
+    StepTally,
     Trainer,
+    Window,
     all_finite,
     build_trainer,
     evaluation_due,
@@ -147,20 +150,22 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
         bar = Progress(config.iterations or config.time_budget, c.step if config.iterations else c.train_seconds,
                        "it" if config.iterations else "s", enabled=progress and main)
 
-        # --- loop -----------------------------------------------------------------------
+        # --- loop: steps are queued on the device and read back every few (see StepTally) --
+        tally, every = StepTally(t.device), sync_interval(t.profile, config, None)
         while progress_fraction(config, c.step, c.train_seconds) < 1.0:
-            if _stop_agreed(t, stop):
-                state.stop(RunStatus.INTERRUPTED,
-                           f"stopped by {stop.name or 'a signal to another rank'} after step {c.step}; resumable")
+            if not t.dist.active and stop.signal is not None:  # ranks agree on a stop when they read
+                if tally.steps and not _read_and_count(t, tally, stop, state, bar):
+                    break
+                state.stop(RunStatus.INTERRUPTED, f"stopped by {stop.name} after step {c.step}; resumable")
                 break
-            state.lr = scheduled_lr(config, progress_fraction(config, c.step, c.train_seconds), t.lr_factor)
-            step = train_step(t, state.lr)
-            if step.problem is not None and not config.skip_nonfinite:
-                state.stop(RunStatus.DIVERGED, _diverged(state, step.problem, c.step + 1))
+            ahead = progress_fraction(config, c.step + tally.steps, c.train_seconds + tally.elapsed())
+            state.lr = scheduled_lr(config, ahead, t.lr_factor)
+            tally.add(train_step(t, state.lr, guard=config.skip_nonfinite), c.step + tally.steps + 1)
+            if not _read_due(t, tally, every, state, stop):
+                continue
+            if not _read_and_count(t, tally, stop, state, bar):
                 break
-            seconds = t.dist.sum([step.seconds])[0] / t.dist.world_size  # one clock for the budget
-            _count(state, step.loss, step.problem, seconds, bar)
-            bar.update(1 if config.iterations else seconds, c.step)
+            every = sync_interval(t.profile, config, c.train_seconds / max(c.step, 1))
 
             fraction = progress_fraction(config, c.step, c.train_seconds)
             if evaluation_due(config, c.step, fraction, state.last_eval_fraction):
@@ -173,6 +178,7 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
                 if main:
                     bar.set(loss=f"{run.rows[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
                             it_s=f"{c.step / c.train_seconds:.1f}")
+                tally.start = time.perf_counter()  # evaluation time is not training time
         bar.close()
 
         # --- finish: final checkpoint, figures, summary ----------------------------------
@@ -262,26 +268,56 @@ def _notes(config: TrainConfig) -> list[str]:
     return [f"model {config.model!r}: {warning}"] if warning else []
 
 
-def _count(state: RunState, loss: float, problem: str | None, seconds: float, bar: Progress) -> None:
-    """Account for one step taken (or skipped because it was not finite)."""
+def _read_due(t: Trainer, tally: StepTally, every: int, state: RunState, stop: StopFlag) -> bool:
+    """Whether to read the queued steps now: every ``every`` steps, and whenever the run may
+    have reached its end or an evaluation (judged from the host's clock, which the device
+    can only be behind), or a stop signal has arrived."""
+    if tally.steps >= every or (stop.signal is not None and not t.dist.active):
+        return True
+    config, c = t.config, state.counters
+    ahead = progress_fraction(config, c.step + tally.steps, c.train_seconds + tally.elapsed())
+    return ahead >= 1.0 or evaluation_due(config, c.step + tally.steps, ahead, state.last_eval_fraction)
+
+
+def _read(t: Trainer, tally: StepTally, stop: StopFlag) -> tuple[Window, str | None]:
+    """Read the queued steps (one synchronisation); in a distributed run the ranks agree on the
+    window's time (their mean: one clock for the budget), loss, non-finite steps and stop."""
+    window = tally.read()
+    if not t.dist.active:
+        return window, None
+    w = t.dist.world_size
+    seconds, loss_sum, finite, bad, stopped = t.dist.sum(
+        [window.seconds, window.loss_sum, window.finite_steps, float(window.first_bad > 0),
+         float(stop.signal is not None)])
+    problem = window.problem or ("a value became non-finite on another rank" if bad else None)
+    agreed = Window(window.steps, seconds / w, loss_sum / w, round(finite / w), window.first_bad or
+                    (window.steps if bad else 0), problem)
+    return agreed, (stop.name or "a signal to another rank") if stopped else None
+
+
+def _read_and_count(t: Trainer, tally: StepTally, stop: StopFlag, state: RunState, bar: Progress) -> bool:
+    """Read the queued steps and account for them; False when the run must end (diverged, or a
+    stop agreed by the ranks of a distributed run)."""
+    window, stopped = _read(t, tally, stop)
+    if window.problem is not None and not t.config.skip_nonfinite:
+        state.stop(RunStatus.DIVERGED, _diverged(state, window.problem, window.first_bad))
+        return False
     c = state.counters
-    c.step, c.train_seconds = c.step + 1, c.train_seconds + seconds
-    if problem is None:
-        c.window_loss, c.window_steps = c.window_loss + loss, c.window_steps + 1
-    else:
-        c.skipped_steps += 1
-        bar.write(f"warning: skipped step {c.step}: {problem}")
+    first = c.step + 1
+    c.step, c.train_seconds = c.step + window.steps, c.train_seconds + window.seconds
+    c.window_loss, c.window_steps = c.window_loss + window.loss_sum, c.window_steps + window.finite_steps
+    if window.problem is not None:  # skip_nonfinite: those steps were not applied
+        c.skipped_steps += window.steps - window.finite_steps
+        bar.write(f"warning: skipped step {window.first_bad or first}: {window.problem}")
+    bar.update(window.steps if bar.unit == "it" else window.seconds, c.step)
+    if stopped is not None:
+        state.stop(RunStatus.INTERRUPTED, f"stopped by {stopped} after step {c.step}; resumable")
+        return False
+    return True
 
 
 def _diverged(state: RunState, problem: str, step: int) -> str:
     return f"{problem} at step {step} (lr {state.lr:.3g}); kept the weights of step {state.counters.saved_step}"
-
-
-def _stop_agreed(t: Trainer, stop: StopFlag) -> bool:
-    """Whether a stop signal has arrived here or, in a distributed run, on any rank."""
-    if not t.dist.active:
-        return stop.signal is not None
-    return t.dist.sum([float(stop.signal is not None)])[0] > 0
 
 
 def _evaluate_and_checkpoint(run: RunDir | None, t: Trainer, state: RunState, images: torch.Tensor | None,
@@ -315,7 +351,8 @@ def _evaluate(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, ta
         state.stop(RunStatus.DIVERGED, _diverged(state, "weights became non-finite", c.step))
         return False
     try:
-        state.last_val = evaluate(t.module, images, targets, t.num_regions, loss_fn=t.loss_fn, matched=t.matched)
+        state.last_val = evaluate(t.module, images, targets, t.num_regions, batch_size=t.profile.eval_batch,
+                                  loss_fn=t.loss_fn, matched=t.matched)
     except NonFiniteError:
         state.stop(RunStatus.DIVERGED, _diverged(state, "the model's outputs became NaN", c.step))
         return False

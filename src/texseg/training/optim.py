@@ -21,10 +21,18 @@ def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
 
     ``sgd`` is SGD with ``config.momentum`` (default 0), ``momentum`` is SGD with
     ``config.momentum`` (default 0.9) -- the notebook's two SGD variants; ``rmsprop``
-    takes ``config.momentum`` too (default 0, torch's and the notebook's).
+    takes ``config.momentum`` too (default 0, torch's and the notebook's). An ``lr`` left
+    to the device is the default of the device the model is on. Adam/AdamW on CUDA use
+    torch's fused kernels (one launch for all parameters).
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    if config.lr is None:
+        from texseg.training.defaults import resolve_defaults
+
+        device = params[0].device if params else torch.device("cpu")
+        config = resolve_defaults(config, device)[0]
     name, lr, wd = config.optimizer, config.lr, config.weight_decay
+    fused = {"fused": True} if params and params[0].is_cuda else {}
     default_momentum = 0.9 if name == "momentum" else 0.0
     momentum = default_momentum if config.momentum is None else config.momentum
     if name in ("sgd", "momentum"):
@@ -34,9 +42,9 @@ def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=wd)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **fused)
     raise ValueError(f"optimizer must be one of sgd, momentum, rmsprop, adam, adamw; got {name!r}")
 
 

@@ -1,0 +1,176 @@
+"""Per-device defaults, the step that does not wait for the device, and compilation.
+
+The deferred reads are what keep a GPU busy; on a CPU they are exercised by forcing
+``sync_every`` above 1 (the CUDA default is adaptive), which must not change anything a
+run computes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import run_main
+from texseg.training import defaults as device_defaults
+from texseg.training import engine
+from texseg.training.config import TrainConfig
+from texseg.training.defaults import PROFILES, resolve_defaults, sync_interval
+from texseg.training.loop import train
+from texseg.training.rundir import read_metrics
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(image_size=32, model="cnn", model_kwargs={"num_channels": 4}, iterations=12, time_budget=None,
+                eval_every=6, val_size=4, batch_size=2, lr=1e-2, threads=1, figures=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ------------------------------------------------------------------ device defaults
+def test_unset_fields_take_the_device_profile_and_set_ones_are_kept():
+    cpu = torch.device("cpu")
+    profile = device_defaults.device_profile(cpu)
+    resolved, record = resolve_defaults(TrainConfig(), cpu)
+    assert (resolved.batch_size, resolved.lr, resolved.compile) == (profile.batch_size, profile.lr, profile.compile)
+    assert record["hardware"] == profile.hardware and set(record["filled"]) == {"batch_size", "lr", "compile"}
+    given, record = resolve_defaults(TrainConfig(batch_size=7, lr=3e-3, compile=False), cpu)
+    assert (given.batch_size, given.lr, given.compile) == (7, 3e-3, False) and record["filled"] == {}
+
+
+def test_each_hardware_kind_has_a_profile_that_says_where_it_was_measured():
+    assert set(PROFILES) == {"cpu-fp32", "cpu-bf16", "cuda"}
+    for p in PROFILES.values():
+        assert p.batch_size >= 1 and p.lr > 0 and p.eval_batch >= 1 and p.measured
+    kind = device_defaults.hardware_kind(torch.device("cpu"))
+    assert kind in ("cpu-fp32", "cpu-bf16")
+
+
+def test_the_run_directory_records_what_the_device_chose(tmp_path):
+    result = train(tiny(batch_size=None, lr=None), tmp_path / "run", progress=False)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    profile = device_defaults.device_profile(torch.device("cpu"))
+    assert (config["batch_size"], config["lr"], config["compile"]) == (profile.batch_size, profile.lr, False)
+    summary = result.summary
+    assert summary["defaults"]["filled"] == {"batch_size": profile.batch_size, "lr": profile.lr, "compile": False}
+    assert summary["batch_size"] == profile.batch_size and summary["defaults"]["measured"] == profile.measured
+
+
+def test_devices_command_lists_the_cpu_and_its_path(capsys):
+    code, out, err = run_main(capsys, "devices")
+    assert code == 0, err
+    profile = device_defaults.device_profile(torch.device("cpu"))
+    assert out.startswith("cpu: ") and profile.hardware in out and f"{profile.batch_size}, {profile.lr:g}" in out
+
+
+def test_train_prints_which_settings_came_from_the_device(tmp_path, capsys):
+    args = ["--image-size", "32", "--model", "cnn", "--iterations", "4", "--val-size", "2", "--threads", "1"]
+    code, out, err = run_main(capsys, "train", *args, "--no-figures", "--quiet", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert "batch_size, lr from the cpu-" in out
+
+
+# ------------------------------------------------------------------ deferred reads
+def test_sync_interval_is_one_on_cpu_adaptive_on_cuda_and_one_when_skipping_nonfinite():
+    cpu, cuda = PROFILES["cpu-fp32"], PROFILES["cuda"]
+    config = TrainConfig()
+    assert sync_interval(cpu, config, 0.2) == 1
+    assert sync_interval(cuda, config, None) == 1  # nothing measured yet
+    assert sync_interval(cuda, config, 0.001) == int(device_defaults.SYNC_SECONDS / 0.001)
+    assert sync_interval(cuda, config, 1e-7) == device_defaults.MAX_SYNC_EVERY
+    assert sync_interval(cuda, config, 1.0) == 1
+    assert sync_interval(cuda, replace(config, sync_every=8), 0.001) == 8
+    assert sync_interval(cuda, replace(config, sync_every=8, skip_nonfinite=True), 0.001) == 1
+
+
+def test_deferred_reads_change_nothing_the_run_computes(tmp_path, monkeypatch):
+    reads = []
+    real_read = engine.StepTally.read
+    monkeypatch.setattr(engine.StepTally, "read", lambda self: reads.append(self.steps) or real_read(self))
+    every_step = train(tiny(sync_every=1), tmp_path / "a", progress=False)
+    assert reads == [1] * 12
+    reads.clear()
+    deferred = train(tiny(sync_every=5), tmp_path / "b", progress=False)
+    # Reads every 5 steps, and at each evaluation (steps 6 and 12) and the end.
+    assert reads == [5, 1, 5, 1]
+    a, b = load_file(every_step.run_dir / "model.safetensors"), load_file(deferred.run_dir / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows_a, rows_b = read_metrics(every_step.run_dir), read_metrics(deferred.run_dir)
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [6, 12]
+    for ra, rb in zip(rows_a, rows_b):
+        for key in ("train_loss", "val_iou", "val_loss", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-12), key
+
+
+def test_deferred_reads_find_the_first_non_finite_step_and_keep_the_last_good_weights(tmp_path):
+    cfg = tiny(optimizer="sgd", loss="mse", lr=1e12, iterations=50, eval_every=50)
+    every_step = train(replace(cfg, sync_every=1), tmp_path / "a", progress=False)
+    deferred = train(replace(cfg, sync_every=16), tmp_path / "b", progress=False)
+    assert every_step.status == deferred.status == "diverged"
+    # The same step is named, whether it was read at once or up to 15 steps later.
+    assert every_step.summary["message"] == deferred.summary["message"]
+    assert "at step" in deferred.summary["message"]
+    weights = load_file(deferred.run_dir / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_a_time_budget_is_kept_with_deferred_reads(tmp_path):
+    result = train(tiny(iterations=None, time_budget=1.5, sync_every=4, eval_every=None), tmp_path / "run",
+                   progress=False)
+    s = result.summary
+    assert result.status == "completed" and s["train_seconds"] >= 1.5
+    # Overshoot is at most the steps queued since the last read (4), whatever the machine's speed.
+    assert s["train_seconds"] <= 1.5 + 5 * s["train_seconds"] / s["iterations"] + 0.5
+
+
+def test_skip_nonfinite_still_skips_single_steps(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = engine.train_step
+
+    def poisoned(t, lr, *, guard=False):
+        calls["n"] += 1
+        if calls["n"] == 3:  # one step whose loss is infinite: NaN weights unless the step is skipped
+            loss_fn = t.loss_fn
+            t.loss_fn = lambda logits, target: loss_fn(logits, target) * float("inf")
+            try:
+                return real(t, lr, guard=guard)
+            finally:
+                t.loss_fn = loss_fn
+        return real(t, lr, guard=guard)
+
+    monkeypatch.setattr("texseg.training.loop.train_step", poisoned)
+    result = train(tiny(skip_nonfinite=True, sync_every=8), tmp_path / "run", progress=False)
+    assert result.status == "completed"
+    assert result.summary["skipped_steps"] == 1 and result.summary["iterations"] == 12
+    assert math.isfinite(result.summary["val"]["loss"])  # the infinite step was not applied
+
+
+# ------------------------------------------------------------------ compilation
+@pytest.mark.slow
+def test_a_compiled_run_trains_and_saves_plain_weights(tmp_path):
+    result = train(tiny(compile=True, iterations=4, eval_every=2), tmp_path / "run", progress=False)
+    assert result.status == "completed" and result.summary["compiled"] is True
+    weights = load_file(result.run_dir / "model.safetensors")
+    assert not any(k.startswith("_orig_mod") for k in weights)
+    plain = train(tiny(compile=False, iterations=4, eval_every=2), tmp_path / "plain", progress=False)
+    assert plain.summary["val"]["iou"] == pytest.approx(result.summary["val"]["iou"], abs=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_training_step_never_waits_for_the_device():
+    t = engine.build_trainer(TrainConfig(device="cuda", image_size=64, model="unet", iterations=10, val_size=4))
+    tally = engine.StepTally(t.device)
+    engine.train_step(t, 1e-3)  # the first step allocates; then none may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(5):
+            tally.add(engine.train_step(t, 1e-3), step + 1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    window = tally.read()
+    assert window.steps == 5 and window.finite_steps == 5 and window.problem is None
