@@ -1,28 +1,73 @@
 #!/usr/bin/env bash
-# One prepared check on a CUDA machine (run from the repo root; needs torch with CUDA and
-# texseg's dependencies importable). CUDA tests, generator speed, training speed and the
-# 30-second target on the GPU. Writes logs and run directories under ${OUT:-/tmp/gpu_check}.
+# Every GPU measurement of texseg in one prepared run (issue #12), from the repo root of a
+# CUDA machine with torch and texseg's dependencies importable:
+#
+#     bash benchmarks/gpu_check.sh                 # all sections, about 9 minutes on one H200
+#     bash benchmarks/gpu_check.sh tests target    # some of them
+#
+# Sections (rough time on one H200 with 16 cores):
+#   tests       CUDA-only tests: no sync in the training step, deterministic backward, ...  (~1 min)
+#   throughput  images/s against batch size 8..1024 for every model, bf16, waiting vs queued
+#               steps, % of the chip's peak; compile on/off at one batch size               (~3 min)
+#   target      `texseg train --device cuda` for 10 s and 60 s, held-out IoU on 256 images
+#               (targets: >= 0.99 in 10 s, >= 0.995 in 60 s)                                 (~2.5 min)
+#   generator   scene generation on the GPU                                                 (~0.5 min)
+#   cpu         the machine's CPU: it/s against threads (1..16) and data-parallel processes (~2 min)
+# Logs and run directories go to ${OUT:-/tmp/gpu_check}; every section prints its own table.
 set -uo pipefail
-export PYTHONPATH=src PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+sections=${*:-tests throughput target generator cpu}
+want() { [[ " $sections " == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+python3 -m texseg devices
 
-echo "== CUDA tests"
-python3 -m pytest -q -p no:cacheprovider tests/test_data.py tests/test_models.py tests/test_metrics.py -k cuda 2>&1 | tail -3
+if want tests; then
+  echo "== CUDA tests"
+  python3 -m pytest -q -p no:cacheprovider tests/test_performance.py tests/test_models.py tests/test_data.py \
+    tests/test_metrics.py -k cuda 2>&1 | tail -5
+fi
 
-echo "== generator on CUDA"
-python3 benchmarks/bench_generator.py --device cuda --ref-repeats 5 --repeats 50
+if want throughput; then
+  echo "== throughput against batch size (bf16, channels_last; waiting = read after every step)"
+  python3 benchmarks/bench_throughput.py --device cuda --models cnn,unet,seed-cnn \
+    --batches 8,32,128,512,1024 --seconds 1.5 --repeats 3 | tee "$OUT/throughput.txt"
+  echo "== torch.compile at batch 256"
+  python3 benchmarks/bench_throughput.py --device cuda --models cnn,unet --batches 256 --compile both \
+    --seconds 1.5 --repeats 3 | tee "$OUT/compile.txt"
+fi
 
-echo "== training, 30 s budget each"
-for bs in 4 32; do
-  python3 -m texseg.cli train --device cuda --batch-size "$bs" --quiet --out "$OUT/run-bs$bs" 2>&1 | tail -12
-done
+if want target; then
+  echo "== time to IoU: texseg train --device cuda (device defaults), held-out IoU on 256 images"
+  for budget in 10 60; do
+    rm -rf "$OUT/target-$budget"
+    python3 -m texseg train --device cuda --time-budget "$budget" --quiet --no-figures \
+      --out "$OUT/target-$budget" | grep -E "iterations|training time|hardware|batch|val iou \(mean"
+    python3 -m texseg eval "$OUT/target-$budget" --device cuda --count 256 --batch-size 256 --json \
+      | python3 -c "import json,sys; m=json.load(sys.stdin)['metrics']; print('  held-out IoU (256 images): %.4f' % m['iou'])"
+  done
+  echo "== same seed twice on CUDA (determinism)"
+  for r in a b; do
+    rm -rf "$OUT/det-$r"
+    python3 -m texseg train --device cuda --iterations 60 --eval-every 30 --quiet --no-figures \
+      --out "$OUT/det-$r" >/dev/null 2>&1
+  done
+  diff <(cut -d, -f1,4- "$OUT/det-a/metrics.csv") <(cut -d, -f1,4- "$OUT/det-b/metrics.csv") \
+    && echo "identical metrics" || echo "metrics differ between identical CUDA runs"
+fi
 
-echo "== same seed twice on CUDA (determinism)"
-for r in a b; do
-  python3 -m texseg.cli train --device cuda --iterations 60 --eval-every 30 --quiet --out "$OUT/det-$r" >/dev/null 2>&1
-done
-diff <(cut -d, -f1,4- "$OUT/det-a/metrics.csv") <(cut -d, -f1,4- "$OUT/det-b/metrics.csv") \
-  && echo "identical metrics" || echo "metrics differ between identical CUDA runs"
+if want generator; then
+  echo "== generator on CUDA"
+  python3 benchmarks/bench_generator.py --device cuda --ref-repeats 1 --repeats 50
+fi
+
+if want cpu; then
+  echo "== CPU: threads (unet and cnn, fp32/bf16 as the CPU allows)"
+  python3 benchmarks/bench_throughput.py --device cpu --models cnn,unet --batches 8 --threads 1,2,4,8,16 \
+    --seconds 2 --repeats 2 | tee "$OUT/cpu-threads.txt"
+  echo "== CPU: data-parallel processes (1 thread each)"
+  python3 benchmarks/bench_distributed.py --procs 1,2,4,8,16 --model cnn --iterations 60 --repeats 1 \
+    | tee "$OUT/cpu-procs.txt"
+fi

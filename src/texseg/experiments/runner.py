@@ -39,6 +39,7 @@ from texseg.errors import CheckpointError
 from texseg.io import exclusive_lock, read_json
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
+from texseg.training.defaults import DEVICE_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
 from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
@@ -129,6 +130,9 @@ def plan_trial(trial: Trial, run_dir: Path) -> str:
     except ValueError:
         return "restart"  # unreadable config: nothing in it can be trusted or resumed
     wanted, have = _comparable(trial.run_config()), _comparable(stored)
+    for name in DEVICE_FIELDS:  # left to the device: whatever the device chose when the run began
+        if wanted[name] is None:
+            wanted[name] = have.get(name)
     if wanted != have:
         diff = ", ".join(f"{k} {have[k]!r} (now {wanted[k]!r})" for k in wanted if wanted[k] != have.get(k))
         raise ValueError(f"{run_dir} was trained with a different configuration: {diff}; "
