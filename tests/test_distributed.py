@@ -35,10 +35,12 @@ def _stop_after_first_evaluation(run, budget: float, sig: int) -> tuple[int, str
     return proc.returncode, err
 
 
-def test_two_ranks_train_one_model_equal_to_one_process_replaying_both_streams(tmp_path):
-    """2 ranks x batch 2 == 1 process x batch 4 drawn from the same two streams (same scenes, same weights)."""
+@pytest.mark.parametrize("sync_every", ["1", "4"])
+def test_two_ranks_train_one_model_equal_to_one_process_replaying_both_streams(tmp_path, sync_every):
+    """2 ranks x batch 2 == 1 process x batch 4 drawn from the same two streams (same scenes, same weights),
+    whether the ranks read their losses every step or every few."""
     code, out, err = _run("train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "6",
-                          "--eval-every", "3", "--out", str(tmp_path / "ddp"))
+                          "--eval-every", "3", "--sync-every", sync_every, "--out", str(tmp_path / "ddp"))
     assert code == 0, err
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2 and summary["iterations"] == 6
@@ -54,6 +56,19 @@ def test_two_ranks_train_one_model_equal_to_one_process_replaying_both_streams(t
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_ranks_reading_every_few_steps_agree_on_a_time_budget(tmp_path):
+    """Each rank's host clock differs; the ranks must still read, evaluate and stop at the same steps."""
+    code, _, err = _run("train", "--nproc", "2", *NET, *SMALL, "--batch-size", "2", "--iterations", "100000",
+                        "--time-budget", "2", "--sync-every", "3", "--dist-timeout", "60", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["train_seconds"] >= 2.0
+    # Ranks read (and so evaluate and stop) only after every third step, never on one rank's clock.
+    rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]
+    assert rows and all(int(row.split(",")[0]) % 3 == 0 for row in rows)
+    assert summary["iterations"] % 3 == 0
 
 
 def test_a_signal_to_torchrun_stops_every_rank_at_one_step_and_the_run_resumes(tmp_path):

@@ -158,8 +158,7 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
                     break
                 state.stop(RunStatus.INTERRUPTED, f"stopped by {stop.name} after step {c.step}; resumable")
                 break
-            ahead = progress_fraction(config, c.step + tally.steps, c.train_seconds + tally.elapsed())
-            state.lr = scheduled_lr(config, ahead, t.lr_factor)
+            state.lr = scheduled_lr(config, _ahead(t, tally, state), t.lr_factor)
             tally.add(train_step(t, state.lr, guard=config.skip_nonfinite), c.step + tally.steps + 1)
             if not _read_due(t, tally, every, state, stop):
                 continue
@@ -269,14 +268,27 @@ def _notes(config: TrainConfig) -> list[str]:
 
 
 def _read_due(t: Trainer, tally: StepTally, every: int, state: RunState, stop: StopFlag) -> bool:
-    """Whether to read the queued steps now: every ``every`` steps, and whenever the run may
-    have reached its end or an evaluation (judged from the host's clock, which the device
-    can only be behind), or a stop signal has arrived."""
-    if tally.steps >= every or (stop.signal is not None and not t.dist.active):
-        return True
+    """Whether to read the queued steps now: every ``every`` steps, at the run's last step and
+    at evaluation steps; in one process also whenever the host's clock (which the device can
+    only be behind) says the budget or an evaluation may be reached, or a stop signal arrived.
+    Ranks of a distributed run decide from step counts alone, so they all read at the same step."""
     config, c = t.config, state.counters
-    ahead = progress_fraction(config, c.step + tally.steps, c.train_seconds + tally.elapsed())
-    return ahead >= 1.0 or evaluation_due(config, c.step + tally.steps, ahead, state.last_eval_fraction)
+    step = c.step + tally.steps
+    if tally.steps >= every or (config.iterations and step >= config.iterations) or \
+            (config.eval_every and step % config.eval_every == 0):
+        return True
+    if t.dist.active:
+        return False
+    ahead = _ahead(t, tally, state)
+    return stop.signal is not None or ahead >= 1.0 or evaluation_due(config, step, ahead, state.last_eval_fraction)
+
+
+def _ahead(t: Trainer, tally: StepTally, state: RunState) -> float:
+    """The run's progress including the queued steps; the host's clock counts in one process only
+    (ranks must agree on everything that depends on progress, the learning rate first)."""
+    c = state.counters
+    seconds = c.train_seconds if t.dist.active else c.train_seconds + tally.elapsed()
+    return progress_fraction(t.config, c.step + tally.steps, seconds)
 
 
 def _read(t: Trainer, tally: StepTally, stop: StopFlag) -> tuple[Window, str | None]:
