@@ -1,6 +1,10 @@
-"""Time to held-out IoU 0.985 on a CPU: today's defaults against a proposed design, side by side.
+"""Time to held-out IoU 0.985 on a CPU: texseg's defaults before and after issue #12, side by side.
 
 Run: python benchmarks/bench_cpu_target.py [--budget 30] [--seeds 2] [--repeats 1] [--proposed JSON]
+
+``before`` is the default of texseg 0.1 on every device (unet base_width 16, batch 4, lr
+1e-2); ``defaults`` is what ``texseg train`` picks on this CPU now (``texseg devices``);
+``--proposed`` adds a third design to try.
 
 Prints the CPU's model and the flags that decide texseg's precision path (avx2, avx512f,
 avx512_bf16, amx_tile, torch's CPU capability) and the path chosen (``precision="auto"``),
@@ -34,27 +38,9 @@ import torch
 TARGET = 0.985
 AT_SECONDS = 30.0
 HELD_OUT, HELD_OUT_SEED = 256, 2024
-FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
-# The design proposed for CPUs without fast bf16 (see the report of issue #12, section 2).
-PROPOSED: dict = {"model_kwargs": {"base_width": 8}, "batch_size": 2, "lr": 0.005}
-
-
-def cpu_info() -> dict:
-    """CPU model and the instruction-set flags that matter for texseg's precision choice."""
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "flags": {name: name in flags for name in FLAGS},
-            "capability": torch.backends.cpu.get_cpu_capability()}
+# texseg 0.1's defaults, whatever the device.
+BEFORE: dict = {"model_kwargs": {}, "batch_size": 4, "lr": 0.01, "compile": False}
 
 
 def load_average() -> float:
@@ -106,27 +92,29 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=30.0, help="training seconds per run")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per design (0, 1, ...)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per design and seed")
-    ap.add_argument("--proposed", type=json.loads, default=PROPOSED,
-                    help=f"TrainConfig fields of the proposed design (JSON; default {json.dumps(PROPOSED)})")
-    ap.add_argument("--skip-baseline", action="store_true", help="run the proposed design only")
+    ap.add_argument("--proposed", type=json.loads, default=None,
+                    help="TrainConfig fields of a third design to try (JSON)")
+    ap.add_argument("--skip-baseline", action="store_true", help="do not run `before`")
     ap.add_argument("--json", type=Path, help="also write every run's numbers to this file")
     args = ap.parse_args()
     warnings.simplefilter("ignore", UserWarning)
 
     from texseg.data import generate, target_from_labels
-    from texseg.device import autocast_dtype, fast_bf16
+    from texseg.device import RELEVANT_CPU_FLAGS, autocast_dtype, cpu_description, fast_bf16
     from texseg.training.config import TrainConfig
 
-    info = cpu_info()
+    info = cpu_description()
     amp = autocast_dtype("auto", torch.device("cpu"))
-    flags = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in info["flags"].items())
+    flags = " ".join(f"{k}={'yes' if k in info['flags'] else 'no'}" for k in RELEVANT_CPU_FLAGS)
     print(f"CPU: {info['model']} ({os.cpu_count()} logical CPUs)")
     print(f"  flags: {flags}; torch CPU capability: {info['capability']}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"precision path (precision='auto' on cpu): {'bf16 autocast' if amp else 'fp32'} "
           f"(fast bf16 on this CPU: {'yes' if fast_bf16(torch.device('cpu')) else 'no'})")
-    designs = {"proposed": dict(args.proposed)} if args.skip_baseline else \
-        {"baseline": {}, "proposed": dict(args.proposed)}
+    designs = {} if args.skip_baseline else {"before": BEFORE}
+    designs["defaults"] = {}
+    if args.proposed is not None:
+        designs["proposed"] = dict(args.proposed)
     for name, overrides in designs.items():
         TrainConfig(**{**overrides, "time_budget": args.budget}).validate()
         print(f"  {name}: {json.dumps(overrides) if overrides else 'texseg train defaults'}")

@@ -37,9 +37,12 @@ def test_unset_fields_take_the_device_profile_and_set_ones_are_kept():
     profile = device_defaults.device_profile(cpu)
     resolved, record = resolve_defaults(TrainConfig(), cpu)
     assert (resolved.batch_size, resolved.lr, resolved.compile) == (profile.batch_size, profile.lr, profile.compile)
-    assert record["hardware"] == profile.hardware and set(record["filled"]) == {"batch_size", "lr", "compile"}
-    given, record = resolve_defaults(TrainConfig(batch_size=7, lr=3e-3, compile=False), cpu)
-    assert (given.batch_size, given.lr, given.compile) == (7, 3e-3, False) and record["filled"] == {}
+    assert resolved.model_kwargs == profile.model_kwargs.get("unet", {})
+    assert record["hardware"] == profile.hardware
+    assert set(record["filled"]) == {"model_kwargs", "batch_size", "lr", "compile"}
+    given, record = resolve_defaults(TrainConfig(batch_size=7, lr=3e-3, compile=False, model_kwargs={}), cpu)
+    assert (given.batch_size, given.lr, given.compile, given.model_kwargs) == (7, 3e-3, False, {})
+    assert record["filled"] == {}  # {}: the model's own defaults, asked for explicitly
 
 
 def test_each_hardware_kind_has_a_profile_that_says_where_it_was_measured():

@@ -259,7 +259,9 @@ def devices() -> None:
                 f"torch kernels {cpu['capability']})" if dev.type == "cpu" else torch.cuda.get_device_name(dev))
         precision = "bf16" if autocast_dtype("auto", dev) is not None else "fp32"
         click.echo(f"{dev}: {name}")
+        kwargs = "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in kw.items()) for m, kw in p.model_kwargs.items())
         click.echo(table([("hardware path", f"{p.hardware} ({precision} training)"),
+                          ("model arguments", kwargs or "each model's own defaults"),
                           ("batch size, lr", f"{p.batch_size}, {p.lr:g}"),
                           ("torch.compile", "yes" if p.compile else "no"),
                           ("evaluation batch", str(p.eval_batch)),

@@ -42,14 +42,15 @@ class SearchSpace:
         """The trial's training config: ``base`` with the searched fields sampled."""
         s = self.searched
         model = trial.suggest_categorical("model", self.models) if "model" in s else base.model
-        kwargs = dict(base.model_kwargs)
+        kwargs = dict(base.model_kwargs or {})
         width_arg = WIDTH_ARGS.get(model)
         if "width" in s and width_arg is not None and width_arg not in kwargs:
             kwargs[width_arg] = trial.suggest_categorical("width", WIDTHS)
         return replace(
             base,
             model=model,
-            model_kwargs=kwargs,
+            # None (nothing set or searched): the device's arguments for the trial's model
+            model_kwargs=kwargs if kwargs or base.model_kwargs is not None else None,
             loss=trial.suggest_categorical("loss", self.losses) if "loss" in s else base.loss,
             optimizer=trial.suggest_categorical("optimizer", OPTIMIZERS) if "optimizer" in s else base.optimizer,
             lr=trial.suggest_float("lr", *LR_RANGE, log=True) if "lr" in s else base.lr,
@@ -93,7 +94,7 @@ def build_space(base: TrainConfig, fixed: Mapping[str, Any], models: Sequence[st
         candidates: tuple[str, ...] = (base.model,)
     else:
         candidates = tuple(models) if models else tuple(m for m in list_models() if m not in EXCLUDED_MODELS)
-    widths = any(WIDTH_ARGS.get(m) not in (None, *base.model_kwargs) for m in candidates)
+    widths = any(WIDTH_ARGS.get(m) not in (None, *(base.model_kwargs or {})) for m in candidates)
     searched = [name for name in SEARCHABLE if name not in fixed
                 and not (name == "model" and len(candidates) < 2) and not (name == "width" and not widths)]
     if not searched:
@@ -110,7 +111,7 @@ def _check_model_args(name: str, base: TrainConfig, searched: Sequence[str]) -> 
 
     from texseg.models import create_model
 
-    kwargs = dict(base.model_kwargs)
+    kwargs = dict(base.model_kwargs or {})
     width_arg = WIDTH_ARGS.get(name)
     if "width" in searched and width_arg is not None and width_arg not in kwargs:
         kwargs[width_arg] = max(WIDTHS)

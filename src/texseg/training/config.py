@@ -87,7 +87,9 @@ class TrainConfig:
                                   ge=1, default=None)
     # model
     model: str = _opt("registered model name (see `texseg models`)", choices=_model_names, default="unet")
-    model_kwargs: dict[str, Any] = _opt("constructor arguments of the model", default_factory=dict)
+    model_kwargs: dict[str, Any] | None = _opt("constructor arguments of the model; default: the device's for "
+                                               "that model (see `texseg devices`), else the model's own",
+                                               default=None)
     # objective and optimisation
     loss: str | None = _opt("loss: mse, bce, dice, bce+dice (2 regions); ce, dice, ce+dice, mse (K>2); "
                             "default bce for 2 regions, ce for more", default=None)
@@ -200,7 +202,7 @@ class TrainConfig:
             raise ValueError("give iterations and/or time_budget: a run needs a stopping rule")
         if self.batch_size is not None and self.batch_size % self.streams:
             raise ValueError(f"batch_size must be a multiple of streams ({self.streams}), got {self.batch_size}")
-        reserved = sorted(set(self.model_kwargs) & {"num_classes", "in_channels"})
+        reserved = sorted(set(self.model_kwargs or {}) & {"num_classes", "in_channels"})
         if reserved:
             raise ValueError(f"model_kwargs cannot set {reserved[0]}: num_classes follows `regions` (1 output for "
                              "two regions, K otherwise) and in_channels is 1 (grayscale images)")

@@ -23,7 +23,8 @@ def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     ``config.momentum`` (default 0.9) -- the notebook's two SGD variants; ``rmsprop``
     takes ``config.momentum`` too (default 0, torch's and the notebook's). An ``lr`` left
     to the device is the default of the device the model is on. Adam/AdamW on CUDA use
-    torch's fused kernels (one launch for all parameters).
+    torch's fused kernels on CPU and CUDA (one kernel for all parameters: 5-7% faster
+    steps for a small U-Net on a CPU, measured by the issue #12 study).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if config.lr is None:
@@ -32,7 +33,8 @@ def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
         device = params[0].device if params else torch.device("cpu")
         config = resolve_defaults(config, device)[0]
     name, lr, wd = config.optimizer, config.lr, config.weight_decay
-    fused = {"fused": True} if params and params[0].is_cuda else {}
+    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") and p.dtype in
+                                              (torch.float32, torch.float64) for p in params) else {}
     default_momentum = 0.9 if name == "momentum" else 0.0
     momentum = default_momentum if config.momentum is None else config.momentum
     if name in ("sgd", "momentum"):
