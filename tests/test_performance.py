@@ -26,7 +26,7 @@ from texseg.training.rundir import read_metrics
 
 def tiny(**kw) -> TrainConfig:
     base = dict(image_size=32, model="cnn", model_kwargs={"num_channels": 4}, iterations=12, time_budget=None,
-                eval_every=6, val_size=4, batch_size=2, lr=1e-2, threads=1, figures=False)
+                eval_every=6, val_size=4, batch_size=2, lr=1e-2, figures=False)
     base.update(kw)
     return TrainConfig(**base)
 
