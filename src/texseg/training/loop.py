@@ -291,7 +291,7 @@ def _ahead(t: Trainer, tally: StepTally, state: RunState) -> float:
     return progress_fraction(t.config, c.step + tally.steps, seconds)
 
 
-def _read(t: Trainer, tally: StepTally, stop: StopFlag) -> tuple[Window, str | None]:
+def _read(t: Trainer, tally: StepTally, stop: StopFlag, steps_before: int) -> tuple[Window, str | None]:
     """Read the queued steps (one synchronisation); in a distributed run the ranks agree on the
     window's time (their mean: one clock for the budget), loss, non-finite steps and stop."""
     window = tally.read()
@@ -302,15 +302,16 @@ def _read(t: Trainer, tally: StepTally, stop: StopFlag) -> tuple[Window, str | N
         [window.seconds, window.loss_sum, window.finite_steps, float(window.first_bad > 0),
          float(stop.signal is not None)])
     problem = window.problem or ("a value became non-finite on another rank" if bad else None)
+    # A rank that saw nothing wrong names the window's last step (the other rank's first bad one is <= it).
     agreed = Window(window.steps, seconds / w, loss_sum / w, round(finite / w), window.first_bad or
-                    (window.steps if bad else 0), problem)
+                    (steps_before + window.steps if bad else 0), problem)
     return agreed, (stop.name or "a signal to another rank") if stopped else None
 
 
 def _read_and_count(t: Trainer, tally: StepTally, stop: StopFlag, state: RunState, bar: Progress) -> bool:
     """Read the queued steps and account for them; False when the run must end (diverged, or a
     stop agreed by the ranks of a distributed run)."""
-    window, stopped = _read(t, tally, stop)
+    window, stopped = _read(t, tally, stop, state.counters.step)
     if window.problem is not None and not t.config.skip_nonfinite:
         state.stop(RunStatus.DIVERGED, _diverged(state, window.problem, window.first_bad))
         return False
