@@ -36,13 +36,25 @@ def test_unset_fields_take_the_device_profile_and_set_ones_are_kept():
     cpu = torch.device("cpu")
     profile = device_defaults.device_profile(cpu)
     resolved, record = resolve_defaults(TrainConfig(), cpu)
-    assert (resolved.batch_size, resolved.lr, resolved.compile) == (profile.batch_size, profile.lr, profile.compile)
-    assert resolved.model_kwargs == profile.model_kwargs.get("unet", {})
+    wanted = profile.values_for(TrainConfig())
+    assert (resolved.batch_size, resolved.lr, resolved.compile) == (wanted["batch_size"], wanted["lr"], False)
+    assert resolved.model_kwargs == wanted["model_kwargs"]
     assert record["hardware"] == profile.hardware
     assert set(record["filled"]) == {"model_kwargs", "batch_size", "lr", "compile"}
     given, record = resolve_defaults(TrainConfig(batch_size=7, lr=3e-3, compile=False, model_kwargs={}), cpu)
     assert (given.batch_size, given.lr, given.compile, given.model_kwargs) == (7, 3e-3, False, {})
     assert record["filled"] == {}  # {}: the model's own defaults, asked for explicitly
+
+
+def test_short_time_budgets_take_the_quick_settings_long_and_step_bounded_runs_the_full_ones():
+    profile = PROFILES["cpu-fp32"]
+    quick = profile.values_for(TrainConfig(time_budget=30))
+    assert quick["model_kwargs"] == {"base_width": 8} and quick["batch_size"] == 2
+    for long in (TrainConfig(time_budget=300), TrainConfig(iterations=500, time_budget=None),
+                 TrainConfig(iterations=500, time_budget=30)):
+        full = profile.values_for(long)
+        assert full["model_kwargs"] == {} and full["batch_size"] == profile.batch_size == 4
+    assert profile.values_for(TrainConfig(model="cnn", time_budget=30))["model_kwargs"] == {}
 
 
 def test_each_hardware_kind_has_a_profile_that_says_where_it_was_measured():

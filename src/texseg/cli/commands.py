@@ -259,15 +259,27 @@ def devices() -> None:
                 f"torch kernels {cpu['capability']})" if dev.type == "cpu" else torch.cuda.get_device_name(dev))
         precision = "bf16" if autocast_dtype("auto", dev) is not None else "fp32"
         click.echo(f"{dev}: {name}")
-        kwargs = "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in kw.items()) for m, kw in p.model_kwargs.items())
-        click.echo(table([("hardware path", f"{p.hardware} ({precision} training)"),
-                          ("model arguments", kwargs or "each model's own defaults"),
-                          ("batch size, lr", f"{p.batch_size}, {p.lr:g}"),
-                          ("torch.compile", "yes" if p.compile else "no"),
-                          ("evaluation batch", str(p.eval_batch)),
-                          ("loss read back", "every step" if p.sync_every == 1 else
-                                             f"every {p.sync_every} steps" if p.sync_every else "about every 50 ms"),
-                          ("measured", p.measured)]))
+        quick = {k: v for k, v in p.quick.items() if k != "model_kwargs"}
+        quick_models = p.quick.get("model_kwargs", {})
+        rows = [("hardware path", f"{p.hardware} ({precision} training)"),
+                ("model arguments", _kwargs_text(p.model_kwargs)),
+                ("batch size, lr", f"{p.batch_size}, {p.lr:g}")]
+        if p.quick:
+            parts = [_kwargs_text(quick_models)] if quick_models else []
+            parts.append(f"batch size {quick.get('batch_size', p.batch_size)}, lr {quick.get('lr', p.lr):g}")
+            rows.append((f"runs of <= {p.quick_budget:g} s", ", ".join(parts)))
+        click.echo(table(rows + [
+            ("torch.compile", "yes" if p.compile else "no"),
+            ("evaluation batch", str(p.eval_batch)),
+            ("loss read back", "every step" if p.sync_every == 1 else
+                               f"every {p.sync_every} steps" if p.sync_every else "about every 50 ms"),
+            ("measured", p.measured)]))
+
+
+def _kwargs_text(per_model: dict[str, dict[str, Any]]) -> str:
+    """``unet base_width=8`` for {"unet": {"base_width": 8}}; the models' own defaults when empty."""
+    return "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in kw.items()) for m, kw in per_model.items()) \
+        or "each model's own defaults"
 
 
 def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: bool) -> None:
