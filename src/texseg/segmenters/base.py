@@ -76,8 +76,14 @@ class Segmenter(ABC):
         """
 
     def describe(self) -> dict[str, Any]:
-        """What identifies this segmenter's results (name and parameters), JSON types."""
-        return {"name": self.name}
+        """What identifies this segmenter's results (name and parameters), JSON types.
+
+        A dataclass segmenter is described by every field, so a new parameter can never be
+        left out (cached benchmark results are keyed by this description).
+        """
+        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} \
+            if dataclasses.is_dataclass(self) else {}
+        return {"name": self.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
 
 
 def check_images(images: object, num_regions: object) -> int:

@@ -103,9 +103,6 @@ class LocalEnergy(Segmenter):
 
         return _per_image(images, one)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "scale": self.scale, "window": self.window, "seed": self.seed}
-
 
 @register_segmenter("gabor-kmeans", "Jain & Farrokhnia: Gabor bank, tanh, Gaussian windows, k-means")
 @dataclass(eq=False)
@@ -164,11 +161,6 @@ class GaborKMeans(Segmenter):
     def segment(self, images: Tensor, num_regions: int) -> Tensor:
         k = check_images(images, num_regions)
         return _per_image(images, lambda im: _kmeans(self.features(im), k, self.seed, 4096).reshape(im.shape))
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "frequencies": list(self.frequencies), "orientations": self.orientations,
-                "bandwidth": self.bandwidth, "alpha": self.alpha, "smoothing": self.smoothing,
-                "coordinates": self.coordinates, "seed": self.seed}
 
 
 @register_segmenter("random-forest", "SUPERVISED: scikit-image trainable segmenter, random forest on "
@@ -243,7 +235,3 @@ class RandomForest(Segmenter):
             raise ValueError(f"num_regions must be {self._num_regions}, the number it was fitted on; got {k}")
         return _per_image(images, lambda im: predict_segmenter(self.features(im), self._clf) - 1)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
-                "train_images": self.train_images, "pixels_per_image": self.pixels_per_image,
-                "trees": self.trees, "max_depth": self.max_depth, "seed": self.seed}
