@@ -382,6 +382,10 @@ class StepTally:
         self.steps = 0
         self.start = time.perf_counter()
 
+    def restart_clock(self) -> None:
+        """Time from now on (what happened since the last read, e.g. an evaluation, is not training)."""
+        self.start = time.perf_counter()
+
     def elapsed(self) -> float:
         """Host time since the last read (the device may still be behind)."""
         return time.perf_counter() - self.start

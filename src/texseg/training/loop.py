@@ -177,7 +177,7 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
                 if main:
                     bar.set(loss=f"{run.rows[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
                             it_s=f"{c.step / c.train_seconds:.1f}")
-                tally.start = time.perf_counter()  # evaluation time is not training time
+                tally.restart_clock()  # evaluation time is not training time
         bar.close()
 
         # --- finish: final checkpoint, figures, summary ----------------------------------
