@@ -9,6 +9,8 @@ re-exported here::
     model = texseg.load_model("runs/...")             # a trained run, eval mode
     probs = texseg.predict(model, image)
     labels = texseg.load_segmenter("gabor-kmeans").segment(image, 2)   # a classical method
+    general = texseg.load_segmenter("texseg:general")  # shipped, texture-agnostic: any textures
+    labels = general.segment(image, 3)                 # K given; general.estimate(image): K estimated
 
 The re-exports are resolved on first use (PEP 562), so ``import texseg.cli`` does not
 import torch: the command line takes over Ctrl-C before the slow imports start.
@@ -28,6 +30,10 @@ _EXPORTS = {
     "create_model": "texseg.models",
     "list_models": "texseg.models",
     "load_model": "texseg.checkpoint",
+    "load_pretrained": "texseg.checkpoint",
+    "list_pretrained": "texseg.models.pretrained",
+    "GeneralConfig": "texseg.training.general",
+    "train_general": "texseg.training.general",
     "load_segmenter": "texseg.segmenters",
     "predict": "texseg.checkpoint",
     "predict_file": "texseg.inference.predict",

@@ -34,8 +34,10 @@ from torch import nn
 
 from texseg.device import resolve_device
 from texseg.errors import CheckpointError
-from texseg.io import atomic_write_bytes, atomic_write_json
+from texseg.io import atomic_write_bytes, atomic_write_json, read_json
 from texseg.models import create_model
+from texseg.models.pretrained import pretrained_files, pretrained_spec
+from texseg.models.texnet import TextureEmbeddingNet
 
 MODEL_JSON = "model.json"
 WEIGHTS = "model.safetensors"
@@ -138,7 +140,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     if not weights.is_file():
         raise CheckpointError(f"no weights at {path}: {weights.name} is missing")
     try:
-        model = create_model(info["name"], **info["kwargs"])
+        model = _build(info)
     except ValueError as e:
         raise CheckpointError(f"{path}: cannot rebuild the model ({e})") from None
     try:
@@ -153,6 +155,31 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
         ) from None
     model.run_info = info
     return model.to(resolve_device(device)).eval()
+
+
+def _build(info: dict[str, Any]) -> nn.Module:
+    """An untrained model of the architecture ``model.json`` names."""
+    if info["name"] == "texnet":  # an embedding network: not a registered logits model
+        return TextureEmbeddingNet(**info["kwargs"])
+    return create_model(info["name"], **info["kwargs"])
+
+
+def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.Module:
+    """A pretrained model shipped inside texseg (no network needed), in eval mode.
+
+    Args:
+        name: a name from :func:`texseg.models.pretrained.list_pretrained`, e.g. ``"general"``
+            (``"texseg:general"`` is accepted too).
+        device: where to put it (default CPU).
+
+    Returns:
+        The model; its ``run_info`` is its model.json description plus ``card`` (the model card).
+    """
+    spec = pretrained_spec(name.removeprefix("texseg:"))
+    with pretrained_files(spec.name) as folder:
+        model = load_model(folder, device=device)
+        model.run_info = {**model.run_info, "card": read_json(folder / "card.json"), "pretrained": spec.name}
+    return model
 
 
 def predict(model: nn.Module, images: Any, batch_size: int = 32, **kwargs: Any) -> torch.Tensor:

@@ -23,7 +23,7 @@ from texseg import signals
 from texseg.errors import ExitCode, TexsegError
 
 # Modules that register commands on `cli` when imported (after the signal handlers are in place).
-COMMAND_MODULES = ("commands", "experiments", "search", "predict", "benchmark", "report")
+COMMAND_MODULES = ("commands", "experiments", "search", "predict", "benchmark", "report", "general")
 
 
 class UserError(click.ClickException):

@@ -228,7 +228,7 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
 
 @cli.command()
 def models() -> None:
-    """List the registered models with their parameter counts at defaults."""
+    """List the registered models with their parameter counts at defaults, and the pretrained ones."""
 
     from texseg.models import count_parameters, create_model, list_models, model_spec
 
@@ -241,6 +241,13 @@ def models() -> None:
     for name in list_models():
         if model_spec(name).warning:
             click.echo(f"\nwarning ({name}): {model_spec(name).warning}")
+    from texseg.models.pretrained import PREFIX, list_pretrained
+
+    shipped = list_pretrained()
+    if shipped:
+        click.echo("\npretrained (shipped in the package; use the name where a run folder is accepted):")
+        click.echo(table([(PREFIX + name, f"{spec.architecture}: {spec.description}")
+                          for name, spec in shipped.items()]))
 
 
 @cli.command()

@@ -35,16 +35,25 @@ def _expand(inputs: tuple[str, ...]) -> list[Path]:
               help="resample each image by this factor before predicting (result at the input's size)")
 @click.option("--batch-size", type=click.INT, default=1, show_default=True, help="windows per forward pass")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--regions", type=click.INT, default=None,
+              help="texnet models (texseg:general): the number of regions, 2..8 [default: estimated per image]")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="texnet models: an image patch of the texture to find (one-shot); the mask is 1 where it is")
 @click.option("--overwrite", is_flag=True, help="replace existing outputs (default: keep them)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, overlap: float, scale: float,
-            batch_size: int, device: str, overwrite: bool, quiet: bool) -> int:
+            batch_size: int, device: str, regions: int | None, reference: str | None, overwrite: bool,
+            quiet: bool) -> int:
     """Segment image files (PNG, JPEG, TIFF 8/16-bit, BMP; gray, RGB or RGBA).
 
     INPUTS are image files or folders of them. Colour becomes luminance
     (0.299 R + 0.587 G + 0.114 B, alpha ignored) and each image is min-max normalised
     as a whole, as in training. A file that cannot be used gets one error line; the
     others are still processed and the exit code is 2.
+
+    RUN_DIR is a run folder of `texseg train` or `texseg train-general`, or a shipped
+    model such as `texseg:general` (see `texseg models`): a texture-embedding model finds
+    the regions of textures it never saw, with --regions K, K estimated, or --reference.
     """
     from tqdm.auto import tqdm
 
@@ -61,7 +70,19 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
         raise ValueError(f"--overlap must be a fraction in [0, 0.9], got {overlap}")
     check_positive("--scale", scale)
     check_int("--batch-size", batch_size, minimum=1)
-    model = load_model(run_dir, device=resolve_device(device))
+    if regions is not None:
+        check_int("--regions", regions, 2, 8)
+    from texseg.checkpoint import load_pretrained
+    from texseg.inference.embedding import is_embedding_model, segment_file_embedded
+    from texseg.inference.io import read_image
+    from texseg.models.pretrained import is_pretrained_name
+
+    model = (load_pretrained if is_pretrained_name(run_dir) else load_model)(run_dir, device=resolve_device(device))
+    general = is_embedding_model(model)
+    if not general and (regions is not None or reference is not None):
+        raise ValueError(f"--regions and --reference apply to texture-embedding models (texseg:general); "
+                         f"{run_dir} segments {model.run_info['num_regions']} regions")
+    patch = read_image(reference) if reference is not None else None
     files = _expand(inputs)
     if not files:
         raise ValueError(f"no image files in {', '.join(inputs)}")
@@ -75,8 +96,12 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
                 if mask_path in seen:
                     raise ValueError(f"{path}: same output name as {seen[mask_path]}; rename one of them")
                 seen[mask_path] = path
-                result = predict_file(model, path, out, tile=tile, overlap=overlap, scale=scale,
-                                      batch_size=batch_size, overwrite=overwrite)
+                if general:
+                    result = segment_file_embedded(model, path, out, regions=regions, reference=patch, scale=scale,
+                                                   overwrite=overwrite)
+                else:
+                    result = predict_file(model, path, out, tile=tile, overlap=overlap, scale=scale,
+                                          batch_size=batch_size, overwrite=overwrite)
             except (TexsegError, ValueError) as e:
                 failed += 1
                 tqdm.write(f"texseg: error: {e}", file=sys.stderr)

@@ -45,6 +45,7 @@ __all__ = [
     "predict",
     "predict_file",
     "predict_image",
+    "write_overlay",
 ]
 
 #: With ``tile=None`` an image of at most this many pixels is predicted in one pass.
@@ -276,7 +277,7 @@ def _overlay_blocks(image: np.ndarray, labels: np.ndarray, tint: float, rows: in
         yield r, out
 
 
-def _write_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
+def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
     """Write :func:`overlay_image` as an RGB PNG, atomically, without an (H, W, 3) numpy copy.
 
     The blocks are pasted straight into the Pillow image that is encoded, so the only
@@ -355,7 +356,7 @@ def predict_file(
     if "mask" in todo:
         write_label_png(todo["mask"], labels)
     if "overlay" in todo:
-        _write_overlay(todo["overlay"], image, labels)
+        write_overlay(todo["overlay"], image, labels)
     result.written = list(todo.values())
     result.seconds = time.perf_counter() - start
     return result

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 from texseg._validate import check_int
+from texseg.checkpoint import read_model_json
+from texseg.models.pretrained import is_pretrained_name
 
 __all__ = [
     "ParamInfo",
@@ -199,8 +201,9 @@ def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.
     """A segmenter by name (a classical method) or from a run directory (a trained model).
 
     Args:
-        name_or_run_dir: a name from :func:`list_segmenters`, or a run directory of
-            ``texseg train`` (holding ``model.json`` and ``model.safetensors``).
+        name_or_run_dir: a name from :func:`list_segmenters`, a run directory of
+            ``texseg train`` or ``texseg train-general`` (holding ``model.json`` and
+            ``model.safetensors``), or a shipped model ``texseg:<name>`` (e.g. ``texseg:general``).
         device: where a trained model runs (default CPU); classical methods run on the CPU.
         **method_args: parameters of a classical method (see :func:`segmenter_params`).
 
@@ -209,11 +212,14 @@ def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.
         CheckpointError: a run directory that cannot be loaded.
     """
     text = os.fspath(name_or_run_dir)
-    if text not in _registered() and Path(text).is_dir():
+    if text not in _registered() and (Path(text).is_dir() or is_pretrained_name(text)):
         if method_args:
-            raise ValueError(f"method arguments apply to classical methods only, not to the run directory {text}")
+            raise ValueError(f"method arguments apply to classical methods only, not to {text}")
+        from texseg.segmenters.general import EmbeddingSegmenter
         from texseg.segmenters.model import ModelSegmenter
 
+        if is_pretrained_name(text) or read_model_json(text).get("name") == "texnet":
+            return EmbeddingSegmenter(text, device=device)
         return ModelSegmenter(text, device=device)
     cls = segmenter_class(text)  # a wrong name: the one-line list of valid ones
     allowed = {p.name for p in segmenter_params(text)}

@@ -1,0 +1,125 @@
+"""Segmenting images with a texture-embedding network (``texnet``, e.g. ``texseg:general``).
+
+Unlike a logits model, a texnet says nothing about *which* texture a pixel carries, only
+which pixels carry the same one: an image's labels come from grouping its embeddings
+(:mod:`texseg.inference.grouping`), with K given, K estimated, or a reference patch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from texseg._validate import check_int, check_positive
+from texseg.data.export import write_label_png
+from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
+from texseg.inference.io import MIN_SIZE, normalize_image, read_image
+from texseg.inference.predict import PredictResult, output_paths, write_overlay
+from texseg.models.texnet import TextureEmbeddingNet
+
+__all__ = ["embed", "is_embedding_model", "segment_embedded", "segment_file_embedded"]
+
+#: Largest image embedded in one pass (embeddings and activations grow with its area).
+MAX_PIXELS = 4096 * 4096
+
+
+def is_embedding_model(model: nn.Module) -> bool:
+    """Whether ``model`` outputs texture embeddings (to be grouped) rather than logits."""
+    return isinstance(model, TextureEmbeddingNet)
+
+
+@torch.no_grad()
+def embed(model: TextureEmbeddingNet, images: Tensor, batch_size: int = 8) -> Tensor:
+    """(B, 1, H, W) images -> (B, D, H, W) embeddings (eval mode, on the images' device)."""
+    check_int("batch_size", batch_size, minimum=1)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        return torch.cat([model(images[s:s + batch_size].to(device)).to(images.device)
+                          for s in range(0, images.shape[0], batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float) -> Tensor:
+    check_positive("scale", scale)
+    h, w = image.shape
+    size = (round(h * scale), round(w * scale))
+    if min(size) < MIN_SIZE:
+        raise ValueError(f"scale {scale:g} makes the {w}x{h} image {size[1]}x{size[0]}; "
+                         f"both sides must stay >= {MIN_SIZE}")
+    if size[0] * size[1] > MAX_PIXELS:
+        largest = scale * (MAX_PIXELS / (size[0] * size[1])) ** 0.5
+        raise ValueError(f"scale: a {size[1]}x{size[0]} image is more than a texnet embeds in one pass "
+                         f"({MAX_PIXELS:,} pixels); give a scale below {largest:.3g}")
+    x = torch.from_numpy(normalize_image(image.copy()))[None, None]
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+    return embed(model, x)[0]
+
+
+def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: int | None = None,
+                     reference: np.ndarray | None = None, scale: float = 1.0, seed: int = 0,
+                     radius: float = 1.0, distance: float = 1.5) -> np.ndarray:
+    """Labels of one (H, W) luminance image.
+
+    Args:
+        model: a texnet.
+        image: (H, W) float luminance (min-max normalised here).
+        regions: K (2..8); None: estimated.
+        reference: a (h, w) luminance patch of the texture to find (one-shot): the result is
+            1 where that texture is, 0 elsewhere; ``regions`` is then ignored.
+        scale: resample the image (and the patch) by this factor first; labels are at (H, W).
+        seed: fixes k-means.
+        radius: K estimated: see :func:`texseg.inference.grouping.cluster_embeddings`.
+        distance: one-shot: see :func:`texseg.inference.grouping.reference_mask`.
+
+    Returns:
+        (H, W) uint8 labels.
+    """
+    if regions is not None:
+        check_int("regions", regions, 2, MAX_REGIONS)
+    emb = _embed_image(model, image, scale)
+    if reference is not None:
+        labels = reference_mask(emb, _embed_image(model, reference, scale), distance=distance)
+    else:
+        labels = cluster_embeddings(emb, regions, seed=seed, radius=radius)
+    if labels.shape != image.shape:
+        labels = F.interpolate(labels[None, None].float(), size=image.shape, mode="nearest")[0, 0].long()
+    return labels.numpy().astype(np.uint8)
+
+
+def segment_file_embedded(model: TextureEmbeddingNet, path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                          *, regions: int | None = None, reference: np.ndarray | None = None, scale: float = 1.0,
+                          overwrite: bool = False) -> PredictResult:
+    """Segment one image file and write ``NAME.mask.png`` and ``NAME.overlay.png`` (atomically).
+
+    Outputs that exist are kept unless ``overwrite``. A texnet has no probabilities, so no
+    ``NAME.prob.npy`` is written.
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    result = PredictResult(path)
+    targets = {k: p for k, p in output_paths(path, out_dir).items() if k != "prob"}
+    todo = {k: p for k, p in targets.items() if overwrite or not p.exists()}
+    result.kept = [p for k, p in targets.items() if k not in todo]
+    if not todo:
+        return result
+    image = read_image(path)
+    result.shape = image.shape
+    labels = segment_embedded(model, image, regions=regions, reference=reference, scale=scale)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if "mask" in todo:
+        write_label_png(todo["mask"], labels)
+    if "overlay" in todo:
+        write_overlay(todo["overlay"], normalize_image(image), labels)
+    result.written = list(todo.values())
+    result.seconds = time.perf_counter() - start
+    return result

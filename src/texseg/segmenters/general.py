@@ -1,0 +1,86 @@
+"""A texture-embedding network (``texseg:general`` or a ``train-general`` run) as a :class:`Segmenter`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from texseg.checkpoint import WEIGHTS, load_model, load_pretrained
+from texseg.inference.embedding import embed, is_embedding_model
+from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
+from texseg.models.pretrained import PREFIX, is_pretrained_name
+from texseg.segmenters.base import Segmenter, check_images
+
+__all__ = ["EmbeddingSegmenter"]
+
+
+class EmbeddingSegmenter(Segmenter):
+    """Segments by grouping each image's texnet embeddings: any K from 2 to 8, any textures.
+
+    Args:
+        source: ``texseg:<name>`` (a shipped model) or a ``texseg train-general`` run folder.
+        device: where the network runs (default CPU).
+        batch_size: images per forward pass.
+        seed: fixes k-means.
+        radius: K estimated: the spread of one texture's embeddings (see ``cluster_embeddings``).
+        distance: one-shot: pixels this close to the reference's mean embedding are its texture.
+    """
+
+    supervised = False
+
+    def __init__(self, source: str | os.PathLike[str], device: str | torch.device | None = None,
+                 batch_size: int = 8, seed: int = 0, radius: float = 1.0, distance: float = 1.5) -> None:
+        text = os.fspath(source)
+        self.model = load_pretrained(text, device=device) if is_pretrained_name(text) else load_model(text, device)
+        if not is_embedding_model(self.model):
+            raise ValueError(f"{text} is not a texture-embedding model (texnet); use it as a run folder")
+        self.source = text
+        self.name = text if is_pretrained_name(text) else Path(text).resolve().name
+        self.batch_size, self.seed, self.radius, self.distance = batch_size, seed, radius, distance
+
+    def supports(self, num_regions: int) -> bool:
+        return 2 <= num_regions <= MAX_REGIONS
+
+    def why_not(self, num_regions: int) -> str:
+        return f"{self.name} segments 2 to {MAX_REGIONS} regions, not {num_regions}"
+
+    def embeddings(self, images: Tensor) -> Tensor:
+        """(B, 1, H, W) images -> (B, D, H, W) embeddings."""
+        check_images(images, 2)
+        return embed(self.model, images, self.batch_size)
+
+    def segment(self, images: Tensor, num_regions: int) -> Tensor:
+        k = check_images(images, num_regions)
+        if not self.supports(k):
+            raise ValueError(f"num_regions: {self.why_not(k)}")
+        return self._group(images, k)
+
+    def estimate(self, images: Tensor) -> Tensor:
+        """Label maps with the number of regions of each image estimated (K-free mode)."""
+        check_images(images, 2)
+        return self._group(images, None)
+
+    def find(self, images: Tensor, reference: Tensor) -> Tensor:
+        """One-shot: 1 where the texture of ``reference`` (a (1, 1, h, w) patch) is, else 0."""
+        check_images(images, 2)
+        check_images(reference, 2)
+        ref = embed(self.model, reference, 1)[0]
+        out = [reference_mask(e, ref, distance=self.distance) for e in self.embeddings(images)]
+        return torch.stack(out)[:, None].to(images.device)
+
+    def _group(self, images: Tensor, k: int | None) -> Tensor:
+        out = [cluster_embeddings(e, k, seed=self.seed, radius=self.radius)
+               for e in self.embeddings(images)]
+        return torch.stack(out)[:, None].to(images.device)
+
+    def describe(self) -> dict[str, Any]:
+        state = self.model.state_dict()
+        digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in state.values())).hexdigest()
+        return {"name": self.name, "source": self.source if self.source.startswith(PREFIX)
+                else str(Path(self.source).resolve() / WEIGHTS), "model": "texnet", "weights_sha256": digest[:16],
+                "seed": self.seed, "radius": self.radius, "distance": self.distance}

@@ -1,0 +1,381 @@
+"""Training texture-agnostic embedding networks (``texnet``) on procedural collages.
+
+The recipe behind ``texseg:general``: a :class:`~texseg.models.texnet.TextureEmbeddingNet`
+learns per-pixel embeddings with the *discriminative loss* (De Brabandere, Neven & Van
+Gool, 2017) on scenes of :mod:`texseg.data.procedural` -- every scene new textures, K
+from 2 to 8 -- so that what it learns is "these two pixels carry the same texture", not
+a list of textures. The loss, per image, with region means ``mu_c``:
+
+- pull: pixels within ``delta_v`` of their region's mean cost nothing, farther ones
+  ``(|e - mu_c| - delta_v)^2``;
+- push: two region means closer than ``2 delta_d`` cost ``(2 delta_d - |mu_a - mu_b|)^2``;
+- a small pull of the means towards 0 keeps the embedding bounded.
+
+Label numbers never enter it: any permutation of the regions gives the same loss, and
+K varies per image. Validation groups each image's embeddings with k-means (K known)
+and scores the per-image matched mIoU on three sets: collages of the training families,
+collages of the held-out family (``holdout``: never trained on) and, if given, a folder
+of real-texture images with masks (model choice on real photographs).
+
+One loop, read top to bottom in :func:`train_general`; the run folder holds
+``config.json``, ``model.json`` + ``model.safetensors`` (the latest weights),
+``best/`` (the weights of the best validation score), ``metrics.csv``, ``summary.json``
+and ``resume.pt`` (model, optimizer, RNG and step: ``resume=True`` continues exactly).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from texseg._validate import check_choice, check_int, check_positive
+from texseg.checkpoint import load_model, save_model
+from texseg.data.procedural import FAMILIES, CollageSpec, generate_collage
+from texseg.evaluation.region_metrics import region_metrics
+from texseg.inference.grouping import cluster_embeddings
+from texseg.io import atomic_write_bytes, atomic_write_json, read_json, write_csv
+from texseg.models.texnet import TextureEmbeddingNet
+from texseg.signals import stop_requested
+
+__all__ = ["GeneralConfig", "GeneralResult", "discriminative_loss", "train_general", "validate_general"]
+
+MAX_REGIONS = 8
+
+
+@dataclass
+class GeneralConfig:
+    """Settings of :func:`train_general` (``texseg train-general`` flags of the same names).
+
+    Attributes:
+        steps: optimisation steps in all.
+        time_budget: seconds of training, or None (the run ends at whichever comes first).
+        batch_size, image_size, lr, weight_decay: the optimisation (AdamW, cosine schedule
+            with a warm-up of 2% of the steps).
+        embedding_dim, width, dilations: the network (:class:`TextureEmbeddingNet`).
+        min_regions, max_regions: K of the training collages.
+        holdout: a family never trained on, for leave-one-family-out validation (or None).
+        delta_v, delta_d: the discriminative loss's margins.
+        val_size: images of each validation set; eval_every: steps between validations.
+        val_data: a folder of real images with masks (``images/`` + ``masks/``) to validate on.
+        init_from: start from these weights (``texseg:general`` or a train-general run folder).
+        seed: seeds the weights and the data stream; threads: torch threads (None: all cores).
+    """
+
+    steps: int = 20_000
+    time_budget: float | None = None
+    batch_size: int = 8
+    image_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    embedding_dim: int = 8
+    width: int = 48
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1, 2, 4, 8, 16)
+    min_regions: int = 2
+    max_regions: int = 5
+    holdout: str | None = "cells"
+    delta_v: float = 0.5
+    delta_d: float = 1.5
+    val_size: int = 32
+    eval_every: int = 500
+    val_data: str | None = None
+    init_from: str | None = None
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, minimum=1)
+        if self.time_budget is not None:
+            check_positive("time_budget", self.time_budget)
+        check_int("batch_size", self.batch_size, 1, 4096)
+        check_int("image_size", self.image_size, 32, 4096)
+        check_positive("lr", self.lr)
+        if not 0 <= self.weight_decay < 1:
+            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
+        self.dilations = tuple(self.dilations)
+        TextureEmbeddingNet(embedding_dim=self.embedding_dim, width=self.width, dilations=self.dilations)
+        check_int("min_regions", self.min_regions, 2, MAX_REGIONS)
+        check_int("max_regions", self.max_regions, self.min_regions, MAX_REGIONS)
+        if self.holdout is not None:
+            check_choice("holdout", self.holdout, FAMILIES)
+        check_positive("delta_v", self.delta_v)
+        if not self.delta_d > self.delta_v:
+            raise ValueError(f"delta_d must be > delta_v ({self.delta_v}), got {self.delta_d!r}")
+        check_int("val_size", self.val_size, 1, 10_000)
+        check_int("eval_every", self.eval_every, minimum=1)
+        if self.val_data is not None and not Path(self.val_data).is_dir():
+            raise ValueError(f"val_data must be a folder with images/ and masks/, got {self.val_data!r}")
+        check_int("seed", self.seed, minimum=0)
+        if self.threads is not None:
+            check_int("threads", self.threads, 1, 1024)
+
+    def collage(self, validation: str = "train") -> CollageSpec:
+        """The collages of the training stream (``train``) or of a validation set."""
+        exclude = (self.holdout,) if self.holdout else ()
+        if validation == "holdout":
+            return CollageSpec(self.image_size, 2, self.max_regions, families=(self.holdout,))
+        return CollageSpec(self.image_size, self.min_regions, self.max_regions, exclude=exclude)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"embedding_dim": self.embedding_dim, "width": self.width, "dilations": list(self.dilations)}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["dilations"] = list(self.dilations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GeneralConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+@dataclass
+class GeneralResult:
+    """What :func:`train_general` returns (and writes to ``summary.json``)."""
+
+    run_dir: str
+    status: str  # completed, stopped (budget or signal), diverged
+    steps: int
+    train_seconds: float
+    eval_seconds: float
+    best_step: int
+    best_score: float
+    last_validation: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the loss
+
+def discriminative_loss(embeddings: Tensor, labels: Tensor, delta_v: float = 0.5, delta_d: float = 1.5,
+                        max_regions: int = MAX_REGIONS, reg_weight: float = 1e-3) -> Tensor:
+    """Discriminative loss of per-pixel embeddings, averaged over images.
+
+    Args:
+        embeddings: (B, D, H, W).
+        labels: (B, 1, H, W) or (B, H, W) int64 in 0..max_regions-1; K may differ per image
+            and label numbers carry no meaning.
+        delta_v, delta_d: pull and push margins.
+        max_regions: the largest label + 1 that can occur (fixed, so no host sync).
+        reg_weight: weight of the pull of region means towards 0.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    b, d = embeddings.shape[:2]
+    e = embeddings.float().flatten(2)  # (B, D, P)
+    onehot = F.one_hot(labels.reshape(b, -1), max_regions).float()  # (B, P, K)
+    counts = onehot.sum(1)  # (B, K)
+    present = (counts > 0).float()
+    n_present = present.sum(1).clamp(min=1)
+    means = torch.einsum("bdp,bpk->bkd", e, onehot) / counts.clamp(min=1)[..., None]  # (B, K, D)
+    # pull: each pixel towards its region's mean
+    pixel_means = torch.einsum("bpk,bkd->bdp", onehot, means)
+    dist = (e - pixel_means).pow(2).sum(1).add(1e-8).sqrt()  # (B, P)
+    pull = F.relu(dist - delta_v).pow(2)
+    per_region = torch.einsum("bp,bpk->bk", pull, onehot) / counts.clamp(min=1)
+    l_var = (per_region.sum(1) / n_present).mean()
+    # push: region means apart (a square root of a sum that is never 0, for a finite gradient)
+    diff = means[:, :, None, :] - means[:, None, :, :]
+    mean_dist = diff.pow(2).sum(-1).add(1e-8).sqrt()  # (B, K, K)
+    pairs = present[:, :, None] * present[:, None, :] * (1 - torch.eye(max_regions, device=e.device))
+    push = F.relu(2 * delta_d - mean_dist).pow(2) * pairs
+    l_dist = (push.sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1)).mean()
+    l_reg = ((means.pow(2).sum(-1).add(1e-8).sqrt() * present).sum(1) / n_present).mean()
+    return l_var + l_dist + reg_weight * l_reg
+
+
+# ---------------------------------------------------------------- validation
+
+def validation_sets(config: GeneralConfig) -> dict[str, tuple[Tensor, Tensor]]:
+    """The fixed validation sets: name -> (images (B,1,N,N), labels (B,1,N,N))."""
+    sets = {}
+    gen = torch.Generator().manual_seed(987_654_321)
+    sets["collages"] = generate_collage(config.collage(), config.val_size, generator=gen)
+    if config.holdout:
+        gen = torch.Generator().manual_seed(987_654_322)
+        sets[f"holdout-{config.holdout}"] = generate_collage(config.collage("holdout"), config.val_size,
+                                                             generator=gen)
+    if config.val_data:
+        from texseg.benchmark.suites import suite_from_folder
+
+        images, labels = suite_from_folder(config.val_data).load("test")
+        sets["real"] = (images[: config.val_size], labels[: config.val_size])
+    return sets
+
+
+@torch.no_grad()
+def validate_general(model: TextureEmbeddingNet, sets: dict[str, tuple[Tensor, Tensor]], batch_size: int = 8
+                     ) -> dict[str, float]:
+    """Per-image matched mIoU of k-means (true K per image) on each set, and their mean ``score``."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        for name, (images, labels) in sets.items():
+            scores = []
+            for start in range(0, len(images), batch_size):
+                emb = model(images[start:start + batch_size])
+                for i, e in enumerate(emb):
+                    truth = labels[start + i, 0].numpy()
+                    k = len(np.unique(truth))
+                    pred = cluster_embeddings(e, k)
+                    scores.append(region_metrics(truth, pred.numpy(), k)["miou"])
+            out[name] = float(np.mean(scores))
+    finally:
+        model.train(was_training)
+    out["score"] = float(np.mean(list(out.values())))
+    return out
+
+
+# ---------------------------------------------------------------- state on disk
+
+RESUME = "resume.pt"
+CONFIG = "config.json"
+
+
+def _save_resume(run_dir: Path, model: TextureEmbeddingNet, opt: torch.optim.Optimizer, data_gen: torch.Generator,
+                 step: int, seconds: float, best: tuple[int, float]) -> None:
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "data_rng": data_gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "step": step, "seconds": seconds,
+                "best_step": best[0], "best_score": best[1]}, buffer)
+    atomic_write_bytes(run_dir / RESUME, buffer.getvalue())
+
+
+def _load_initial(model: TextureEmbeddingNet, init_from: str) -> None:
+    from texseg.checkpoint import load_pretrained
+
+    source = load_pretrained(init_from.split(":", 1)[1]) if init_from.startswith("texseg:") else load_model(init_from)
+    if not isinstance(source, TextureEmbeddingNet) or source.config() != model.config():
+        raise ValueError(f"init_from: {init_from} is not a texnet with the settings of this run "
+                         f"({model.config()})")
+    model.load_state_dict(source.state_dict())
+
+
+def _lr(config: GeneralConfig, fraction: float) -> float:
+    warmup = 0.02
+    if fraction < warmup:
+        return config.lr * fraction / warmup
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warmup) / (1 - warmup))))
+
+
+# ---------------------------------------------------------------- the loop
+
+def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
+                  log: Callable[[str], None] | None = None) -> GeneralResult:
+    """Train a texnet on procedural collages; see the module docstring.
+
+    Args:
+        config: the settings.
+        run_dir: the run folder (created; an existing run is refused unless ``resume``).
+        resume: continue the run in ``run_dir`` exactly where its last checkpoint left it.
+        log: called with one progress line at each validation (default: nothing).
+
+    Returns:
+        The :class:`GeneralResult`, also written to ``summary.json``.
+    """
+    run = Path(run_dir)
+    say = log or (lambda line: None)
+    if resume:
+        if not (run / RESUME).is_file():
+            raise ValueError(f"resume: {run} holds no {RESUME} to continue from")
+        saved = GeneralConfig.from_dict(read_json(run / CONFIG))
+        if saved != config:
+            changed = [f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
+                       and f.name not in ("steps", "time_budget")]
+            if changed:
+                raise ValueError(f"resume: {', '.join(changed)} differ from the run's config.json")
+    elif (run / CONFIG).exists():
+        raise ValueError(f"run_dir: {run} already holds a run; resume it or choose another folder")
+
+    # set-up
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model = TextureEmbeddingNet(**config.model_kwargs())
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    data_gen = torch.Generator().manual_seed(config.seed + 1)
+    step, seconds, best = 0, 0.0, (0, -1.0)
+    if resume:
+        state = torch.load(run / RESUME, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        data_gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, seconds, best = state["step"], state["seconds"], (state["best_step"], state["best_score"])
+    else:
+        if config.init_from:
+            _load_initial(model, config.init_from)
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run / CONFIG, config.to_dict())
+    sets = validation_sets(config)
+    rows: list[dict[str, Any]] = read_json(run / "metrics.json") if resume and (run / "metrics.json").is_file() \
+        else []
+    eval_seconds, status, last_val = 0.0, "completed", {}
+    collage = config.collage()
+    model.train()
+
+    def checkpoint() -> None:
+        save_model(model, run, name="texnet", kwargs=config.model_kwargs(), num_regions=2,
+                   scene={"collage": asdict(collage)})
+        _save_resume(run, model, opt, data_gen, step, seconds, best)
+        atomic_write_json(run / "metrics.json", rows)
+        write_csv(run / "metrics.csv", rows)
+
+    while step < config.steps:
+        # one step
+        start = time.perf_counter()
+        images, labels = generate_collage(collage, config.batch_size, generator=data_gen)
+        fraction = step / config.steps
+        if config.time_budget:
+            fraction = max(fraction, seconds / config.time_budget)
+        for group in opt.param_groups:
+            group["lr"] = _lr(config, fraction)
+        loss = discriminative_loss(model(images), labels, config.delta_v, config.delta_d)
+        if not torch.isfinite(loss):
+            status = "diverged"
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        seconds += time.perf_counter() - start
+        out_of_time = config.time_budget is not None and seconds >= config.time_budget
+
+        # validation, keep-best, checkpoint
+        if step % config.eval_every == 0 or step == config.steps or out_of_time or stop_requested():
+            t0 = time.perf_counter()
+            last_val = validate_general(model, sets)
+            eval_seconds += time.perf_counter() - t0
+            rows.append({"step": step, "seconds": round(seconds, 1), "loss": float(loss.detach()),
+                         "lr": opt.param_groups[0]["lr"], **{k: round(v, 4) for k, v in last_val.items()}})
+            if last_val["score"] > best[1]:
+                best = (step, last_val["score"])
+                (run / "best").mkdir(exist_ok=True)
+                save_model(model, run / "best", name="texnet", kwargs=config.model_kwargs(), num_regions=2,
+                           scene={"collage": asdict(collage)})
+            checkpoint()
+            say(f"step {step}/{config.steps}  {seconds:.0f} s  loss {float(loss.detach()):.4f}  "
+                + "  ".join(f"{k} {v:.3f}" for k, v in last_val.items()))
+        if out_of_time or stop_requested():
+            status = "stopped"
+            break
+    checkpoint()
+    result = GeneralResult(str(run), status, step, round(seconds, 1), round(eval_seconds, 1), best[0],
+                           round(best[1], 4), last_val)
+    atomic_write_json(run / "summary.json", asdict(result))
+    return result

@@ -1,0 +1,183 @@
+"""The texture-agnostic path: procedural collages, the discriminative loss, grouping, train-general, texnet use."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_main
+from texseg.data.procedural import FAMILIES, CollageSpec, family_texture, generate_collage
+from texseg.evaluation.region_metrics import region_metrics
+from texseg.inference.grouping import cluster_embeddings, reference_mask
+from texseg.models.texnet import TextureEmbeddingNet
+from texseg.training.general import GeneralConfig, discriminative_loss, train_general
+
+TINY = {"width": 8, "dilations": (1, 2), "image_size": 32, "batch_size": 2, "val_size": 2, "holdout": None}
+
+
+# ---------------------------------------------------------------- procedural collages
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_gives_a_finite_standardised_texture_reproducible_by_seed(family):
+    a = family_texture(family, 64, torch.Generator().manual_seed(3))
+    b = family_texture(family, 64, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert torch.isfinite(a).all()
+    assert abs(float(a.mean())) < 1e-4 and abs(float(a.std()) - 1) < 1e-3
+
+
+def test_collages_are_seed_exact_with_consecutive_labels_and_k_in_range():
+    spec = CollageSpec(64, min_regions=2, max_regions=6)
+    images, labels = generate_collage(spec, 12, generator=torch.Generator().manual_seed(0))
+    again, labels2 = generate_collage(spec, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(images, again) and torch.equal(labels, labels2)
+    assert images.shape == labels.shape == (12, 1, 64, 64)
+    assert float(images.amin()) == 0.0 and float(images.amax()) == 1.0
+    ks = []
+    for lab in labels:
+        present = torch.unique(lab)
+        assert torch.equal(present, torch.arange(len(present)))  # 0..K-1, none missing
+        ks.append(len(present))
+    assert min(ks) >= 1 and max(ks) <= 6 and len(set(ks)) > 1
+    # every region is at least min_area of the image
+    for lab in labels:
+        assert int(torch.bincount(lab.flatten()).min()) >= int(spec.min_area * 64 * 64)
+
+
+def test_an_excluded_family_is_never_drawn_and_bad_specs_name_the_field():
+    spec = CollageSpec(32, families=("gaussian", "cells"), exclude=("cells",))
+    assert spec.drawn_families == ("gaussian",)
+    with pytest.raises(ValueError, match="families: unknown 'marble'"):
+        CollageSpec(families=("marble",))
+    with pytest.raises(ValueError, match="every family is excluded"):
+        CollageSpec(families=("cells",), exclude=("cells",))
+    with pytest.raises(ValueError, match="max_regions"):
+        CollageSpec(min_regions=3, max_regions=9)
+
+
+# ---------------------------------------------------------------- the loss
+
+def test_discriminative_loss_ignores_label_numbers_and_is_zero_for_separated_tight_clusters():
+    torch.manual_seed(0)
+    labels = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    labels[:, :, :, 4:] = 1
+    labels[1, :, :4, :] = 2
+    emb = torch.randn(2, 4, 8, 8, requires_grad=True)
+    swapped = torch.where(labels == 0, 1, torch.where(labels == 1, 0, labels))
+    a, b = discriminative_loss(emb, labels), discriminative_loss(emb, swapped)
+    assert torch.allclose(a, b)
+    a.backward()
+    assert torch.isfinite(emb.grad).all() and float(emb.grad.abs().sum()) > 0
+    # embeddings exactly at well-separated centres: pull and push are 0, only the small norm term is left
+    centres = torch.tensor([[0.0, 0, 0, 0], [4, 0, 0, 0], [0, 4, 0, 0]])
+    perfect = centres[labels[:, 0]].permute(0, 3, 1, 2)
+    assert float(discriminative_loss(perfect, labels, reg_weight=0.0)) < 1e-6
+    assert float(discriminative_loss(torch.zeros_like(perfect), labels, reg_weight=0.0)) > 1.0
+
+
+# ---------------------------------------------------------------- grouping
+
+def _blobs(k: int, n: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Embeddings of a k-region image (stripes, wide enough that boundary pixels are few), plus noise."""
+    n = n or 48 * k
+    gen = torch.Generator().manual_seed(k)
+    truth = np.zeros((n, n), dtype=np.int64)
+    for r in range(1, k):
+        truth[:, r * n // k:] = r
+    centres = torch.randn(k, 6, generator=gen) * 3
+    emb = centres[torch.from_numpy(truth)].permute(2, 0, 1) + 0.1 * torch.randn(6, n, n, generator=gen)
+    return emb, truth
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_grouping_finds_the_regions_with_k_given_and_with_k_estimated(k):
+    emb, truth = _blobs(k)
+    given = cluster_embeddings(emb, k).numpy()
+    assert region_metrics(truth, given, k)["miou"] > 0.95
+    estimated = cluster_embeddings(emb, None).numpy()
+    assert len(np.unique(estimated)) == k
+    assert region_metrics(truth, estimated, k)["miou"] > 0.95
+
+
+def test_reference_mask_marks_where_the_reference_texture_is():
+    emb, truth = _blobs(3)
+    patch = emb[:, 10:30, 2:14]  # inside region 0
+    mask = reference_mask(emb, patch).numpy()
+    assert (mask == (truth == 0)).mean() > 0.95
+    with pytest.raises(ValueError, match="embedding dimensions"):
+        reference_mask(emb, torch.zeros(3))
+
+
+def test_texnet_maps_any_size_to_embeddings_and_checks_its_input():
+    net = TextureEmbeddingNet(width=8, dilations=(1, 2), embedding_dim=4)
+    assert net(torch.rand(2, 1, 40, 56)).shape == (2, 4, 40, 56)
+    assert net(torch.rand(1, 1, 33, 17)).shape == (1, 4, 33, 17)
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        net(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="width"):
+        TextureEmbeddingNet(width=2)
+
+
+# ---------------------------------------------------------------- train-general
+
+def test_a_tiny_recipe_learns_writes_its_run_and_resumes_exactly(tmp_path):
+    config = GeneralConfig(steps=6, eval_every=3, seed=1, **TINY)
+    full = train_general(config, tmp_path / "full")
+    assert full.status == "completed" and full.steps == 6
+    for name in ("config.json", "model.json", "model.safetensors", "metrics.csv", "summary.json", "resume.pt",
+                 "best/model.safetensors"):
+        assert (tmp_path / "full" / name).is_file(), name
+    rows = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    assert [r["step"] for r in rows] == [3, 6]
+    assert all(0 <= r["collages"] <= 1 for r in rows)
+    # stopped after 3 steps, then resumed to 6: the same weights as the uninterrupted run
+    half = train_general(GeneralConfig(steps=6, eval_every=3, seed=1, time_budget=1e-9, **TINY), tmp_path / "half")
+    assert half.status == "stopped" and half.steps == 1
+    resumed = train_general(config, tmp_path / "half", resume=True)
+    assert resumed.steps == 6
+    from texseg.checkpoint import load_model
+
+    a, b = load_model(tmp_path / "full"), load_model(tmp_path / "half")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_train_general_refuses_an_existing_run_and_a_changed_resume(tmp_path):
+    train_general(GeneralConfig(steps=1, eval_every=1, **TINY), tmp_path / "r")
+    with pytest.raises(ValueError, match="run_dir: .* already holds a run"):
+        train_general(GeneralConfig(steps=1, eval_every=1, **TINY), tmp_path / "r")
+    with pytest.raises(ValueError, match="resume: lr differ"):
+        train_general(GeneralConfig(steps=2, eval_every=1, lr=0.1, **TINY), tmp_path / "r", resume=True)
+    with pytest.raises(ValueError, match="holdout must be one of"):
+        GeneralConfig(holdout="marble")
+
+
+def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_masks(tmp_path, capsys):
+    from texseg.segmenters import load_segmenter
+
+    train_general(GeneralConfig(steps=2, eval_every=2, **TINY), tmp_path / "run")
+    seg = load_segmenter(str(tmp_path / "run"))
+    images, _ = generate_collage(CollageSpec(32), 3, generator=torch.Generator().manual_seed(0))
+    for k in (2, 4):
+        labels = seg.segment(images, k)
+        assert labels.shape == images.shape and labels.dtype == torch.long
+        assert int(labels.max()) <= k - 1
+    assert seg.estimate(images).shape == images.shape
+    assert set(torch.unique(seg.find(images, images[:1, :, :8, :8])).tolist()) <= {0, 1}
+    assert seg.describe()["model"] == "texnet"
+    # the CLI: predict with K given, refused options, a clear error for a bad K
+    from PIL import Image
+
+    Image.fromarray((images[0, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
+                              "--out", str(tmp_path / "out"), "--regions", "3", "--quiet")
+    assert code == 0, err
+    mask = np.asarray(Image.open(tmp_path / "out" / "a.mask.png"))
+    assert mask.shape == (32, 32) and mask.max() <= 2
+    assert not (tmp_path / "out" / "a.prob.npy").exists()
+    code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
+                              "--out", str(tmp_path / "o2"), "--regions", "9")
+    assert code == 2 and "--regions" in err and "Traceback" not in err
