@@ -181,3 +181,26 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
     code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
                               "--out", str(tmp_path / "o2"), "--regions", "9")
     assert code == 2 and "--regions" in err and "Traceback" not in err
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_learns_from_a_folder(tmp_path):
+    from PIL import Image
+
+    from texseg.checkpoint import load_model
+
+    images, labels = generate_collage(CollageSpec(48, max_regions=3), 4, generator=torch.Generator().manual_seed(2))
+    (tmp_path / "own" / "images").mkdir(parents=True)
+    (tmp_path / "own" / "labels").mkdir()
+    for i in range(4):
+        Image.fromarray((images[i, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / "own" / "images" / f"{i}.png")
+        Image.fromarray(labels[i, 0].numpy().astype(np.uint8)).save(tmp_path / "own" / "labels" / f"{i}.png")
+    train_general(GeneralConfig(steps=2, eval_every=2, seed=3, **TINY), tmp_path / "base")
+    tuned = train_general(GeneralConfig(steps=1, eval_every=1, lr=1e-12, data=str(tmp_path / "own"),
+                                        init_from=str(tmp_path / "base"), **TINY), tmp_path / "tuned")
+    assert "data" in tuned.last_validation
+    a, b = load_model(tmp_path / "base"), load_model(tmp_path / "tuned")
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-6)
+    with pytest.raises(ValueError, match="init_from: .* is not a texnet with the settings"):
+        train_general(GeneralConfig(steps=1, init_from=str(tmp_path / "base"), **{**TINY, "width": 16}),
+                      tmp_path / "wide")

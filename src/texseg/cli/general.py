@@ -38,6 +38,7 @@ _HELP = {
     "delta_v": "pull margin of the discriminative loss", "delta_d": "push margin of the discriminative loss",
     "val_size": "images of each validation set", "eval_every": "steps between validations",
     "val_data": "folder of real images/ + masks/ to validate on (model choice on real photographs)",
+    "data": "fine-tune on your images: a folder as for `texseg train --data` (half of each batch)",
     "init_from": "start from these weights: texseg:general or a train-general run folder",
     "seed": "seed of the weights and the collage stream", "threads": "torch threads (default: all cores)",
 }

@@ -88,7 +88,7 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
         check_int("regions", regions, 2, MAX_REGIONS)
     emb = _embed_image(model, image, scale)
     if reference is not None:
-        labels = reference_mask(emb, _embed_image(model, reference, scale), distance=distance)
+        labels = reference_mask(emb, _embed_image(model, reference, scale), distance=distance, radius=radius, seed=seed)
     else:
         labels = cluster_embeddings(emb, regions, seed=seed, radius=radius)
     if labels.shape != image.shape:

@@ -70,7 +70,8 @@ class EmbeddingSegmenter(Segmenter):
         check_images(images, 2)
         check_images(reference, 2)
         ref = embed(self.model, reference, 1)[0]
-        out = [reference_mask(e, ref, distance=self.distance) for e in self.embeddings(images)]
+        out = [reference_mask(e, ref, distance=self.distance, radius=self.radius, seed=self.seed)
+               for e in self.embeddings(images)]
         return torch.stack(out)[:, None].to(images.device)
 
     def _group(self, images: Tensor, k: int | None) -> Tensor:

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from texseg._validate import check_choice, check_int, check_positive
 from texseg.checkpoint import load_model, save_model
+from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.data.procedural import FAMILIES, CollageSpec, generate_collage
 from texseg.evaluation.region_metrics import region_metrics
 from texseg.inference.grouping import cluster_embeddings
@@ -68,6 +69,9 @@ class GeneralConfig:
         delta_v, delta_d: the discriminative loss's margins.
         val_size: images of each validation set; eval_every: steps between validations.
         val_data: a folder of real images with masks (``images/`` + ``masks/``) to validate on.
+        data: fine-tuning on your own images: a folder in ``texseg train --data``'s layout;
+            half of each batch is crops of its images (a fifth of the files held out for
+            validation), half collages (so the model keeps what it knew).
         init_from: start from these weights (``texseg:general`` or a train-general run folder).
         seed: seeds the weights and the data stream; threads: torch threads (None: all cores).
     """
@@ -89,6 +93,7 @@ class GeneralConfig:
     val_size: int = 32
     eval_every: int = 500
     val_data: str | None = None
+    data: str | None = None
     init_from: str | None = None
     seed: int = 0
     threads: int | None = None
@@ -115,6 +120,8 @@ class GeneralConfig:
         check_int("eval_every", self.eval_every, minimum=1)
         if self.val_data is not None and not Path(self.val_data).is_dir():
             raise ValueError(f"val_data must be a folder with images/ and masks/, got {self.val_data!r}")
+        if self.data is not None and not Path(self.data).is_dir():
+            raise ValueError(f"data must be a folder of images with label masks, got {self.data!r}")
         check_int("seed", self.seed, minimum=0)
         if self.threads is not None:
             check_int("threads", self.threads, 1, 1024)
@@ -209,11 +216,30 @@ def validation_sets(config: GeneralConfig) -> dict[str, tuple[Tensor, Tensor]]:
         sets[f"holdout-{config.holdout}"] = generate_collage(config.collage("holdout"), config.val_size,
                                                              generator=gen)
     if config.val_data:
-        from texseg.benchmark.suites import suite_from_folder
-
-        images, labels = suite_from_folder(config.val_data).load("test")
+        images, labels = _read_suite_folder(config.val_data)
         sets["real"] = (images[: config.val_size], labels[: config.val_size])
+    if config.data:
+        held_out = folder_split(config)[1]
+        sets["data"] = held_out.sample(config.val_size, torch.Generator().manual_seed(987_654_323))
     return sets
+
+
+def folder_split(config: GeneralConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """(training, held-out) crops of ``config.data`` (files checked once, a fifth held out)."""
+    found = validate_folder(config.data, min_size=config.image_size)
+    if found.num_regions > MAX_REGIONS:
+        raise ValueError(f"data: labels of {config.data} have {found.num_regions} regions; a texnet learns "
+                         f"at most {MAX_REGIONS}")
+    dataset = ImageFolderDataset(found, config.image_size)
+    return dataset.split(0.2, config.seed) if len(dataset) >= 2 else (dataset, dataset)
+
+
+def _read_suite_folder(folder: str) -> tuple[Tensor, Tensor]:
+    """All images (B, 1, H, W) and labels of an ``images/`` + ``masks/`` folder (one size)."""
+    found = validate_folder(folder)
+    dataset = ImageFolderDataset(found, min(min(s) for s in found.sizes), augment=False)
+    pairs = [dataset.full(i) for i in range(len(dataset))]
+    return torch.stack([p[0] for p in pairs])[:, None], torch.stack([p[1] for p in pairs])[:, None]
 
 
 @torch.no_grad()
@@ -263,6 +289,19 @@ def _load_initial(model: TextureEmbeddingNet, init_from: str) -> None:
         raise ValueError(f"init_from: {init_from} is not a texnet with the settings of this run "
                          f"({model.config()})")
     model.load_state_dict(source.state_dict())
+
+
+def _batch(config: GeneralConfig, collage: CollageSpec, folder: ImageFolderDataset | None,
+           generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One training batch: collages, or (fine-tuning) half folder crops and half collages."""
+    if folder is None:
+        return generate_collage(collage, config.batch_size, generator=generator)
+    own = (config.batch_size + 1) // 2
+    images, labels = folder.sample(own, generator)
+    if own == config.batch_size:
+        return images, labels
+    more = generate_collage(collage, config.batch_size - own, generator=generator)
+    return torch.cat([images, more[0]]), torch.cat([labels, more[1]])
 
 
 def _lr(config: GeneralConfig, fraction: float) -> float:
@@ -326,6 +365,7 @@ def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, res
         else []
     eval_seconds, status, last_val = 0.0, "completed", {}
     collage = config.collage()
+    folder = folder_split(config)[0] if config.data else None
     model.train()
 
     def checkpoint() -> None:
@@ -338,7 +378,7 @@ def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, res
     while step < config.steps:
         # one step
         start = time.perf_counter()
-        images, labels = generate_collage(collage, config.batch_size, generator=data_gen)
+        images, labels = _batch(config, collage, folder, data_gen)
         fraction = step / config.steps
         if config.time_budget:
             fraction = max(fraction, seconds / config.time_budget)

@@ -1,0 +1,126 @@
+"""Score a texture-embedding model (texseg:general or a train-general run) against the classical methods.
+
+Prints, per suite, the per-image matched mIoU (mean and 95% t-interval over the images)
+of the model with K given, of ``gabor-kmeans``, ``local-energy`` and the constant
+baseline, each method's megapixels/s measured in this run, then the K-free mode (the
+fraction of images whose number of regions it estimates right, on K = 2..5 scenes) and
+the one-shot mode (mIoU of "where is the texture of this patch", the patch a 24 x 24
+square inside region 0 of the truth).
+
+Usage::
+
+    python benchmarks/general_eval.py --model texseg:general --folders suites/oa-val suites/gimp
+    python benchmarks/general_eval.py --model RUN --suites notebook --methods --no-kfree
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage, stats
+
+from texseg.benchmark.suites import resolve_suite
+from texseg.data import SceneSpec, generate
+from texseg.device import cpu_description
+from texseg.evaluation.region_metrics import region_metrics
+from texseg.segmenters import load_segmenter
+
+NAMED = ("notebook", "medium", "hard", "k4", "fine")
+
+
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
+    return float(a.mean()), float(max(0.0, a.mean() - half)), float(min(1.0, a.mean() + half))
+
+
+def _score(seg, images: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[list[float], float]:
+    start = time.perf_counter()
+    pred = seg.segment(images, k) if seg is not None else torch.zeros_like(labels)
+    seconds = time.perf_counter() - start
+    mp_s = images.numel() / 1e6 / max(seconds, 1e-9)
+    return [region_metrics(t[0].numpy(), p[0].numpy(), k)["miou"] for t, p in zip(labels, pred)], mp_s
+
+
+def _kfree(seg, count: int) -> tuple[float, float]:
+    """Fraction of images of K = 2..5 gaussian scenes whose K is estimated right, and their mIoU."""
+    right, scores = [], []
+    for k, sigmas in {2: (0.3, 1.5), 3: (0.3, 1.0, 3.0), 4: (0.2, 0.8, 2.0, 4.0), 5: (0.2, 0.6, 1.2, 2.5, 5.0)}.items():
+        spec = SceneSpec(128, 128 / 5, sigmas, 1.0)
+        images, labels = generate(spec, count // 4, generator=torch.Generator().manual_seed(500 + k))
+        pred = seg.estimate(images)
+        for t, p in zip(labels, pred):
+            truth_k = len(np.unique(t.numpy()))
+            right.append(len(np.unique(p.numpy())) == truth_k)
+            scores.append(region_metrics(t[0].numpy(), p[0].numpy())["miou"])
+    return float(np.mean(right)), float(np.mean(scores))
+
+
+def _one_shot(seg, images: torch.Tensor, labels: torch.Tensor, side: int = 24) -> list[float]:
+    scores = []
+    for image, truth in zip(images, labels):
+        inside = ndimage.binary_erosion(truth[0].numpy() == 0, np.ones((side, side)))
+        ys, xs = np.nonzero(inside)
+        if not len(ys):
+            continue
+        y, x = ys[len(ys) // 2] - side // 2, xs[len(xs) // 2] - side // 2
+        patch = image[None, :, y:y + side, x:x + side]
+        mask = seg.find(image[None], patch)[0, 0].numpy()
+        scores.append(region_metrics((truth[0].numpy() == 0).astype(np.int64), 1 - mask, 2)["miou"])
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="texseg:general")
+    parser.add_argument("--suites", default=",".join(NAMED), help="named suites, comma-separated ('' for none)")
+    parser.add_argument("--folders", nargs="*", default=[], help="folder suites (images/ + masks/)")
+    parser.add_argument("--methods", action="store_true", help="also score gabor-kmeans and local-energy")
+    parser.add_argument("--no-kfree", action="store_true")
+    parser.add_argument("--radius", type=float, default=None)
+    parser.add_argument("--distance", type=float, default=None)
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = load_segmenter(args.model)
+    if args.radius is not None:
+        model.radius = args.radius
+    if args.distance is not None:
+        model.distance = args.distance
+    segmenters = {args.model: model, "constant": None}
+    if args.methods:
+        segmenters.update({m: load_segmenter(m) for m in ("gabor-kmeans", "local-energy")})
+    print(f"# {cpu_description()}; load average {os.getloadavg()[0]:.1f}")
+    results: dict[str, dict[str, object]] = {}
+    for name in [s for s in args.suites.split(",") if s] + args.folders:
+        suite = resolve_suite(name)
+        images, labels = suite.load("test")
+        row: dict[str, object] = {}
+        for seg_name, seg in segmenters.items():
+            scores, mp_s = _score(seg, images, labels, suite.num_regions)
+            mean, lo, hi = _interval(scores)
+            row[seg_name] = {"miou": round(mean, 4), "ci": [round(lo, 4), round(hi, 4)],
+                             "mp_s": round(mp_s, 3) if seg is not None else None}
+        if suite.num_regions == 2:
+            mean, lo, hi = _interval(_one_shot(model, images, labels))
+            row["one-shot"] = {"miou": round(mean, 4), "ci": [round(lo, 4), round(hi, 4)]}
+        results[suite.name] = row
+        print(f"{suite.name:<10} " + "  ".join(
+            f"{k} {v['miou']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
+            + (f" {v['mp_s']:.2f} MP/s" if v.get("mp_s") else "") for k, v in row.items()), flush=True)
+    if not args.no_kfree:
+        right, miou = _kfree(model, 64)
+        results["kfree"] = {"k_right": round(right, 4), "miou": round(miou, 4)}
+        print(f"K-free on K=2..5 scenes: K right on {right:.1%} of 64 images, mIoU {miou:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
