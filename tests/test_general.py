@@ -204,3 +204,26 @@ def test_fine_tuning_starts_from_the_given_weights_and_learns_from_a_folder(tmp_
     with pytest.raises(ValueError, match="init_from: .* is not a texnet with the settings"):
         train_general(GeneralConfig(steps=1, init_from=str(tmp_path / "base"), **{**TINY, "width": 16}),
                       tmp_path / "wide")
+
+
+# ---------------------------------------------------------------- the shipped model
+
+def test_the_shipped_general_model_loads_offline_and_scores_what_its_card_says(capsys):
+    import texseg
+    from texseg.benchmark.suites import get_suite
+    from texseg.models.pretrained import list_pretrained
+    from texseg.segmenters import load_segmenter
+
+    assert "general" in list_pretrained()
+    model = texseg.load_pretrained("general")
+    card = model.run_info["card"]
+    assert isinstance(model, TextureEmbeddingNet) and card["architecture"] == "texnet"
+    assert card["recipe"].startswith("texseg train-general") and card["training"]["commit"]
+    # the card's notebook-suite score, recomputed here on the same 64 images
+    seg = load_segmenter("texseg:general")
+    images, labels = get_suite("notebook").load("test")
+    pred = seg.segment(images, 2)
+    miou = np.mean([region_metrics(t[0].numpy(), p[0].numpy(), 2)["miou"] for t, p in zip(labels, pred)])
+    assert abs(miou - card["scores"]["notebook"]["texseg:general"]["miou"]) < 0.01
+    code, out, _ = run_main(capsys, "models")
+    assert code == 0 and "texseg:general" in out
