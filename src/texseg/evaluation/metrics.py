@@ -28,6 +28,15 @@ Every K also gets the trivial baseline and a flag for it: ``trivial_accuracy`` a
 would score; ``majority_prediction`` is the share of pixels the model puts in the one
 region it predicts most (1.0 for a constant prediction).
 
+Arbitrary label numbers (``matching``): ``"image"`` matches each image's predicted labels
+to its true labels on its own (:func:`texseg.evaluation.matching.match_images`) and sums
+the matched matrices, so every metric above is that of the per-image matched prediction;
+the trivial baseline is then the constant prediction matched per image (each image's most
+common region), and ``majority_prediction`` the share of pixels in each image's most
+predicted region. ``"set"`` matches once, on the matrix summed over the set (it only
+undoes a swap made on every image alike). The metrics say which: ``matched = 1.0`` (per
+image) or ``matched_set = 1.0``.
+
 Empty denominators: a class absent from both truth and prediction is segmented
 perfectly, so all its metrics are 1.0. Otherwise a 0/0 is a miss and counts 0.0:
 precision with no predicted pixels is 0.0 when the class is present in the truth,
@@ -43,11 +52,15 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from texseg._validate import check_int
+from texseg._validate import check_choice, check_int
+from texseg.evaluation.matching import match_confusion, match_images
 
-__all__ = ["ConfusionMatrix", "metrics_from_confusion", "notebook_precision", "predict_labels"]
+__all__ = ["MATCHING", "ConfusionMatrix", "confusion_matrices", "matched_metrics", "metrics_from_confusion",
+           "notebook_precision", "predict_labels"]
+
+# How predicted label numbers are matched to the true ones before scoring (see the module docstring).
+MATCHING = ("none", "image", "set")
 
 
 def predict_labels(logits: Tensor) -> Tensor:
@@ -69,6 +82,26 @@ def predict_labels(logits: Tensor) -> Tensor:
 
 def _describe(x: object) -> str:
     return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def confusion_matrices(pred: Tensor, target: Tensor, num_classes: int, *, per_image: bool = False) -> Tensor:
+    """Confusion counts of hard labels, one ``torch.bincount`` for the whole batch.
+
+    Args:
+        pred, target: (B, ...) int labels in ``0..K-1``, the same shape (not checked here).
+        num_classes: K.
+        per_image: one matrix per image instead of their sum.
+
+    Returns:
+        (K, K) int64, or (B, K, K) with ``per_image``; rows = true, columns = predicted.
+    """
+    k = num_classes
+    index = target.long() * k + pred.long()
+    if not per_image:
+        return torch.bincount(index.flatten(), minlength=k * k).reshape(k, k)
+    b = pred.shape[0]
+    index = index.reshape(b, -1) + (torch.arange(b, device=index.device) * (k * k))[:, None]
+    return torch.bincount(index.flatten(), minlength=b * k * k).reshape(b, k, k)
 
 
 def _as_label_map(name: str, target: object, shape: torch.Size, num_classes: int) -> Tensor:
@@ -104,6 +137,9 @@ class ConfusionMatrix:
 
     Args:
         num_classes: number of regions K >= 2 (K = 2 expects C = 1 logits, K > 2 expects C = K).
+        matching: ``none`` (label k is region k), ``image`` (labels matched per image, for
+            models whose label numbers are arbitrary) or ``set`` (matched once over the set);
+            see the module docstring.
 
     Example::
 
@@ -113,13 +149,16 @@ class ConfusionMatrix:
         metrics = cm.compute()
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, matching: str = "none") -> None:
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
-        self._matrix: Tensor | None = None
+        self.matching = check_choice("matching", matching, MATCHING)
+        self.reset()
 
     def reset(self) -> None:
         """Forget all accumulated counts."""
-        self._matrix = None
+        self._matrix: Tensor | None = None
+        self._trivial: Tensor | None = None  # matching "image": the per-image matched constant prediction
+        self._majority: Tensor | None = None  # matching "image": pixels in each image's most predicted region
 
     @torch.no_grad()
     def update(self, logits: Tensor, target: Tensor) -> None:
@@ -140,36 +179,62 @@ class ConfusionMatrix:
             # NaN would silently become class 0 (threshold) or an arbitrary argmax.
             raise ValueError("logits must not contain NaN")
         target = _as_label_map("target", target, logits.shape[:1] + (1,) + logits.shape[2:], k)
-        preds = predict_labels(logits)
-        batch = multiclass_confusion_matrix(
-            preds.flatten(), target.to(logits.device).flatten(), k, validate_args=False
-        ).long()
-        if self._matrix is None:
-            self._matrix = batch
+        self.add(predict_labels(logits), target.to(logits.device))
+
+    @torch.no_grad()
+    def add(self, pred: Tensor, target: Tensor) -> None:
+        """Add hard labels: ``pred`` and ``target`` (B, 1, H, W) int in 0..K-1, on one device (unchecked).
+
+        For K = 2 class 1 is the positive class (texseg's mask, label 0), as in :meth:`update`.
+        """
+        k = self.num_classes
+        if self.matching == "image":
+            cms = confusion_matrices(pred, target, k, per_image=True)
+            matched, _ = match_images(cms)
+            batch = matched.sum(dim=0)
+            truth = cms.sum(dim=2)  # (B, K) true pixels per region
+            # The constant prediction, matched per image, is right on each image's most common region.
+            trivial = truth.T @ torch.nn.functional.one_hot(truth.argmax(dim=1), k)
+            majority = cms.sum(dim=1).amax(dim=1).sum()
+            self._trivial = trivial if self._trivial is None else self._trivial.to(trivial.device) + trivial
+            self._majority = majority if self._majority is None else self._majority.to(majority.device) + majority
         else:
-            self._matrix = self._matrix.to(batch.device) + batch
+            batch = confusion_matrices(pred, target, k)
+        self._matrix = batch if self._matrix is None else self._matrix.to(batch.device) + batch
 
     @property
     def matrix(self) -> Tensor:
-        """(K, K) int64 counts, rows = true class, cols = predicted class (a copy)."""
+        """(K, K) int64 counts, rows = true class, cols = predicted class (a copy; matched per image
+        with ``matching="image"``, as summed otherwise)."""
         if self._matrix is None:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return self._matrix.clone()
 
-    def compute(self, matched: bool = False) -> dict[str, float]:
-        """Metrics of the accumulated matrix, see :func:`metrics_from_confusion`.
-
-        Args:
-            matched: score after the best label matching instead
-                (:func:`texseg.evaluation.matching.matched_metrics`; adds ``matched = 1.0``).
-        """
+    def compute(self) -> dict[str, float]:
+        """Metrics of the accumulated matrix under the matching chosen, see :func:`metrics_from_confusion`."""
         if self._matrix is None or int(self._matrix.sum()) == 0:
             raise RuntimeError("ConfusionMatrix.compute() called before any pixel was passed to update()")
-        if matched:
-            from texseg.evaluation.matching import matched_metrics
+        if self.matching == "set":
+            return {**matched_metrics(self._matrix), "matched_set": 1.0}
+        metrics = metrics_from_confusion(self._matrix)
+        if self._trivial is not None and self._majority is not None:  # matching "image"
+            trivial = metrics_from_confusion(self._trivial)
+            metrics.update(trivial_accuracy=trivial["accuracy"], trivial_iou=trivial["iou"],
+                           majority_prediction=float(self._majority) / float(self._matrix.sum()), matched=1.0)
+        return metrics
 
-            return matched_metrics(self._matrix)
-        return metrics_from_confusion(self._matrix)
+
+def matched_metrics(cm: Tensor) -> dict[str, float]:
+    """Metrics of one confusion matrix after its best label matching (one assignment for all its pixels).
+
+    Args:
+        cm: (K, K) counts, rows = true, columns = predicted (e.g. ``ConfusionMatrix.matrix``).
+
+    Returns:
+        :func:`metrics_from_confusion` of the matched matrix.
+    """
+    matched, _ = match_confusion(cm)
+    return metrics_from_confusion(matched)
 
 
 def _safe_ratio(num: Tensor, den: Tensor, empty: Tensor) -> Tensor:
