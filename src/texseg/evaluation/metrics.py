@@ -194,7 +194,9 @@ class ConfusionMatrix:
             batch = matched.sum(dim=0)
             truth = cms.sum(dim=2)  # (B, K) true pixels per region
             # The constant prediction, matched per image, is right on each image's most common region.
-            trivial = truth.T @ torch.nn.functional.one_hot(truth.argmax(dim=1), k)
+            # (index_add, not an integer matmul, which CUDA lacks)
+            trivial = torch.zeros(k, k, dtype=truth.dtype, device=truth.device).index_add_(
+                1, truth.argmax(dim=1), truth.T)
             majority = cms.sum(dim=1).amax(dim=1).sum()
             self._trivial = trivial if self._trivial is None else self._trivial.to(trivial.device) + trivial
             self._majority = majority if self._majority is None else self._majority.to(majority.device) + majority
