@@ -214,7 +214,7 @@ def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, ba
                 predictions[i] = p[0]
             if bar is not None:
                 bar.update(len(batch))
-    names = list(next(r for r in results if r is not None)) if any(r is not None for r in results) else []
+    names = next((list(r) for r in results if r is not None), [])
     cell.per_image = {name: [math.nan if r is None else r[name] for r in results] for name in names}
     cell.note = "; ".join(notes)
     return cell, predictions[:PANEL_IMAGES]

@@ -97,6 +97,8 @@ class Suite:
         sizes = {spec.image_size for spec, _ in self.parts}
         if len(sizes) > 1:
             raise ValueError(f"parts must share one image_size, got {sorted(sizes)}")
+        if self.parts and self.count != sum(n for _, n in self.parts):
+            raise ValueError(f"count must be the parts' total, {sum(n for _, n in self.parts)}; got {self.count}")
 
     def has_split(self, split: str) -> bool:
         """Whether :meth:`load` can give ``split`` (a folder: ``test``, and ``train``/``tune`` when it has that
