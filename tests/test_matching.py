@@ -114,3 +114,26 @@ def test_default_confusion_matrix_is_torchmetrics_one():
     pred, target = torch.randint(0, 4, (3, 1, 9, 9), generator=gen), torch.randint(0, 4, (3, 1, 9, 9), generator=gen)
     assert torch.equal(confusion_matrices(pred, target, 4),
                        multiclass_confusion_matrix(pred.flatten(), target.flatten(), 4).long())
+
+
+def test_per_image_scores_are_the_benchmarks_mean_over_images():
+    """miou of each image as region_metrics scores it (a region absent from both left out), averaged."""
+    from texseg.evaluation import ConfusionMatrix
+    from texseg.evaluation.region_metrics import region_metrics
+
+    k = 3
+    labels = _blobs(5, k=k, seed=1)
+    labels[0] = labels[0].clamp(max=1)  # image 0 has no region 2
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(5, k, 16, 16, generator=gen) + 4.0 * torch.nn.functional.one_hot(
+        labels[:, 0], k).permute(0, 3, 1, 2)
+    logits[0, 2] = -10.0  # ... and the prediction has none either
+    expected = sum(region_metrics(lab, logits[i:i + 1].argmax(1), k)["miou"] for i, lab in enumerate(labels)) / 5
+    for batch in (1, 2, 5):
+        cm = ConfusionMatrix(k, "image")
+        for i in range(0, 5, batch):
+            cm.update(logits[i:i + batch], labels[i:i + batch])
+        m = cm.compute()
+        assert m["iou"] == pytest.approx(expected, abs=1e-12) and m["mean_iou"] == m["iou"]
+        assert m["iou_2"] == pytest.approx(sum(region_metrics(lab, logits[i:i + 1].argmax(1), k)["iou_2"]
+                                               for i, lab in enumerate(labels) if i) / 4)  # left out of image 0

@@ -29,13 +29,16 @@ would score; ``majority_prediction`` is the share of pixels the model puts in th
 region it predicts most (1.0 for a constant prediction).
 
 Arbitrary label numbers (``matching``): ``"image"`` matches each image's predicted labels
-to its true labels on its own (:func:`texseg.evaluation.matching.match_images`) and sums
-the matched matrices, so every metric above is that of the per-image matched prediction;
-the trivial baseline is then the constant prediction matched per image (each image's most
-common region), and ``majority_prediction`` the share of pixels in each image's most
-predicted region. ``"set"`` matches once, on the matrix summed over the set (it only
-undoes a swap made on every image alike). The metrics say which: ``matched = 1.0`` (per
-image) or ``matched_set = 1.0``.
+to its true labels on its own (:func:`texseg.evaluation.matching.match_images`), scores
+each image on its own and averages every metric over the images (the mean over images of
+the per-image matched mIoU, as the benchmark scores, :mod:`texseg.evaluation.region_metrics`):
+a region absent from both an image's truth and its matched prediction is left out of that
+image's means (not a perfect 1.0), the trivial baseline is the constant prediction matched
+per image (each image's largest region: its share over the regions present), and
+``majority_prediction`` the mean share of each image's most predicted region. Up to
+rounding the result does not depend on the batch size. ``"set"`` matches once, on the
+matrix summed over the set (it only undoes a swap made on every image alike). The metrics
+say which: ``matched = 1.0`` (per image) or ``matched_set = 1.0``.
 
 Empty denominators: a class absent from both truth and prediction is segmented
 perfectly, so all its metrics are 1.0. Otherwise a 0/0 is a miss and counts 0.0:
@@ -157,8 +160,9 @@ class ConfusionMatrix:
     def reset(self) -> None:
         """Forget all accumulated counts."""
         self._matrix: Tensor | None = None
-        self._trivial: Tensor | None = None  # matching "image": the per-image matched constant prediction
-        self._majority: Tensor | None = None  # matching "image": pixels in each image's most predicted region
+        # matching "image": metric -> (sum over images of its finite values, how many), and images seen
+        self._image_sums: dict[str, tuple[float, int]] = {}
+        self._images = 0
 
     @torch.no_grad()
     def update(self, logits: Tensor, target: Tensor) -> None:
@@ -189,25 +193,22 @@ class ConfusionMatrix:
         """
         k = self.num_classes
         if self.matching == "image":
-            cms = confusion_matrices(pred, target, k, per_image=True)
-            matched, _ = match_images(cms)
+            matched, _ = match_images(confusion_matrices(pred, target, k, per_image=True))
             batch = matched.sum(dim=0)
-            truth = cms.sum(dim=2)  # (B, K) true pixels per region
-            # The constant prediction, matched per image, is right on each image's most common region.
-            # (index_add, not an integer matmul, which CUDA lacks)
-            trivial = torch.zeros(k, k, dtype=truth.dtype, device=truth.device).index_add_(
-                1, truth.argmax(dim=1), truth.T)
-            majority = cms.sum(dim=1).amax(dim=1).sum()
-            self._trivial = trivial if self._trivial is None else self._trivial.to(trivial.device) + trivial
-            self._majority = majority if self._majority is None else self._majority.to(majority.device) + majority
+            # Each image scored on its own, as the benchmark does; summed here, averaged in compute().
+            for name, v in _metric_tensors(matched.cpu().double(), leave_out_absent=True).items():
+                finite = torch.isfinite(v)
+                total, count = self._image_sums.get(name, (0.0, 0))
+                self._image_sums[name] = (total + float(v[finite].sum()), count + int(finite.sum()))
+            self._images += pred.shape[0]
         else:
             batch = confusion_matrices(pred, target, k)
         self._matrix = batch if self._matrix is None else self._matrix.to(batch.device) + batch
 
     @property
     def matrix(self) -> Tensor:
-        """(K, K) int64 counts, rows = true class, cols = predicted class (a copy; matched per image
-        with ``matching="image"``, as summed otherwise)."""
+        """(K, K) int64 counts, rows = true class, cols = predicted class (a copy; with
+        ``matching="image"`` the sum of the per-image matched matrices)."""
         if self._matrix is None:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return self._matrix.clone()
@@ -218,12 +219,10 @@ class ConfusionMatrix:
             raise RuntimeError("ConfusionMatrix.compute() called before any pixel was passed to update()")
         if self.matching == "set":
             return {**matched_metrics(self._matrix), "matched_set": 1.0}
-        metrics = metrics_from_confusion(self._matrix)
-        if self._trivial is not None and self._majority is not None:  # matching "image"
-            trivial = metrics_from_confusion(self._trivial)
-            metrics.update(trivial_accuracy=trivial["accuracy"], trivial_iou=trivial["iou"],
-                           majority_prediction=float(self._majority) / float(self._matrix.sum()), matched=1.0)
-        return metrics
+        if self.matching == "image":
+            return {**{name: total / count if count else float("nan") for name, (total, count) in
+                       self._image_sums.items()}, "matched": 1.0}
+        return metrics_from_confusion(self._matrix)
 
 
 def matched_metrics(cm: Tensor) -> dict[str, float]:
@@ -262,13 +261,27 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
     cm = cm.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(cm).all()) or bool((cm < 0).any()):
         raise ValueError("cm must contain finite non-negative counts")
-    total = cm.sum()
-    if total == 0:
+    if cm.sum() == 0:
         raise ValueError("cm must contain at least one count, got an all-zero matrix")
+    return {name: float(v[0]) for name, v in _metric_tensors(cm[None]).items()}
 
-    tp = cm.diagonal()
-    fp = cm.sum(dim=0) - tp
-    fn = cm.sum(dim=1) - tp
+
+def _metric_tensors(cm: Tensor, *, leave_out_absent: bool = False) -> dict[str, Tensor]:
+    """The metrics of :func:`metrics_from_confusion` for each of B matrices.
+
+    Args:
+        cm: (B, K, K) float64 counts on the CPU, none all zero (unchecked).
+        leave_out_absent: a class absent from both truth and prediction is NaN (left out of the
+            macro means) instead of a perfect 1.0, and the trivial IoU is the majority share over
+            the classes present in the truth: how the benchmark scores one image.
+
+    Returns:
+        Metric name -> (B,) float64.
+    """
+    total = cm.sum(dim=(-2, -1))
+    tp = cm.diagonal(dim1=-2, dim2=-1)
+    fp = cm.sum(dim=-2) - tp
+    fn = cm.sum(dim=-1) - tp
     absent = (tp + fp + fn) == 0  # class neither in truth nor in prediction
     per_class = {
         "iou": _safe_ratio(tp, tp + fp + fn, absent),
@@ -276,22 +289,26 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
         "precision": _safe_ratio(tp, tp + fp, absent),
         "recall": _safe_ratio(tp, tp + fn, absent),
     }
-    k = cm.shape[0]
-    majority_truth = float(cm.sum(dim=1).max() / total)
-    out = {"accuracy": float(tp.sum() / total), "trivial_accuracy": majority_truth,
-           "trivial_iou": majority_truth / k, "majority_prediction": float(cm.sum(dim=0).max() / total)}
+    k = cm.shape[-1]
+    classes: Tensor | int = k
+    if leave_out_absent:
+        per_class = {name: v.masked_fill(absent, float("nan")) for name, v in per_class.items()}
+        classes = (cm.sum(dim=-1) > 0).sum(dim=-1)
+    majority_truth = cm.sum(dim=-1).amax(dim=-1) / total
+    out = {"accuracy": tp.sum(dim=-1) / total, "trivial_accuracy": majority_truth,
+           "trivial_iou": majority_truth / classes, "majority_prediction": cm.sum(dim=-2).amax(dim=-1) / total}
     if k == 2:
-        out.update({name: float(v[1]) for name, v in per_class.items()})
+        out.update({name: v[:, 1] for name, v in per_class.items()})
         out["iou_omega1"] = out["iou"]
-        out["iou"] = float(per_class["iou"].mean())
-        out["iou_0"], out["iou_1"] = float(per_class["iou"][1]), float(per_class["iou"][0])  # label 0 = Omega_1
+        out["iou"] = per_class["iou"].nanmean(dim=-1)
+        out["iou_0"], out["iou_1"] = per_class["iou"][:, 1], per_class["iou"][:, 0]  # label 0 = Omega_1
         return out
     for name, v in per_class.items():
-        mean = float(v.mean())
+        mean = v.nanmean(dim=-1)
         out[f"mean_{name}"] = mean
         out[name] = mean
     for name, v in per_class.items():
-        out.update({f"{name}_{i}": float(v[i]) for i in range(k)})
+        out.update({f"{name}_{i}": v[:, i] for i in range(k)})
     return out
 
 
