@@ -160,9 +160,11 @@ class ConfusionMatrix:
     def reset(self) -> None:
         """Forget all accumulated counts."""
         self._matrix: Tensor | None = None
-        # matching "image": metric -> (sum over images of its finite values, how many), and images seen
-        self._image_sums: dict[str, tuple[float, int]] = {}
-        self._images = 0
+        # matching "image": the metrics' names, and per metric the sum over images of its finite values
+        # and how many there were
+        self._names: list[str] = []
+        self._sums = torch.zeros(0, dtype=torch.float64)
+        self._counts = torch.zeros(0, dtype=torch.long)
 
     @torch.no_grad()
     def update(self, logits: Tensor, target: Tensor) -> None:
@@ -196,11 +198,15 @@ class ConfusionMatrix:
             matched, _ = match_images(confusion_matrices(pred, target, k, per_image=True))
             batch = matched.sum(dim=0)
             # Each image scored on its own, as the benchmark does; summed here, averaged in compute().
-            for name, v in _metric_tensors(matched.cpu().double(), leave_out_absent=True).items():
-                finite = torch.isfinite(v)
-                total, count = self._image_sums.get(name, (0.0, 0))
-                self._image_sums[name] = (total + float(v[finite].sum()), count + int(finite.sum()))
-            self._images += pred.shape[0]
+            per_image = _metric_tensors(matched.cpu().double(), leave_out_absent=True)
+            values = torch.stack(list(per_image.values()))  # (metrics, B)
+            finite = torch.isfinite(values)
+            if not self._names:
+                self._names = list(per_image)
+                self._sums = torch.zeros(len(self._names), dtype=torch.float64)
+                self._counts = torch.zeros(len(self._names), dtype=torch.long)
+            self._sums += torch.where(finite, values, 0.0).sum(dim=1)
+            self._counts += finite.sum(dim=1)
         else:
             batch = confusion_matrices(pred, target, k)
         self._matrix = batch if self._matrix is None else self._matrix.to(batch.device) + batch
@@ -220,8 +226,8 @@ class ConfusionMatrix:
         if self.matching == "set":
             return {**matched_metrics(self._matrix), "matched_set": 1.0}
         if self.matching == "image":
-            return {**{name: total / count if count else float("nan") for name, (total, count) in
-                       self._image_sums.items()}, "matched": 1.0}
+            means = (self._sums / self._counts).tolist()  # 0/0: NaN, a metric no image defines
+            return {**dict(zip(self._names, means)), "matched": 1.0}
         return metrics_from_confusion(self._matrix)
 
 
