@@ -70,6 +70,7 @@ def test_real_suites_are_mosaics_of_the_textures_scikit_image_ships():
     first, first_labels = varied.load("test", 3)
     assert torch.equal(first, images[:3]) and torch.equal(first_labels, labels[:3])  # a prefix of the split
     assert varied.describe()["regions"] == "per image" and len(varied.describe()["parts"]) == 4
+    assert "skimage_textures" in real.describe() and "skimage_textures" not in get_suite("notebook").describe()
     assert varied.has_split("train") and "real" in list_suites() and "k2to5" in list_suites()
     with pytest.raises(ValueError, match="^suite must be one of notebook, medium"):
         resolve_suite("nope")

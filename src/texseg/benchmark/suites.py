@@ -49,6 +49,7 @@ import torch
 
 from texseg._validate import check_choice, check_int
 from texseg.data import SceneSpec, generate
+from texseg.data.mosaic import SKIMAGE_TEXTURES
 from texseg.errors import TexsegError
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
@@ -166,6 +167,10 @@ class Suite:
             for split in ("train", "tune"):
                 if self.has_split(split):  # what a supervised method was fitted on is part of its result
                     out[f"{split}_fingerprint"] = _folder_fingerprint(folder / split)
+        specs = [self.spec] if self.spec is not None else [spec for spec, _ in self.parts]
+        if any(spec.textures == "skimage" for spec in specs):
+            # the crops that make the pool: results computed on other crops are other results
+            out["skimage_textures"] = hashlib.sha256(repr(sorted(SKIMAGE_TEXTURES.items())).encode()).hexdigest()[:16]
         return out
 
 
