@@ -20,8 +20,9 @@ crops of the photographs and texture-like crops bundled in scikit-image's wheel 
 grass, gravel, moon surface, fur, wood, retinal vessels, print, handwriting, cells, stars:
 ``textures="skimage"``, :mod:`texseg.data.mosaic`; nothing is downloaded), unseen by any
 model trained on texseg's procedural textures. ``k2to5`` has 16 images of each K = 2..5,
-interleaved (image ``i`` has ``2 + i % 4`` regions): its K varies per image, and each image
-is segmented into its own number of regions (:meth:`Suite.regions_per_image`).
+interleaved (image ``i`` has ``2 + i % 4`` regions, each covering at least 1/(4K) of the
+image): its K varies per image, and each image is segmented into its own number of regions
+(:meth:`Suite.regions_per_image`).
 
 Each generated suite has three disjoint splits drawn from its own seeds: ``test`` (what
 the benchmark scores), ``tune`` (for choosing method defaults, never the test images) and
@@ -82,6 +83,9 @@ class Suite:
             interleaved (image ``i`` comes from part ``i % len(parts)`` while it has images left).
         per_image_regions: K varies per image: each image is segmented into its own number
             of regions (:meth:`regions_per_image`).
+        min_region_share: ``parts`` only: keep only scenes in which every one of the K regions
+            covers at least this fraction of the image divided by K (scenes are drawn until
+            enough pass), so an image of a K-region part has K real regions.
     """
 
     name: str
@@ -93,11 +97,14 @@ class Suite:
     folder: str | None = None
     parts: tuple[tuple[SceneSpec, int], ...] = ()
     per_image_regions: bool = False
+    min_region_share: float = 0.0
 
     def __post_init__(self) -> None:
         sizes = {spec.image_size for spec, _ in self.parts}
         if len(sizes) > 1:
             raise ValueError(f"parts must share one image_size, got {sorted(sizes)}")
+        if not 0 <= self.min_region_share < 1:
+            raise ValueError(f"min_region_share must be in [0, 1), got {self.min_region_share!r}")
         if self.parts and self.count != sum(n for _, n in self.parts):
             raise ValueError(f"count must be the parts' total, {sum(n for _, n in self.parts)}; got {self.count}")
 
@@ -135,14 +142,29 @@ class Suite:
 
     def _load_parts(self, split: str, count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every part's images of ``split`` (each from its own seed), interleaved; the first ``count``."""
-        drawn = [generate(spec, n, generator=torch.Generator().manual_seed(
-                     self.seed + _SPLIT_OFFSETS[split] + _PART_SEED_STEP * j))
-                 for j, (spec, n) in enumerate(self.parts)]
+        drawn = [self._draw_part(j, split) for j in range(len(self.parts))]
         order = [(j, i) for i in range(max(n for _, n in self.parts)) for j, (_, n) in enumerate(self.parts) if i < n]
         order = order[:count] if count is not None else order
         images = torch.stack([drawn[j][0][i] for j, i in order])
         labels = torch.stack([drawn[j][1][i] for j, i in order])
         return images, labels
+
+    def _draw_part(self, j: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Part ``j``'s scenes of ``split``: drawn in rounds from its seed until enough pass ``min_region_share``."""
+        spec, n = self.parts[j]
+        gen = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSETS[split] + _PART_SEED_STEP * j)
+        k, kept_images, kept_labels = spec.num_regions, [], []
+        least = self.min_region_share / k * spec.image_size**2
+        for _ in range(100):  # a share no scene reaches must fail, not loop for ever
+            images, labels = generate(spec, n, generator=gen)
+            counts = torch.stack([(labels == r).flatten(1).sum(1) for r in range(k)], dim=1)  # (n, K)
+            keep = (counts >= least).all(dim=1) if self.min_region_share > 0 else torch.ones(n, dtype=torch.bool)
+            kept_images.append(images[keep])
+            kept_labels.append(labels[keep])
+            if sum(x.shape[0] for x in kept_images) >= n:
+                return torch.cat(kept_images)[:n], torch.cat(kept_labels)[:n]
+        raise ValueError(f"min_region_share {self.min_region_share} is too large: too few scenes of "
+                         f"{k} regions reach it")
 
     def regions_per_image(self, labels: torch.Tensor) -> list[int]:
         """K of each image of ``labels`` (B, 1, H, W) (loaded from this suite): the suite's ``num_regions``, or
@@ -159,7 +181,8 @@ class Suite:
         if self.spec is not None:
             out.update(scene=self.spec.to_dict(), seed=self.seed)
         elif self.parts:
-            out.update(parts=[{"scene": spec.to_dict(), "count": n} for spec, n in self.parts], seed=self.seed)
+            out.update(parts=[{"scene": spec.to_dict(), "count": n} for spec, n in self.parts], seed=self.seed,
+                       min_region_share=self.min_region_share)
         else:
             folder = Path(self.folder or ".")
             out["folder"] = str(folder.resolve())
@@ -200,7 +223,7 @@ _REGISTRY: dict[str, Callable[[], Suite]] = {
                           2, 64, _real_mosaic(2), 160_000),
     "k2to5": lambda: Suite("k2to5", "real-texture mosaics with 2 to 5 regions (16 images each), partition N/5",
                            5, 64, seed=170_000, parts=tuple((_real_mosaic(k), 16) for k in range(2, 6)),
-                           per_image_regions=True),
+                           per_image_regions=True, min_region_share=0.25),
 }
 # Suites that cannot be built from what ships: name -> why and what to do instead (asking for one says so).
 _PLANNED: dict[str, str] = {}
