@@ -379,3 +379,17 @@ def test_label_mode_any_validation_matches_labels_per_image(tmp_path, capsys):
     assert "matched" not in fixed.summary["val"]
     code, out, _ = run_main(capsys, "eval", str(fixed.run_dir), "--count", "4", "--json")
     assert json.loads(out)["matching"] == "none"
+
+
+def test_run_label_mode_reads_the_run_or_the_scene(tmp_path):
+    from texseg.training.rundir import run_label_mode
+
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"label_mode": "any"}))
+    assert run_label_mode(tmp_path / "run") == "any"
+    assert run_label_mode(tmp_path / "run" / "best") == "any"  # keep_best's folder: the run above it
+    assert run_label_mode(tmp_path / "run" / "model.safetensors") == "any"
+    (tmp_path / "bare").mkdir()  # a model folder without a run: its scene decides
+    assert run_label_mode(tmp_path / "bare", {"texture": "mixed"}) == "any"
+    assert run_label_mode(tmp_path / "bare", {"texture": "gaussian"}) == "fixed"
+    assert run_label_mode(tmp_path / "bare") == "fixed"
