@@ -23,8 +23,8 @@ gravel); nothing else installed is a texture photograph. The split is therefore:
 Scores: 2-region mosaics have arbitrary label numbers, so every model is scored after label
 matching: per image (the best matching of each test image, its mean IoU and accuracy, averaged
 over the images: the task "split the image into regions of different texture") and over the set (one
-matching for all images, ``texseg.evaluation.evaluate(..., matched=True)``: what texseg's
-matched metrics report). ``constant`` is the trivial baseline (one label everywhere).
+matching for all images, ``texseg.evaluation.evaluate(..., matching="set")``; texseg's
+validation of arbitrary labels now matches per image). ``constant`` is the trivial baseline (one label everywhere).
 The headline is the mean IoU over the two regions; ``own val mIoU`` is each model's score on
 its own validation scenes (its training distribution), to tell "did not learn" from "did not transfer".
 """
@@ -148,7 +148,7 @@ def main() -> None:
         for name, model in models.items():
             model.eval()
             per = per_image_matched(model, images, labels)
-            whole = evaluate(model, images, (labels == 0).float(), 2, matched=True)
+            whole = evaluate(model, images, (labels == 0).float(), 2, matching="set")
             print(f"| {name} | {trained_on[name]} | {own[name]} | {per['iou']:.3f} | {per['accuracy']:.3f} "
                   f"| {whole['iou']:.3f} |")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 
@@ -12,7 +13,7 @@ import torch
 
 from texseg.benchmark import get_suite, list_suites, resolve_suite, run_benchmark
 from texseg.benchmark.report import leaderboard_markdown
-from texseg.benchmark.suites import suite_from_folder
+from texseg.benchmark.suites import SuiteError, suite_from_folder
 from texseg.checkpoint import save_model
 from texseg.cli import main
 from texseg.data import SceneSpec, generate
@@ -52,12 +53,121 @@ def test_named_suites_are_bit_for_bit_reproducible_and_splits_disjoint():
     assert spec.partition_sigma == pytest.approx(12.8) and spec.texture_sigmas == (0.2, 1.2)
 
 
-def test_real_suite_says_it_is_not_available_yet():
-    assert "too few to hold any out" in list_suites()["real"]
-    with pytest.raises(ValueError, match="^suite 'real': needs real textures kept out of any training"):
-        resolve_suite("real")
+def test_real_suites_are_mosaics_of_the_textures_scikit_image_ships():
+    real, varied = get_suite("real"), get_suite("k2to5")
+    assert real.num_regions == 2 and real.count == 64 and real.spec.textures == "skimage"
+    assert real.spec.image_size == 128 and not real.per_image_regions
+    images, labels = real.load("test", 2)
+    assert images.shape == (2, 1, 128, 128) and set(labels.unique().tolist()) == {0, 1}
+    assert torch.equal(images, get_suite("real").load("test", 2)[0])  # fixed seed
+    assert not torch.equal(images, real.load("tune", 2)[0])
+    # K = 2..5: 16 images of each, interleaved; each image's K is its own.
+    assert varied.per_image_regions and varied.num_regions == 5 and varied.count == 64
+    images, labels = varied.load()
+    ks = varied.regions_per_image(labels)
+    assert images.shape == (64, 1, 128, 128) and ks[:4] == [2, 3, 4, 5]
+    assert all(ks.count(k) == 16 for k in (2, 3, 4, 5))  # every region of every image is there
+    assert min(int((lab == r).sum()) for lab, k in zip(labels, ks) for r in range(k)) >= 128 * 128 / 4 / 5
+    first, first_labels = varied.load("test", 3)
+    assert torch.equal(first, images[:3]) and torch.equal(first_labels, labels[:3])  # a prefix of the split
+    assert varied.describe()["regions"] == "per image" and len(varied.describe()["parts"]) == 4
+    assert "skimage_textures" in real.describe() and "skimage_textures" not in get_suite("notebook").describe()
+    assert varied.has_split("train") and "real" in list_suites() and "k2to5" in list_suites()
     with pytest.raises(ValueError, match="^suite must be one of notebook, medium"):
         resolve_suite("nope")
+
+
+def test_the_skimage_pool_needs_no_download():
+    from texseg.data.mosaic import SKIMAGE_TEXTURES, texture_pool
+
+    pool = texture_pool("skimage")
+    assert sorted(name for name, _ in pool) == sorted(SKIMAGE_TEXTURES) and len(pool) >= 10
+    for name, texture in pool:
+        assert min(texture.shape) >= 128, name  # room for a 128 x 128 crop
+        assert float(texture.min()) == 0.0 and float(texture.max()) == 1.0, name
+
+
+class OnlyTwoRegions(LocalEnergy):
+    """local-energy that refuses K != 2, and records the K and images of each call."""
+
+    name = "only-two"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def supports(self, num_regions):
+        return num_regions == 2
+
+    def segment(self, images, num_regions):
+        self.calls.append((num_regions, images.shape[0]))
+        return super().segment(images, num_regions)
+
+
+def test_a_suite_with_k_varying_per_image_is_segmented_per_k(tmp_path):
+    from texseg.benchmark.suites import Suite
+    from texseg.evaluation.region_metrics import region_metrics
+
+    parts = tuple((SceneSpec(32, 6.4, sigmas, 1.0), 3) for sigmas in ((0.2, 1.2), (0.2, 1.0, 3.0)))
+    suite = Suite("varied", "K = 2 or 3", 3, 6, seed=3, parts=parts, per_image_regions=True)
+    images, labels = suite.load()
+    assert suite.regions_per_image(labels) == [2, 3, 2, 3, 2, 3]
+
+    class Recording(OnlyTwoRegions):
+        def supports(self, num_regions):
+            return True
+
+    every = Recording()
+    result = run_benchmark([every], [suite], tmp_path / "a", batch_size=2, progress=False, report=False)
+    assert sorted(every.calls) == [(2, 1), (2, 2), (3, 1), (3, 2)]  # one K per call, batches of at most 2
+    cell = result.cells[0]
+    expected = LocalEnergy().segment(images[1:2], 3)[0]
+    assert cell.per_image["miou"][1] == pytest.approx(region_metrics(labels[1], expected, 3)["miou"])
+    assert len(cell.per_image["iou_2"]) == 6 and math.isnan(cell.per_image["iou_2"][0])  # K = 2 image: no region 2
+
+    two = OnlyTwoRegions()
+    result = run_benchmark([two], [suite], tmp_path / "b", progress=False, report=True)
+    cell = result.cells[0]
+    assert cell.status == "done" and two.calls == [(2, 3)]
+    assert "skipped (K = 3, 3 images)" in cell.note
+    assert [math.isnan(v) for v in cell.per_image["miou"]] == [False, True] * 3  # in the suite's image order
+    assert "skipped (K = 3" in (tmp_path / "b" / "leaderboard.md").read_text()
+
+
+def test_supervised_methods_fit_on_a_folder_suites_train_part(tmp_path):
+    spec = SceneSpec(24, 5.0, (0.2, 1.2), 1.0)
+    export_dataset(spec, tmp_path / "data", 3, seed=4)
+    no_train = run_benchmark(["random-forest"], [str(tmp_path / "data")], tmp_path / "a", progress=False,
+                             report=False)
+    assert no_train.cells[0].status == "skipped" and "no training images" in no_train.cells[0].note
+    export_dataset(spec, tmp_path / "data" / "train", 4, seed=5)
+    suite = suite_from_folder(tmp_path / "data")
+    assert suite.has_split("train") and not suite.has_split("tune") and "train_fingerprint" in suite.describe()
+    train_images, _ = suite.load("train")
+    assert train_images.shape == (4, 1, 24, 24)
+    fitted = run_benchmark(["random-forest"], [suite], tmp_path / "a", progress=False, report=False)
+    cell = fitted.cells[0]
+    assert cell.status == "done" and cell.fit_seconds > 0 and cell.images == 3
+    assert "fitted on 4 images of the suite's training split" in cell.note
+    (tmp_path / "data" / "train" / "labels").rename(tmp_path / "data" / "train" / "other")
+    with pytest.raises(SuiteError, match="train: a suite folder needs images/ and masks/"):
+        suite_from_folder(tmp_path / "data")
+
+
+def test_a_folder_whose_masks_hold_different_numbers_of_regions_varies_per_image(tmp_path):
+    export_dataset(SceneSpec(24, 5.0, (0.2, 1.2), 1.0), tmp_path / "two", 2, seed=1)
+    export_dataset(SceneSpec(24, 5.0, (0.2, 1.0, 3.0), 1.0), tmp_path / "three", 2, seed=2)
+    mixed = tmp_path / "mixed"
+    for sub in ("images", "labels"):
+        (mixed / sub).mkdir(parents=True)
+        for source in ("two", "three"):
+            for f in sorted((tmp_path / source / sub).iterdir()):
+                (mixed / sub / f"{source}-{f.name}").write_bytes(f.read_bytes())
+    suite = suite_from_folder(mixed)
+    _, labels = suite.load()
+    assert suite.per_image_regions and suite.num_regions == 3
+    assert suite.regions_per_image(labels) == [3, 3, 2, 2]  # files in name order: three-*, two-*
+    assert not suite_from_folder(tmp_path / "two").per_image_regions
 
 
 def test_folder_suite_reads_an_export(tmp_path):
@@ -139,7 +249,6 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--segmenters", "nope"], "segmenter must be one of"),
-    (["--segmenters", "local-energy", "--suites", "real"], "suite 'real': needs real textures kept out"),
     (["--segmenters", "local-energy", "--suites", "zzz"], "suite must be one of"),
     (["--segmenters", "local-energy", "--method-arg", "local-energy.window=abc"], "must be a number"),
     (["--segmenters", "local-energy", "--method-arg", "local-energy.nope=1"], "has no parameter 'nope'"),
@@ -160,16 +269,18 @@ def test_cli_benchmark_segmenters_and_suites(capsys, tmp_path):
     code, out, _ = run(capsys, "segmenters")
     assert code == 0 and "gabor-kmeans" in out and "orientations" in out and "run directory" in out
     code, out, _ = run(capsys, "suites")
-    assert code == 0 and "k4" in out and "too few to hold any out" in out
+    assert code == 0 and "k4" in out and "real-texture mosaics" in out and "k2to5" in out
 
 
-def test_registering_the_real_suite_replaces_the_not_available_message(monkeypatch):
+def test_registering_a_planned_suite_replaces_the_not_available_message(monkeypatch):
     from texseg.benchmark import suites as suites_module
 
     monkeypatch.setattr(suites_module, "_REGISTRY", dict(suites_module._REGISTRY))
-    monkeypatch.setattr(suites_module, "_PLANNED", dict(suites_module._PLANNED))
+    monkeypatch.setattr(suites_module, "_PLANNED", {"later": "not built yet"})
+    with pytest.raises(ValueError, match="^suite 'later': not built yet"):
+        resolve_suite("later")
     spec = SceneSpec(16, 4.0, (0.2, 1.0), 1.0)
-    suites_module.register_suite("real", lambda: suites_module.Suite("real", "mosaics", 2, 2, spec, 9))
-    assert resolve_suite("real").count == 2 and list_suites()["real"] == "mosaics"
+    suites_module.register_suite("later", lambda: suites_module.Suite("later", "mosaics", 2, 2, spec, 9))
+    assert resolve_suite("later").count == 2 and list_suites()["later"] == "mosaics"
     with pytest.raises(ValueError, match="^name must be a new non-empty suite name"):
         suites_module.register_suite("notebook", lambda: get_suite("notebook"))

@@ -114,6 +114,7 @@ def test_eval_data_scores_a_folder(capsys, tmp_path):
     metrics = json.loads(out)["metrics"]
     assert metrics["images"] == 3 and 0 <= metrics["accuracy"] <= 1
     code, out, _ = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "d"), "--matched", "--json")
+    assert json.loads(out)["matching"] == "image"  # --matched: each image's labels matched on their own
     assert json.loads(out)["metrics"]["accuracy"] >= max(metrics["accuracy"], 1 - metrics["accuracy"]) - 1e-9
     code, _, err = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "nope"))
     assert code == 2 and "nope: not a folder" in err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from texseg.evaluation import ConfusionMatrix
-from texseg.evaluation.matching import matched_metrics
+from texseg.evaluation.metrics import matched_metrics
 from texseg.training.losses import PermutationInvariantLoss, create_loss, create_permutation_invariant_loss
 
 
@@ -54,8 +54,10 @@ def test_matched_metrics_undo_a_label_swap():
     plain._matrix = cm
     assert plain.compute()["accuracy"] == 0.0
     m = matched_metrics(cm)
-    assert m["accuracy"] == 1.0 and m["iou"] == 1.0 and m["matched"] == 1.0
-    assert plain.compute(matched=True) == m
+    assert m["accuracy"] == 1.0 and m["iou"] == 1.0
+    set_level = ConfusionMatrix(2, matching="set")
+    set_level._matrix = cm
+    assert set_level.compute() == {**m, "matched_set": 1.0}
 
 
 def test_matched_metrics_for_k_regions():

@@ -216,7 +216,7 @@ def test_texture_split_divides_the_set_not_the_crops(tmp_path):
 
 
 def test_bad_texture_sources_are_refused_by_name(tmp_path):
-    with pytest.raises(ValueError, match="^textures must be 'builtin' or a folder"):
+    with pytest.raises(ValueError, match="^textures must be 'builtin', 'skimage' or a folder"):
         generate(SceneSpec(32, 5.0, (1.0, 1.0), texture="mosaic", textures=str(tmp_path / "nope")), 1)
     with pytest.raises(ValueError, match="^textures: no image files"):
         generate(SceneSpec(32, 5.0, (1.0, 1.0), texture="mosaic", textures=str(tmp_path)), 1)

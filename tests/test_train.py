@@ -335,3 +335,61 @@ def test_eval_refuses_two_region_widths_for_a_k_region_model(tmp_path):
         override_scene(k3, {"sigma2": 3.0})
     assert override_scene(k3, {"sigmas": [0.2, 1.0, 3.0]}).texture_sigmas == (0.2, 1.0, 3.0)
     assert override_scene(k3, {"image_size": 64}).texture_sigmas == k3.texture_sigmas
+
+
+def _per_image_matched_iou(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
+    """The benchmark's score of ``model``: each image's labels matched on their own, mIoU averaged over images."""
+    from texseg.evaluation import predict_labels
+    from texseg.evaluation.region_metrics import region_metrics
+
+    with torch.no_grad():
+        pred = predict_labels(model(images))
+    return sum(region_metrics(t.long().numpy(), p.numpy(), 2)["miou"] for p, t in zip(pred, targets)) / len(pred)
+
+
+def test_label_mode_any_validation_matches_labels_per_image(tmp_path, capsys):
+    """Keep-best, early stopping and search read a val IoU matched per image, and `texseg eval` agrees."""
+    from conftest import run_main
+    from texseg.evaluation import evaluate_on_scenes
+    from texseg.training.engine import validation_set
+
+    config = tiny(texture="mixed", iterations=4, eval_every=2, val_size=8)
+    assert config.validate().labels == "any"
+    result = train(config, tmp_path / "run", progress=False)
+    model = texseg.load_model(result.run_dir)
+    images, targets = validation_set(config, torch.device("cpu"))
+    val = result.summary["val"]
+    assert val["matched"] == 1.0
+    assert val["iou"] == pytest.approx(_per_image_matched_iou(model, images, targets), abs=1e-9)
+    assert read_metrics(result.run_dir)[-1]["val_iou"] == pytest.approx(val["iou"], abs=1e-5)
+    # `texseg eval RUN` on such a run matches per image by default; the set-level variant only when asked.
+    code, out, err = run_main(capsys, "eval", str(result.run_dir), "--count", "8", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["matching"] == "image" and shown["metrics"]["matched"] == 1.0
+    expected = evaluate_on_scenes(model, config.scene(), 8, 2024, matching="image")
+    assert shown["metrics"]["iou"] == pytest.approx(expected["iou"], abs=1e-9)
+    code, out, _ = run_main(capsys, "eval", str(result.run_dir), "--count", "8", "--json", "--matching", "set")
+    assert json.loads(out)["metrics"]["matched_set"] == 1.0
+    assert json.loads(out)["metrics"]["iou"] <= shown["metrics"]["iou"] + 1e-9
+    code, _, err = run_main(capsys, "eval", str(result.run_dir), "--matched", "--matching", "set")
+    assert code == 2 and "--matched means --matching image" in err
+    # A run with fixed labels is scored as it is.
+    fixed = train(tiny(iterations=2, eval_every=2), tmp_path / "fixed", progress=False)
+    assert "matched" not in fixed.summary["val"]
+    code, out, _ = run_main(capsys, "eval", str(fixed.run_dir), "--count", "4", "--json")
+    assert json.loads(out)["matching"] == "none"
+
+
+def test_run_label_mode_reads_the_run_or_the_scene(tmp_path):
+    from texseg.training.rundir import run_label_mode
+
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"label_mode": "any"}))
+    assert run_label_mode(tmp_path / "run") == "any"
+    assert run_label_mode(tmp_path / "run" / "best") == "any"  # keep_best's folder: the run above it
+    assert run_label_mode(tmp_path / "run" / "model.safetensors") == "any"
+    (tmp_path / "bare").mkdir()  # a model folder without a run: its scene decides
+    assert run_label_mode(tmp_path / "bare", {"texture": "mixed"}) == "any"
+    assert run_label_mode(tmp_path / "bare", {"texture": "gaussian"}) == "fixed"
+    assert run_label_mode(tmp_path / "bare") == "fixed"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -143,42 +144,80 @@ def _save_cell(path: Path, key: dict[str, Any], cell: Cell, predictions: np.ndar
 
 
 def _why_skipped(segmenter: Segmenter, suite: Suite) -> str | None:
-    if not segmenter.supports(suite.num_regions):
+    if suite.per_image_regions:  # K varies: skipped only where no K of the suite is supported
+        if not any(segmenter.supports(k) for k in range(2, suite.num_regions + 1)):
+            return segmenter.why_not(suite.num_regions)
+    elif not segmenter.supports(suite.num_regions):
         return segmenter.why_not(suite.num_regions)
     if segmenter.supervised and not suite.has_split("train"):
         return "supervised method; the suite has no training images"
     return None
 
 
+def _fit(segmenter: Segmenter, suite: Suite, k: int) -> tuple[float, str] | None:
+    """Fit a supervised method on the suite's training images of ``k`` regions: (seconds, note); None if none."""
+    n_train = int(getattr(segmenter, "train_images", 8))
+    if suite.per_image_regions:
+        images, labels = suite.load("train")
+        keep = [i for i, ki in enumerate(suite.regions_per_image(labels)) if ki == k][:n_train]
+        if not keep:
+            return None
+        train_images, train_labels = images[keep], labels[keep]
+    else:
+        train_images, train_labels = suite.load("train", n_train)
+    start = time.perf_counter()
+    segmenter.fit(train_images, train_labels)
+    return time.perf_counter() - start, f"fitted on {train_images.shape[0]} images of the suite's training split"
+
+
 def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, bar: tqdm | None) -> \
         tuple[Cell, np.ndarray] | None:
-    """Score one segmenter on one suite; None if stopped before the end."""
+    """Score one segmenter on one suite; None if stopped before the end.
+
+    Images are segmented in groups of the same true K (one group unless K varies per image);
+    a group whose K the segmenter does not support is skipped (its images' metrics are NaN) and
+    named in the note.
+    """
     images, labels = suite.load("test")
-    k = suite.num_regions
-    cell = Cell(segmenter.name, suite.name, "done", num_regions=k, pixels=int(labels.numel()))
-    if segmenter.supervised:
-        n_train = int(getattr(segmenter, "train_images", 8))
-        train_images, train_labels = suite.load("train", n_train)
-        start = time.perf_counter()
-        segmenter.fit(train_images, train_labels)
-        cell.fit_seconds = time.perf_counter() - start
-        cell.note = f"supervised: fitted on {n_train} images of the suite's training split"
-    predictions = []
-    per_image: dict[str, list[float]] = {}
-    for first in range(0, images.shape[0], batch_size):
-        if stop.count:
-            return None
-        start = time.perf_counter()
-        pred = segmenter.segment(images[first:first + batch_size], k)
-        cell.seconds += time.perf_counter() - start
-        for truth, p in zip(labels[first:first + batch_size], pred):
-            for name, value in region_metrics(truth.numpy(), p.cpu().numpy(), k, BOUNDARY_TOLERANCE).items():
-                per_image.setdefault(name, []).append(value)
-        predictions.append(pred.cpu().numpy()[:, 0])
-        if bar is not None:
-            bar.update(pred.shape[0])
-    cell.per_image = per_image
-    return cell, np.concatenate(predictions)[:PANEL_IMAGES]
+    k_max = suite.num_regions
+    cell = Cell(segmenter.name, suite.name, "done", num_regions=k_max, pixels=int(labels.numel()))
+    ks = suite.regions_per_image(labels)
+    notes = []
+    results: list[dict[str, float] | None] = [None] * len(ks)
+    predictions = np.zeros((len(ks), *labels.shape[2:]), dtype=np.int64)
+    for k in sorted(set(ks)):
+        group = [i for i, ki in enumerate(ks) if ki == k]
+        where = f" (K = {k}, {len(group)} images)" if suite.per_image_regions else ""
+        if not segmenter.supports(k):
+            notes.append(f"skipped{where}: {segmenter.why_not(k)}")
+            if bar is not None:
+                bar.update(len(group))
+            continue
+        if segmenter.supervised:
+            fitted = _fit(segmenter, suite, k)
+            if fitted is None:
+                notes.append(f"skipped{where}: no training images with {k} regions")
+                if bar is not None:
+                    bar.update(len(group))
+                continue
+            cell.fit_seconds += fitted[0]
+            notes.append(f"supervised{where}: {fitted[1]}")
+        for first in range(0, len(group), batch_size):
+            if stop.count:
+                return None
+            batch = group[first:first + batch_size]
+            start = time.perf_counter()
+            pred = segmenter.segment(images[batch], k)
+            cell.seconds += time.perf_counter() - start
+            for i, p in zip(batch, pred.cpu().numpy()):
+                results[i] = region_metrics(labels[i].numpy(), p, k_max, BOUNDARY_TOLERANCE)
+                predictions[i] = p[0]
+            if bar is not None:
+                bar.update(len(batch))
+    names = next((list(r) for r in results if r is not None), [])
+    cell.per_image = {name: [math.nan if r is None else r[name] for r in results] for name in names}
+    cell.note = "; ".join(notes)
+    return cell, predictions[:PANEL_IMAGES]
 
 
 def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | os.PathLike[str] | Suite],

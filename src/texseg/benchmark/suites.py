@@ -11,14 +11,27 @@ medium      1.0, 1.5                                  N/5
 hard        2, 3                                      N/5
 k4          0.2, 0.8, 2, 4 (four regions)             N/5
 fine        0.2, 1.2                                  N/10 (smaller regions)
+real        photographed textures, two regions        N/5
+k2to5       photographed textures, 2 to 5 regions     N/5
 ==========  ========================================  =====================
+
+``real`` and ``k2to5`` are mosaics of real textures: the generator's partitions filled with
+crops of the photographs and texture-like crops bundled in scikit-image's wheel (brick,
+grass, gravel, moon surface, fur, wood, retinal vessels, print, handwriting, cells, stars:
+``textures="skimage"``, :mod:`texseg.data.mosaic`; nothing is downloaded), unseen by any
+model trained on texseg's procedural textures. ``k2to5`` has 16 images of each K = 2..5,
+interleaved (image ``i`` has ``2 + i % 4`` regions, each covering at least 1/(4K) of the
+image): its K varies per image, and each image is segmented into its own number of regions
+(:meth:`Suite.regions_per_image`).
 
 Each generated suite has three disjoint splits drawn from its own seeds: ``test`` (what
 the benchmark scores), ``tune`` (for choosing method defaults, never the test images) and
 ``train`` (labelled images a supervised method may fit on). User suites come from a JSON
 file (generated scenes) or a folder of images with masks (``images/`` plus ``masks/`` or
-``labels/``, files matched by stem, e.g. the output of ``texseg generate --out``); a folder
-has only a test split.
+``labels/``, files matched by stem, e.g. the output of ``texseg generate --out``). A folder
+is its test split; a ``train/`` (and ``tune/``) subfolder laid out the same way
+(``train/images/`` + ``train/masks/``) is its training split, on which supervised methods
+are fitted. Where the masks of a folder hold different numbers of regions, K varies per image.
 
 Add a suite with :func:`register_suite` (a name and a function returning a :class:`Suite`).
 """
@@ -37,6 +50,7 @@ import torch
 
 from texseg._validate import check_choice, check_int
 from texseg.data import SceneSpec, generate
+from texseg.data.mosaic import SKIMAGE_TEXTURES
 from texseg.errors import TexsegError
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
@@ -46,6 +60,7 @@ SPLITS = ("test", "tune", "train")
 # `texseg train` uses (0.. for training, 987654321 for validation).
 _SPLIT_OFFSETS = {"test": 0, "tune": 1_000_003, "train": 2_000_003}
 _IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+_PART_SEED_STEP = 7_919  # part j of a suite drawn from several scenes: its seeds are offset by j times this
 
 
 class SuiteError(TexsegError):
@@ -59,11 +74,18 @@ class Suite:
     Attributes:
         name: shown in tables and file names.
         description: one line.
-        num_regions: K, the number of true regions.
+        num_regions: K, the number of true regions (the largest K where it varies per image).
         count: number of test images.
-        spec: the generated scene (None for a folder suite).
+        spec: the generated scene (None for a folder suite or one drawn from ``parts``).
         seed: base seed of a generated suite.
         folder: the folder of a folder suite.
+        parts: a suite drawn from several scenes: ``(scene, test images)`` pairs, their images
+            interleaved (image ``i`` comes from part ``i % len(parts)`` while it has images left).
+        per_image_regions: K varies per image: each image is segmented into its own number
+            of regions (:meth:`regions_per_image`).
+        min_region_share: ``parts`` only: keep only scenes in which every one of the K regions
+            covers at least this fraction of the image divided by K (scenes are drawn until
+            enough pass), so an image of a K-region part has K real regions.
     """
 
     name: str
@@ -73,39 +95,105 @@ class Suite:
     spec: SceneSpec | None = None
     seed: int = 0
     folder: str | None = None
+    parts: tuple[tuple[SceneSpec, int], ...] = ()
+    per_image_regions: bool = False
+    min_region_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        sizes = {spec.image_size for spec, _ in self.parts}
+        if len(sizes) > 1:
+            raise ValueError(f"parts must share one image_size, got {sorted(sizes)}")
+        if not 0 <= self.min_region_share < 1:
+            raise ValueError(f"min_region_share must be in [0, 1), got {self.min_region_share!r}")
+        if self.parts and self.count != sum(n for _, n in self.parts):
+            raise ValueError(f"count must be the parts' total, {sum(n for _, n in self.parts)}; got {self.count}")
 
     def has_split(self, split: str) -> bool:
-        """Whether :meth:`load` can give ``split`` (folders have only ``test``)."""
-        return self.spec is not None or split == "test"
+        """Whether :meth:`load` can give ``split`` (a folder: ``test``, and ``train``/``tune`` when it has that
+        subfolder)."""
+        if self.spec is not None or self.parts or split == "test":
+            return True
+        return (Path(self.folder or ".") / split / "images").is_dir()
 
     def load(self, split: str = "test", count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels of ``split``.
 
         Args:
             split: ``test``, ``tune`` or ``train``.
-            count: how many (default: the suite's ``count``).
+            count: how many (default: the suite's ``count``; for a folder or ``parts``, at most
+                what the split holds: the first ``count``).
 
         Returns:
             images (B, 1, H, W) float32 in [0, 1], labels (B, 1, H, W) int64 in 0..K-1.
         """
         check_choice("split", split, SPLITS)
         if not self.has_split(split):
-            raise ValueError(f"split {split!r} does not exist for suite {self.name} (a folder has only 'test')")
+            raise ValueError(f"split {split!r} does not exist for suite {self.name} (a folder has 'test', and "
+                             f"'{split}' only with a {split}/ subfolder of images/ and masks/)")
+        n = None if count is None else check_int("count", count, minimum=1)
+        if self.parts:
+            return self._load_parts(split, n)
         if self.spec is None:
-            images, labels = _read_folder(Path(self.folder or "."))
-            return (images, labels) if count is None else (images[:count], labels[:count])
-        n = self.count if count is None else check_int("count", count, minimum=1)
+            folder = Path(self.folder or ".")
+            images, labels = _read_folder(folder if split == "test" else folder / split)
+            return (images, labels) if n is None else (images[:n], labels[:n])
         gen = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSETS[split])
-        return generate(self.spec, n, generator=gen)
+        return generate(self.spec, self.count if n is None else n, generator=gen)
+
+    def _load_parts(self, split: str, count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every part's images of ``split`` (each from its own seed), interleaved; the first ``count``."""
+        drawn = [self._draw_part(j, split) for j in range(len(self.parts))]
+        order = [(j, i) for i in range(max(n for _, n in self.parts)) for j, (_, n) in enumerate(self.parts) if i < n]
+        order = order[:count] if count is not None else order
+        images = torch.stack([drawn[j][0][i] for j, i in order])
+        labels = torch.stack([drawn[j][1][i] for j, i in order])
+        return images, labels
+
+    def _draw_part(self, j: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Part ``j``'s scenes of ``split``: drawn in rounds from its seed until enough pass ``min_region_share``."""
+        spec, n = self.parts[j]
+        gen = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSETS[split] + _PART_SEED_STEP * j)
+        k, kept_images, kept_labels = spec.num_regions, [], []
+        least = self.min_region_share / k * spec.image_size**2
+        for _ in range(100):  # a share no scene reaches must fail, not loop for ever
+            images, labels = generate(spec, n, generator=gen)
+            counts = torch.stack([(labels == r).flatten(1).sum(1) for r in range(k)], dim=1)  # (n, K)
+            keep = (counts >= least).all(dim=1) if self.min_region_share > 0 else torch.ones(n, dtype=torch.bool)
+            kept_images.append(images[keep])
+            kept_labels.append(labels[keep])
+            if sum(x.shape[0] for x in kept_images) >= n:
+                return torch.cat(kept_images)[:n], torch.cat(kept_labels)[:n]
+        raise ValueError(f"min_region_share {self.min_region_share} is too large: too few scenes of "
+                         f"{k} regions reach it")
+
+    def regions_per_image(self, labels: torch.Tensor) -> list[int]:
+        """K of each image of ``labels`` (B, 1, H, W) (loaded from this suite): the suite's ``num_regions``, or
+        where K varies per image, the number of distinct labels in each (at least 2)."""
+        if not self.per_image_regions:
+            return [self.num_regions] * labels.shape[0]
+        return [max(2, int(torch.unique(lab).numel())) for lab in labels]
 
     def describe(self) -> dict[str, Any]:
         """What identifies the suite's test data (JSON types)."""
         out: dict[str, Any] = {"name": self.name, "num_regions": self.num_regions, "count": self.count}
+        if self.per_image_regions:
+            out["regions"] = "per image"
         if self.spec is not None:
             out.update(scene=self.spec.to_dict(), seed=self.seed)
+        elif self.parts:
+            out.update(parts=[{"scene": spec.to_dict(), "count": n} for spec, n in self.parts], seed=self.seed,
+                       min_region_share=self.min_region_share)
         else:
-            out["folder"] = str(Path(self.folder or ".").resolve())
-            out["fingerprint"] = _folder_fingerprint(Path(self.folder or "."))
+            folder = Path(self.folder or ".")
+            out["folder"] = str(folder.resolve())
+            out["fingerprint"] = _folder_fingerprint(folder)
+            for split in ("train", "tune"):
+                if self.has_split(split):  # what a supervised method was fitted on is part of its result
+                    out[f"{split}_fingerprint"] = _folder_fingerprint(folder / split)
+        specs = [self.spec] if self.spec is not None else [spec for spec, _ in self.parts]
+        if any(spec.textures == "skimage" for spec in specs):
+            # the crops that make the pool: results computed on other crops are other results
+            out["skimage_textures"] = hashlib.sha256(repr(sorted(SKIMAGE_TEXTURES.items())).encode()).hexdigest()[:16]
         return out
 
 
@@ -113,6 +201,11 @@ def _generated(name: str, description: str, sigmas: tuple[float, ...], partition
                size: int = 128, count: int = 64) -> Suite:
     spec = SceneSpec(size, partition * size, sigmas, 1.0)
     return Suite(name, description, len(sigmas), count, spec, seed)
+
+
+def _real_mosaic(k: int, size: int = 128) -> SceneSpec:
+    """K-region mosaics of scikit-image's bundled textures (no smoothing: the photographs as they are)."""
+    return SceneSpec(size, size / 5, (1.0,) * k, None, texture="mosaic", textures="skimage")
 
 
 _REGISTRY: dict[str, Callable[[], Suite]] = {
@@ -126,12 +219,14 @@ _REGISTRY: dict[str, Callable[[], Suite]] = {
                              (0.2, 0.8, 2.0, 4.0), 1 / 5, 140_000),
     "fine": lambda: _generated("fine", "smaller regions: sigmas 0.2 / 1.2, partition N/10",
                                (0.2, 1.2), 1 / 10, 150_000),
+    "real": lambda: Suite("real", "real-texture mosaics: two of scikit-image's 11 bundled textures, partition N/5",
+                          2, 64, _real_mosaic(2), 160_000),
+    "k2to5": lambda: Suite("k2to5", "real-texture mosaics with 2 to 5 regions (16 images each), partition N/5",
+                           5, 64, seed=170_000, parts=tuple((_real_mosaic(k), 16) for k in range(2, 6)),
+                           per_image_regions=True, min_region_share=0.25),
 }
-# Suites that cannot be built from what ships: asking for one says why and what to do instead.
-_PLANNED = {"real": "needs real textures kept out of any training, and the only ones that ship offline "
-                    "(scikit-image's brick, grass, gravel) are too few to hold any out; describe it in a JSON "
-                    "suite from your own texture folder: {\"name\": \"real\", \"scene\": {\"texture\": "
-                    "\"mosaic\", \"textures\": \"DIR\", \"texture_split\": \"test\", ...}}"}
+# Suites that cannot be built from what ships: name -> why and what to do instead (asking for one says so).
+_PLANNED: dict[str, str] = {}
 
 
 def register_suite(name: str, factory: Callable[[], Suite]) -> None:
@@ -265,10 +360,20 @@ def _read_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def suite_from_folder(folder: str | os.PathLike[str]) -> Suite:
-    """A suite of the image files in ``folder/images`` with their masks (same stem)."""
+    """A suite of the image files in ``folder/images`` with their masks (same stem).
+
+    A ``train/`` (and ``tune/``) subfolder with the same layout is the suite's training (tuning)
+    split. Masks with different numbers of regions make K vary per image.
+    """
     folder = Path(folder)
     pairs = _pairs(folder)
-    values = np.unique(np.concatenate([np.unique(_read_mask(m)) for _, m in pairs]))
+    per_mask = [np.unique(_read_mask(m)) for _, m in pairs]
+    values = np.unique(np.concatenate(per_mask))
     if len(values) < 2:
         raise SuiteError(f"{folder}: the masks hold one value only; a suite needs >= 2 regions")
-    return Suite(folder.name, f"images and masks from {folder}", len(values), len(pairs), folder=str(folder))
+    for split in ("train", "tune"):
+        if (folder / split).is_dir():
+            _pairs(folder / split)  # a split that is there must be readable: say what is wrong now
+    varies = len({len(v) for v in per_mask}) > 1
+    return Suite(folder.name, f"images and masks from {folder}", len(values), len(pairs), folder=str(folder),
+                 per_image_regions=varies)

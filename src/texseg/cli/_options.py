@@ -92,7 +92,7 @@ def table(rows: list[tuple[str, str]]) -> str:
 
 # Shown next to the metric they are the baseline of, not as rows of their own.
 _BASELINES = {"iou": "trivial_iou", "accuracy": "trivial_accuracy"}
-_HIDDEN = {"matched", "majority_prediction", "iou_0", "iou_1", *_BASELINES.values()}
+_HIDDEN = {"matched", "matched_set", "majority_prediction", "iou_0", "iou_1", *_BASELINES.values()}
 _LABELS = {"iou": "iou (mean of regions)", "iou_omega1": "iou of Omega_1"}
 
 

@@ -85,4 +85,5 @@ def suites_command() -> None:
     for name, description in list_suites().items():
         click.echo(f"  {name:<10} {description}")
     click.echo("or a .json file {\"scene\": {...}, \"count\": N, \"seed\": S}, or a folder with images/ and "
-               "masks/ (or labels/) matched by file stem")
+               "masks/ (or labels/) matched by file stem, and optionally train/ laid out the same way (what "
+               "supervised methods are fitted on)")

@@ -184,15 +184,23 @@ def _from_device(summary: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="score on this folder of images and labels (images/ + labels/ or masks/) instead")
-@click.option("--matched", is_flag=True, help="with --data: score after the best label matching")
+@click.option("--matching", type=click.Choice(["auto", "none", "image", "set"]), default="auto", show_default=True,
+              help="how predicted label numbers meet the true ones: image = the best matching of each image "
+                   "on its own (models whose label numbers are arbitrary); set = one matching for the whole "
+                   "set (undoes only a swap made on every image alike); none = label k is region k; auto = "
+                   "image for a run trained with --label-mode any (mosaics, mixed families), else none")
+@click.option("--matched", is_flag=True, help="the same as --matching image")
 def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_json: bool,
-          data: str | None = None, matched: bool = False, **scene_options: Any) -> None:
+          data: str | None = None, matching: str = "auto", matched: bool = False, **scene_options: Any) -> None:
     """Evaluate a saved model on a freshly generated held-out set (or a folder: --data).
 
     The scene defaults to the one the model was trained on; scene options change it.
     """
+    if matched and matching not in ("auto", "image"):
+        raise click.UsageError(f"--matched means --matching image; it cannot go with --matching {matching}")
+    matching = "image" if matched else matching
     if data is not None:
-        return _eval_folder(run_dir, data, device, matched, as_json)
+        return _eval_folder(run_dir, data, device, matching, as_json)
     from texseg._validate import check_int
     from texseg.checkpoint import load_model
     from texseg.data import SceneSpec
@@ -210,14 +218,15 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     k = spec.num_regions
     if k != info["num_regions"]:
         raise ValueError(f"regions {k} does not match the model, which segments {info['num_regions']} regions")
-    cm_metrics = evaluate_on_scenes(model, spec, count, seed, batch_size=batch_size, device=dev)
+    matching = _resolve_matching(matching, run_dir, info)
+    cm_metrics = evaluate_on_scenes(model, spec, count, seed, batch_size=batch_size, device=dev, matching=matching)
     if as_json:
         click.echo(json.dumps({"run": run_dir, "scene": spec.to_dict(), "count": count, "seed": seed,
-                               "metrics": cm_metrics}, indent=2))
+                               "matching": matching, "metrics": cm_metrics}, indent=2))
         return
     sig = ", ".join(f"{s:g}" for s in spec.texture_sigmas)
     click.echo(f"{run_dir}: {info['name']} on {count} held-out scenes (seed {seed}; N={spec.image_size}, "
-               f"partition sigma {spec.partition_sigma:g}, texture sigmas {sig})")
+               f"partition sigma {spec.partition_sigma:g}, texture sigmas {sig}){_MATCHING_TEXT[matching]}")
     click.echo(table(metric_rows(cm_metrics)))
     from texseg.models import model_spec
 
@@ -289,7 +298,19 @@ def _kwargs_text(per_model: dict[str, dict[str, Any]]) -> str:
         or "each model's own defaults"
 
 
-def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: bool) -> None:
+_MATCHING_TEXT = {"none": "", "image": ", labels matched per image", "set": ", labels matched once for the set"}
+
+
+def _resolve_matching(matching: str, run_dir: str, info: dict[str, Any]) -> str:
+    """``auto``: per-image matching for a run whose label numbers are arbitrary, else none."""
+    from texseg.training.rundir import run_label_mode
+
+    if matching != "auto":
+        return matching
+    return "image" if run_label_mode(run_dir, info.get("scene")) == "any" else "none"
+
+
+def _eval_folder(run_dir: str, data: str, device: str, matching: str, as_json: bool) -> None:
     """`texseg eval RUN_DIR --data DIR`: every image of the folder, whole."""
     from texseg.checkpoint import load_model
     from texseg.device import resolve_device
@@ -297,10 +318,12 @@ def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: b
 
     model = load_model(run_dir, device=resolve_device(device))
     k = model.run_info["num_regions"]
-    metrics = evaluate_folder(model, data, k, matched=matched)
+    matching = _resolve_matching(matching, run_dir, model.run_info)
+    metrics = evaluate_folder(model, data, k, matching=matching)
     if as_json:
-        click.echo(json.dumps({"run": run_dir, "data": data, "matched": matched, "metrics": metrics}, indent=2))
+        click.echo(json.dumps({"run": run_dir, "data": data, "matching": matching, "matched": matching != "none",
+                               "metrics": metrics}, indent=2))
         return
-    mode = ", after the best label matching" if matched else ""
-    click.echo(f"{run_dir}: {model.run_info['name']} on {int(metrics['images'])} images of {data}{mode}")
-    click.echo(table(metric_rows({key: v for key, v in metrics.items() if key not in ("images", "matched")})))
+    click.echo(f"{run_dir}: {model.run_info['name']} on {int(metrics['images'])} images of {data}"
+               f"{_MATCHING_TEXT[matching]}")
+    click.echo(table(metric_rows({key: v for key, v in metrics.items() if key != "images"})))

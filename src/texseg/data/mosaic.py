@@ -6,8 +6,12 @@ angle and zoomed by a random factor, all drawn from the scene's ``torch.Generato
 seed reproduces the mosaic (given the same texture files).
 
 Pools: ``"builtin"`` is the texture photographs bundled in scikit-image's wheel
-(``skimage.data.brick``, ``grass``, ``gravel``; nothing is downloaded), or a folder of
-image files (read like ``texseg predict`` reads them: luminance in [0, 1]).
+(``skimage.data.brick``, ``grass``, ``gravel``; nothing is downloaded); ``"skimage"`` is
+those three plus texture-like crops of the other images scikit-image bundles (moon surface,
+cat fur, a wooden table, retinal vessels, printed and handwritten text, a cell culture's
+background, a star field: :data:`SKIMAGE_TEXTURES`, each at least 135 x 135 pixels, so
+crops up to 128 x 128); or a folder of image files (read like ``texseg predict`` reads
+them: luminance in [0, 1]).
 
 Held-out textures: ``split="train"`` / ``"test"`` divides the pool's textures (not the
 crops) with a fixed seed, ``test_fraction`` of them (at least one) going to the test side,
@@ -24,9 +28,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BUILTIN_TEXTURES", "SPLITS", "fill_mosaic", "split_names", "texture_pool"]
+__all__ = ["BUILTIN_TEXTURES", "SKIMAGE_TEXTURES", "SPLITS", "fill_mosaic", "split_names", "texture_pool"]
 
 BUILTIN_TEXTURES = ("brick", "grass", "gravel")
+# The "skimage" pool: texture name -> (skimage.data function, (rows, columns) of its texture-like
+# part, None: the whole image). Only images shipped in scikit-image's wheel (its legacy data
+# folder): none of these needs a download.
+SKIMAGE_TEXTURES: dict[str, tuple[str, tuple[slice, slice] | None]] = {
+    "brick": ("brick", None),
+    "grass": ("grass", None),
+    "gravel": ("gravel", None),
+    "moon": ("moon", None),  # lunar surface, 512 x 512
+    "fur": ("chelsea", (slice(150, 300), slice(0, 150))),  # the cat's cheek and neck fur
+    "wood": ("coffee", (slice(0, 135), slice(450, 600))),  # the table top behind the cup
+    "vessels": ("retina", (slice(400, 1000), slice(750, 1350))),  # retinal blood vessels
+    "print": ("page", (slice(45, 180), slice(0, 384))),  # lines of printed text
+    "handwriting": ("text", None),  # handwritten formulas on lined paper
+    "cells": ("cell", (slice(0, 300), slice(0, 300))),  # the blurred background of a cell culture
+    "stars": ("hubble_deep_field", None),  # a star field
+}
 SPLITS = ("all", "train", "test")
 
 
@@ -54,11 +74,14 @@ def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
             image = getattr(skimage.data, name)().astype(np.float32)
             out.append((name, torch.from_numpy(image / 255.0)))
         return tuple(out)
+    if source == "skimage":
+        return tuple((name, _skimage_texture(function, box)) for name, (function, box) in SKIMAGE_TEXTURES.items())
     from texseg.inference.io import list_images, read_image
 
     folder = Path(source)
     if not folder.is_dir():
-        raise ValueError(f"textures must be 'builtin' or a folder of texture images; {source!r} is not a folder")
+        raise ValueError(f"textures must be 'builtin', 'skimage' or a folder of texture images; {source!r} is not "
+                         "a folder")
     files = list_images(folder)
     if not files:
         raise ValueError(f"textures: no image files in {folder}")
@@ -68,6 +91,19 @@ def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
         lo, hi = float(image.min()), float(image.max())
         pool.append((f.stem, torch.from_numpy((image - lo) / max(hi - lo, 1e-12))))
     return tuple(pool)
+
+
+def _skimage_texture(function: str, box: tuple[slice, slice] | None) -> torch.Tensor:
+    """One image bundled with scikit-image, as (H, W) float32 luminance in [0, 1] (min-max), cropped to ``box``."""
+    import skimage.data
+    from skimage.color import rgb2gray
+
+    image = np.asarray(getattr(skimage.data, function)())
+    grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image.astype(np.float64)
+    if box is not None:
+        grey = grey[box]
+    lo, hi = float(grey.min()), float(grey.max())
+    return torch.from_numpy(((grey - lo) / max(hi - lo, 1e-12)).astype(np.float32))
 
 
 def texture_pool(source: str, split: str = "all", test_fraction: float = 0.34, seed: int = 0

@@ -25,7 +25,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 @torch.no_grad()
 def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_regions: int, *,
-                  loss_fn: LossFn | None = None, matched: bool = False) -> dict[str, float]:
+                  loss_fn: LossFn | None = None, matching: str = "none") -> dict[str, float]:
     """Metrics of ``model`` over ``(images, targets)`` batches, in eval mode (BatchNorm uses running stats).
 
     Args:
@@ -34,8 +34,10 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
             otherwise), moved to the model's device here.
         num_regions: K.
         loss_fn: if given, also report its pixel-weighted mean as ``loss``.
-        matched: score after the best matching of predicted to true labels (for models
-            whose label numbers are arbitrary; adds ``matched = 1.0``).
+        matching: ``none``; ``image``: score after the best matching of predicted to true
+            labels on each image (for models whose label numbers are arbitrary; adds
+            ``matched = 1.0``); ``set``: one matching for the whole set (``matched_set = 1.0``).
+            See :mod:`texseg.evaluation.metrics`.
 
     Raises:
         NonFiniteError: the model outputs NaN.
@@ -44,10 +46,10 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
         ``accuracy, iou, dice, precision, recall`` (plus per-class entries for K > 2), and
         ``loss`` when ``loss_fn`` is given.
     """
+    cm = ConfusionMatrix(num_regions, matching)  # checks `matching` before any work
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(num_regions)
     loss_sum, n = 0.0, 0
     try:
         for x, y in batches:
@@ -61,14 +63,14 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
                 n += x.shape[0]
     finally:
         model.train(was_training)
-    metrics = cm.compute(matched=matched)
+    metrics = cm.compute()
     if loss_fn is not None:
         metrics["loss"] = loss_sum / n
     return metrics
 
 
 def evaluate(model: nn.Module, images: Tensor, targets: Tensor, num_regions: int, *, batch_size: int = 32,
-             loss_fn: LossFn | None = None, matched: bool = False) -> dict[str, float]:
+             loss_fn: LossFn | None = None, matching: str = "none") -> dict[str, float]:
     """Metrics of ``model`` on a whole in-memory set (see :func:`score_batches`).
 
     Args:
@@ -76,7 +78,7 @@ def evaluate(model: nn.Module, images: Tensor, targets: Tensor, num_regions: int
         batch_size: images per forward pass (the result does not depend on it).
     """
     batches = ((images[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, images.shape[0], batch_size))
-    return score_batches(model, batches, num_regions, loss_fn=loss_fn, matched=matched)
+    return score_batches(model, batches, num_regions, loss_fn=loss_fn, matching=matching)
 
 
 def scene_batches(spec: SceneSpec, count: int, seed: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -97,7 +99,7 @@ def scene_batches(spec: SceneSpec, count: int, seed: int, batch_size: int) -> It
 
 
 def evaluate_on_scenes(model: nn.Module, spec: SceneSpec, count: int, seed: int, *, batch_size: int = 32,
-                       device: torch.device | None = None) -> dict[str, float]:
+                       device: torch.device | None = None, matching: str = "none") -> dict[str, float]:
     """Metrics of ``model`` on ``count`` fresh scenes of ``spec``, streamed (see :func:`scene_batches`).
 
     Args:
@@ -107,7 +109,8 @@ def evaluate_on_scenes(model: nn.Module, spec: SceneSpec, count: int, seed: int,
         seed: seed of the held-out set.
         batch_size: images per forward pass.
         device: where to run (default: the model's device; the model is moved there).
+        matching: as :func:`score_batches` (``image`` for a model trained with arbitrary labels).
     """
     if device is not None:
         model.to(device)
-    return score_batches(model, scene_batches(spec, count, seed, batch_size), spec.num_regions)
+    return score_batches(model, scene_batches(spec, count, seed, batch_size), spec.num_regions, matching=matching)

@@ -8,38 +8,37 @@ import torch
 from torch import nn
 
 from texseg.data.folder import ImageFolderDataset, validate_folder
-from texseg.evaluation.metrics import metrics_from_confusion
+from texseg.evaluation.metrics import ConfusionMatrix
 
 __all__ = ["evaluate_folder"]
 
 
 @torch.no_grad()
 def evaluate_folder(model: nn.Module, root: str | os.PathLike[str], num_regions: int, *,
-                    tile: int | None = None, matched: bool = False) -> dict[str, float]:
+                    tile: int | None = None, matching: str = "none") -> dict[str, float]:
     """Metrics of ``model`` on every image of a folder, each predicted whole (tiled when large).
 
     Args:
         model: segmentation model; K = ``num_regions`` (checked against the labels).
         root: folder of images and labels (see :mod:`texseg.data.folder`).
         tile: as :func:`texseg.inference.predict_image`.
-        matched: score after the best label matching.
+        matching: ``none``, ``image`` (labels matched per image) or ``set`` (once for the
+            folder), as :class:`texseg.evaluation.metrics.ConfusionMatrix`.
 
     Returns:
         The metrics of :func:`texseg.evaluation.metrics.metrics_from_confusion` (two regions:
         positive class = label 0, as everywhere in texseg), plus ``images``.
     """
-    from texseg.evaluation.matching import matched_metrics
     from texseg.inference.predict import labels_from_probs, predict_image
 
     data = validate_folder(root, num_regions=num_regions)
     dataset = ImageFolderDataset(data, 16, augment=False)
     k = num_regions
-    cm = torch.zeros(k, k, dtype=torch.long)
+    cm = ConfusionMatrix(k, matching)
     for i in range(len(dataset)):
         image, labels = dataset.full(i)
         pred = torch.from_numpy(labels_from_probs(predict_image(model, image.numpy().copy(), tile=tile))).long()
         if k == 2:  # the metrics' class 1 is the mask (label 0)
             labels, pred = (labels == 0).long(), (pred == 0).long()
-        cm += torch.bincount((labels * k + pred).flatten(), minlength=k * k).reshape(k, k)
-    metrics = matched_metrics(cm) if matched else metrics_from_confusion(cm)
-    return {**metrics, "images": float(len(dataset))}
+        cm.add(pred[None, None], labels[None, None])
+    return {**cm.compute(), "images": float(len(dataset))}

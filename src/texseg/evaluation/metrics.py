@@ -28,6 +28,18 @@ Every K also gets the trivial baseline and a flag for it: ``trivial_accuracy`` a
 would score; ``majority_prediction`` is the share of pixels the model puts in the one
 region it predicts most (1.0 for a constant prediction).
 
+Arbitrary label numbers (``matching``): ``"image"`` matches each image's predicted labels
+to its true labels on its own (:func:`texseg.evaluation.matching.match_images`), scores
+each image on its own and averages every metric over the images (the mean over images of
+the per-image matched mIoU, as the benchmark scores, :mod:`texseg.evaluation.region_metrics`):
+a region absent from both an image's truth and its matched prediction is left out of that
+image's means (not a perfect 1.0), the trivial baseline is the constant prediction matched
+per image (each image's largest region: its share over the regions present), and
+``majority_prediction`` the mean share of each image's most predicted region. Up to
+rounding the result does not depend on the batch size. ``"set"`` matches once, on the
+matrix summed over the set (it only undoes a swap made on every image alike). The metrics
+say which: ``matched = 1.0`` (per image) or ``matched_set = 1.0``.
+
 Empty denominators: a class absent from both truth and prediction is segmented
 perfectly, so all its metrics are 1.0. Otherwise a 0/0 is a miss and counts 0.0:
 precision with no predicted pixels is 0.0 when the class is present in the truth,
@@ -43,11 +55,15 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from texseg._validate import check_int
+from texseg._validate import check_choice, check_int
+from texseg.evaluation.matching import match_confusion, match_images
 
-__all__ = ["ConfusionMatrix", "metrics_from_confusion", "notebook_precision", "predict_labels"]
+__all__ = ["MATCHING", "ConfusionMatrix", "confusion_matrices", "matched_metrics", "metrics_from_confusion",
+           "notebook_precision", "predict_labels"]
+
+# How predicted label numbers are matched to the true ones before scoring (see the module docstring).
+MATCHING = ("none", "image", "set")
 
 
 def predict_labels(logits: Tensor) -> Tensor:
@@ -69,6 +85,26 @@ def predict_labels(logits: Tensor) -> Tensor:
 
 def _describe(x: object) -> str:
     return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def confusion_matrices(pred: Tensor, target: Tensor, num_classes: int, *, per_image: bool = False) -> Tensor:
+    """Confusion counts of hard labels, one ``torch.bincount`` for the whole batch.
+
+    Args:
+        pred, target: (B, ...) int labels in ``0..K-1``, the same shape (not checked here).
+        num_classes: K.
+        per_image: one matrix per image instead of their sum.
+
+    Returns:
+        (K, K) int64, or (B, K, K) with ``per_image``; rows = true, columns = predicted.
+    """
+    k = num_classes
+    index = target.long() * k + pred.long()
+    if not per_image:
+        return torch.bincount(index.flatten(), minlength=k * k).reshape(k, k)
+    b = pred.shape[0]
+    index = index.reshape(b, -1) + (torch.arange(b, device=index.device) * (k * k))[:, None]
+    return torch.bincount(index.flatten(), minlength=b * k * k).reshape(b, k, k)
 
 
 def _as_label_map(name: str, target: object, shape: torch.Size, num_classes: int) -> Tensor:
@@ -104,6 +140,9 @@ class ConfusionMatrix:
 
     Args:
         num_classes: number of regions K >= 2 (K = 2 expects C = 1 logits, K > 2 expects C = K).
+        matching: ``none`` (label k is region k), ``image`` (labels matched per image, for
+            models whose label numbers are arbitrary) or ``set`` (matched once over the set);
+            see the module docstring.
 
     Example::
 
@@ -113,13 +152,19 @@ class ConfusionMatrix:
         metrics = cm.compute()
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, matching: str = "none") -> None:
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
-        self._matrix: Tensor | None = None
+        self.matching = check_choice("matching", matching, MATCHING)
+        self.reset()
 
     def reset(self) -> None:
         """Forget all accumulated counts."""
-        self._matrix = None
+        self._matrix: Tensor | None = None
+        # matching "image": the metrics' names, and per metric the sum over images of its finite values
+        # and how many there were
+        self._names: list[str] = []
+        self._sums = torch.zeros(0, dtype=torch.float64)
+        self._counts = torch.zeros(0, dtype=torch.long)
 
     @torch.no_grad()
     def update(self, logits: Tensor, target: Tensor) -> None:
@@ -140,36 +185,63 @@ class ConfusionMatrix:
             # NaN would silently become class 0 (threshold) or an arbitrary argmax.
             raise ValueError("logits must not contain NaN")
         target = _as_label_map("target", target, logits.shape[:1] + (1,) + logits.shape[2:], k)
-        preds = predict_labels(logits)
-        batch = multiclass_confusion_matrix(
-            preds.flatten(), target.to(logits.device).flatten(), k, validate_args=False
-        ).long()
-        if self._matrix is None:
-            self._matrix = batch
+        self.add(predict_labels(logits), target.to(logits.device))
+
+    @torch.no_grad()
+    def add(self, pred: Tensor, target: Tensor) -> None:
+        """Add hard labels: ``pred`` and ``target`` (B, 1, H, W) int in 0..K-1, on one device (unchecked).
+
+        For K = 2 class 1 is the positive class (texseg's mask, label 0), as in :meth:`update`.
+        """
+        k = self.num_classes
+        if self.matching == "image":
+            matched, _ = match_images(confusion_matrices(pred, target, k, per_image=True))
+            batch = matched.sum(dim=0)
+            # Each image scored on its own, as the benchmark does; summed here, averaged in compute().
+            per_image = _metric_tensors(matched.cpu().double(), leave_out_absent=True)
+            values = torch.stack(list(per_image.values()))  # (metrics, B)
+            finite = torch.isfinite(values)
+            if not self._names:
+                self._names = list(per_image)
+                self._sums = torch.zeros(len(self._names), dtype=torch.float64)
+                self._counts = torch.zeros(len(self._names), dtype=torch.long)
+            self._sums += torch.where(finite, values, 0.0).sum(dim=1)
+            self._counts += finite.sum(dim=1)
         else:
-            self._matrix = self._matrix.to(batch.device) + batch
+            batch = confusion_matrices(pred, target, k)
+        self._matrix = batch if self._matrix is None else self._matrix.to(batch.device) + batch
 
     @property
     def matrix(self) -> Tensor:
-        """(K, K) int64 counts, rows = true class, cols = predicted class (a copy)."""
+        """(K, K) int64 counts, rows = true class, cols = predicted class (a copy; with
+        ``matching="image"`` the sum of the per-image matched matrices)."""
         if self._matrix is None:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return self._matrix.clone()
 
-    def compute(self, matched: bool = False) -> dict[str, float]:
-        """Metrics of the accumulated matrix, see :func:`metrics_from_confusion`.
-
-        Args:
-            matched: score after the best label matching instead
-                (:func:`texseg.evaluation.matching.matched_metrics`; adds ``matched = 1.0``).
-        """
+    def compute(self) -> dict[str, float]:
+        """Metrics of the accumulated matrix under the matching chosen, see :func:`metrics_from_confusion`."""
         if self._matrix is None or int(self._matrix.sum()) == 0:
             raise RuntimeError("ConfusionMatrix.compute() called before any pixel was passed to update()")
-        if matched:
-            from texseg.evaluation.matching import matched_metrics
-
-            return matched_metrics(self._matrix)
+        if self.matching == "set":
+            return {**matched_metrics(self._matrix), "matched_set": 1.0}
+        if self.matching == "image":
+            means = (self._sums / self._counts).tolist()  # 0/0: NaN, a metric no image defines
+            return {**dict(zip(self._names, means)), "matched": 1.0}
         return metrics_from_confusion(self._matrix)
+
+
+def matched_metrics(cm: Tensor) -> dict[str, float]:
+    """Metrics of one confusion matrix after its best label matching (one assignment for all its pixels).
+
+    Args:
+        cm: (K, K) counts, rows = true, columns = predicted (e.g. ``ConfusionMatrix.matrix``).
+
+    Returns:
+        :func:`metrics_from_confusion` of the matched matrix.
+    """
+    matched, _ = match_confusion(cm)
+    return metrics_from_confusion(matched)
 
 
 def _safe_ratio(num: Tensor, den: Tensor, empty: Tensor) -> Tensor:
@@ -195,13 +267,27 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
     cm = cm.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(cm).all()) or bool((cm < 0).any()):
         raise ValueError("cm must contain finite non-negative counts")
-    total = cm.sum()
-    if total == 0:
+    if cm.sum() == 0:
         raise ValueError("cm must contain at least one count, got an all-zero matrix")
+    return {name: float(v[0]) for name, v in _metric_tensors(cm[None]).items()}
 
-    tp = cm.diagonal()
-    fp = cm.sum(dim=0) - tp
-    fn = cm.sum(dim=1) - tp
+
+def _metric_tensors(cm: Tensor, *, leave_out_absent: bool = False) -> dict[str, Tensor]:
+    """The metrics of :func:`metrics_from_confusion` for each of B matrices.
+
+    Args:
+        cm: (B, K, K) float64 counts on the CPU, none all zero (unchecked).
+        leave_out_absent: a class absent from both truth and prediction is NaN (left out of the
+            macro means) instead of a perfect 1.0, and the trivial IoU is the majority share over
+            the classes present in the truth: how the benchmark scores one image.
+
+    Returns:
+        Metric name -> (B,) float64.
+    """
+    total = cm.sum(dim=(-2, -1))
+    tp = cm.diagonal(dim1=-2, dim2=-1)
+    fp = cm.sum(dim=-2) - tp
+    fn = cm.sum(dim=-1) - tp
     absent = (tp + fp + fn) == 0  # class neither in truth nor in prediction
     per_class = {
         "iou": _safe_ratio(tp, tp + fp + fn, absent),
@@ -209,22 +295,26 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
         "precision": _safe_ratio(tp, tp + fp, absent),
         "recall": _safe_ratio(tp, tp + fn, absent),
     }
-    k = cm.shape[0]
-    majority_truth = float(cm.sum(dim=1).max() / total)
-    out = {"accuracy": float(tp.sum() / total), "trivial_accuracy": majority_truth,
-           "trivial_iou": majority_truth / k, "majority_prediction": float(cm.sum(dim=0).max() / total)}
+    k = cm.shape[-1]
+    classes: Tensor | int = k
+    if leave_out_absent:
+        per_class = {name: v.masked_fill(absent, float("nan")) for name, v in per_class.items()}
+        classes = (cm.sum(dim=-1) > 0).sum(dim=-1)
+    majority_truth = cm.sum(dim=-1).amax(dim=-1) / total
+    out = {"accuracy": tp.sum(dim=-1) / total, "trivial_accuracy": majority_truth,
+           "trivial_iou": majority_truth / classes, "majority_prediction": cm.sum(dim=-2).amax(dim=-1) / total}
     if k == 2:
-        out.update({name: float(v[1]) for name, v in per_class.items()})
+        out.update({name: v[:, 1] for name, v in per_class.items()})
         out["iou_omega1"] = out["iou"]
-        out["iou"] = float(per_class["iou"].mean())
-        out["iou_0"], out["iou_1"] = float(per_class["iou"][1]), float(per_class["iou"][0])  # label 0 = Omega_1
+        out["iou"] = per_class["iou"].nanmean(dim=-1)
+        out["iou_0"], out["iou_1"] = per_class["iou"][:, 1], per_class["iou"][:, 0]  # label 0 = Omega_1
         return out
     for name, v in per_class.items():
-        mean = float(v.mean())
+        mean = v.nanmean(dim=-1)
         out[f"mean_{name}"] = mean
         out[name] = mean
     for name, v in per_class.items():
-        out.update({f"{name}_{i}": float(v[i]) for i in range(k)})
+        out.update({f"{name}_{i}": v[:, i] for i in range(k)})
     return out
 
 

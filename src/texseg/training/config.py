@@ -144,8 +144,9 @@ class TrainConfig:
     texture: str = _opt("texture family: gaussian (the notebook's), oriented, powerlaw, bandpass, mosaic, mixed "
                         "(each scene's family drawn at random from the first four)",
                         choices=TEXTURE_FAMILIES, default="gaussian")
-    textures: str | None = _opt("mosaic textures: 'builtin' (scikit-image's brick, grass, gravel) or a folder "
-                                "of texture images", default=None)
+    textures: str | None = _opt("mosaic textures: 'builtin' (scikit-image's brick, grass, gravel), 'skimage' "
+                                "(those and 8 texture-like crops of its other bundled images) or a folder of "
+                                "texture images", default=None)
     texture_split: str = _opt("mosaic textures used: all, or the train / test side of a seeded split of the "
                               "texture set", choices=TEXTURE_SPLITS, default="all")
     texture_rotate: bool = _opt("mosaic: rotate each texture crop by a random angle", default=False)

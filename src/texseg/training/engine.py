@@ -149,7 +149,7 @@ class Trainer:
     amp_dtype: torch.dtype | None
     data: BatchSource
     dist: Distributed = field(default_factory=Distributed)
-    matched: bool = False  # label numbers are arbitrary: metrics after the best label matching
+    matching: str = "none"  # "image" when label numbers are arbitrary: validation matches labels per image
     profile: DeviceProfile | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     forward: Callable[[Tensor], Tensor] | None = None  # the model's forward, compiled when `compile`
@@ -220,14 +220,14 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
         if len(streams) > 1:
             raise ValueError("streams must be 1 when training on `data`")
         data = FolderStream(_folder_sets(config)[0], config.batch_size, config.seed, device, streams[0])
-    k, matched = config.regions, config.labels == "any"
+    k, any_labels = config.regions, config.labels == "any"
     return Trainer(
         config=config, device=device, num_regions=k, model=model, optimizer=optimizer,
-        loss_fn=PermutationInvariantLoss(config.loss_name, k) if matched else create_loss(config.loss_name, k),
+        loss_fn=PermutationInvariantLoss(config.loss_name, k) if any_labels else create_loss(config.loss_name, k),
         amp_dtype=autocast_dtype(config.precision, device),
         data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device,
                                                        streams),
-        dist=d, matched=matched, defaults=defaults, forward=forward,
+        dist=d, matching="image" if any_labels else "none", defaults=defaults, forward=forward,
     )
 
 

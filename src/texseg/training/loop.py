@@ -365,7 +365,7 @@ def _evaluate(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, ta
         return False
     try:
         state.last_val = evaluate(t.module, images, targets, t.num_regions, batch_size=t.profile.eval_batch,
-                                  loss_fn=t.loss_fn, matched=t.matched)
+                                  loss_fn=t.loss_fn, matching=t.matching)
     except NonFiniteError:
         state.stop(RunStatus.DIVERGED, _diverged(state, "the model's outputs became NaN", c.step))
         return False

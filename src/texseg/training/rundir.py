@@ -71,6 +71,25 @@ def read_status(run_dir: str | os.PathLike[str]) -> RunStatus | None:
         return None
 
 
+def run_label_mode(model_path: str | os.PathLike[str], scene: dict[str, Any] | None = None) -> str:
+    """How a saved model's label numbers are to be read: ``fixed`` or ``any`` (arbitrary).
+
+    The ``label_mode`` its run recorded in ``summary.json`` (in the model's folder, or the run
+    above a ``best/`` folder); for a model without one, ``any`` when it was trained on
+    mosaics or mixed families (``scene["texture"]``), as :attr:`TrainConfig.labels` decides.
+    """
+    path = Path(model_path)
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder.parent) if folder.name == BEST else (folder,):
+        try:
+            mode = read_json(candidate / SUMMARY).get("label_mode")
+        except (ValueError, AttributeError, OSError):
+            continue
+        if mode in ("fixed", "any"):
+            return str(mode)
+    return "any" if (scene or {}).get("texture") in ("mosaic", "mixed") else "fixed"
+
+
 def default_run_dir(model: str, root: str | os.PathLike[str] = "runs") -> Path:
     """``runs/<YYYYmmdd-HHMMSS>-<model>``, with a numeric suffix if it already exists."""
     base = Path(root) / f"{datetime.now():%Y%m%d-%H%M%S}-{model}"
