@@ -284,3 +284,17 @@ def test_registering_a_planned_suite_replaces_the_not_available_message(monkeypa
     assert resolve_suite("later").count == 2 and list_suites()["later"] == "mosaics"
     with pytest.raises(ValueError, match="^name must be a new non-empty suite name"):
         suites_module.register_suite("notebook", lambda: get_suite("notebook"))
+
+
+def test_the_families_suite_is_leave_one_family_out_collages_with_k_per_image():
+    from texseg.benchmark.suites import get_suite
+
+    suite = get_suite("families")
+    images, labels = suite.load("test")
+    again, _ = suite.load("test")
+    tune, _ = suite.load("tune", 4)
+    assert images.shape == (64, 1, 128, 128) and torch.equal(images, again)
+    assert not torch.equal(tune, images[:4])
+    ks = suite.regions_per_image(labels)
+    assert set(ks) <= {2, 3, 4} and len(set(ks)) > 1
+    assert suite.describe()["collage"]["families"] == ["cells"]

@@ -13,7 +13,12 @@ k4          0.2, 0.8, 2, 4 (four regions)             N/5
 fine        0.2, 1.2                                  N/10 (smaller regions)
 real        photographed textures, two regions        N/5
 k2to5       photographed textures, 2 to 5 regions     N/5
+families    Worley cells only (procedural), 2 to 4    Voronoi / blobs
 ==========  ========================================  =====================
+
+``families`` is leave-one-family-out: procedural collages (:mod:`texseg.data.procedural`)
+whose every region is a Worley-cell texture with its own parameters, the family
+``texseg:general`` was never trained on.
 
 ``real`` and ``k2to5`` are mosaics of real textures: the generator's partitions filled with
 crops of the photographs and texture-like crops bundled in scikit-image's wheel (brick,
@@ -41,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,7 @@ import torch
 from texseg._validate import check_choice, check_int
 from texseg.data import SceneSpec, generate
 from texseg.data.mosaic import SKIMAGE_TEXTURES
+from texseg.data.procedural import CollageSpec, generate_collage
 from texseg.errors import TexsegError
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
@@ -86,6 +92,8 @@ class Suite:
         min_region_share: ``parts`` only: keep only scenes in which every one of the K regions
             covers at least this fraction of the image divided by K (scenes are drawn until
             enough pass), so an image of a K-region part has K real regions.
+        collage: a suite of procedural collages (:mod:`texseg.data.procedural`) drawn from
+            this spec, e.g. of a texture family a model never trained on.
     """
 
     name: str
@@ -98,6 +106,7 @@ class Suite:
     parts: tuple[tuple[SceneSpec, int], ...] = ()
     per_image_regions: bool = False
     min_region_share: float = 0.0
+    collage: CollageSpec | None = None
 
     def __post_init__(self) -> None:
         sizes = {spec.image_size for spec, _ in self.parts}
@@ -111,7 +120,7 @@ class Suite:
     def has_split(self, split: str) -> bool:
         """Whether :meth:`load` can give ``split`` (a folder: ``test``, and ``train``/``tune`` when it has that
         subfolder)."""
-        if self.spec is not None or self.parts or split == "test":
+        if self.spec is not None or self.parts or self.collage is not None or split == "test":
             return True
         return (Path(self.folder or ".") / split / "images").is_dir()
 
@@ -133,6 +142,9 @@ class Suite:
         n = None if count is None else check_int("count", count, minimum=1)
         if self.parts:
             return self._load_parts(split, n)
+        if self.collage is not None:
+            gen = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSETS[split])
+            return generate_collage(self.collage, self.count if n is None else n, generator=gen)
         if self.spec is None:
             folder = Path(self.folder or ".")
             images, labels = _read_folder(folder if split == "test" else folder / split)
@@ -180,6 +192,9 @@ class Suite:
             out["regions"] = "per image"
         if self.spec is not None:
             out.update(scene=self.spec.to_dict(), seed=self.seed)
+        elif self.collage is not None:
+            collage = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.collage).items()}
+            out.update(collage=collage, seed=self.seed)
         elif self.parts:
             out.update(parts=[{"scene": spec.to_dict(), "count": n} for spec, n in self.parts], seed=self.seed,
                        min_region_share=self.min_region_share)
@@ -221,6 +236,9 @@ _REGISTRY: dict[str, Callable[[], Suite]] = {
                                (0.2, 1.2), 1 / 10, 150_000),
     "real": lambda: Suite("real", "real-texture mosaics: two of scikit-image's 11 bundled textures, partition N/5",
                           2, 64, _real_mosaic(2), 160_000),
+    "families": lambda: Suite("families", "leave-one-family-out: collages of Worley cells (the family texseg:general "
+                              "never trained on), 2 to 4 regions", 4, 64, seed=180_000, per_image_regions=True,
+                              collage=CollageSpec(128, 2, 4, families=("cells",))),
     "k2to5": lambda: Suite("k2to5", "real-texture mosaics with 2 to 5 regions (16 images each), partition N/5",
                            5, 64, seed=170_000, parts=tuple((_real_mosaic(k), 16) for k in range(2, 6)),
                            per_image_regions=True, min_region_share=0.25),
