@@ -37,7 +37,9 @@ import torch
 
 from texseg._validate import check_choice, check_int
 from texseg.data import SceneSpec, generate
+from texseg.data.folder import label_values_problem, read_labels
 from texseg.errors import TexsegError
+from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, normalize_image, read_image
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
 
@@ -45,7 +47,7 @@ SPLITS = ("test", "tune", "train")
 # Seeds of the three splits, offset from a suite's base seed; far from the seeds
 # `texseg train` uses (0.. for training, 987654321 for validation).
 _SPLIT_OFFSETS = {"test": 0, "tune": 1_000_003, "train": 2_000_003}
-_IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+_IMAGE_EXTS = IMAGE_EXTENSIONS  # the one list of texseg.images
 
 
 class SuiteError(TexsegError):
@@ -64,6 +66,7 @@ class Suite:
         spec: the generated scene (None for a folder suite).
         seed: base seed of a generated suite.
         folder: the folder of a folder suite.
+        max_pixels: the pixel limit of a folder suite's files (see :data:`texseg.images.MAX_PIXELS`).
     """
 
     name: str
@@ -73,6 +76,7 @@ class Suite:
     spec: SceneSpec | None = None
     seed: int = 0
     folder: str | None = None
+    max_pixels: int | None = MAX_PIXELS
 
     def has_split(self, split: str) -> bool:
         """Whether :meth:`load` can give ``split`` (folders have only ``test``)."""
@@ -92,7 +96,7 @@ class Suite:
         if not self.has_split(split):
             raise ValueError(f"split {split!r} does not exist for suite {self.name} (a folder has only 'test')")
         if self.spec is None:
-            images, labels = _read_folder(Path(self.folder or "."))
+            images, labels = _read_folder(Path(self.folder or "."), self.max_pixels)
             return (images, labels) if count is None else (images[:count], labels[:count])
         n = self.count if count is None else check_int("count", count, minimum=1)
         gen = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSETS[split])
@@ -158,8 +162,8 @@ def get_suite(name: str) -> Suite:
     raise ValueError(f"suite must be one of {', '.join(_REGISTRY)}, a .json file or a folder; got {name!r}")
 
 
-def resolve_suite(name_or_path: str | os.PathLike[str]) -> Suite:
-    """A named suite, a JSON suite file, or an image folder with masks."""
+def resolve_suite(name_or_path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> Suite:
+    """A named suite, a JSON suite file, or an image folder with masks (its files' pixel limit: ``max_pixels``)."""
     text = os.fspath(name_or_path)
     if text in _REGISTRY or text in _PLANNED:
         return get_suite(text)
@@ -167,7 +171,7 @@ def resolve_suite(name_or_path: str | os.PathLike[str]) -> Suite:
     if path.suffix.lower() == ".json" and path.is_file():
         return suite_from_json(path)
     if path.is_dir():
-        return suite_from_folder(path)
+        return suite_from_folder(path, max_pixels=max_pixels)
     return get_suite(text)  # the one-line error listing what is allowed
 
 
@@ -221,38 +225,23 @@ def _folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _to_gray01(array: np.ndarray, path: Path) -> np.ndarray:
-    """An image file's pixels as a float32 (H, W) grey image in [0, 1]."""
-    if array.ndim == 3:
-        if array.shape[-1] == 4:
-            array = array[..., :3]
-        array = array.mean(axis=-1) if array.shape[-1] == 3 else array[..., 0]
-    if array.ndim != 2:
-        raise SuiteError(f"{path}: expected a grey or RGB image, got shape {array.shape}")
-    a = array.astype(np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    # per-image min-max, as the generator normalises its images
-    return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
-
-
-def _read_mask(path: Path) -> np.ndarray:
+def _read_mask(path: Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Labels 0..K-1 in texseg's one convention (palette PNGs, 0..K-1 label images, 0/255 masks)."""
-    from texseg.data.folder import read_labels
-    from texseg.errors import TexsegError
-
     try:
-        return read_labels(path)
+        return read_labels(path, max_pixels=max_pixels)
     except TexsegError as e:
         raise SuiteError(str(e)) from None
 
 
-def _read_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    import imageio.v3 as iio
-
+def _read_folder(folder: Path, max_pixels: int | None = MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (read by texseg's one reader, luminance, min-max per image) and masks of a folder suite."""
     images, masks = [], []
     for image_path, mask_path in _pairs(folder):
-        image = _to_gray01(np.asarray(iio.imread(image_path)), image_path)
-        mask = _read_mask(mask_path)
+        try:
+            image = normalize_image(read_image(image_path, max_pixels=max_pixels))
+        except TexsegError as e:
+            raise SuiteError(str(e)) from None
+        mask = _read_mask(mask_path, max_pixels)
         if mask.shape != image.shape:
             raise SuiteError(f"{mask_path}: mask is {mask.shape}, its image {image.shape}")
         if images and image.shape != images[0].shape:
@@ -264,11 +253,19 @@ def _read_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(labels)[:, None]
 
 
-def suite_from_folder(folder: str | os.PathLike[str]) -> Suite:
-    """A suite of the image files in ``folder/images`` with their masks (same stem)."""
+def suite_from_folder(folder: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> Suite:
+    """A suite of the image files in ``folder/images`` with their masks (same stem).
+
+    K is the largest label + 1; every label 0..K-1 must occur in some mask (masks such as
+    {0, 5} fit neither label images nor 0/255 masks and are refused, naming the folder).
+    """
     folder = Path(folder)
     pairs = _pairs(folder)
-    values = np.unique(np.concatenate([np.unique(_read_mask(m)) for _, m in pairs]))
+    values = np.unique(np.concatenate([np.unique(_read_mask(m, max_pixels)) for _, m in pairs]))
     if len(values) < 2:
         raise SuiteError(f"{folder}: the masks hold one value only; a suite needs >= 2 regions")
-    return Suite(folder.name, f"images and masks from {folder}", len(values), len(pairs), folder=str(folder))
+    problem = label_values_problem(values.tolist(), str(folder))
+    if problem:
+        raise SuiteError(problem)
+    return Suite(folder.name, f"images and masks from {folder}", int(values.max()) + 1, len(pairs),
+                 folder=str(folder), max_pixels=max_pixels)
