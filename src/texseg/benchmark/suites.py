@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from texseg._validate import check_choice, check_int
-from texseg.data import SceneSpec, generate
+from texseg.data import SceneSpec, estimate_memory_bytes, generate
 from texseg.data.folder import label_values_problem, read_labels
+from texseg.device import check_memory
 from texseg.errors import TexsegError
 from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, normalize_image, read_image
 
@@ -99,6 +100,10 @@ class Suite:
             images, labels = _read_folder(Path(self.folder or "."), self.max_pixels)
             return (images, labels) if count is None else (images[:count], labels[:count])
         n = self.count if count is None else check_int("count", count, minimum=1)
+        size = self.spec.image_size
+        check_memory(estimate_memory_bytes(self.spec, n), torch.device("cpu"),
+                     f"suite {self.name}: generating its {n} images of {size}x{size}",
+                     "use a smaller count (or image_size) in the suite's file")
         gen = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSETS[split])
         return generate(self.spec, n, generator=gen)
 
