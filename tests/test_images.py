@@ -50,7 +50,8 @@ def test_a_tiff_bomb_is_refused_from_its_header_without_decoding(tmp_path):
     tiff_bomb(bomb)
     assert bomb.stat().st_size < 4096
     assert read_layout(bomb).pixels == 61440**2  # the header alone
-    with pytest.raises(ImageReadError, match=r"bomb\.tif: 61440x61440 is 3,775 megapixels, over the limit") as e:
+    with pytest.raises(ImageReadError, match=r"bomb\.tif: 61440x61440 is 3,774,873,600 pixels, over the limit "
+                                             r"of 1,073,741,824") as e:
         read_image(bomb)
     assert "`max_pixels`" in str(e.value) and "\n" not in str(e.value)
 
@@ -74,7 +75,7 @@ def test_one_pixel_limit_for_every_format_with_an_override(tmp_path, monkeypatch
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), read_image(tmp_path / "a.tif"))
     assert Image.MAX_IMAGE_PIXELS == 500  # restored after the read
     for name in ("a.png", "a.tif"):
-        with pytest.raises(ImageReadError, match=rf"{name}: 64x64 is 0 megapixels, over the limit of 0 "):
+        with pytest.raises(ImageReadError, match=rf"{name}: 64x64 is 4,096 pixels, over the limit of 4,000 "):
             read_image(tmp_path / name, max_pixels=4000)
         assert read_image(tmp_path / name, max_pixels=4096).shape == (64, 64)
     assert MAX_PIXELS == 2**30
@@ -189,3 +190,13 @@ def test_mosaic_texture_folders_use_the_same_reader(tmp_path):
     tiff_bomb(tmp_path / "bomb.tif")
     with pytest.raises(ImageReadError, match=r"bomb\.tif: 61440x61440"):
         texture_pool(str(tmp_path))
+
+
+def test_benchmark_takes_the_pixel_limit_flag_for_folder_suites(capsys, tmp_path):
+    from conftest import run_main
+
+    root = _suite(tmp_path, {"a.png": _gray()}, {"a.png": _half_mask()})
+    code, _, err = run_main(capsys, "benchmark", "--segmenters", "local-energy", "--suites", str(root),
+                            "--out", str(tmp_path / "b"), "--max-pixels", "1000", "--quiet")
+    assert code == 2 and "a.png: 32x32 is 1,024 pixels, over the limit of 1,000" in err, err
+    assert "raise --max-pixels" in err

@@ -112,9 +112,8 @@ def check_layout(path: str | os.PathLike[str], layout: Layout, *, max_pixels: in
     if h < min_size or w < min_size:
         raise ImageReadError(f"{path}: image is {w}x{h} pixels; width and height must be >= {min_size}")
     if max_pixels is not None and layout.pixels > max_pixels:
-        raise ImageReadError(f"{path}: {w}x{h} is {layout.pixels / 1e6:,.0f} megapixels, over the limit of "
-                             f"{max_pixels / 1e6:,.0f} (`max_pixels`); raise `max_pixels` only for a file "
-                             "you trust")
+        raise ImageReadError(f"{path}: {w}x{h} is {layout.pixels:,} pixels, over the limit of {max_pixels:,} "
+                             "(`max_pixels`); raise `max_pixels` only for a file you trust")
     needed = layout.decoded_bytes + extra_bytes
     available = cpu_available_bytes()
     if available is not None and needed > available:
