@@ -190,3 +190,18 @@ def test_the_pixel_limit_flag_applies_to_predict(capsys, run_dir, tmp_path):
     assert code == 2 and "over the limit" in err and "raise --max-pixels" in err
     assert run_main(capsys, "predict", str(run_dir), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
                     "--max-pixels", "0", "--quiet")[0] == 0
+
+
+def test_bombs_and_corrupt_tiffs_are_one_line_each_and_the_rest_is_segmented(capsys, run_dir, tmp_path):
+    from test_images import corrupt_tiff, tiff_bomb
+
+    src = tmp_path / "in"
+    _png(src / "good.png")
+    tiff_bomb(src / "bomb.tif")
+    corrupt_tiff(src / "flipped.tif")
+    code, out, err = run_main(capsys, "predict", str(run_dir), str(src), "--out", str(tmp_path / "o"), "--quiet")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2 and "internal error" not in err, err
+    assert "bomb.tif: 61440x61440 is 3,774,873,600 pixels, over the limit" in lines[0] and "--max-pixels" in lines[0]
+    assert "flipped.tif: cannot decode (Error -3 while decompressing data" in lines[1]
+    assert "1 segmented" in out and (tmp_path / "o" / "good.mask.png").is_file()

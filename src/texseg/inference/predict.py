@@ -31,7 +31,15 @@ from torch import nn
 from texseg._validate import check_int, check_positive
 from texseg.data.export import write_label_png
 from texseg.device import check_memory
-from texseg.images import MAX_PIXELS, MIN_SIZE, normalize_image, read_image, read_layout, to_luminance
+from texseg.images import (
+    MAX_PIXELS,
+    MIN_SIZE,
+    check_layout,
+    normalize_image,
+    read_image,
+    read_layout,
+    to_luminance,
+)
 from texseg.inference.tiling import predict_tiled
 from texseg.io import atomic_path
 from texseg.signals import stop_point
@@ -462,6 +470,7 @@ def predict_file(
     if not todo:
         return result
     layout = read_layout(path)
+    check_layout(path, layout, max_pixels=max_pixels)  # the pixel limit first: a bomb is named as one
     check_predict_memory(model, layout.height, layout.width, tile=tile, scale=scale, batch_size=batch_size,
                          name=str(path))
     image = read_image(path, max_pixels=max_pixels)
