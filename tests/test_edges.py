@@ -161,7 +161,7 @@ def test_an_unfinished_export_is_not_mixed_with_another(capsys, tmp_path, monkey
 @pytest.mark.parametrize("args, needle", [
     (["train", "--model-arg", "in_channels=3"], "--model-arg cannot set in_channels"),
     (["train", "--model-arg", "num_classes=3"], "--model-arg cannot set num_classes"),
-    (["train", "--image-size", "512", "--val-size", "100000", "--iterations", "1"], "use a smaller val_size"),
+    (["train", "--image-size", "512", "--val-size", "100000", "--iterations", "1"], "use a smaller --val-size"),
     (["generate", "--image-size", "1024", "--count", "100000000", "--out", "{tmp}/big"], "is free on the disk"),
 ])
 def test_user_errors_are_one_line_exit_2(capsys, tmp_path, args, needle):

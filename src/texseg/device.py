@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -59,27 +61,110 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def available_memory_bytes(device: torch.device) -> int | None:
     """Memory that can still be allocated on ``device`` (None if unknown).
 
-    CPU: MemAvailable from /proc/meminfo (Linux), else None. CUDA: free device memory.
+    CUDA: free device memory. CPU: :func:`cpu_available_bytes`.
     """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
+    return cpu_available_bytes()
+
+
+def cpu_available_bytes() -> int | None:
+    """Memory this process can still allocate: the smallest of what the machine, the process and its container allow.
+
+    * MemAvailable of /proc/meminfo (the machine);
+    * the soft ``RLIMIT_AS`` (``ulimit -v``, ``prlimit --as``) minus the address space in use
+      (VmSize), since every allocation counts against it;
+    * ``memory.max - memory.current`` of this process's cgroup (v2) and its parents, or
+      ``memory.limit_in_bytes - memory.usage_in_bytes`` (v1): a container's limit.
+
+    None where none of them can be read (not Linux).
+    """
+    found = [v for v in (_meminfo_available(), _rlimit_as_available(), _cgroup_available()) if v is not None]
+    return max(0, min(found)) if found else None
+
+
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return None
 
 
+def _rlimit_as_available() -> int | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    return soft - (_status_kib("VmSize") or 0) * 1024
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) and unreadable values: None
+
+
+def _cgroup_available(root: Path = Path("/sys/fs/cgroup"), cgroup_file: Path = Path("/proc/self/cgroup")
+                      ) -> int | None:
+    """Headroom under the memory limit of this process's cgroup and its parents (v2, else v1)."""
+    try:
+        lines = cgroup_file.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    best: int | None = None
+    for line in lines:
+        _, controllers, rel = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: "0::/path"
+            files, base = ("memory.max", "memory.current"), root
+        elif "memory" in controllers.split(","):  # v1: "N:memory:/path"
+            files, base = ("memory.limit_in_bytes", "memory.usage_in_bytes"), root / "memory"
+        else:
+            continue
+        folder = base / rel.lstrip("/")
+        while True:  # a parent's limit binds as well
+            limit, used = _read_int(folder / files[0]), _read_int(folder / files[1])
+            if limit is not None and used is not None and limit < 2**60:  # v1 writes "no limit" as ~2**63
+                best = limit - used if best is None else min(best, limit - used)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return best
+
+
 def check_memory(needed: int, device: torch.device, what: str,
-                 advice: str = "use a smaller image_size or batch_size") -> None:
+                 advice: str = "use a smaller `image_size` or `batch_size`") -> None:
     """Refuse up front a request that cannot fit, instead of crashing halfway.
 
+    Args:
+        needed: estimated bytes.
+        device: where they would be allocated.
+        what: the request, for the message.
+        advice: what to change; fields in backticks become the command's flags on the CLI.
+
     Raises:
-        ValueError: ``what`` needs more than the memory available on ``device``.
+        ValueError: ``what`` needs more than the memory available on ``device``
+            (:func:`available_memory_bytes`: process and container limits included).
     """
     available = available_memory_bytes(device)
     if available is not None and needed > available:

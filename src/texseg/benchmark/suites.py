@@ -54,10 +54,13 @@ import numpy as np
 import torch
 
 from texseg._validate import check_choice, check_int
-from texseg.data import SceneSpec, generate
+from texseg.data import SceneSpec, estimate_memory_bytes, generate
+from texseg.data.folder import label_values_problem, read_labels
 from texseg.data.mosaic import SKIMAGE_TEXTURES
 from texseg.data.procedural import CollageSpec, generate_collage
+from texseg.device import check_memory
 from texseg.errors import TexsegError
+from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, normalize_image, read_image
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
 
@@ -65,7 +68,7 @@ SPLITS = ("test", "tune", "train")
 # Seeds of the three splits, offset from a suite's base seed; far from the seeds
 # `texseg train` uses (0.. for training, 987654321 for validation).
 _SPLIT_OFFSETS = {"test": 0, "tune": 1_000_003, "train": 2_000_003}
-_IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+_IMAGE_EXTS = IMAGE_EXTENSIONS  # the one list of texseg.images
 _PART_SEED_STEP = 7_919  # part j of a suite drawn from several scenes: its seeds are offset by j times this
 
 
@@ -94,6 +97,7 @@ class Suite:
             enough pass), so an image of a K-region part has K real regions.
         collage: a suite of procedural collages (:mod:`texseg.data.procedural`) drawn from
             this spec, e.g. of a texture family a model never trained on.
+        max_pixels: the pixel limit of a folder suite's files (see :data:`texseg.images.MAX_PIXELS`).
     """
 
     name: str
@@ -107,6 +111,7 @@ class Suite:
     per_image_regions: bool = False
     min_region_share: float = 0.0
     collage: CollageSpec | None = None
+    max_pixels: int | None = MAX_PIXELS
 
     def __post_init__(self) -> None:
         sizes = {spec.image_size for spec, _ in self.parts}
@@ -147,8 +152,12 @@ class Suite:
             return generate_collage(self.collage, self.count if n is None else n, generator=gen)
         if self.spec is None:
             folder = Path(self.folder or ".")
-            images, labels = _read_folder(folder if split == "test" else folder / split)
+            images, labels = _read_folder(folder if split == "test" else folder / split, self.max_pixels)
             return (images, labels) if n is None else (images[:n], labels[:n])
+        size = self.spec.image_size
+        check_memory(estimate_memory_bytes(self.spec, self.count if n is None else n), torch.device("cpu"),
+                     f"suite {self.name}: generating its {self.count if n is None else n} images of {size}x{size}",
+                     "use a smaller count (or image_size) in the suite's file")
         gen = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSETS[split])
         return generate(self.spec, self.count if n is None else n, generator=gen)
 
@@ -271,8 +280,8 @@ def get_suite(name: str) -> Suite:
     raise ValueError(f"suite must be one of {', '.join(_REGISTRY)}, a .json file or a folder; got {name!r}")
 
 
-def resolve_suite(name_or_path: str | os.PathLike[str]) -> Suite:
-    """A named suite, a JSON suite file, or an image folder with masks."""
+def resolve_suite(name_or_path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> Suite:
+    """A named suite, a JSON suite file, or an image folder with masks (its files' pixel limit: ``max_pixels``)."""
     text = os.fspath(name_or_path)
     if text in _REGISTRY or text in _PLANNED:
         return get_suite(text)
@@ -280,7 +289,7 @@ def resolve_suite(name_or_path: str | os.PathLike[str]) -> Suite:
     if path.suffix.lower() == ".json" and path.is_file():
         return suite_from_json(path)
     if path.is_dir():
-        return suite_from_folder(path)
+        return suite_from_folder(path, max_pixels=max_pixels)
     return get_suite(text)  # the one-line error listing what is allowed
 
 
@@ -334,38 +343,23 @@ def _folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _to_gray01(array: np.ndarray, path: Path) -> np.ndarray:
-    """An image file's pixels as a float32 (H, W) grey image in [0, 1]."""
-    if array.ndim == 3:
-        if array.shape[-1] == 4:
-            array = array[..., :3]
-        array = array.mean(axis=-1) if array.shape[-1] == 3 else array[..., 0]
-    if array.ndim != 2:
-        raise SuiteError(f"{path}: expected a grey or RGB image, got shape {array.shape}")
-    a = array.astype(np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    # per-image min-max, as the generator normalises its images
-    return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
-
-
-def _read_mask(path: Path) -> np.ndarray:
+def _read_mask(path: Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Labels 0..K-1 in texseg's one convention (palette PNGs, 0..K-1 label images, 0/255 masks)."""
-    from texseg.data.folder import read_labels
-    from texseg.errors import TexsegError
-
     try:
-        return read_labels(path)
+        return read_labels(path, max_pixels=max_pixels)
     except TexsegError as e:
         raise SuiteError(str(e)) from None
 
 
-def _read_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    import imageio.v3 as iio
-
+def _read_folder(folder: Path, max_pixels: int | None = MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (read by texseg's one reader, luminance, min-max per image) and masks of a folder suite."""
     images, masks = [], []
     for image_path, mask_path in _pairs(folder):
-        image = _to_gray01(np.asarray(iio.imread(image_path)), image_path)
-        mask = _read_mask(mask_path)
+        try:
+            image = normalize_image(read_image(image_path, max_pixels=max_pixels))
+        except TexsegError as e:
+            raise SuiteError(str(e)) from None
+        mask = _read_mask(mask_path, max_pixels)
         if mask.shape != image.shape:
             raise SuiteError(f"{mask_path}: mask is {mask.shape}, its image {image.shape}")
         if images and image.shape != images[0].shape:
@@ -377,21 +371,26 @@ def _read_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(labels)[:, None]
 
 
-def suite_from_folder(folder: str | os.PathLike[str]) -> Suite:
+def suite_from_folder(folder: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> Suite:
     """A suite of the image files in ``folder/images`` with their masks (same stem).
 
     A ``train/`` (and ``tune/``) subfolder with the same layout is the suite's training (tuning)
-    split. Masks with different numbers of regions make K vary per image.
+    split. Masks with different numbers of regions make K vary per image. K is the largest
+    label + 1; every label 0..K-1 must occur in some mask (masks such as {0, 5} fit neither
+    label images nor 0/255 masks and are refused, naming the folder).
     """
     folder = Path(folder)
     pairs = _pairs(folder)
-    per_mask = [np.unique(_read_mask(m)) for _, m in pairs]
+    per_mask = [np.unique(_read_mask(m, max_pixels)) for _, m in pairs]
     values = np.unique(np.concatenate(per_mask))
     if len(values) < 2:
         raise SuiteError(f"{folder}: the masks hold one value only; a suite needs >= 2 regions")
+    problem = label_values_problem(values.tolist(), str(folder))
+    if problem:
+        raise SuiteError(problem)
     for split in ("train", "tune"):
         if (folder / split).is_dir():
             _pairs(folder / split)  # a split that is there must be readable: say what is wrong now
     varies = len({len(v) for v in per_mask}) > 1
-    return Suite(folder.name, f"images and masks from {folder}", len(values), len(pairs), folder=str(folder),
-                 per_image_regions=varies)
+    return Suite(folder.name, f"images and masks from {folder}", int(values.max()) + 1, len(pairs),
+                 folder=str(folder), per_image_regions=varies, max_pixels=max_pixels)

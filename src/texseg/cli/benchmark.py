@@ -8,6 +8,7 @@ import click
 
 from texseg.cli import cli
 from texseg.errors import ExitCode
+from texseg.images import MAX_PIXELS
 
 
 def _split_list(text: str) -> list[str]:
@@ -38,9 +39,11 @@ def _parse_method_args(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @click.option("--method-arg", "method_args", multiple=True, metavar="NAME.KEY=VALUE",
               help="parameter of a classical method, repeatable (e.g. local-energy.window=6)")
 @click.option("--device", default=None, help="where trained models run (cpu, cuda, auto)  [default: cpu]")
+@click.option("--max-pixels", type=click.INT, default=MAX_PIXELS, show_default=True,
+              help="refuse images of folder suites over this many pixels, from their header; 0: no limit")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def benchmark(segmenters: str, suites: str, out: str, method_args: tuple[str, ...], device: str | None,
-              quiet: bool) -> None:
+              max_pixels: int, quiet: bool) -> None:
     """Score segmenters on fixed test suites and write a leaderboard.
 
     Writes OUT/leaderboard.csv (every metric with its 95% interval over images, images/s,
@@ -48,9 +51,13 @@ def benchmark(segmenters: str, suites: str, out: str, method_args: tuple[str, ..
     Unsupervised label numbers are matched to the truth before scoring. Ctrl-C stops after
     the current batch and keeps the finished cells; running the command again skips them.
     """
+    from texseg._validate import check_int
     from texseg.benchmark import run_benchmark
+    from texseg.benchmark.suites import resolve_suite
 
-    result = run_benchmark(_split_list(segmenters), _split_list(suites), out,
+    check_int("--max-pixels", max_pixels, minimum=0)
+    suite_objs = [resolve_suite(s, max_pixels=max_pixels or None) for s in _split_list(suites)]
+    result = run_benchmark(_split_list(segmenters), suite_objs, out,
                            method_args=_parse_method_args(method_args), device=device, progress=not quiet)
     done = sum(c.status == "done" for c in result.cells)
     cached = sum(c.cached for c in result.cells)

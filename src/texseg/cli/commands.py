@@ -43,9 +43,10 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
     import torch
 
     from texseg._validate import check_int
+    from texseg.data import estimate_memory_bytes, target_from_labels
     from texseg.data import generate as draw
-    from texseg.data import target_from_labels
     from texseg.data.export import export_dataset
+    from texseg.device import check_memory
     from texseg.plots import samples_figure, save_figure
 
     config = TrainConfig.from_dict(given_options(scene_options)).validate()
@@ -61,6 +62,10 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
         manifest = export_dataset(spec, out, count, seed, progress=not quiet)
         click.echo(f"exported {count} scenes to {out} (manifest: {manifest})")
     picture = picture or (str(Path(out) / "preview.png") if out else "samples.png")
+    # The scenes and their figure (a few float copies per pixel): refused up front, naming this command's flags.
+    check_memory(estimate_memory_bytes(spec, rows) + rows * spec.image_size**2 * 32, torch.device("cpu"),
+                 f"drawing {rows} scenes of {spec.image_size}x{spec.image_size}",
+                 "use a smaller `image_size` or `rows`")
     images, labels = draw(spec, rows, generator=torch.Generator().manual_seed(seed))
     if spec.num_regions == 2:  # show the notebook's mask: Omega_1 (label 0) as 1
         labels = target_from_labels(labels, 2)

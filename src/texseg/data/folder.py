@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 
 from texseg._validate import check_int, check_positive
 from texseg.errors import DataError, ImageReadError
-from texseg.inference.io import IMAGE_EXTENSIONS, normalize_image, read_image
+from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, normalize_image, read_image, read_pixels
 
-__all__ = ["FolderData", "ImageFolderDataset", "find_pairs", "read_labels", "validate_folder"]
+__all__ = ["FolderData", "ImageFolderDataset", "find_pairs", "label_values_problem", "read_labels", "validate_folder"]
 
 # Decoded images are kept in memory when they need at most this many bytes together.
 CACHE_BYTES = 2 * 2**30
@@ -65,18 +65,14 @@ def find_pairs(root: str | os.PathLike[str]) -> tuple[list[tuple[Path, Path]], l
     return [(images[s], labels[s]) for s in images if s in labels], problems
 
 
-def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
-    """A label file as (H, W) uint8 labels (a 0/255 mask becomes 255 -> 0, 0 -> 1)."""
-    import imageio.v3 as iio
-    from PIL import Image
+def read_labels(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A label file as (H, W) uint8 labels (a 0/255 mask becomes 255 -> 0, 0 -> 1).
 
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            # A palette image (texseg's own label PNGs) holds the labels as its indices.
-            array = np.asarray(image) if image.mode == "P" else iio.imread(path)
-    except Exception as e:  # noqa: BLE001 - image libraries raise many types for broken files
-        raise ImageReadError(f"{path}: cannot read the label image ({type(e).__name__}: {e})") from None
+    Read by texseg's one reader (:func:`texseg.images.read_pixels`: header checks, pixel
+    limit, ``FILE: cannot decode (...)``); a palette PNG (texseg's own label files) gives
+    its indices.
+    """
+    array = read_pixels(path, max_pixels=max_pixels, min_size=1, palette=True)
     if array.ndim != 2:
         raise ImageReadError(f"{path}: a label image must have one channel, got shape {array.shape}")
     if array.dtype != np.uint8:
@@ -87,6 +83,24 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     return array
 
 
+def label_values_problem(values: set[int] | list[int], where: str) -> str | None:
+    """One line if ``values`` (all labels of a data set) are not labels 0..K-1 with every label used.
+
+    texseg's convention: label images hold 0..K-1, binary masks 0/255 (already turned into
+    labels by :func:`read_labels`). Values such as {0, 5} fit neither: they would be scored
+    as six regions, four of them empty.
+    """
+    present = sorted(set(int(v) for v in values))
+    if not present:
+        return None
+    missing = sorted(set(range(present[-1] + 1)) - set(present))
+    if not missing:
+        return None
+    shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (f"{where}: the labels are {', '.join(map(str, present[:8]))}{' ...' if len(present) > 8 else ''}, "
+            f"so label(s) {shown} never appear; label images must hold 0..K-1 (or be 0/255 masks)")
+
+
 @dataclass
 class FolderData:
     """A validated folder: its pairs, their sizes and K."""
@@ -95,26 +109,42 @@ class FolderData:
     pairs: list[tuple[Path, Path]]
     sizes: list[tuple[int, int]]
     num_regions: int
+    max_pixels: int | None = MAX_PIXELS
 
 
-def validate_folder(root: str | os.PathLike[str], *, num_regions: int | None = None, min_size: int = 16) -> FolderData:
+#: At most this many problem lines are listed; the rest are counted.
+MAX_PROBLEM_LINES = 20
+
+
+def problems_message(problems: list[str], where: str | os.PathLike[str]) -> str:
+    """``N problem(s) in WHERE:`` and the first :data:`MAX_PROBLEM_LINES` lines, the others counted."""
+    shown = problems[:MAX_PROBLEM_LINES]
+    more = len(problems) - len(shown)
+    return (f"{len(problems)} problem(s) in {where}:\n" + "\n".join(shown)
+            + (f"\n... and {more} more problem(s) not listed" if more else ""))
+
+
+def validate_folder(root: str | os.PathLike[str], *, num_regions: int | None = None, min_size: int = 16,
+                    max_pixels: int | None = MAX_PIXELS) -> FolderData:
     """Read every file of ``root`` once and report all problems together.
 
     Args:
         root: the folder (layouts in the module docstring).
         num_regions: K the labels must fit (values 0..K-1); None: K = largest label + 1 (at least 2).
         min_size: smallest accepted height and width (e.g. the training crop size).
+        max_pixels: the pixel limit of every file (None: none; see :data:`texseg.images.MAX_PIXELS`).
 
     Raises:
         DataError: one line per problem, each naming the file: a missing pair, an unreadable
-            file, sizes that differ, labels out of range, an image smaller than ``min_size``.
+            file, sizes that differ, labels out of range or with gaps (K not given), an image
+            smaller than ``min_size``; at most :data:`MAX_PROBLEM_LINES` lines, the rest counted.
     """
     pairs, problems = find_pairs(root)
-    good, sizes, top = [], [], 0
+    good, sizes, top, seen = [], [], 0, set()
     for image_path, label_path in pairs:
         try:
-            image = read_image(image_path)
-            labels = read_labels(label_path)
+            image = read_image(image_path, max_pixels=max_pixels)
+            labels = read_labels(label_path, max_pixels=max_pixels)
         except ImageReadError as e:
             problems.append(str(e))
             continue
@@ -134,13 +164,17 @@ def validate_folder(root: str | os.PathLike[str], *, num_regions: int | None = N
             )
             continue
         top = max(top, high)
+        seen.update(np.unique(labels).tolist())
         good.append((image_path, label_path))
         sizes.append(image.shape)
     if not problems and not good:
         problems.append(f"{root}: no image/label pairs")
+    gaps = label_values_problem(seen, str(root)) if num_regions is None and not problems else None
+    if gaps:
+        problems.append(gaps)
     if problems:
-        raise DataError(f"{len(problems)} problem(s) in {root}:\n" + "\n".join(problems))
-    return FolderData(Path(root), good, sizes, num_regions or max(2, top + 1))
+        raise DataError(problems_message(problems, root))
+    return FolderData(Path(root), good, sizes, num_regions or max(2, top + 1), max_pixels)
 
 
 class ImageFolderDataset(Dataset):
@@ -174,9 +208,9 @@ class ImageFolderDataset(Dataset):
             data = validate_folder(data, min_size=image_size)
         small = [data.pairs[i][0] for i, s in enumerate(data.sizes) if min(s) < image_size]
         if small:
-            raise DataError(
-                f"{len(small)} image(s) smaller than {image_size}x{image_size}:\n" + "\n".join(str(p) for p in small)
-            )
+            listed = "\n".join(str(p) for p in small[:MAX_PROBLEM_LINES])
+            more = f"\n... and {len(small) - MAX_PROBLEM_LINES} more" if len(small) > MAX_PROBLEM_LINES else ""
+            raise DataError(f"{len(small)} image(s) smaller than {image_size}x{image_size}:\n{listed}{more}")
         self.data = data
         self.indices = list(range(len(data.pairs))) if indices is None else list(indices)
         self.augment = augment
@@ -212,8 +246,8 @@ class ImageFolderDataset(Dataset):
             return self._cache[j]
         image_path, label_path = self.data.pairs[j]
         item = (
-            torch.from_numpy(normalize_image(read_image(image_path))),
-            torch.from_numpy(read_labels(label_path).astype(np.int64)),
+            torch.from_numpy(normalize_image(read_image(image_path, max_pixels=self.data.max_pixels))),
+            torch.from_numpy(read_labels(label_path, max_pixels=self.data.max_pixels).astype(np.int64)),
         )
         if self._cache is not None:
             self._cache[j] = item

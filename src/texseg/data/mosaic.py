@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from texseg.images import list_images, normalize_image, read_image
+
 __all__ = ["BUILTIN_TEXTURES", "SKIMAGE_TEXTURES", "SPLITS", "fill_mosaic", "split_names", "texture_pool"]
 
 BUILTIN_TEXTURES = ("brick", "grass", "gravel")
@@ -76,8 +78,6 @@ def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
         return tuple(out)
     if source == "skimage":
         return tuple((name, _skimage_texture(function, box)) for name, (function, box) in SKIMAGE_TEXTURES.items())
-    from texseg.inference.io import list_images, read_image
-
     folder = Path(source)
     if not folder.is_dir():
         raise ValueError(f"textures must be 'builtin', 'skimage' or a folder of texture images; {source!r} is not "
@@ -87,9 +87,7 @@ def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
         raise ValueError(f"textures: no image files in {folder}")
     pool = []
     for f in files:
-        image = read_image(f)
-        lo, hi = float(image.min()), float(image.max())
-        pool.append((f.stem, torch.from_numpy((image - lo) / max(hi - lo, 1e-12))))
+        pool.append((f.stem, torch.from_numpy(normalize_image(read_image(f)))))
     return tuple(pool)
 
 

@@ -7,23 +7,17 @@ which pixels carry the same one: an image's labels come from grouping its embedd
 
 from __future__ import annotations
 
-import os
-import time
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from texseg._validate import check_int, check_positive
-from texseg.data.export import write_label_png
+from texseg.images import MIN_SIZE, normalize_image
 from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
-from texseg.inference.io import MIN_SIZE, normalize_image, read_image
-from texseg.inference.predict import PredictResult, output_paths, write_overlay
 from texseg.models.texnet import TextureEmbeddingNet
 
-__all__ = ["embed", "is_embedding_model", "segment_embedded", "segment_file_embedded"]
+__all__ = ["embed", "is_embedding_model", "segment_embedded"]
 
 #: Largest image embedded in one pass (embeddings and activations grow with its area).
 MAX_PIXELS = 4096 * 4096
@@ -94,32 +88,3 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
     if labels.shape != image.shape:
         labels = F.interpolate(labels[None, None].float(), size=image.shape, mode="nearest")[0, 0].long()
     return labels.numpy().astype(np.uint8)
-
-
-def segment_file_embedded(model: TextureEmbeddingNet, path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                          *, regions: int | None = None, reference: np.ndarray | None = None, scale: float = 1.0,
-                          overwrite: bool = False) -> PredictResult:
-    """Segment one image file and write ``NAME.mask.png`` and ``NAME.overlay.png`` (atomically).
-
-    Outputs that exist are kept unless ``overwrite``. A texnet has no probabilities, so no
-    ``NAME.prob.npy`` is written.
-    """
-    start = time.perf_counter()
-    path = Path(path)
-    result = PredictResult(path)
-    targets = {k: p for k, p in output_paths(path, out_dir).items() if k != "prob"}
-    todo = {k: p for k, p in targets.items() if overwrite or not p.exists()}
-    result.kept = [p for k, p in targets.items() if k not in todo]
-    if not todo:
-        return result
-    image = read_image(path)
-    result.shape = image.shape
-    labels = segment_embedded(model, image, regions=regions, reference=reference, scale=scale)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    if "mask" in todo:
-        write_label_png(todo["mask"], labels)
-    if "overlay" in todo:
-        write_overlay(todo["overlay"], normalize_image(image), labels)
-    result.written = list(todo.values())
-    result.seconds = time.perf_counter() - start
-    return result

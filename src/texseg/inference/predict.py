@@ -30,15 +30,29 @@ from torch import nn
 
 from texseg._validate import check_int, check_positive
 from texseg.data.export import write_label_png
-from texseg.inference.io import MIN_SIZE, normalize_image, read_image, to_luminance
+from texseg.device import check_memory
+from texseg.images import (
+    MAX_PIXELS,
+    MIN_SIZE,
+    check_layout,
+    normalize_image,
+    read_image,
+    read_layout,
+    to_luminance,
+)
+from texseg.inference.embedding import is_embedding_model, segment_embedded
 from texseg.inference.tiling import predict_tiled
 from texseg.io import atomic_path
+from texseg.signals import stop_point
 
 __all__ = [
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
+    "OUTPUT_IMAGE_SUFFIXES",
     "WHOLE_IMAGE_PIXELS",
     "PredictResult",
+    "check_predict_memory",
+    "estimate_predict_bytes",
     "labels_from_probs",
     "output_paths",
     "overlay_image",
@@ -101,6 +115,93 @@ def _as_luminance(x: Any) -> np.ndarray:
     return image
 
 
+# Side of the probe input whose forward pass measures a model's activations per pixel.
+_PROBE = 32
+# Sides beyond this are refused whatever the memory (torch's indexing and Pillow's limits).
+_MAX_SIDE = 2**31 - 1
+
+
+def _scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """(height, width) after resampling by ``scale``; refused when a side leaves [MIN_SIZE, 2**31)."""
+    size = (round(h * scale), round(w * scale))
+    if min(size) < MIN_SIZE:
+        raise ValueError(f"scale {scale:g} makes the {w}x{h} image {size[1]}x{size[0]}; "
+                         f"both sides must stay >= {MIN_SIZE}")
+    if max(size) > _MAX_SIDE:
+        raise ValueError(f"scale {scale:g} makes the {w}x{h} image {size[1]:.3g}x{size[0]:.3g} pixels; "
+                         f"use a smaller `scale`")
+    return size
+
+
+def _tile_for(tile: int | None, wh: int, ww: int) -> int:
+    """The window side predict_image uses for a (wh, ww) working image; 0: whole."""
+    if tile is None:
+        return DEFAULT_TILE if wh * ww > WHOLE_IMAGE_PIXELS else 0
+    return tile if max(wh, ww) > tile else 0
+
+
+@torch.no_grad()
+def _activation_bytes_per_pixel(model: nn.Module) -> tuple[int, int]:
+    """(output channels, bytes per input pixel a no-grad forward pass holds), from a small probe pass.
+
+    The largest module output per pixel, three times (an input, an output and a skip
+    connection live at once), as the training estimate counts evaluation batches.
+    """
+    largest = [0]
+
+    def count(module: nn.Module, inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel())
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        out = model(torch.zeros(1, 1, _PROBE, _PROBE, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    per_pixel = max(largest[0], out.numel()) / _PROBE**2
+    return int(out.shape[1]), int(np.ceil(3 * 4 * per_pixel))
+
+
+def estimate_predict_bytes(model: nn.Module, height: int, width: int, *, tile: int | None = None,
+                           scale: float = 1.0, batch_size: int = 1) -> int:
+    """Rough peak memory of :func:`predict_file` for a (height, width) image, before anything is allocated.
+
+    The float32 image, its resampled copy, the C probability planes at both sizes, the
+    labels and the overlay, plus the model's activations for one window batch (or the
+    whole image when it is predicted whole).
+    """
+    check_positive("scale", scale)
+    wh, ww = _scaled_size(height, width, scale) if scale != 1.0 else (height, width)
+    channels, per_pixel = _activation_bytes_per_pixel(model)
+    use_tile = _tile_for(tile, wh, ww)
+    pixels, work = height * width, wh * ww
+    forward = per_pixel * (batch_size * min(use_tile, wh) * min(use_tile, ww) if use_tile else work)
+    resampled = (work * 4 + channels * pixels * 4) if scale != 1.0 else 0
+    return int(pixels * 4 + resampled + channels * work * 4 + pixels * (1 + 4) + forward)
+
+
+def check_predict_memory(model: nn.Module, height: int, width: int, *, tile: int | None = None,
+                         scale: float = 1.0, batch_size: int = 1, name: str = "the image") -> None:
+    """Refuse up front (ValueError naming ``scale`` and ``tile``) a prediction that cannot fit in memory."""
+    if tile is not None and tile != 0:
+        check_int("tile", tile, minimum=16)
+    check_positive("scale", scale)
+    wh, ww = _scaled_size(height, width, scale) if scale != 1.0 else (height, width)
+    use_tile = _tile_for(tile, wh, ww)
+    how = f"in windows of {use_tile}" if use_tile else "whole"
+    scaled = f", {ww}x{wh} at scale {scale:g}" if scale != 1.0 else ""
+    advice = ("use a smaller `scale`" if use_tile else "use a smaller `scale` or a `tile` such as 512")
+    device = next(model.parameters()).device
+    check_memory(estimate_predict_bytes(model, height, width, tile=tile, scale=scale, batch_size=batch_size),
+                 device if device.type == "cuda" else torch.device("cpu"),
+                 f"predicting {name} ({width}x{height}{scaled}) {how}", advice)
+
+
 def _resize(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(C, H, W) -> (C, *size), bilinear (antialiased when shrinking)."""
     shrink = size[0] < planes.shape[-2] or size[1] < planes.shape[-1]
@@ -137,22 +238,22 @@ def predict_image(
     if tile is not None and tile != 0:
         check_int("tile", tile, minimum=16)
     check_positive("scale", scale)
+    check_predict_memory(model, *image.shape, tile=tile, scale=scale, batch_size=batch_size)
+    return _predict_checked(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=batch_size,
+                            window=window)
+
+
+def _predict_checked(model: nn.Module, image: np.ndarray, *, tile: int | None, overlap: float, scale: float,
+                     batch_size: int, window: str = "gaussian") -> np.ndarray:
+    """:func:`predict_image` once its arguments and memory are checked."""
     h, w = image.shape
     work = image
     if scale != 1.0:
-        size = (round(h * scale), round(w * scale))
-        if min(size) < MIN_SIZE:
-            raise ValueError(f"scale {scale:g} makes the {w}x{h} image {size[1]}x{size[0]}; "
-                             f"both sides must stay >= {MIN_SIZE}")
-        work = _resize(torch.from_numpy(image)[None], size)[0].numpy()
+        work = _resize(torch.from_numpy(image)[None], _scaled_size(h, w, scale))[0].numpy()
     normalize_image(work)
     if work is not image:
         normalize_image(image)  # callers (the overlay) see the image as the model saw it
-    wh, ww = work.shape
-    if tile is None:
-        use_tile = DEFAULT_TILE if wh * ww > WHOLE_IMAGE_PIXELS else 0
-    else:
-        use_tile = tile if max(wh, ww) > tile else 0
+    use_tile = _tile_for(tile, *work.shape)
     was_training = model.training
     model.eval()
     try:
@@ -293,6 +394,10 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
         canvas.save(tmp, format="PNG")
 
 
+#: Name endings of predict_file's outputs that are images: never taken as inputs from a folder.
+OUTPUT_IMAGE_SUFFIXES = (".mask.png", ".overlay.png")
+
+
 def output_paths(input_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Where :func:`predict_file` writes for ``input_path``: keys mask, prob, overlay."""
     stem = Path(input_path).stem
@@ -311,6 +416,14 @@ class PredictResult:
     seconds: float = 0.0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links and relative paths included); False when ``a`` does not exist."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 def _write_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
@@ -326,6 +439,9 @@ def predict_file(
     scale: float = 1.0,
     batch_size: int = 1,
     overwrite: bool = False,
+    max_pixels: int | None = MAX_PIXELS,
+    regions: int | None = None,
+    reference: np.ndarray | None = None,
 ) -> PredictResult:
     """Segment one image file and write its three outputs into ``out_dir`` atomically.
 
@@ -333,26 +449,57 @@ def predict_file(
     ``NAME.prob.npy`` (float32 probabilities, (H, W) = P(label 0) for two regions,
     (K, H, W) otherwise) and ``NAME.overlay.png`` (boundaries over the image). Outputs
     that already exist are kept unless ``overwrite``; when all three exist nothing is read.
+    An output path that is the input itself is refused.
+
+    The memory the prediction needs is estimated from the file's header before anything
+    is decoded (:func:`check_predict_memory`); a stop signal is honoured between window
+    batches (:class:`texseg.signals.Interrupted`; nothing half-written is left).
+
+    A texture-embedding model (``texseg:general``, a ``train-general`` run) has no
+    probabilities: its labels come from grouping its embeddings (K ``regions``, K
+    estimated when None, or where the texture of ``reference`` is; see
+    :func:`texseg.inference.embedding.segment_embedded`), the whole image at once
+    (``tile`` does not apply), and no ``NAME.prob.npy`` is written.
+
+    Args:
+        max_pixels: the pixel limit of the input (None: none; see :data:`texseg.images.MAX_PIXELS`).
+        regions, reference: texture-embedding models only (see above).
 
     Raises:
-        ImageReadError: the file cannot be used (message names it).
+        ImageReadError: the file cannot be used (message names it). ValueError: it would
+            not fit in memory at this ``scale`` / ``tile``, or an output would replace the input.
     """
     start = time.perf_counter()
     path = Path(path)
     result = PredictResult(path)
-    targets = output_paths(path, out_dir)
+    general = is_embedding_model(model)
+    if not general and (regions is not None or reference is not None):
+        raise ValueError("regions and reference apply to texture-embedding models (texseg:general) only")
+    targets = {k: p for k, p in output_paths(path, out_dir).items() if not (general and k == "prob")}
+    clash = [p for p in targets.values() if _same_file(p, path)]
+    if clash:
+        raise ValueError(f"{path}: its output {clash[0].name} would replace the input itself; choose another `out`")
     todo = {k: p for k, p in targets.items() if overwrite or not p.exists()}
     result.kept = [p for k, p in targets.items() if k not in todo]
     if not todo:
         return result
-    image = read_image(path)
+    layout = read_layout(path)
+    check_layout(path, layout, max_pixels=max_pixels)  # the pixel limit first: a bomb is named as one
+    check_predict_memory(model, layout.height, layout.width, tile=0 if general else tile, scale=scale,
+                         batch_size=batch_size, name=str(path))
+    image = read_image(path, max_pixels=max_pixels)
+    stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
     result.shape = image.shape
-    probs = predict_image(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=batch_size)
-    labels = labels_from_probs(probs)
+    if general:
+        labels = segment_embedded(model, image, regions=regions, reference=reference, scale=scale)
+        normalize_image(image)  # the overlay shows the image as the model saw it
+    else:
+        probs = _predict_checked(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=batch_size)
+        labels = labels_from_probs(probs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if "prob" in todo:
         _write_npy(todo["prob"], probs[0] if probs.shape[0] == 1 else probs)
-    del probs
+        del probs
     if "mask" in todo:
         write_label_png(todo["mask"], labels)
     if "overlay" in todo:

@@ -7,7 +7,8 @@ as MONAI's ``sliding_window_inference`` does; floored at 1e-3 so border pixels s
 single window still count) or a linear ramp, and accumulated; the result is the weighted mean. Pixels far
 from a window's edge -- where zero padding inside the network does not reach -- dominate,
 so no seams show. Only the accumulator (C float32 planes of the image's size) and
-``batch_size`` tiles are in memory at once.
+``batch_size`` tiles are in memory at once. A stop signal (:mod:`texseg.signals`) is
+honoured between two window batches.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from texseg._validate import check_int, check_positive
+from texseg.signals import stop_point
 
 __all__ = ["n_windows", "predict_tiled", "tile_starts", "weight_window"]
 
@@ -103,6 +105,7 @@ def predict_tiled(
     device = next(model.parameters()).device
     acc: np.ndarray | None = None
     for start in range(0, len(boxes), batch_size):
+        stop_point()  # a stop signal ends a long image between two window batches
         chunk = boxes[start:start + batch_size]
         x = torch.stack([image[y:y + th, x0:x0 + tw] for y, x0 in chunk])[:, None].to(device)
         logits = model(x)

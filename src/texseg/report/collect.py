@@ -146,15 +146,51 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
 
 
 # ----------------------------------------------------------------------- reading files
-def read_json_file(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; refused with a :class:`ReportError` naming the file."""
+#: JSON types by name, for messages about a malformed file.
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false"}
+
+
+def read_json_file(path: Path, types: dict[str, type | tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """A JSON object from ``path``; refused with a :class:`ReportError` naming the file.
+
+    Args:
+        types: key -> the type(s) its value must have when present and not null (numbers:
+            ``(int, float)``; true/false never counts as a number). A key ``"name.*"`` checks
+            every value of the object ``name``.
+    """
     try:
         data = read_json(path)
     except (OSError, ValueError) as e:
         raise ReportError(f"{path}: cannot be read ({e})") from None
     if not isinstance(data, dict):
         raise ReportError(f"{path}: not a JSON object")
+    for key, allowed in (types or {}).items():
+        name, _, inner = key.partition(".")
+        values = [(key, data.get(key))] if not inner else \
+            [(f"{name}.{k}", v) for k, v in data.get(name, {}).items()] if isinstance(data.get(name), dict) else []
+        for shown, value in values:
+            if value is not None and not _is_a(value, allowed):
+                kinds = allowed if isinstance(allowed, tuple) else (allowed,)
+                kinds = tuple(t for t in kinds if not (t is int and float in kinds))  # "a number" says both
+                wanted = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in kinds)
+                raise ReportError(f"{path}: malformed: {shown!r} must be {wanted}, got {json_type(value)}")
     return data
+
+
+def _is_a(value: Any, allowed: type | tuple[type, ...]) -> bool:
+    kinds = allowed if isinstance(allowed, tuple) else (allowed,)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+def json_type(value: Any) -> str:
+    """What a JSON value is, in words (``an object``, ``a list``, ...)."""
+    for t in (bool, dict, list, str, int, float):
+        if isinstance(value, t):
+            return _JSON_NAMES[t]
+    return type(value).__name__
 
 
 def read_json_or_empty(path: Path) -> dict[str, Any]:

@@ -34,10 +34,18 @@ _TRIVIAL = {"iou": "trivial_iou", "accuracy": "trivial_accuracy"}
 _HISTORY_SKIP = ("val_iou_", "val_trivial_", "val_majority")
 
 
+# What a run's summary.json must hold where it holds it (texseg writes it; a hand edit may not).
+_NUMBER = (int, float)
+_SUMMARY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "val": dict, "val.*": _NUMBER, "warnings": list, "notes": list, "status": str, "message": str,
+    "model": str, "parameters": int, "iterations": _NUMBER, "train_seconds": _NUMBER, "eval_seconds": _NUMBER,
+    "it_per_s": _NUMBER, "skipped_steps": _NUMBER, "label_mode": str}
+
+
 # ------------------------------------------------------------------------------- a run
 def run_page(path: Path) -> Page:
     """A run directory: its config, final metrics against the trivial baseline, history, figures."""
-    summary = read_json_file(path / "summary.json")
+    summary = read_json_file(path / "summary.json", _SUMMARY_TYPES)
     config = read_json_file(path / "config.json")
     val: dict[str, Any] = summary.get("val") or {}
     model = summary.get("model", config.get("model", "?"))
@@ -100,7 +108,7 @@ def experiment_page(path: Path) -> Page:
 
     if not (path / "experiment.json").is_file():
         return results_page(path)
-    record = read_json_file(path / "experiment.json")
+    record = read_json_file(path / "experiment.json", {"varied": list, "title": str})
     varied = [str(v) for v in record.get("varied", [])]
     rows = [_numeric_row(r) for r in read_csv_rows(path / "results.csv")]
     title, description, command = markdown_parts(path / "summary.md")
@@ -195,7 +203,7 @@ def results_page(path: Path, max_rows: int = 40) -> Page:
 # --------------------------------------------------------------------------- a search
 def search_page(path: Path) -> Page:
     """A search folder: the best trial, the top trials, the status of every trial, the plots."""
-    best = read_json_file(path / "best.json")
+    best = read_json_file(path / "best.json", {"value": (int, float), "params": dict, "metric": str})
     trials = read_csv_rows(path / "trials.csv")
     title, description, _ = markdown_parts(path / "summary.md")
     statuses = [t.get("status", "") for t in trials]

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from texseg.io import atomic_write_text
-from texseg.report.collect import REPORT_HTML, Page, detect_kind
+from texseg.report.collect import REPORT_HTML, Page, ReportError, detect_kind
 from texseg.report.kinds import PAGES
+
+
+def csp_hash(script: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline script: ``'sha256-BASE64'``."""
+    digest = hashlib.sha256(str(script).encode("utf-8")).digest()
+    return Markup(f"'sha256-{base64.b64encode(digest).decode('ascii')}'")
 
 
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("texseg.report", "templates"),
-                              autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("texseg.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["csp_hash"] = csp_hash
+    return env
 
 
 def render_report(path: str | os.PathLike[str]) -> str:
@@ -29,7 +40,11 @@ def render_report(path: str | os.PathLike[str]) -> str:
     """
     folder = Path(path)
     kind = detect_kind(folder)
-    page: Page = PAGES[kind](folder)
+    try:
+        page: Page = PAGES[kind](folder)
+    except (TypeError, AttributeError, KeyError, IndexError) as e:
+        # A field of a hand-edited file whose type or shape the checks of read_json_file do not cover.
+        raise ReportError(f"{folder}: a file of this {kind} folder is malformed ({type(e).__name__}: {e})") from None
     template = _environment().get_template(f"{kind}.html.j2")
     return template.render(page=page, generated=f"{datetime.now():%Y-%m-%d %H:%M:%S}")
 

@@ -74,7 +74,12 @@ def storage_kind(url: str) -> str:
         raise ValueError(f"storage must be a URL or a file path, got {url!r}")
     if "://" not in url:
         return "journal"  # a plain path: a journal file (works for processes on one machine)
-    scheme = url.split("://", 1)[0].lower()
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme.split("+", 1)[0] == "sqlite" and rest != "/:memory:" and \
+            (not rest.startswith("/") or not rest[1:] or rest.endswith("/")):
+        raise ValueError(f"storage {url!r} names no database file; use sqlite:///FILE.db (a path relative to "
+                         "the current folder) or sqlite:////ABSOLUTE/PATH.db")
     if scheme.split("+", 1)[0] in RDB_DIALECTS:
         return "rdb"
     raise ValueError(

@@ -54,8 +54,47 @@ INTERRUPTED, STALE, SURPLUS, ERROR = "interrupted", "stale", "surplus", "error"
 
 
 def redact(url: str) -> str:
-    """The URL without its password (it is written to files and printed)."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """The URL without its password (it is written to files and printed).
+
+    Parsed by SQLAlchemy (``make_url``, what Optuna's RDB storage uses). A password with an
+    unescaped ``@`` makes the URL ambiguous; everything up to the *last* ``@`` before the
+    host is then taken as the password, so no part of it is shown.
+    """
+    parsed = _parse_url(url)
+    if parsed is None:  # a journal file path, or not a URL SQLAlchemy can read: hide anything like a password
+        return re.sub(r"(://[^:/@]*):.*@", r"\1:***@", url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def _parse_url(url: str) -> Any:
+    """SQLAlchemy's URL of ``url`` with an ambiguous password made whole, or None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if "://" not in url:
+        return None
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.host and "@" in parsed.host and parsed.password is not None:
+        rest, host = parsed.host.rsplit("@", 1)
+        parsed = parsed.set(password=f"{parsed.password}@{rest}", host=host)
+    return parsed
+
+
+def _hide_secrets(text: str, url: str | None) -> str:
+    """``text`` (an error from a driver) without the URL's password or any piece of it."""
+    if not url:
+        return text
+    text = text.replace(url, redact(url))
+    parsed = _parse_url(url)
+    password = parsed.password if parsed is not None else None
+    if password:
+        for secret in sorted({password, *password.split("@")}, key=len, reverse=True):
+            if len(secret) >= 2:  # one character would blank out half the message
+                text = text.replace(secret, "***")
+    return text
 
 
 # ----------------------------------------------------------- storage and study
@@ -79,7 +118,7 @@ def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     except Exception as e:  # missing driver, unreachable server, bad file: one line
         if _lost_creation_race(e):
             raise  # another process is creating the same tables: open_study tries again
-        text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        text = _hide_secrets(str(e).splitlines()[0][:300] if str(e) else type(e).__name__, url)
         raise TexsegError(f"cannot open storage {redact(url or str(settings.out / JOURNAL_FILE))}: {text}") \
             from None
 
@@ -92,17 +131,26 @@ def open_study(settings: SearchSettings, pruner: optuna.pruners.BasePruner | Non
     server) a lost race is retried.
     """
     lock = _sqlite_lock_path(settings.storage)
-    with exclusive_lock(lock, wait=True) if lock else nullcontext():
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                return _open_or_create_study(settings, pruner)
-            except TexsegError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a concurrent creator won the race; look again
-                if attempt == CREATE_ATTEMPTS - 1:  # not a race: a damaged file, a broken database
-                    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                    raise TexsegError(f"cannot open the study in {storage_label(settings)}: {text}") from None
-                time.sleep(0.2 * (attempt + 1) * (1 + random.random()))
+    new_lock = lock is not None and not lock.exists()
+    try:
+        with exclusive_lock(lock, wait=True) if lock else nullcontext():
+            for attempt in range(CREATE_ATTEMPTS):
+                try:
+                    return _open_or_create_study(settings, pruner)
+                except TexsegError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a concurrent creator won the race; look again
+                    if attempt == CREATE_ATTEMPTS - 1:  # not a race: a damaged file, a broken database
+                        text = _hide_secrets((str(e).strip().splitlines() or [type(e).__name__])[0][:300],
+                                             settings.storage)
+                        raise TexsegError(f"cannot open the study in {storage_label(settings)}: {text}") from None
+                    time.sleep(0.2 * (attempt + 1) * (1 + random.random()))
+    except BaseException:
+        # Nothing was opened: the lock file this call made would be litter beside the user's files. (A
+        # process waiting on it fails the same way; the lock only orders the creation of a study.)
+        if new_lock:
+            lock.unlink(missing_ok=True)
+        raise
     raise AssertionError("unreachable")
 
 
@@ -118,7 +166,7 @@ def _sqlite_lock_path(url: str | None) -> Path | None:
     if not url or not url.startswith("sqlite:///") or url.endswith(":memory:"):
         return None
     db = Path(url[len("sqlite:///"):])
-    return db.with_name(db.name + ".texseg-lock") if db.parent.is_dir() else None
+    return db.with_name(db.name + ".texseg-lock") if db.name and db.parent.is_dir() else None
 
 
 def _open_or_create_study(settings: SearchSettings,

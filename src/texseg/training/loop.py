@@ -33,7 +33,7 @@ from texseg.checkpoint import (
     save_model,
     save_resume_state,
 )
-from texseg.errors import CheckpointError, NonFiniteError, RunDirError
+from texseg.errors import CheckpointError, DataError, ImageReadError, NonFiniteError, RunDirError
 from texseg.evaluation import evaluate, predict_labels
 from texseg.models import model_spec
 from texseg.plots import run_curves_figure, samples_figure, save_figure
@@ -159,7 +159,12 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
                 state.stop(RunStatus.INTERRUPTED, f"stopped by {stop.name} after step {c.step}; resumable")
                 break
             state.lr = scheduled_lr(config, _ahead(t, tally, state), t.lr_factor)
-            tally.add(train_step(t, state.lr, guard=config.skip_nonfinite), c.step + tally.steps + 1)
+            try:
+                queued = train_step(t, state.lr, guard=config.skip_nonfinite)
+            except (ImageReadError, DataError) as e:  # a data file broke after it was checked
+                bar.close()
+                _data_failure(run, t, state, e, c.step + tally.steps + 1)
+            tally.add(queued, c.step + tally.steps + 1)
             if not _read_due(t, tally, every, state, stop):
                 continue
             if not _read_and_count(t, tally, stop, state, bar):
@@ -262,9 +267,14 @@ def _restore(run: RunDir | None, t: Trainer) -> RunState:
 
 
 def _notes(config: TrainConfig) -> list[str]:
-    """Caveats a reader of the run must know (the notebook model's eval-mode problem)."""
+    """Caveats a reader of the run must know (the notebook model's eval-mode problem, scoring on training data)."""
     warning = model_spec(config.model).warning
-    return [f"model {config.model!r}: {warning}"] if warning else []
+    notes = [f"model {config.model!r}: {warning}"] if warning else []
+    if config.data is not None and config.val_data is not None and Path(config.val_data).resolve() == \
+            Path(config.data).resolve():
+        notes.append("the held-out folder val_data is the training folder data itself: validation scores are "
+                     "measured on training images and say nothing about new ones")
+    return notes
 
 
 def _read_due(t: Trainer, tally: StepTally, every: int, state: RunState, stop: StopFlag) -> bool:
@@ -423,6 +433,22 @@ def _checkpoint(run: RunDir | None, t: Trainer, state: RunState, data_states: li
                                      f"(step {previous}) is kept; resumable once the problem is fixed")
         run.write_summary_best_effort(_summary(t, state))
         raise StorageError(f"{run.path}: {state.message}") from None
+
+
+def _data_failure(run: RunDir | None, t: Trainer, state: RunState, error: Exception, step: int) -> None:
+    """A training file that could not be read mid-run: the run ends ``failed`` at ``step``, resumable, like a full disk.
+
+    Raises:
+        DataError: naming the run, the file and the step (one line).
+    """
+    c = state.counters
+    why = str(error).splitlines()[0] if str(error) else type(error).__name__
+    state.stop(RunStatus.FAILED, f"{why}; stopped at step {step}, the last complete checkpoint (step "
+                                 f"{c.saved_step}) is kept; resumable once the file is fixed")
+    if run is None:
+        raise DataError(state.message) from None
+    run.write_summary_best_effort(_summary(t, state))
+    raise DataError(f"{run.path}: {state.message}") from None
 
 
 def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, targets: torch.Tensor,

@@ -56,7 +56,13 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
             f"with {config.val_size} held-out images")
     needed = estimate_training_bytes(config)
     val_bytes = config.val_size * config.image_size**2 * 12
-    advice = "use a smaller val_size" if val_bytes > needed / 2 else "use a smaller image_size or batch_size"
+    # Fields in backticks: the CLI names the flags that set them (--val-size, --image-size, --batch-size).
+    if val_bytes > needed / 2:
+        advice = "use a smaller `val_size`"
+    elif val_bytes > needed / 4:
+        advice = "use a smaller `val_size`, `image_size` or `batch_size`"
+    else:
+        advice = "use a smaller `image_size` or `batch_size`"
     check_memory(needed, device, what, advice)
 
 
