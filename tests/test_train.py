@@ -309,6 +309,24 @@ def test_a_trivial_run_is_flagged_in_its_summary(tmp_path):
     assert run_warnings(500, {"majority_prediction": 0.6, "accuracy": 0.97}) == []
 
 
+def test_a_run_that_got_little_cpu_time_says_so(tmp_path, monkeypatch):
+    """A busy machine: the CPU time received against wall time x threads, and a warning under 50%."""
+    import time
+
+    from texseg.training.engine import busy_machine_warning, cpu_share
+
+    assert cpu_share(1.0, 2.0, 2) == 0.25 and cpu_share(1.0, 0.0, 2) is None
+    assert busy_machine_warning(0.6, 2) is None
+    assert "got 23% of 2 core(s)" in busy_machine_warning(0.23, 2)
+    real = time.process_time
+    monkeypatch.setattr(time, "process_time", lambda: real() / 1000)  # the process "gets" almost no CPU
+    r = train(tiny(), tmp_path / "run", progress=False)
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert summary["cpu_share"] < 0.01
+    assert any(w.startswith("busy machine: this run got 0% of") for w in summary["warnings"])
+    assert "busy machine" in (r.run_dir / "report.html").read_text()
+
+
 def test_a_finished_run_keeps_no_resume_state_and_can_seed_a_fine_tuning(tmp_path):
     first = train(tiny(iterations=4, eval_every=2), tmp_path / "a", progress=False)
     assert not (first.run_dir / "resume.pt").exists()

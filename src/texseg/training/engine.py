@@ -356,6 +356,7 @@ class Window:
 
     steps: int
     seconds: float  # wall-clock time they took, the device's work included
+    cpu_seconds: float  # CPU time this process got meanwhile (all its threads)
     loss_sum: float  # sum of the finite steps' losses
     finite_steps: int
     first_bad: int  # step number of the first non-finite step (0: none)
@@ -380,11 +381,11 @@ class StepTally:
         self.loss_sum, self.finite = zero.clone(), zero.clone()
         self.first_bad, self.bad_loss, self.bad_norm = zero.clone(), zero.clone(), zero.clone()
         self.steps = 0
-        self.start = time.perf_counter()
+        self.restart_clock()
 
     def restart_clock(self) -> None:
         """Time from now on (what happened since the last read, e.g. an evaluation, is not training)."""
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def elapsed(self) -> float:
         """Host time since the last read (the device may still be behind)."""
@@ -406,8 +407,8 @@ class StepTally:
         """Wait for the device, return the window's totals and start a new window."""
         loss_sum, finite, first_bad, bad_loss, bad_norm = torch.stack(
             [self.loss_sum, self.finite, self.first_bad, self.bad_loss, self.bad_norm]).tolist()
-        window = Window(self.steps, time.perf_counter() - self.start, loss_sum, int(finite), int(first_bad),
-                        _problem(bad_loss, bad_norm) if first_bad else None)
+        window = Window(self.steps, time.perf_counter() - self.start, time.process_time() - self.cpu_start,
+                        loss_sum, int(finite), int(first_bad), _problem(bad_loss, bad_norm) if first_bad else None)
         self._reset()
         return window
 
@@ -420,16 +421,39 @@ def all_finite(model: nn.Module) -> bool:
 # A run under these is flagged: its numbers are not those of a model that learnt the task.
 MIN_STEPS = 50
 CONSTANT_PREDICTION = 0.99
+# Under this share of its threads' CPU time a run's time budget bought far fewer steps than usual.
+BUSY_CPU_SHARE = 0.5
 
 
-def run_warnings(steps: int, metrics: dict[str, float]) -> list[str]:
+def cpu_share(cpu_seconds: float, wall_seconds: float, threads: int) -> float | None:
+    """The share of ``threads`` cores' time a process got: CPU time / (wall time x threads); None if unmeasured."""
+    if wall_seconds <= 0 or threads < 1:
+        return None
+    return cpu_seconds / (wall_seconds * threads)
+
+
+def busy_machine_warning(share: float | None, threads: int) -> str | None:
+    """The warning for a run that got under :data:`BUSY_CPU_SHARE` of its threads' CPU time (None: it did not)."""
+    if share is None or share >= BUSY_CPU_SHARE:
+        return None
+    return (f"busy machine: this run got {share:.0%} of {threads} core(s) while it trained (other programs had "
+            f"the rest); its time budget bought about {share:.0%} of the steps an idle machine gives, so its "
+            "scores are not what this budget reaches")
+
+
+def run_warnings(steps: int, metrics: dict[str, float], share: float | None = None, threads: int = 1) -> list[str]:
     """Why a run's results should not be read as a model's (empty when nothing is wrong).
 
     Args:
         steps: training steps taken.
         metrics: its latest held-out metrics.
+        share: the CPU share it got while training (:func:`cpu_share`; None: not measured).
+        threads: its torch threads.
     """
     out = []
+    busy = busy_machine_warning(share, threads)
+    if busy is not None:
+        out.append(busy)
     share = metrics.get("majority_prediction")
     if share is not None and share >= CONSTANT_PREDICTION:
         out.append(f"trivial model: it puts {share:.1%} of held-out pixels in one region (its accuracy "
@@ -440,9 +464,13 @@ def run_warnings(steps: int, metrics: dict[str, float]) -> list[str]:
 
 
 def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: dict[str, float],
-                notes: list[str]) -> dict[str, Any]:
-    """The ``summary.json`` of a run as it stands (a pure function of its state)."""
-    config = t.config
+                notes: list[str], share: float | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a run as it stands (a pure function of its state).
+
+    Args:
+        share: the share of its threads' CPU time the run got while training (:func:`cpu_share`).
+    """
+    config, threads = t.config, torch.get_num_threads()
     return {
         "status": str(status), "message": message, "model": config.model,
         "model_kwargs": {**config.model_kwargs, "num_classes": config.model_num_classes},
@@ -451,8 +479,9 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
         "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
         "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "val_seed": config.val_seed,
         "device": str(t.device),
-        "precision": t.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "precision": t.precision, "threads": threads, "torch": torch.__version__,
+        "cpu_share": None if share is None else round(share, 3),
         "texseg": texseg.__version__, "notes": notes, "label_mode": config.labels,
-        "warnings": run_warnings(c.step, last_val) if last_val else [],
+        "warnings": run_warnings(c.step, last_val, share, threads) if last_val else [],
         "defaults": t.defaults, "compiled": bool(config.compile), "batch_size": config.batch_size, "lr": config.lr,
     }

@@ -47,6 +47,7 @@ from texseg.training.engine import (
     Window,
     all_finite,
     build_trainer,
+    cpu_share,
     evaluation_due,
     progress_fraction,
     run_summary,
@@ -85,6 +86,9 @@ class RunState:
     last_eval_fraction: float = 0.0  # the run's progress at its last evaluation (for the cadence)
     lr: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # CPU and wall time of the training windows of this process (not saved: a resumed run measures anew)
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
     def stop(self, status: RunStatus, message: str) -> None:
         self.status, self.message = status, message
@@ -303,8 +307,8 @@ def _read(t: Trainer, tally: StepTally, stop: StopFlag, steps_before: int) -> tu
          float(stop.signal is not None)])
     problem = window.problem or ("a value became non-finite on another rank" if bad else None)
     # A rank that saw nothing wrong names the window's last step (the other rank's first bad one is <= it).
-    agreed = Window(window.steps, seconds / w, loss_sum / w, round(finite / w), window.first_bad or
-                    (steps_before + window.steps if bad else 0), problem)
+    agreed = Window(window.steps, seconds / w, window.cpu_seconds, loss_sum / w, round(finite / w),
+                    window.first_bad or (steps_before + window.steps if bad else 0), problem)
     return agreed, (stop.name or "a signal to another rank") if stopped else None
 
 
@@ -318,6 +322,7 @@ def _read_and_count(t: Trainer, tally: StepTally, stop: StopFlag, state: RunStat
     c = state.counters
     first = c.step + 1
     c.step, c.train_seconds = c.step + window.steps, c.train_seconds + window.seconds
+    state.cpu_seconds, state.wall_seconds = state.cpu_seconds + window.cpu_seconds, state.wall_seconds + window.seconds
     c.window_loss, c.window_steps = c.window_loss + window.loss_sum, c.window_steps + window.finite_steps
     if window.problem is not None:  # skip_nonfinite: those steps were not applied
         c.skipped_steps += window.steps - window.finite_steps
@@ -392,7 +397,8 @@ def _model_kwargs(t: Trainer) -> dict[str, Any]:
 
 
 def _summary(t: Trainer, state: RunState) -> dict[str, Any]:
-    return run_summary(t, state.counters, state.status, state.message, state.last_val, state.notes)
+    share = cpu_share(state.cpu_seconds, state.wall_seconds, torch.get_num_threads())
+    return run_summary(t, state.counters, state.status, state.message, state.last_val, state.notes, share)
 
 
 def _checkpoint(run: RunDir | None, t: Trainer, state: RunState, data_states: list[torch.Tensor] | None = None) -> None:
