@@ -42,7 +42,57 @@ def test_run_directory_contents(tmp_path):
     assert summary["val"]["iou"] == pytest.approx(rows[-1]["val_iou"], abs=1e-5)
     # config.json is what ran: the given settings plus what the device filled in (and said so).
     assert summary["defaults"]["filled"] == {"compile": False}
-    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == tiny(compile=False)
+    # ... and what the machine decided (precision, device type, loss, threads): a pinned config.
+    pinned = tiny(compile=False, precision=summary["precision"], device="cpu", loss="bce",
+                  threads=torch.get_num_threads())
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == pinned
+
+
+def test_a_pinned_config_says_what_this_machine_cannot_honour(tmp_path, monkeypatch):
+    """bf16 without a fast bf16 path, or more threads than cores: the run trains and says so."""
+    import texseg.training.defaults as defaults
+    from texseg.training.engine import build_trainer
+
+    import texseg.device
+
+    monkeypatch.setattr(defaults, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(texseg.device, "fast_bf16", lambda device: False)
+    assert build_trainer(tiny()).config.precision == "fp32"  # "auto" resolves to what this machine has
+    threads = torch.get_num_threads()
+    try:
+        r = train(tiny(precision="bf16", threads=4096 // 4), tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    notes = " ".join(r.summary["notes"])
+    assert "precision bf16 has no fast path" in notes and "threads 1024 is more than the" in notes
+    assert r.summary["precision"] == "bf16"  # honoured (emulated): the same arithmetic as where it was pinned
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        build_trainer(tiny(device="cuda"))
+
+
+def test_default_evaluations_take_a_small_share_of_the_run(tmp_path, monkeypatch):
+    """Interim evaluations score a subset and wait while evaluation exceeds 10% of the wall time;
+    the last one scores the whole held-out set."""
+    import time
+
+    import texseg.training.loop as loop
+
+    scored, real = [], loop.evaluate
+
+    def slow_evaluate(model, images, *args, **kw):
+        scored.append(len(images))
+        time.sleep(0.3)
+        return real(model, images, *args, **kw)
+
+    monkeypatch.setattr(loop, "evaluate", slow_evaluate)
+    r = train(tiny(iterations=None, time_budget=3.0, eval_every=None, val_size=40), tmp_path / "run",
+              progress=False)
+    assert scored[-1] == 40 and set(scored[:-1]) <= {16}
+    # Each evaluation took >= 0.3 s and starts only while the time spent so far is <= 1/9 of training.
+    assert len(scored) - 1 <= 1 + r.summary["train_seconds"] / 9 / 0.3
+    assert len(read_metrics(r.run_dir)) == len(scored)
 
 
 def test_saved_model_reloads_and_predicts_like_the_trained_one(tmp_path):

@@ -39,7 +39,7 @@ from texseg.errors import CheckpointError
 from texseg.io import exclusive_lock, read_json
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
-from texseg.training.defaults import DEVICE_FIELDS
+from texseg.training.defaults import DEVICE_FIELDS, PINNED_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
 from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
@@ -132,6 +132,9 @@ def plan_trial(trial: Trial, run_dir: Path) -> str:
     wanted, have = _comparable(trial.run_config()), _comparable(stored)
     for name in DEVICE_FIELDS:  # left to the device: whatever the device chose when the run began
         if wanted[name] is None:
+            wanted[name] = have.get(name)
+    for name, undecided in PINNED_FIELDS.items():  # likewise what the machine decided (config.json pins it)
+        if name in wanted and wanted[name] == undecided:
             wanted[name] = have.get(name)
     if wanted != have:
         diff = ", ".join(f"{k} {have[k]!r} (now {wanted[k]!r})" for k in wanted if wanted[k] != have.get(k))

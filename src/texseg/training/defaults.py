@@ -17,11 +17,14 @@ from typing import Any
 
 import torch
 
-from texseg.device import fast_bf16
+from texseg.device import autocast_dtype, fast_bf16
 from texseg.training.config import TrainConfig
 
 # Fields a run may leave to its device (None in the config).
 DEVICE_FIELDS = ("model_kwargs", "batch_size", "lr", "compile")
+# Fields whose value here means "decided where the run trains"; config.json records what was decided,
+# so the same config trains the same way on another machine (or says what it cannot honour there).
+PINNED_FIELDS: dict[str, Any] = {"precision": "auto", "device": "auto", "loss": None, "threads": None}
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,36 @@ def resolve_defaults(config: TrainConfig, device: torch.device) -> tuple[TrainCo
     record = {"hardware": profile.hardware, "filled": filled, "measured": profile.measured,
               "profile": asdict(profile)}
     return replace(config, **filled), record
+
+
+def pin_config(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """``config`` with :data:`PINNED_FIELDS` set to what this machine decided: precision (fp32/bf16), device
+    type, loss and torch threads. A value already given is kept."""
+    return replace(
+        config,
+        precision=config.precision if config.precision != "auto" else
+        ("bf16" if autocast_dtype("auto", device) is not None else "fp32"),
+        device=config.device if config.device != "auto" else device.type,
+        loss=config.loss_name,
+        threads=config.threads if config.threads is not None else torch.get_num_threads())
+
+
+def pinned_notes(config: TrainConfig, device: torch.device, cores: int) -> list[str]:
+    """What of a (pinned) config this machine runs differently from the one it came from.
+
+    Args:
+        config: the run's config after :func:`pin_config`.
+        device: where it trains.
+        cores: CPU cores this process may use.
+    """
+    notes = []
+    if config.precision == "bf16" and not fast_bf16(device):
+        notes.append(f"precision bf16 has no fast path on this {device.type} (no AVX512-BF16/AMX or bf16 GPU): "
+                     "it is emulated, the same arithmetic but slower, so a time budget buys fewer steps")
+    if device.type == "cpu" and config.threads is not None and config.threads > cores:
+        notes.append(f"threads {config.threads} is more than the {cores} core(s) here: the threads share them "
+                     "(the results are the same, a time budget buys fewer steps); set threads to change it")
+    return notes
 
 
 def sync_interval(profile: DeviceProfile, config: TrainConfig, step_seconds: float | None) -> int:

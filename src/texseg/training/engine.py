@@ -27,11 +27,12 @@ from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
 from texseg.training import distributed
 from texseg.training.config import EVALS_PER_RUN, TrainConfig
-from texseg.training.defaults import DeviceProfile, device_profile, resolve_defaults
+from texseg.training.defaults import DeviceProfile, device_profile, pin_config, pinned_notes, resolve_defaults
 from texseg.training.distributed import Distributed
 from texseg.training.losses import PermutationInvariantLoss, create_loss
 from texseg.training.memory import check_training_memory
 from texseg.training.optim import create_optimizer, lr_factor, set_lr
+from texseg.workers import available_cores
 
 
 class BatchSource(Protocol):
@@ -153,6 +154,7 @@ class Trainer:
     profile: DeviceProfile | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     forward: Callable[[Tensor], Tensor] | None = None  # the model's forward, compiled when `compile`
+    notes: list[str] = field(default_factory=list)  # what this machine runs differently from the config's
 
     def __post_init__(self) -> None:
         if self.profile is None:
@@ -201,6 +203,8 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
             raise ValueError("sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU ranks)")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    config = pin_config(config, device)  # config.json records what this machine decided
+    notes = pinned_notes(config, device, available_cores())
     check_training_memory(config, device)  # refuse up front rather than crash halfway
     torch.manual_seed(config.seed)  # initial weights: the same on every rank
     model = create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
@@ -227,7 +231,7 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
         amp_dtype=autocast_dtype(config.precision, device),
         data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device,
                                                        streams),
-        dist=d, matched=matched, defaults=defaults, forward=forward,
+        dist=d, matched=matched, defaults=defaults, forward=forward, notes=notes,
     )
 
 
@@ -279,6 +283,32 @@ def evaluation_due(config: TrainConfig, step: int, fraction: float, last_fractio
     if config.eval_every is not None:
         return step % config.eval_every == 0
     return int(fraction * EVALS_PER_RUN) > int(last_fraction * EVALS_PER_RUN)
+
+
+# Default evaluation cadence (no eval_every): interim evaluations score the first INTERIM_VAL held-out
+# images, the last one the whole set, and an evaluation waits while evaluating and checkpointing have
+# taken more than EVAL_SHARE of the run's wall time (so short or slow runs are mostly training).
+INTERIM_VAL = 16
+EVAL_SHARE = 0.10
+
+
+def evaluation_affordable(config: TrainConfig, overhead_seconds: float, train_seconds: float) -> bool:
+    """Whether a due interim evaluation fits the budget of :data:`EVAL_SHARE` of the wall time.
+
+    Args:
+        config: the run (an explicit ``eval_every`` is always honoured).
+        overhead_seconds: time spent evaluating and checkpointing so far.
+        train_seconds: training time so far.
+    """
+    if config.eval_every is not None:
+        return True
+    return overhead_seconds <= EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds
+
+
+def interim_images(config: TrainConfig, val_size: int, final: bool) -> int:
+    """Held-out images an evaluation scores: all at the end or with an explicit ``eval_every``, else
+    :data:`INTERIM_VAL`."""
+    return val_size if final or config.eval_every is not None else min(val_size, INTERIM_VAL)
 
 
 def scheduled_lr(config: TrainConfig, fraction: float, scale: float = 1.0) -> float:

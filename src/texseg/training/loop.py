@@ -48,7 +48,9 @@ from texseg.training.engine import (
     all_finite,
     build_trainer,
     cpu_share,
+    evaluation_affordable,
     evaluation_due,
+    interim_images,
     progress_fraction,
     run_summary,
     scheduled_lr,
@@ -89,6 +91,7 @@ class RunState:
     # CPU and wall time of the training windows of this process (not saved: a resumed run measures anew)
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
+    overhead_seconds: float = 0.0  # evaluating and checkpointing in this process (for the evaluation budget)
 
     def stop(self, status: RunStatus, message: str) -> None:
         self.status, self.message = status, message
@@ -171,10 +174,16 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
             every = sync_interval(t.profile, config, c.train_seconds / max(c.step, 1))
 
             fraction = progress_fraction(config, c.step, c.train_seconds)
-            if evaluation_due(config, c.step, fraction, state.last_eval_fraction):
+            if evaluation_due(config, c.step, fraction, state.last_eval_fraction) and (
+                    fraction >= 1.0 or t.dist.active  # ranks decide alike: on steps alone
+                    or evaluation_affordable(config, state.overhead_seconds, state.wall_seconds)):
                 state.last_eval_fraction = fraction
                 # --- evaluate and checkpoint (rank 0; timed apart from training) ---------
-                verdict = _evaluate_and_checkpoint(run, t, state, val_images, val_targets, board, on_eval)
+                n = interim_images(config, config.val_size, fraction >= 1.0)
+                started = time.perf_counter()
+                verdict = _evaluate_and_checkpoint(run, t, state, val_images[:n] if main else None,
+                                                   val_targets[:n] if main else None, board, on_eval)
+                state.overhead_seconds += time.perf_counter() - started
                 if verdict is not None:
                     state.stop(*verdict)
                     break
@@ -230,7 +239,7 @@ def resume_training(run_dir: str | Path, *, progress: bool = True,
 # ------------------------------------------------------------------------------ helpers
 def _start(run: RunDir | None, t: Trainer) -> RunState:
     """A new run: a loadable, resumable checkpoint of step 0, then ``config.json`` (the run now exists)."""
-    state = RunState(Counters(), lr=t.config.lr, notes=_notes(t.config))
+    state = RunState(Counters(), lr=t.config.lr, notes=_notes(t))
     _checkpoint(run, t, state)
     if run is not None:
         run.write_config(t.config.to_dict())
@@ -262,13 +271,14 @@ def _restore(run: RunDir | None, t: Trainer) -> RunState:
     last = {k[4:]: v for k, v in saved.rows[-1].items() if k.startswith("val_")} if saved.rows else {}
     at = progress_fraction(t.config, int(saved.rows[-1]["step"]), saved.rows[-1]["train_seconds"]) \
         if saved.rows else 0.0
-    return RunState(saved.counters, last_val=last, last_eval_fraction=at, lr=t.config.lr, notes=_notes(t.config))
+    return RunState(saved.counters, last_val=last, last_eval_fraction=at, lr=t.config.lr, notes=_notes(t))
 
 
-def _notes(config: TrainConfig) -> list[str]:
-    """Caveats a reader of the run must know (the notebook model's eval-mode problem)."""
-    warning = model_spec(config.model).warning
-    return [f"model {config.model!r}: {warning}"] if warning else []
+def _notes(t: Trainer) -> list[str]:
+    """Caveats a reader of the run must know: the notebook model's eval-mode problem, and what of a pinned
+    config this machine runs differently."""
+    warning = model_spec(t.config.model).warning
+    return ([f"model {t.config.model!r}: {warning}"] if warning else []) + list(t.notes)
 
 
 def _read_due(t: Trainer, tally: StepTally, every: int, state: RunState, stop: StopFlag) -> bool:
