@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,39 +39,37 @@ SETTINGS: dict[str, tuple[dict[str, str], object]] = {
     "spin1k": ({"GOMP_SPINCOUNT": "1000"}, None),
     "spin10k": ({"GOMP_SPINCOUNT": "10000"}, None),
     "spin100k": ({"GOMP_SPINCOUNT": "100000"}, None),
-    "adaptive": ({"OMP_WAIT_POLICY": "PASSIVE"}, "adaptive"),
-    "texseg": ({}, "cli"),  # what the texseg CLI does (texseg.threads.configure_threads before torch)
+    "adaptive": ({"GOMP_SPINCOUNT": "10000"}, "adaptive"),
+    # what texseg does now: the CLI's configure_threads() before torch, build_trainer's thread choice
+    "texseg": ({}, "cli"),
 }
 SPIN = "import time,sys\nend=time.time()+float(sys.argv[1])\nwhile time.time()<end:\n    pass\n"
 TORCH2 = ("import time,sys,torch\ntorch.set_num_threads(2)\nend=time.time()+float(sys.argv[1])\n"
           "a=torch.randn(512,512)\nwhile time.time()<end:\n    a=torch.tanh(a@a)\n")
 
 
-def worker(setting: str, seconds: float) -> None:
+def worker(setting: str, seconds: float, precision: str) -> None:
     """Measure one setting in this (fresh) process and print one JSON line."""
     env, threads = SETTINGS[setting]
     if threads == "cli":
         from texseg.threads import configure_threads
 
-        chosen = configure_threads()
+        configure_threads()
     import torch
 
     from texseg.checkpoint import predict
     from texseg.data import SceneSpec, generate
     from texseg.models import create_model
+    from texseg.threads import choose_threads
     from texseg.training import TrainConfig
     from texseg.training.engine import build_trainer, train_step
 
-    if threads == "adaptive":
-        from texseg.threads import choose_threads
-
-        torch.set_num_threads(choose_threads())
-    elif isinstance(threads, int):
-        torch.set_num_threads(threads)
-    elif threads == "cli":
-        torch.set_num_threads(chosen.threads)
+    cores = os.cpu_count() or 1
+    fixed = {None: cores, "adaptive": choose_threads(cores), "cli": None}.get(threads, threads)
+    # The issue's step (U-Net, batch 4, 128x128), fixed so that figures compare across texseg versions;
+    # threads None: build_trainer chooses them (texseg's default).
+    t = build_trainer(TrainConfig(threads=fixed, model_kwargs={}, batch_size=4, lr=1e-2, precision=precision))
     out: dict[str, object] = {"threads": torch.get_num_threads()}
-    t = build_trainer(TrainConfig())
     out["precision"], out["batch"] = t.precision, t.config.batch_size
     train_step(t, 1e-3).read()  # warm-up: first-call allocations
     n, t0 = 0, time.perf_counter()
@@ -117,13 +116,14 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def run_setting(setting: str, seconds: float, timeout: float) -> dict[str, object] | None:
+def run_setting(setting: str, seconds: float, timeout: float, precision: str) -> dict[str, object] | None:
     env = {**os.environ, **SETTINGS[setting][0], "PYTHONPATH": SRC}
     for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         if var not in SETTINGS[setting][0] and var in os.environ:
             env.pop(var)
     try:
-        done = subprocess.run([sys.executable, __file__, "--worker", setting, "--seconds", str(seconds)],
+        done = subprocess.run([sys.executable, __file__, "--worker", setting, "--seconds", str(seconds),
+                               "--precision", precision],
                               env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
@@ -141,12 +141,17 @@ def main() -> None:
     ap.add_argument("--loads", default="0,1,2,4,torch2x2", help="busy processes (numbers) and/or torch2x2")
     ap.add_argument("--settings", default="today,t1,passive,spin10k,texseg")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--precision", default="fp32", help="precision of the measured training step (fp32, bf16)")
     ap.add_argument("--max-load-seconds", type=float, default=900.0, help="each load process ends after this")
     ap.add_argument("--json", help="write every measurement to this file")
+    ap.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds a setting may take (start-up included); slower counts as 0 it/s")
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.seconds)
+        worker(args.worker, args.seconds, args.precision)
         return
+    # A stop signal ends the loads too (a background job ignores SIGINT, so SIGTERM must do it).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, SRC)
     from texseg.device import cpu_description
 
@@ -169,7 +174,7 @@ def main() -> None:
                 rng.shuffle(order)
                 for s in order:
                     la = os.getloadavg()[0]
-                    r = run_setting(s, args.seconds, timeout=20 * args.seconds + 60)
+                    r = run_setting(s, args.seconds, args.timeout, args.precision)
                     row = {"rep": rep, "load": load, "setting": s, "loadavg": la, **(r or {"failed": True})}
                     rows.append(row)
                     print(json.dumps(row), flush=True)

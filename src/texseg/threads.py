@@ -19,7 +19,9 @@ This module imports nothing heavy: it must run before torch.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import time
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -83,6 +85,38 @@ def configure_threads(threads: int | None = None,
 
         torch.set_num_threads(threads)
     return settings
+
+
+def busy_cores(samples: int = 5, interval: float = 0.02) -> float:
+    """How many other tasks are running on this machine right now (Linux; 0.0 where unknown).
+
+    The median over ``samples`` reads of the running-task count in ``/proc/loadavg`` (the
+    reader itself not counted), ``interval`` seconds apart: an instantaneous figure, where
+    the load average lags by a minute.
+    """
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(max(0, int(f.read().split()[3].split("/")[0]) - 1))
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        if i + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(counts))
+
+
+def choose_threads(cores: int, busy: float | None = None) -> int:
+    """torch threads for a run on ``cores`` cores: all of them, or one where other programs already keep
+    every core busy (bench_load.py: one thread then trains several times faster than threads that wait
+    for each other's turn on a shared core).
+
+    Args:
+        cores: cores this process may use.
+        busy: other running tasks (default: :func:`busy_cores`, measured now).
+    """
+    busy = busy_cores() if busy is None else busy
+    return 1 if cores > 1 and busy >= cores else max(1, cores)
 
 
 def wait_policy_description(environ: MutableMapping[str, str] | None = None) -> str:

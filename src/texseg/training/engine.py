@@ -25,6 +25,7 @@ from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.device import autocast_dtype, resolve_device
 from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
+from texseg.threads import choose_threads
 from texseg.training import distributed
 from texseg.training.config import EVALS_PER_RUN, TrainConfig
 from texseg.training.defaults import DeviceProfile, device_profile, pin_config, pinned_notes, resolve_defaults
@@ -203,6 +204,8 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
             raise ValueError("sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU ranks)")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    elif device.type == "cpu" and not d.active:  # a busy machine: one thread, not threads waiting for cores
+        torch.set_num_threads(choose_threads(available_cores()))
     config = pin_config(config, device)  # config.json records what this machine decided
     notes = pinned_notes(config, device, available_cores())
     check_training_memory(config, device)  # refuse up front rather than crash halfway
