@@ -144,11 +144,15 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", help="precision of the measured training step (fp32, bf16)")
     ap.add_argument("--max-load-seconds", type=float, default=900.0, help="each load process ends after this")
     ap.add_argument("--json", help="write every measurement to this file")
+    ap.add_argument("--table", help="only print the table of a --json file of an earlier run")
     ap.add_argument("--timeout", type=float, default=60.0,
                     help="seconds a setting may take (start-up included); slower counts as 0 it/s")
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.seconds, args.precision)
+        return
+    if args.table:
+        report_file(args.table)
         return
     # A stop signal ends the loads too (a background job ignores SIGINT, so SIGTERM must do it).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -185,7 +189,18 @@ def main() -> None:
     report(rows, loads, settings, cores)
 
 
+def report_file(path: str) -> None:
+    """Print the table of a ``--json`` file written earlier."""
+    rows = json.loads(Path(path).read_text())
+    loads = list(dict.fromkeys(str(r["load"]) for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    report(rows, loads, settings, os.cpu_count() or 1)
+
+
 def report(rows: list[dict[str, object]], loads: list[str], settings: list[str], cores: int) -> None:
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
     def med(load: str, s: str, key: str) -> float:
         vals = [r[key] for r in rows if r["load"] == load and r["setting"] == s and key in r]
         if key == "train_it_s":  # a run that timed out made no measurable progress
@@ -205,12 +220,12 @@ def report(rows: list[dict[str, object]], loads: list[str], settings: list[str],
             tr = med(load, s, "train_it_s")
             thr = [r["threads"] for r in rows if r["load"] == load and r["setting"] == s and "threads" in r][:1]
             print(f"{load:>9} {s:>9} {thr[0] if thr else '-':>3} {med(load, s, 'loadavg'):7.2f} {tr:7.2f} "
-                  f"{tr / med(load, 'today', 'train_it_s'):7.2f} {tr / base_idle:7.2f} {target:6.2f} "
+                  f"{ratio(tr, med(load, 'today', 'train_it_s')):7.2f} {ratio(tr, base_idle):7.2f} {target:6.2f} "
                   f"{100 * med(load, s, 'cpu_share'):5.0f} {med(load, s, 'gen_ms'):7.1f} "
                   f"{med(load, s, 'predict_ms'):8.1f}")
     if idle:
         print("idle train throughput relative to today:",
-              ", ".join(f"{s} {idle[s] / base_idle:.3f}" for s in settings))
+              ", ".join(f"{s} {ratio(idle[s], base_idle):.3f}" for s in settings))
 
 
 if __name__ == "__main__":
