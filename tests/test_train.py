@@ -93,6 +93,13 @@ def test_default_evaluations_take_a_small_share_of_the_run(tmp_path, monkeypatch
     # Each evaluation took >= 0.3 s and starts only while the time spent so far is <= 1/9 of training.
     assert len(scored) - 1 <= 1 + r.summary["train_seconds"] / 9 / 0.3
     assert len(read_metrics(r.run_dir)) == len(scored)
+    from texseg.training.engine import evaluation_affordable, expected_evaluation_seconds
+
+    # Two 2-s steps so far: 16 images at batch 4 would take about 4 s, far over 10% of the run.
+    expected = expected_evaluation_seconds(16, None, 2.0, 4)
+    assert expected == 4.0 and not evaluation_affordable(tiny(eval_every=None), 0.0, 4.0, expected)
+    assert evaluation_affordable(tiny(eval_every=None), 0.0, 40.0, expected_evaluation_seconds(16, 0.01, 2.0, 4))
+    assert evaluation_affordable(tiny(eval_every=5), 100.0, 1.0, 10.0)  # an explicit cadence is honoured
 
 
 def test_saved_model_reloads_and_predicts_like_the_trained_one(tmp_path):

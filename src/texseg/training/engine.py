@@ -295,17 +295,28 @@ INTERIM_VAL = 16
 EVAL_SHARE = 0.10
 
 
-def evaluation_affordable(config: TrainConfig, overhead_seconds: float, train_seconds: float) -> bool:
+def evaluation_affordable(config: TrainConfig, overhead_seconds: float, train_seconds: float,
+                          expected_seconds: float = 0.0) -> bool:
     """Whether a due interim evaluation fits the budget of :data:`EVAL_SHARE` of the wall time.
 
     Args:
         config: the run (an explicit ``eval_every`` is always honoured).
         overhead_seconds: time spent evaluating and checkpointing so far.
         train_seconds: training time so far.
+        expected_seconds: what this evaluation is expected to take (a run of a few slow steps
+            skips its interim evaluations rather than spend more on them than on training).
     """
     if config.eval_every is not None:
         return True
-    return overhead_seconds <= EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds
+    return overhead_seconds + expected_seconds <= EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds
+
+
+def expected_evaluation_seconds(images: int, per_image: float | None, step_seconds: float, batch_size: int) -> float:
+    """Time an evaluation of ``images`` held-out images will take: as the last ones took per image, or
+    before any, half a training step per ``batch_size`` images (a forward pass is about a third of a step)."""
+    if per_image is not None:
+        return images * per_image
+    return 0.5 * step_seconds * images / max(1, batch_size)
 
 
 def interim_images(config: TrainConfig, val_size: int, final: bool) -> int:

@@ -50,6 +50,7 @@ from texseg.training.engine import (
     cpu_share,
     evaluation_affordable,
     evaluation_due,
+    expected_evaluation_seconds,
     interim_images,
     progress_fraction,
     run_summary,
@@ -92,6 +93,7 @@ class RunState:
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
     overhead_seconds: float = 0.0  # evaluating and checkpointing in this process (for the evaluation budget)
+    eval_per_image: float | None = None  # what the last evaluation and checkpoint took per held-out image
 
     def stop(self, status: RunStatus, message: str) -> None:
         self.status, self.message = status, message
@@ -174,16 +176,19 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
             every = sync_interval(t.profile, config, c.train_seconds / max(c.step, 1))
 
             fraction = progress_fraction(config, c.step, c.train_seconds)
+            n = interim_images(config, config.val_size, fraction >= 1.0)
+            expected = expected_evaluation_seconds(n, state.eval_per_image, state.wall_seconds / max(c.step, 1),
+                                                   config.batch_size)
             if evaluation_due(config, c.step, fraction, state.last_eval_fraction) and (
                     fraction >= 1.0 or t.dist.active  # ranks decide alike: on steps alone
-                    or evaluation_affordable(config, state.overhead_seconds, state.wall_seconds)):
+                    or evaluation_affordable(config, state.overhead_seconds, state.wall_seconds, expected)):
                 state.last_eval_fraction = fraction
                 # --- evaluate and checkpoint (rank 0; timed apart from training) ---------
-                n = interim_images(config, config.val_size, fraction >= 1.0)
                 started = time.perf_counter()
                 verdict = _evaluate_and_checkpoint(run, t, state, val_images[:n] if main else None,
                                                    val_targets[:n] if main else None, board, on_eval)
                 state.overhead_seconds += time.perf_counter() - started
+                state.eval_per_image = (time.perf_counter() - started) / n
                 if verdict is not None:
                     state.stop(*verdict)
                     break
