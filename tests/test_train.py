@@ -50,10 +50,9 @@ def test_run_directory_contents(tmp_path):
 
 def test_a_pinned_config_says_what_this_machine_cannot_honour(tmp_path, monkeypatch):
     """bf16 without a fast bf16 path, or more threads than cores: the run trains and says so."""
+    import texseg.device
     import texseg.training.defaults as defaults
     from texseg.training.engine import build_trainer
-
-    import texseg.device
 
     monkeypatch.setattr(defaults, "fast_bf16", lambda device: False)
     monkeypatch.setattr(texseg.device, "fast_bf16", lambda device: False)
@@ -70,6 +69,28 @@ def test_a_pinned_config_says_what_this_machine_cannot_honour(tmp_path, monkeypa
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
         build_trainer(tiny(device="cuda"))
+
+
+def test_a_run_begun_before_configs_were_pinned_still_resumes(tmp_path):
+    """config.json and resume.pt of an older texseg say ``precision: auto``: resuming pins them and goes on."""
+    import signal
+
+    from texseg.training.loop import resume_training
+
+    def stop(step, seconds, metrics):
+        signal.raise_signal(signal.SIGINT)
+        return False
+
+    r = train(tiny(iterations=6), tmp_path / "run", progress=False, on_eval=stop)
+    assert r.status == "interrupted"
+    old = {**json.loads((r.run_dir / "config.json").read_text()), "precision": "auto", "device": "auto",
+           "loss": None, "threads": None}
+    (r.run_dir / "config.json").write_text(json.dumps(old))
+    raw = torch.load(r.run_dir / "resume.pt", weights_only=True)
+    raw["config"] = old  # as the older texseg saved it
+    torch.save(raw, r.run_dir / "resume.pt")
+    done = resume_training(r.run_dir, progress=False)
+    assert done.status == "completed" and done.summary["iterations"] == 6
 
 
 def test_default_evaluations_take_a_small_share_of_the_run(tmp_path, monkeypatch):

@@ -35,12 +35,13 @@ from texseg.checkpoint import (
 )
 from texseg.errors import CheckpointError, NonFiniteError, RunDirError
 from texseg.evaluation import evaluate, predict_labels
+from texseg.io import read_json
 from texseg.models import model_spec
 from texseg.plots import run_curves_figure, samples_figure, save_figure
 from texseg.signals import StopFlag, catch_stop_signals, stop_point
 from texseg.training import distributed
 from texseg.training.config import TrainConfig
-from texseg.training.defaults import sync_interval
+from texseg.training.defaults import pin_config, sync_interval
 from texseg.training.engine import (
     StepTally,
     Trainer,
@@ -253,7 +254,7 @@ def _start(run: RunDir | None, t: Trainer) -> RunState:
 
 def _restore(run: RunDir | None, t: Trainer) -> RunState:
     """Load the run's resume state (rank 0 reads it, every rank gets it); metrics.csv back to its rows."""
-    saved = load_resume_state(run.file(RESUME_STATE), t.config.to_dict()) if run is not None else None
+    saved = load_resume_state(run.file(RESUME_STATE), _saved_config(run, t)) if run is not None else None
     saved = t.dist.broadcast(saved)
     if saved.world_size != t.dist.world_size:
         raise CheckpointError(f"this run was trained on {saved.world_size} rank(s); resume it with as many "
@@ -277,6 +278,20 @@ def _restore(run: RunDir | None, t: Trainer) -> RunState:
     at = progress_fraction(t.config, int(saved.rows[-1]["step"]), saved.rows[-1]["train_seconds"]) \
         if saved.rows else 0.0
     return RunState(saved.counters, last_val=last, last_eval_fraction=at, lr=t.config.lr, notes=_notes(t))
+
+
+def _saved_config(run: RunDir, t: Trainer) -> dict[str, Any]:
+    """The configuration the run's resume state must hold: this run's, or, for a run begun before
+    config.json pinned what the machine decided (``precision: auto`` ...), its config.json as
+    written, where pinning that here gives this run's configuration."""
+    ours = t.config.to_dict()
+    try:
+        written = read_json(run.file(CONFIG))
+        if written != ours and pin_config(TrainConfig.from_dict(written), t.device) == t.config:
+            return written
+    except ValueError:
+        pass  # unreadable or foreign: the resume state is checked against this run's own configuration
+    return ours
 
 
 def _notes(t: Trainer) -> list[str]:
