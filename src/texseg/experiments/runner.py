@@ -256,8 +256,8 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
         todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
         workers = max(1, min(jobs, len(todo)))
         threads = threads_per_worker(workers)
-        if workers == 1:
-            _run_serial(todo, threads, progress, record)
+        if workers == 1:  # threads None: each trial takes every core, or one on a busy machine (build_trainer)
+            _run_serial(todo, None, progress, record)
         else:
             _run_parallel(todo, workers, threads, record)
     # Interrupted means work is left: a stop signal after the last trial ended changes nothing.
@@ -265,7 +265,7 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
     return RunOutcome(ordered, any(r.action == NOT_RUN or r.status == INTERRUPTED for r in ordered))
 
 
-def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: bool,
+def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int | None, progress: bool,
                 record: Callable[[TrialResult], None]) -> None:
     """Trials one after another in this process, until a stop signal (the rest are recorded as not run)."""
     queue = deque(todo)
