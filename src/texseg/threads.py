@@ -4,8 +4,12 @@ torch's CPU kernels run on an OpenMP thread pool. By default GNU OpenMP (libgomp
 Linux wheels of torch use) lets an idle thread spin for about 300,000 iterations before it
 sleeps: fine on an idle machine, ruinous on a shared one, where the thread everybody waits
 for is not running while the others burn its core spinning. ``benchmarks/bench_load.py``
-measured it on a 2-core AMD EPYC: a training step beside two busy processes ran at a small
-fraction of its fair share with the default, close to it with a short spin.
+on a 2-core AMD EPYC (U-Net step, batch 4, fp32) beside other programs keeping the load
+average at 7-10: torch's default 0.34 it/s (0.23 with two more busy processes), a 10,000
+spin 0.67 (0.52), no spin at all (``OMP_WAIT_POLICY=PASSIVE``) 1.14 (2.09), one thread
+2.59 (0.95). Idle, no spin cost 9-14% of the speed and the short spin nothing measurable,
+so texseg spins briefly and trains with one thread when other programs keep every core
+busy (:func:`choose_threads`).
 
 The wait policy is read once, when torch loads its OpenMP runtime (``import torch``), so it
 must be set in the environment before that: the ``texseg`` command does it first thing
