@@ -407,3 +407,14 @@ def test_difficulty_maps_mark_label_swapped_cells(tmp_path):
         assert table.count("swapped") == 1
     finally:
         del registry._REGISTRY["fine-texture-test"]
+
+
+def test_trials_draw_no_figures_of_their_own_unless_asked(tmp_path):
+    """Per-trial pictures and report.html cost more than an 8-s trial trains (issue #20): off by default."""
+    from texseg.cli.experiments import base_config
+
+    assert base_config(None, {}).figures is False
+    assert base_config(None, {"figures": True}).figures is True
+    path = tmp_path / "c.json"
+    path.write_text('{"figures": true}')
+    assert base_config(str(path), {}).figures is True

@@ -189,3 +189,82 @@ def test_a_cuda_training_step_never_waits_for_the_device():
         torch.cuda.set_sync_debug_mode("default")
     window = tally.read()
     assert window.steps == 5 and window.finite_steps == 5 and window.problem is None
+
+
+# ------------------------------------------------------------------ shared machines (issue #20)
+def test_configure_threads_sets_a_short_spin_unless_the_user_chose():
+    from texseg.threads import OPENMP_ENV, configure_threads
+
+    env: dict[str, str] = {}
+    assert configure_threads(environ=env).source == "texseg" and env == OPENMP_ENV
+    mine = {"OMP_WAIT_POLICY": "ACTIVE"}
+    settings = configure_threads(environ=mine)
+    assert settings.source == "user" and mine == {"OMP_WAIT_POLICY": "ACTIVE"}  # never overridden
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        configure_threads(0, environ={})
+
+
+def test_the_command_line_sets_the_wait_policy_before_torch_loads(tmp_path):
+    """`texseg` in a fresh interpreter: the variable is in place before torch is imported, and a
+    user's own setting wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, os; from texseg.cli import main; assert 'torch' not in sys.modules\n"
+            "sys.argv = ['texseg', 'devices']\nmain()")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env["TEXSEG_CACHE_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "GOMP_SPINCOUNT=10000 (texseg's default)" in out.stdout
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "PASSIVE"},
+                         capture_output=True, text=True, timeout=600)
+    assert "OMP_WAIT_POLICY=PASSIVE (set by the user)" in out.stdout
+
+
+def test_threads_are_one_when_other_programs_keep_every_core_busy():
+    from texseg.threads import busy_cores, choose_threads
+
+    assert choose_threads(2, busy=0) == 2 and choose_threads(2, busy=1) == 2
+    assert choose_threads(2, busy=2) == 1 and choose_threads(8, busy=12) == 1 and choose_threads(1, busy=5) == 1
+    assert busy_cores(samples=2, interval=0.0) >= 0
+
+
+def test_an_unmeasured_bf16_cpu_is_conservative_until_calibrated(tmp_path, monkeypatch):
+    """AVX512-BF16 without AMX: cpu-fp32 until a calibration on this machine says bf16 is faster."""
+    import texseg.device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("TEXSEG_CACHE_DIR", str(tmp_path))
+    for module in (device_defaults, texseg.device):
+        monkeypatch.setattr(module, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert device_defaults.hardware_kind(cpu) == "cpu-fp32"
+    assert "conservative cpu-fp32 profile" in device_defaults.profile_source(cpu)
+    assert device_defaults.pin_config(TrainConfig(), cpu).precision == "fp32"
+    key = device_defaults.calibration_key()
+    device_defaults.write_calibration({"key": key, "kind": "cpu-bf16", "bf16_ms": 50.0, "fp32_ms": 140.0,
+                                       "bf16_speedup": 2.8, "date": "today", "loadavg": 0.1})
+    assert device_defaults.hardware_kind(cpu) == "cpu-bf16"
+    assert "calibrated here" in device_defaults.profile_source(cpu)
+    assert device_defaults.pin_config(TrainConfig(), cpu).precision == "bf16"
+    (tmp_path / "calibration.json").write_text("{broken")  # an unreadable cache: conservative again
+    assert device_defaults.hardware_kind(cpu) == "cpu-fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert device_defaults.hardware_kind(cpu) == "cpu-bf16"  # AMX: what the cpu-bf16 profile was measured on
+
+
+def test_calibration_times_both_precisions_and_saves_only_a_trusted_verdict(tmp_path, monkeypatch):
+    from texseg.training.calibrate import calibrate_cpu
+
+    monkeypatch.setenv("TEXSEG_CACHE_DIR", str(tmp_path))
+    threads = torch.get_num_threads()
+    try:
+        r = calibrate_cpu(seconds=0.0)
+    finally:
+        torch.set_num_threads(threads)
+    assert r["steps"] >= 3 and r["fp32_ms"] > 0 and r["bf16_ms"] > 0
+    assert r["kind"] == ("cpu-bf16" if r["bf16_speedup"] >= device_defaults.BF16_MIN_SPEEDUP else "cpu-fp32")
+    saved = (tmp_path / "calibration.json").is_file()
+    assert saved == r["trusted"] == (r["cpu_share"] >= 0.5)

@@ -42,7 +42,85 @@ def test_run_directory_contents(tmp_path):
     assert summary["val"]["iou"] == pytest.approx(rows[-1]["val_iou"], abs=1e-5)
     # config.json is what ran: the given settings plus what the device filled in (and said so).
     assert summary["defaults"]["filled"] == {"compile": False}
-    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == tiny(compile=False)
+    # ... and what the machine decided (precision, device type, loss, threads): a pinned config.
+    pinned = tiny(compile=False, precision=summary["precision"], device="cpu", loss="bce",
+                  threads=torch.get_num_threads())
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == pinned
+
+
+def test_a_pinned_config_says_what_this_machine_cannot_honour(tmp_path, monkeypatch):
+    """bf16 without a fast bf16 path, or more threads than cores: the run trains and says so."""
+    import texseg.device
+    import texseg.training.defaults as defaults
+    from texseg.training.engine import build_trainer
+
+    monkeypatch.setattr(defaults, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(texseg.device, "fast_bf16", lambda device: False)
+    assert build_trainer(tiny()).config.precision == "fp32"  # "auto" resolves to what this machine has
+    threads = torch.get_num_threads()
+    try:
+        r = train(tiny(precision="bf16", threads=4096 // 4), tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    notes = " ".join(r.summary["notes"])
+    assert "precision bf16 has no fast path" in notes and "threads 1024 is more than the" in notes
+    assert r.summary["precision"] == "bf16"  # honoured (emulated): the same arithmetic as where it was pinned
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        build_trainer(tiny(device="cuda"))
+
+
+def test_a_run_begun_before_configs_were_pinned_still_resumes(tmp_path):
+    """config.json and resume.pt of an older texseg say ``precision: auto``: resuming pins them and goes on."""
+    import signal
+
+    from texseg.training.loop import resume_training
+
+    def stop(step, seconds, metrics):
+        signal.raise_signal(signal.SIGINT)
+        return False
+
+    r = train(tiny(iterations=6), tmp_path / "run", progress=False, on_eval=stop)
+    assert r.status == "interrupted"
+    old = {**json.loads((r.run_dir / "config.json").read_text()), "precision": "auto", "device": "auto",
+           "loss": None, "threads": None}
+    (r.run_dir / "config.json").write_text(json.dumps(old))
+    raw = torch.load(r.run_dir / "resume.pt", weights_only=True)
+    raw["config"] = old  # as the older texseg saved it
+    torch.save(raw, r.run_dir / "resume.pt")
+    done = resume_training(r.run_dir, progress=False)
+    assert done.status == "completed" and done.summary["iterations"] == 6
+
+
+def test_default_evaluations_take_a_small_share_of_the_run(tmp_path, monkeypatch):
+    """Interim evaluations score a subset and wait while evaluation exceeds 10% of the wall time;
+    the last one scores the whole held-out set."""
+    import time
+
+    import texseg.training.loop as loop
+
+    scored, real = [], loop.evaluate
+
+    def slow_evaluate(model, images, *args, **kw):
+        scored.append(len(images))
+        time.sleep(0.3)
+        return real(model, images, *args, **kw)
+
+    monkeypatch.setattr(loop, "evaluate", slow_evaluate)
+    r = train(tiny(iterations=None, time_budget=3.0, eval_every=None, val_size=40), tmp_path / "run",
+              progress=False)
+    assert scored[-1] == 40 and set(scored[:-1]) <= {16}
+    # Each evaluation took >= 0.3 s and starts only while the time spent so far is <= 1/9 of training.
+    assert len(scored) - 1 <= 1 + r.summary["train_seconds"] / 9 / 0.3
+    assert len(read_metrics(r.run_dir)) == len(scored)
+    from texseg.training.engine import evaluation_affordable, expected_evaluation_seconds
+
+    # Two 2-s steps so far: 16 images at batch 4 would take about 4 s, far over 10% of the run.
+    expected = expected_evaluation_seconds(16, None, 2.0, 4)
+    assert expected == 4.0 and not evaluation_affordable(tiny(eval_every=None), 0.0, 4.0, expected)
+    assert evaluation_affordable(tiny(eval_every=None), 0.0, 40.0, expected_evaluation_seconds(16, 0.01, 2.0, 4))
+    assert evaluation_affordable(tiny(eval_every=5), 100.0, 1.0, 10.0)  # an explicit cadence is honoured
 
 
 def test_saved_model_reloads_and_predicts_like_the_trained_one(tmp_path):
@@ -275,12 +353,15 @@ def test_tensorboard_events_hold_the_scalars_and_the_samples(tmp_path):
 
 
 def test_evaluations_follow_the_budget_by_default(tmp_path):
-    """About 20 points per run whatever its length: curves have shape."""
+    """At most about 20 points per run whatever its length (at 1/20 of the run or as soon after as 10% of
+    the wall time allows, issue #20), the last step always; an explicit --eval-every gives every one."""
     from texseg.training.rundir import read_metrics
 
     run = train(tiny(iterations=40, eval_every=None), tmp_path / "run", progress=False).run_dir
     steps = [int(r["step"]) for r in read_metrics(run)]
-    assert steps == list(range(2, 41, 2))
+    assert steps[-1] == 40 and len(steps) <= 20 and steps == sorted(set(steps)) and steps[0] >= 2
+    run = train(tiny(iterations=40, eval_every=2), tmp_path / "every", progress=False).run_dir
+    assert [int(r["step"]) for r in read_metrics(run)] == list(range(2, 41, 2))
 
 
 def test_progress_off_a_terminal_is_plain_lines(tmp_path):
@@ -307,6 +388,24 @@ def test_a_trivial_run_is_flagged_in_its_summary(tmp_path):
 
     assert run_warnings(500, {"majority_prediction": 0.995, "accuracy": 0.51})[0].startswith("trivial model")
     assert run_warnings(500, {"majority_prediction": 0.6, "accuracy": 0.97}) == []
+
+
+def test_a_run_that_got_little_cpu_time_says_so(tmp_path, monkeypatch):
+    """A busy machine: the CPU time received against wall time x threads, and a warning under 50%."""
+    import time
+
+    from texseg.training.engine import busy_machine_warning, cpu_share
+
+    assert cpu_share(1.0, 2.0, 2) == 0.25 and cpu_share(1.0, 0.0, 2) is None
+    assert busy_machine_warning(0.6, 2) is None
+    assert "got 23% of 2 core(s)" in busy_machine_warning(0.23, 2)
+    real = time.process_time
+    monkeypatch.setattr(time, "process_time", lambda: real() / 1000)  # the process "gets" almost no CPU
+    r = train(tiny(), tmp_path / "run", progress=False)
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert summary["cpu_share"] < 0.01
+    assert any(w.startswith("busy machine: this run got 0% of") for w in summary["warnings"])
+    assert "busy machine" in (r.run_dir / "report.html").read_text()
 
 
 def test_a_finished_run_keeps_no_resume_state_and_can_seed_a_fine_tuning(tmp_path):

@@ -40,6 +40,7 @@ _EXPORTS = {
     "TrainConfig": "texseg.training",
     "train": "texseg.training",
     "resume_training": "texseg.training",
+    "configure_threads": "texseg.threads",  # call before importing torch: see texseg.threads
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -6,7 +6,9 @@ user can cause ends as one line on stderr and a non-zero exit code, never a trac
 Commands live in their own modules and register on the :data:`cli` group.
 
 :func:`main` takes over the stop signals *before* importing the commands (and so torch):
-a Ctrl-C at any moment is recorded and honoured at the next safe point.
+a Ctrl-C at any moment is recorded and honoured at the next safe point. Before that it sets
+the OpenMP wait policy (:func:`texseg.threads.configure_threads`), which torch reads once,
+when it loads: a busy machine must not stall texseg's threads.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 import click
 
-from texseg import signals
+from texseg import signals, threads
 from texseg.errors import ExitCode, TexsegError
 
 # Modules that register commands on `cli` when imported (after the signal handlers are in place).
@@ -95,6 +97,8 @@ def _fail(message: str, code: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI, turning every error into one line and an exit code."""
+    if "torch" not in sys.modules:  # in-process callers that already loaded torch: too late, and theirs
+        threads.configure_threads()
     signals.install()  # first: a signal during the imports below is recorded, not lost
     try:
         _run(argv)

@@ -265,20 +265,45 @@ def models() -> None:
 
 
 @cli.command()
-def devices() -> None:
-    """The devices here and how texseg trains on each: precision, batch size, lr, compile."""
+@click.option("--calibrate", is_flag=True,
+              help="measure bf16 against fp32 training on this CPU (a few seconds; cached per machine) when "
+                   "texseg has no profile measured on its kind")
+def devices(calibrate: bool) -> None:
+    """The devices here and how texseg trains on each: precision, batch size, lr, compile.
+
+    It also says whether each profile was measured on this kind of hardware, calibrated here,
+    or is the conservative one, and how the CPU threads wait (see the README, busy machines).
+    """
     import torch
 
-    from texseg.device import autocast_dtype, cpu_description
-    from texseg.training.defaults import device_profile
+    from texseg.device import cpu_description
+    from texseg.threads import wait_policy_description
+    from texseg.training.defaults import (
+        cache_dir,
+        device_profile,
+        measured_cpu,
+        pin_config,
+        profile_source,
+    )
 
     cpu = cpu_description()
+    if calibrate and measured_cpu(torch.device("cpu")):
+        click.echo("calibration: not needed, texseg's CPU profile was measured on this kind of CPU")
+    elif calibrate:
+        from texseg.training.calibrate import calibrate_cpu
+
+        click.echo("calibrating: timing the default training step in fp32 and in bf16 ...")
+        r = calibrate_cpu()
+        click.echo(f"calibration: fp32 {r['fp32_ms']} ms/step, bf16 {r['bf16_ms']} ms/step (load average "
+                   f"{r['loadavg']}, {r['cpu_share']:.0%} of {r['threads']} core(s)): {r['kind']}; "
+                   + (f"saved in {cache_dir()}" if r["trusted"] else
+                      "not saved: the machine was too busy to measure (under 50% of the cores); try again later"))
     found = [torch.device("cpu")] + [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
     for dev in found:
         p = device_profile(dev)
         name = (f"{cpu['model'] or 'CPU'} ({cpu['cores']} cores; {', '.join(cpu['flags']) or 'no AVX2'}; "
                 f"torch kernels {cpu['capability']})" if dev.type == "cpu" else torch.cuda.get_device_name(dev))
-        precision = "bf16" if autocast_dtype("auto", dev) is not None else "fp32"
+        precision = pin_config(TrainConfig(device=dev.type), dev).precision
         click.echo(f"{dev}: {name}")
         quick = {k: v for k, v in p.quick.items() if k != "model_kwargs"}
         quick_models = p.quick.get("model_kwargs", {})
@@ -294,7 +319,9 @@ def devices() -> None:
             ("evaluation batch", str(p.eval_batch)),
             ("loss read back", "every step" if p.sync_every == 1 else
                                f"every {p.sync_every} steps" if p.sync_every else "about every 50 ms"),
-            ("measured", p.measured)]))
+            ("measured", p.measured),
+            ("profile chosen", profile_source(dev))]
+            + ([("CPU threads wait", wait_policy_description())] if dev.type == "cpu" else [])))
 
 
 def _kwargs_text(per_model: dict[str, dict[str, Any]]) -> str:

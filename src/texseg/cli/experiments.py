@@ -70,10 +70,14 @@ def names(option: str, text: str) -> list[str]:
 
 
 def base_config(config_file: str | None, options: dict[str, Any]) -> TrainConfig:
-    """The configuration every trial starts from: the config file, then the given options."""
+    """The configuration every trial starts from: the config file, then the given options.
+
+    Trials draw no figures and write no report.html of their own unless the file or ``--figures``
+    asks: the experiment's report shows them all, and per-trial pictures cost more than short trials train.
+    """
     # File and flags merge first, so --iterations drops only the *default* time budget.
     file_options = TrainConfig.read_json(config_file) if config_file else {}
-    return TrainConfig.from_dict({**file_options, **given_options(options)}).validate()
+    return TrainConfig.from_dict({"figures": False, **file_options, **given_options(options)}).validate()
 
 
 def reject_given(ctx: click.Context, params: Sequence[str], why: str) -> None:

@@ -39,7 +39,7 @@ from texseg.errors import CheckpointError
 from texseg.io import exclusive_lock, read_json
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
-from texseg.training.defaults import DEVICE_FIELDS
+from texseg.training.defaults import DEVICE_FIELDS, PINNED_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
 from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
@@ -132,6 +132,9 @@ def plan_trial(trial: Trial, run_dir: Path) -> str:
     wanted, have = _comparable(trial.run_config()), _comparable(stored)
     for name in DEVICE_FIELDS:  # left to the device: whatever the device chose when the run began
         if wanted[name] is None:
+            wanted[name] = have.get(name)
+    for name, undecided in PINNED_FIELDS.items():  # likewise what the machine decided (config.json pins it)
+        if name in wanted and wanted[name] == undecided:
             wanted[name] = have.get(name)
     if wanted != have:
         diff = ", ".join(f"{k} {have[k]!r} (now {wanted[k]!r})" for k in wanted if wanted[k] != have.get(k))
@@ -253,8 +256,8 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
         todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
         workers = max(1, min(jobs, len(todo)))
         threads = threads_per_worker(workers)
-        if workers == 1:
-            _run_serial(todo, threads, progress, record)
+        if workers == 1:  # threads None: each trial takes every core, or one on a busy machine (build_trainer)
+            _run_serial(todo, None, progress, record)
         else:
             _run_parallel(todo, workers, threads, record)
     # Interrupted means work is left: a stop signal after the last trial ended changes nothing.
@@ -262,7 +265,7 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
     return RunOutcome(ordered, any(r.action == NOT_RUN or r.status == INTERRUPTED for r in ordered))
 
 
-def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int, progress: bool,
+def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int | None, progress: bool,
                 record: Callable[[TrialResult], None]) -> None:
     """Trials one after another in this process, until a stop signal (the rest are recorded as not run)."""
     queue = deque(todo)

@@ -12,16 +12,22 @@ where texseg has not been measured the profile says so.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from texseg.device import fast_bf16
+from texseg.device import cpu_description, fast_bf16
+from texseg.io import atomic_write_json, read_json
 from texseg.training.config import TrainConfig
 
 # Fields a run may leave to its device (None in the config).
 DEVICE_FIELDS = ("model_kwargs", "batch_size", "lr", "compile")
+# Fields whose value here means "decided where the run trains"; config.json records what was decided,
+# so the same config trains the same way on another machine (or says what it cannot honour there).
+PINNED_FIELDS: dict[str, Any] = {"precision": "auto", "device": "auto", "loss": None, "threads": None}
 
 
 @dataclass(frozen=True)
@@ -90,11 +96,82 @@ SYNC_SECONDS = 0.05  # adaptive sync: read the device about this often (the budg
 MAX_SYNC_EVERY = 256
 
 
+# A CPU with fast bf16 instructions but no AMX takes the bf16 path only where a calibration measured
+# bf16 autocast at least this much faster than fp32 (texseg.training.calibrate).
+BF16_MIN_SPEEDUP = 1.15
+CALIBRATION_FILE = "calibration.json"
+
+
+def calibration_key() -> str:
+    """What a calibration holds for: the CPU's model, its relevant instruction sets and torch's version."""
+    cpu = cpu_description()
+    return f"{cpu['model'] or 'cpu'}|{','.join(cpu['flags'])}|{cpu['cores']} cores|torch {torch.__version__}"
+
+
+def cache_dir() -> Path:
+    """texseg's cache folder: ``$TEXSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/texseg``, else ``~/.cache/texseg``."""
+    if os.environ.get("TEXSEG_CACHE_DIR"):
+        return Path(os.environ["TEXSEG_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "texseg"
+
+
+def read_calibration() -> dict[str, Any] | None:
+    """This machine's cached calibration (:func:`calibration_key`), None if it has none (or it is unreadable)."""
+    try:
+        entry = read_json(cache_dir() / CALIBRATION_FILE).get(calibration_key())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) and entry.get("kind") in ("cpu-bf16", "cpu-fp32") else None
+
+
+def write_calibration(result: dict[str, Any]) -> Path:
+    """Store a calibration under its key, beside those of other machines sharing the cache; returns the file."""
+    path = cache_dir() / CALIBRATION_FILE
+    try:
+        known = read_json(path)
+    except (OSError, ValueError):
+        known = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**(known if isinstance(known, dict) else {}), result["key"]: result})
+    return path
+
+
+def measured_cpu(device: torch.device) -> bool:
+    """Whether texseg's profile for this CPU was measured on its kind: AMX for bf16, or no fast bf16 at all."""
+    try:
+        amx = bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        amx = False
+    return amx or not fast_bf16(device)
+
+
 def hardware_kind(device: torch.device) -> str:
-    """The profile name of ``device``: ``cuda``, ``cpu-bf16`` or ``cpu-fp32``."""
+    """The profile name of ``device``: ``cuda``, ``cpu-bf16`` or ``cpu-fp32``.
+
+    A CPU with AVX512-BF16 but no AMX (not measured by texseg) takes ``cpu-bf16`` only where
+    its calibration found bf16 faster, else the conservative ``cpu-fp32``.
+    """
     if device.type == "cuda":
         return "cuda"
-    return "cpu-bf16" if fast_bf16(device) else "cpu-fp32"
+    if not fast_bf16(device):
+        return "cpu-fp32"
+    if measured_cpu(device):
+        return "cpu-bf16"
+    calibration = read_calibration()
+    return calibration["kind"] if calibration is not None else "cpu-fp32"
+
+
+def profile_source(device: torch.device) -> str:
+    """How texseg's profile for ``device`` was chosen, in words (for ``texseg devices`` and summaries)."""
+    if device.type == "cuda" or measured_cpu(device):
+        return "measured on this kind of hardware (see `measured`)"
+    calibration = read_calibration()
+    if calibration is None:
+        return ("not measured on this kind of CPU (fast bf16 without AMX): the conservative cpu-fp32 profile; "
+                "`texseg devices --calibrate` measures bf16 against fp32 here (a few seconds, cached)")
+    return (f"calibrated here on {calibration.get('date', '?')}: bf16 step {calibration.get('bf16_ms')} ms, fp32 "
+            f"{calibration.get('fp32_ms')} ms (bf16 {calibration.get('bf16_speedup')}x; load average "
+            f"{calibration.get('loadavg')}), so {calibration['kind']}")
 
 
 def device_profile(device: torch.device) -> DeviceProfile:
@@ -118,8 +195,39 @@ def resolve_defaults(config: TrainConfig, device: torch.device) -> tuple[TrainCo
     chosen = profile.values_for(config)
     filled = {name: chosen[name] for name in DEVICE_FIELDS if getattr(config, name) is None}
     record = {"hardware": profile.hardware, "filled": filled, "measured": profile.measured,
-              "profile": asdict(profile)}
+              "source": profile_source(device), "profile": asdict(profile)}
     return replace(config, **filled), record
+
+
+def pin_config(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """``config`` with :data:`PINNED_FIELDS` set to what this machine decided: precision (fp32/bf16), device
+    type, loss and torch threads. A value already given is kept."""
+    auto = "bf16" if hardware_kind(device) == "cpu-bf16" or (device.type == "cuda" and fast_bf16(device)) \
+        else "fp32"
+    return replace(
+        config,
+        precision=config.precision if config.precision != "auto" else auto,
+        device=config.device if config.device != "auto" else device.type,
+        loss=config.loss_name,
+        threads=config.threads if config.threads is not None else torch.get_num_threads())
+
+
+def pinned_notes(config: TrainConfig, device: torch.device, cores: int) -> list[str]:
+    """What of a (pinned) config this machine runs differently from the one it came from.
+
+    Args:
+        config: the run's config after :func:`pin_config`.
+        device: where it trains.
+        cores: CPU cores this process may use.
+    """
+    notes = []
+    if config.precision == "bf16" and not fast_bf16(device):
+        notes.append(f"precision bf16 has no fast path on this {device.type} (no AVX512-BF16/AMX or bf16 GPU): "
+                     "it is emulated, the same arithmetic but slower, so a time budget buys fewer steps")
+    if device.type == "cpu" and config.threads is not None and config.threads > cores:
+        notes.append(f"threads {config.threads} is more than the {cores} core(s) here: the threads share them "
+                     "(the results are the same, a time budget buys fewer steps); set threads to change it")
+    return notes
 
 
 def sync_interval(profile: DeviceProfile, config: TrainConfig, step_seconds: float | None) -> int:

@@ -25,13 +25,15 @@ from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.device import autocast_dtype, resolve_device
 from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
+from texseg.threads import choose_threads
 from texseg.training import distributed
 from texseg.training.config import EVALS_PER_RUN, TrainConfig
-from texseg.training.defaults import DeviceProfile, device_profile, resolve_defaults
+from texseg.training.defaults import DeviceProfile, device_profile, pin_config, pinned_notes, resolve_defaults
 from texseg.training.distributed import Distributed
 from texseg.training.losses import PermutationInvariantLoss, create_loss
 from texseg.training.memory import check_training_memory
 from texseg.training.optim import create_optimizer, lr_factor, set_lr
+from texseg.workers import available_cores
 
 
 class BatchSource(Protocol):
@@ -153,6 +155,7 @@ class Trainer:
     profile: DeviceProfile | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     forward: Callable[[Tensor], Tensor] | None = None  # the model's forward, compiled when `compile`
+    notes: list[str] = field(default_factory=list)  # what this machine runs differently from the config's
 
     def __post_init__(self) -> None:
         if self.profile is None:
@@ -201,6 +204,10 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
             raise ValueError("sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU ranks)")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    elif device.type == "cpu" and not d.active:  # a busy machine: one thread, not threads waiting for cores
+        torch.set_num_threads(choose_threads(available_cores()))
+    config = pin_config(config, device)  # config.json records what this machine decided
+    notes = pinned_notes(config, device, available_cores())
     check_training_memory(config, device)  # refuse up front rather than crash halfway
     torch.manual_seed(config.seed)  # initial weights: the same on every rank
     model = create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
@@ -227,7 +234,7 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
         amp_dtype=autocast_dtype(config.precision, device),
         data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device,
                                                        streams),
-        dist=d, matching="image" if any_labels else "none", defaults=defaults, forward=forward,
+        dist=d, matching="image" if any_labels else "none", defaults=defaults, forward=forward, notes=notes,
     )
 
 
@@ -279,6 +286,43 @@ def evaluation_due(config: TrainConfig, step: int, fraction: float, last_fractio
     if config.eval_every is not None:
         return step % config.eval_every == 0
     return int(fraction * EVALS_PER_RUN) > int(last_fraction * EVALS_PER_RUN)
+
+
+# Default evaluation cadence (no eval_every): interim evaluations score the first INTERIM_VAL held-out
+# images, the last one the whole set, and an evaluation waits while evaluating and checkpointing have
+# taken more than EVAL_SHARE of the run's wall time (so short or slow runs are mostly training).
+INTERIM_VAL = 16
+EVAL_SHARE = 0.10
+
+
+def evaluation_affordable(config: TrainConfig, overhead_seconds: float, train_seconds: float,
+                          expected_seconds: float = 0.0) -> bool:
+    """Whether a due interim evaluation fits the budget of :data:`EVAL_SHARE` of the wall time.
+
+    Args:
+        config: the run (an explicit ``eval_every`` is always honoured).
+        overhead_seconds: time spent evaluating and checkpointing so far.
+        train_seconds: training time so far.
+        expected_seconds: what this evaluation is expected to take (a run of a few slow steps
+            skips its interim evaluations rather than spend more on them than on training).
+    """
+    if config.eval_every is not None:
+        return True
+    return overhead_seconds + expected_seconds <= EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds
+
+
+def expected_evaluation_seconds(images: int, per_image: float | None, step_seconds: float, batch_size: int) -> float:
+    """Time an evaluation of ``images`` held-out images will take: as the last ones took per image, or
+    before any, half a training step per ``batch_size`` images (a forward pass is about a third of a step)."""
+    if per_image is not None:
+        return images * per_image
+    return 0.5 * step_seconds * images / max(1, batch_size)
+
+
+def interim_images(config: TrainConfig, val_size: int, final: bool) -> int:
+    """Held-out images an evaluation scores: all at the end or with an explicit ``eval_every``, else
+    :data:`INTERIM_VAL`."""
+    return val_size if final or config.eval_every is not None else min(val_size, INTERIM_VAL)
 
 
 def scheduled_lr(config: TrainConfig, fraction: float, scale: float = 1.0) -> float:
@@ -356,6 +400,7 @@ class Window:
 
     steps: int
     seconds: float  # wall-clock time they took, the device's work included
+    cpu_seconds: float  # CPU time this process got meanwhile (all its threads)
     loss_sum: float  # sum of the finite steps' losses
     finite_steps: int
     first_bad: int  # step number of the first non-finite step (0: none)
@@ -380,11 +425,11 @@ class StepTally:
         self.loss_sum, self.finite = zero.clone(), zero.clone()
         self.first_bad, self.bad_loss, self.bad_norm = zero.clone(), zero.clone(), zero.clone()
         self.steps = 0
-        self.start = time.perf_counter()
+        self.restart_clock()
 
     def restart_clock(self) -> None:
         """Time from now on (what happened since the last read, e.g. an evaluation, is not training)."""
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def elapsed(self) -> float:
         """Host time since the last read (the device may still be behind)."""
@@ -406,8 +451,8 @@ class StepTally:
         """Wait for the device, return the window's totals and start a new window."""
         loss_sum, finite, first_bad, bad_loss, bad_norm = torch.stack(
             [self.loss_sum, self.finite, self.first_bad, self.bad_loss, self.bad_norm]).tolist()
-        window = Window(self.steps, time.perf_counter() - self.start, loss_sum, int(finite), int(first_bad),
-                        _problem(bad_loss, bad_norm) if first_bad else None)
+        window = Window(self.steps, time.perf_counter() - self.start, time.process_time() - self.cpu_start,
+                        loss_sum, int(finite), int(first_bad), _problem(bad_loss, bad_norm) if first_bad else None)
         self._reset()
         return window
 
@@ -420,16 +465,39 @@ def all_finite(model: nn.Module) -> bool:
 # A run under these is flagged: its numbers are not those of a model that learnt the task.
 MIN_STEPS = 50
 CONSTANT_PREDICTION = 0.99
+# Under this share of its threads' CPU time a run's time budget bought far fewer steps than usual.
+BUSY_CPU_SHARE = 0.5
 
 
-def run_warnings(steps: int, metrics: dict[str, float]) -> list[str]:
+def cpu_share(cpu_seconds: float, wall_seconds: float, threads: int) -> float | None:
+    """The share of ``threads`` cores' time a process got: CPU time / (wall time x threads); None if unmeasured."""
+    if wall_seconds <= 0 or threads < 1:
+        return None
+    return cpu_seconds / (wall_seconds * threads)
+
+
+def busy_machine_warning(share: float | None, threads: int) -> str | None:
+    """The warning for a run that got under :data:`BUSY_CPU_SHARE` of its threads' CPU time (None: it did not)."""
+    if share is None or share >= BUSY_CPU_SHARE:
+        return None
+    return (f"busy machine: this run got {share:.0%} of {threads} core(s) while it trained (other programs had "
+            f"the rest); its time budget bought about {share:.0%} of the steps an idle machine gives, so its "
+            "scores are not what this budget reaches")
+
+
+def run_warnings(steps: int, metrics: dict[str, float], share: float | None = None, threads: int = 1) -> list[str]:
     """Why a run's results should not be read as a model's (empty when nothing is wrong).
 
     Args:
         steps: training steps taken.
         metrics: its latest held-out metrics.
+        share: the CPU share it got while training (:func:`cpu_share`; None: not measured).
+        threads: its torch threads.
     """
     out = []
+    busy = busy_machine_warning(share, threads)
+    if busy is not None:
+        out.append(busy)
     share = metrics.get("majority_prediction")
     if share is not None and share >= CONSTANT_PREDICTION:
         out.append(f"trivial model: it puts {share:.1%} of held-out pixels in one region (its accuracy "
@@ -440,9 +508,13 @@ def run_warnings(steps: int, metrics: dict[str, float]) -> list[str]:
 
 
 def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: dict[str, float],
-                notes: list[str]) -> dict[str, Any]:
-    """The ``summary.json`` of a run as it stands (a pure function of its state)."""
-    config = t.config
+                notes: list[str], share: float | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a run as it stands (a pure function of its state).
+
+    Args:
+        share: the share of its threads' CPU time the run got while training (:func:`cpu_share`).
+    """
+    config, threads = t.config, torch.get_num_threads()
     return {
         "status": str(status), "message": message, "model": config.model,
         "model_kwargs": {**config.model_kwargs, "num_classes": config.model_num_classes},
@@ -451,8 +523,9 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
         "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
         "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "val_seed": config.val_seed,
         "device": str(t.device),
-        "precision": t.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "precision": t.precision, "threads": threads, "torch": torch.__version__,
+        "cpu_share": None if share is None else round(share, 3),
         "texseg": texseg.__version__, "notes": notes, "label_mode": config.labels,
-        "warnings": run_warnings(c.step, last_val) if last_val else [],
+        "warnings": run_warnings(c.step, last_val, share, threads) if last_val else [],
         "defaults": t.defaults, "compiled": bool(config.compile), "batch_size": config.batch_size, "lr": config.lr,
     }

@@ -35,19 +35,24 @@ from texseg.checkpoint import (
 )
 from texseg.errors import CheckpointError, DataError, ImageReadError, NonFiniteError, RunDirError
 from texseg.evaluation import evaluate, predict_labels
+from texseg.io import read_json
 from texseg.models import model_spec
 from texseg.plots import run_curves_figure, samples_figure, save_figure
 from texseg.signals import StopFlag, catch_stop_signals, stop_point
 from texseg.training import distributed
 from texseg.training.config import TrainConfig
-from texseg.training.defaults import sync_interval
+from texseg.training.defaults import pin_config, sync_interval
 from texseg.training.engine import (
     StepTally,
     Trainer,
     Window,
     all_finite,
     build_trainer,
+    cpu_share,
+    evaluation_affordable,
     evaluation_due,
+    expected_evaluation_seconds,
+    interim_images,
     progress_fraction,
     run_summary,
     scheduled_lr,
@@ -85,6 +90,11 @@ class RunState:
     last_eval_fraction: float = 0.0  # the run's progress at its last evaluation (for the cadence)
     lr: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # CPU and wall time of the training windows of this process (not saved: a resumed run measures anew)
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    overhead_seconds: float = 0.0  # evaluating and checkpointing in this process (for the evaluation budget)
+    eval_per_image: float | None = None  # what the last evaluation and checkpoint took per held-out image
 
     def stop(self, status: RunStatus, message: str) -> None:
         self.status, self.message = status, message
@@ -172,10 +182,19 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
             every = sync_interval(t.profile, config, c.train_seconds / max(c.step, 1))
 
             fraction = progress_fraction(config, c.step, c.train_seconds)
-            if evaluation_due(config, c.step, fraction, state.last_eval_fraction):
+            n = interim_images(config, config.val_size, fraction >= 1.0)
+            expected = expected_evaluation_seconds(n, state.eval_per_image, state.wall_seconds / max(c.step, 1),
+                                                   config.batch_size)
+            if evaluation_due(config, c.step, fraction, state.last_eval_fraction) and (
+                    fraction >= 1.0 or t.dist.active  # ranks decide alike: on steps alone
+                    or evaluation_affordable(config, state.overhead_seconds, state.wall_seconds, expected)):
                 state.last_eval_fraction = fraction
                 # --- evaluate and checkpoint (rank 0; timed apart from training) ---------
-                verdict = _evaluate_and_checkpoint(run, t, state, val_images, val_targets, board, on_eval)
+                started = time.perf_counter()
+                verdict = _evaluate_and_checkpoint(run, t, state, val_images[:n] if main else None,
+                                                   val_targets[:n] if main else None, board, on_eval)
+                state.overhead_seconds += time.perf_counter() - started
+                state.eval_per_image = (time.perf_counter() - started) / n
                 if verdict is not None:
                     state.stop(*verdict)
                     break
@@ -231,7 +250,7 @@ def resume_training(run_dir: str | Path, *, progress: bool = True,
 # ------------------------------------------------------------------------------ helpers
 def _start(run: RunDir | None, t: Trainer) -> RunState:
     """A new run: a loadable, resumable checkpoint of step 0, then ``config.json`` (the run now exists)."""
-    state = RunState(Counters(), lr=t.config.lr, notes=_notes(t.config))
+    state = RunState(Counters(), lr=t.config.lr, notes=_notes(t))
     _checkpoint(run, t, state)
     if run is not None:
         run.write_config(t.config.to_dict())
@@ -240,7 +259,7 @@ def _start(run: RunDir | None, t: Trainer) -> RunState:
 
 def _restore(run: RunDir | None, t: Trainer) -> RunState:
     """Load the run's resume state (rank 0 reads it, every rank gets it); metrics.csv back to its rows."""
-    saved = load_resume_state(run.file(RESUME_STATE), t.config.to_dict()) if run is not None else None
+    saved = load_resume_state(run.file(RESUME_STATE), _saved_config(run, t)) if run is not None else None
     saved = t.dist.broadcast(saved)
     if saved.world_size != t.dist.world_size:
         raise CheckpointError(f"this run was trained on {saved.world_size} rank(s); resume it with as many "
@@ -263,18 +282,34 @@ def _restore(run: RunDir | None, t: Trainer) -> RunState:
     last = {k[4:]: v for k, v in saved.rows[-1].items() if k.startswith("val_")} if saved.rows else {}
     at = progress_fraction(t.config, int(saved.rows[-1]["step"]), saved.rows[-1]["train_seconds"]) \
         if saved.rows else 0.0
-    return RunState(saved.counters, last_val=last, last_eval_fraction=at, lr=t.config.lr, notes=_notes(t.config))
+    return RunState(saved.counters, last_val=last, last_eval_fraction=at, lr=t.config.lr, notes=_notes(t))
 
 
-def _notes(config: TrainConfig) -> list[str]:
-    """Caveats a reader of the run must know (the notebook model's eval-mode problem, scoring on training data)."""
+def _saved_config(run: RunDir, t: Trainer) -> dict[str, Any]:
+    """The configuration the run's resume state must hold: this run's, or, for a run begun before
+    config.json pinned what the machine decided (``precision: auto`` ...), its config.json as
+    written, where pinning that here gives this run's configuration."""
+    ours = t.config.to_dict()
+    try:
+        written = read_json(run.file(CONFIG))
+        if written != ours and pin_config(TrainConfig.from_dict(written), t.device) == t.config:
+            return written
+    except ValueError:
+        pass  # unreadable or foreign: the resume state is checked against this run's own configuration
+    return ours
+
+
+def _notes(t: Trainer) -> list[str]:
+    """Caveats a reader of the run must know: the notebook model's eval-mode problem, scoring on training
+    data, and what of a pinned config this machine runs differently."""
+    config = t.config
     warning = model_spec(config.model).warning
     notes = [f"model {config.model!r}: {warning}"] if warning else []
     if config.data is not None and config.val_data is not None and Path(config.val_data).resolve() == \
             Path(config.data).resolve():
         notes.append("the held-out folder val_data is the training folder data itself: validation scores are "
                      "measured on training images and say nothing about new ones")
-    return notes
+    return notes + list(t.notes)
 
 
 def _read_due(t: Trainer, tally: StepTally, every: int, state: RunState, stop: StopFlag) -> bool:
@@ -313,8 +348,8 @@ def _read(t: Trainer, tally: StepTally, stop: StopFlag, steps_before: int) -> tu
          float(stop.signal is not None)])
     problem = window.problem or ("a value became non-finite on another rank" if bad else None)
     # A rank that saw nothing wrong names the window's last step (the other rank's first bad one is <= it).
-    agreed = Window(window.steps, seconds / w, loss_sum / w, round(finite / w), window.first_bad or
-                    (steps_before + window.steps if bad else 0), problem)
+    agreed = Window(window.steps, seconds / w, window.cpu_seconds, loss_sum / w, round(finite / w),
+                    window.first_bad or (steps_before + window.steps if bad else 0), problem)
     return agreed, (stop.name or "a signal to another rank") if stopped else None
 
 
@@ -328,6 +363,7 @@ def _read_and_count(t: Trainer, tally: StepTally, stop: StopFlag, state: RunStat
     c = state.counters
     first = c.step + 1
     c.step, c.train_seconds = c.step + window.steps, c.train_seconds + window.seconds
+    state.cpu_seconds, state.wall_seconds = state.cpu_seconds + window.cpu_seconds, state.wall_seconds + window.seconds
     c.window_loss, c.window_steps = c.window_loss + window.loss_sum, c.window_steps + window.finite_steps
     if window.problem is not None:  # skip_nonfinite: those steps were not applied
         c.skipped_steps += window.steps - window.finite_steps
@@ -402,7 +438,8 @@ def _model_kwargs(t: Trainer) -> dict[str, Any]:
 
 
 def _summary(t: Trainer, state: RunState) -> dict[str, Any]:
-    return run_summary(t, state.counters, state.status, state.message, state.last_val, state.notes)
+    share = cpu_share(state.cpu_seconds, state.wall_seconds, torch.get_num_threads())
+    return run_summary(t, state.counters, state.status, state.message, state.last_val, state.notes, share)
 
 
 def _checkpoint(run: RunDir | None, t: Trainer, state: RunState, data_states: list[torch.Tensor] | None = None) -> None:

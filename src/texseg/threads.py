@@ -1,0 +1,133 @@
+"""How texseg's CPU threads wait for each other, so that a shared machine does not stall them.
+
+torch's CPU kernels run on an OpenMP thread pool. By default GNU OpenMP (libgomp, what the
+Linux wheels of torch use) lets an idle thread spin for about 300,000 iterations before it
+sleeps: fine on an idle machine, ruinous on a shared one, where the thread everybody waits
+for is not running while the others burn its core spinning. ``benchmarks/bench_load.py``
+on a 2-core AMD EPYC (U-Net step, batch 4, fp32) beside other programs keeping the load
+average at 7-10: torch's default 0.34 it/s (0.23 with two more busy processes), a 10,000
+spin 0.67 (0.52), no spin at all (``OMP_WAIT_POLICY=PASSIVE``) 1.14 (2.09), one thread
+2.59 (0.95). Idle, no spin cost 9-14% of the speed and the short spin nothing measurable,
+so texseg spins briefly and trains with one thread when other programs keep every core
+busy (:func:`choose_threads`).
+
+The wait policy is read once, when torch loads its OpenMP runtime (``import torch``), so it
+must be set in the environment before that: the ``texseg`` command does it first thing
+(:func:`configure_threads`); Python users call :func:`configure_threads` before they import
+torch (or texseg modules that import it), or set the variables in their shell. A variable
+the user set is never changed. Spawned workers inherit the environment.
+
+This module imports nothing heavy: it must run before torch.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+# libgomp's spin before an idle thread sleeps: short enough that a thread waiting for a
+# descheduled one gives its core back at once, long enough that an idle machine keeps the
+# speed of spinning (bench_load.py: OMP_WAIT_POLICY=PASSIVE, no spin at all, cost 9-14% idle).
+OPENMP_ENV = {"GOMP_SPINCOUNT": "10000"}
+# Variables that decide how OpenMP threads wait; a user who set any of them decides alone.
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    """What :func:`configure_threads` did.
+
+    Attributes:
+        environment: the OpenMP wait variables in effect (set by texseg or by the user).
+        source: ``texseg`` (texseg's defaults were set), ``user`` (the user's own variables
+            were kept) or ``too-late`` (torch was already imported: nothing could change).
+        threads: the torch thread count set, or None where it was left alone.
+    """
+
+    environment: dict[str, str] = field(default_factory=dict)
+    source: str = "texseg"
+    threads: int | None = None
+
+
+def configure_threads(threads: int | None = None,
+                      environ: MutableMapping[str, str] | None = None) -> ThreadSettings:
+    """Set texseg's OpenMP wait policy (:data:`OPENMP_ENV`) unless the user set one; optionally the threads.
+
+    Call it before ``import torch``: the wait policy takes effect only if torch has not
+    loaded its OpenMP runtime yet (a warning says so otherwise).
+
+    Args:
+        threads: torch CPU threads to use (None: leave torch's default, all cores).
+        environ: the environment to change (default ``os.environ``).
+
+    Returns:
+        A :class:`ThreadSettings` saying what is in effect.
+
+    Raises:
+        ValueError: ``threads`` is not a positive integer.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    env = os.environ if environ is None else environ
+    user = {k: env[k] for k in WAIT_VARIABLES if k in env}
+    if user:
+        settings = ThreadSettings(user, "user", threads)
+    elif "torch" in sys.modules and environ is None:
+        warnings.warn("texseg.configure_threads() was called after torch was imported: the OpenMP wait policy "
+                      "cannot change any more in this process (call it before importing torch)", stacklevel=2)
+        settings = ThreadSettings({}, "too-late", threads)
+    else:
+        env.update(OPENMP_ENV)
+        settings = ThreadSettings(dict(OPENMP_ENV), "texseg", threads)
+    if threads is not None:
+        import torch  # here, not at the top: this module must be importable before torch
+
+        torch.set_num_threads(threads)
+    return settings
+
+
+def busy_cores(samples: int = 5, interval: float = 0.02) -> float:
+    """How many other tasks are running on this machine right now (Linux; 0.0 where unknown).
+
+    The median over ``samples`` reads of the running-task count in ``/proc/loadavg`` (the
+    reader itself not counted), ``interval`` seconds apart: an instantaneous figure, where
+    the load average lags by a minute.
+    """
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(max(0, int(f.read().split()[3].split("/")[0]) - 1))
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        if i + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(counts))
+
+
+def choose_threads(cores: int, busy: float | None = None) -> int:
+    """torch threads for a run on ``cores`` cores: all of them, or one where other programs already keep
+    every core busy (bench_load.py: one thread then trains several times faster than threads that wait
+    for each other's turn on a shared core).
+
+    Args:
+        cores: cores this process may use.
+        busy: other running tasks (default: :func:`busy_cores`, measured now).
+    """
+    busy = busy_cores() if busy is None else busy
+    return 1 if cores > 1 and busy >= cores else max(1, cores)
+
+
+def wait_policy_description(environ: MutableMapping[str, str] | None = None) -> str:
+    """One line on how OpenMP threads wait in this process (for ``texseg devices``)."""
+    env = os.environ if environ is None else environ
+    given = {k: env[k] for k in WAIT_VARIABLES if k in env}
+    if not given:
+        return "OpenMP default (threads spin ~300k iterations before sleeping: slow on a busy machine)"
+    what = ", ".join(f"{k}={v}" for k, v in given.items())
+    return what + (" (texseg's default)" if given == OPENMP_ENV else " (set by the user)")
