@@ -82,7 +82,6 @@ def main() -> None:
     parser.add_argument("--methods", action="store_true", help="also score gabor-kmeans and local-energy")
     parser.add_argument("--no-kfree", action="store_true")
     parser.add_argument("--radius", type=float, default=None)
-    parser.add_argument("--distance", type=float, default=None)
     parser.add_argument("--split", default="test", choices=("test", "tune"),
                         help="K-free suites' split: tune for choosing --radius, test for the figures")
     parser.add_argument("--json", help="write the figures to this file")
@@ -91,8 +90,6 @@ def main() -> None:
     model = load_segmenter(args.model)
     if args.radius is not None:
         model.radius = args.radius
-    if args.distance is not None:
-        model.distance = args.distance
     segmenters = {args.model: model, "constant": None}
     if args.methods:
         segmenters.update({m: load_segmenter(m) for m in ("gabor-kmeans", "local-energy")})

@@ -178,6 +178,11 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
     mask = np.asarray(Image.open(tmp_path / "out" / "a.mask.png"))
     assert mask.shape == (32, 32) and mask.max() <= 2
     assert not (tmp_path / "out" / "a.prob.npy").exists()
+    Image.fromarray((images[1, 0, :12, :12].numpy() * 255).astype(np.uint8)).save(tmp_path / "patch.png")
+    code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
+                              "--out", str(tmp_path / "one"), "--reference", str(tmp_path / "patch.png"), "--quiet")
+    assert code == 0, err
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "one" / "a.mask.png")))) <= {0, 1}
     code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
                               "--out", str(tmp_path / "o2"), "--regions", "9")
     assert code == 2 and "--regions" in err and "Traceback" not in err

@@ -17,7 +17,7 @@ from texseg.images import MIN_SIZE, normalize_image
 from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
 from texseg.models.texnet import TextureEmbeddingNet
 
-__all__ = ["embed", "is_embedding_model", "segment_embedded"]
+__all__ = ["REFERENCE_SIDE", "embed", "embed_with_reference", "is_embedding_model", "segment_embedded"]
 
 #: Largest image embedded in one pass (embeddings and activations grow with its area).
 MAX_PIXELS = 4096 * 4096
@@ -42,6 +42,40 @@ def embed(model: TextureEmbeddingNet, images: Tensor, batch_size: int = 8) -> Te
         model.train(was_training)
 
 
+#: Width of the strip of mirrored reference texture set beside the image (one-shot).
+REFERENCE_SIDE = 96
+
+
+def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: np.ndarray, scale: float = 1.0
+                         ) -> tuple[Tensor, Tensor]:
+    """Embeddings of ``image`` and the mean embedding of the texture of ``patch``, in one pass.
+
+    The patch is mirrored out (no seams) into a strip as tall as the image and set beside
+    it, and the two are embedded together: the network then sees the reference texture
+    with the same normalisation and at the same scale as the image (a small patch embedded
+    alone would be judged by its own statistics and mostly by padding).
+
+    Args:
+        image: (H, W) luminance; patch: (h, w) luminance in the same units (e.g. both read
+            from files; cropped to H rows if taller). They are normalised together.
+
+    Returns:
+        (D, H', W') embeddings of the image (H', W' the scaled size) and the reference's (D,) mean.
+    """
+    h, w = image.shape
+    patch = np.asarray(patch, dtype=np.float32)[:h]
+    ph, pw = patch.shape
+    side = max(REFERENCE_SIDE, pw)
+    top, left = (h - ph) // 2, (side - pw) // 2
+    strip = np.pad(patch, ((top, h - ph - top), (left, side - pw - left)), mode="symmetric")
+    emb = _embed_image(model, np.concatenate([np.asarray(image, dtype=np.float32), strip], axis=1), scale)
+    width = emb.shape[-1] * w // (w + side)
+    y0, y1 = round(top * scale), round((top + ph) * scale)
+    x0, x1 = width + round(left * scale), width + round((left + pw) * scale)
+    inner = emb[:, y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+    return emb[:, :, :width], inner.reshape(inner.shape[0], -1).mean(1)
+
+
 def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float) -> Tensor:
     check_positive("scale", scale)
     h, w = image.shape
@@ -61,7 +95,7 @@ def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float) ->
 
 def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: int | None = None,
                      reference: np.ndarray | None = None, scale: float = 1.0, seed: int = 0,
-                     radius: float = 1.0, distance: float = 1.5) -> np.ndarray:
+                     radius: float = 1.0) -> np.ndarray:
     """Labels of one (H, W) luminance image.
 
     Args:
@@ -73,17 +107,17 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
         scale: resample the image (and the patch) by this factor first; labels are at (H, W).
         seed: fixes k-means.
         radius: K estimated: see :func:`texseg.inference.grouping.cluster_embeddings`.
-        distance: one-shot: see :func:`texseg.inference.grouping.reference_mask`.
 
     Returns:
         (H, W) uint8 labels.
     """
     if regions is not None:
         check_int("regions", regions, 2, MAX_REGIONS)
-    emb = _embed_image(model, image, scale)
     if reference is not None:
-        labels = reference_mask(emb, _embed_image(model, reference, scale), distance=distance, radius=radius, seed=seed)
+        emb, ref = embed_with_reference(model, image, reference, scale)
+        labels = reference_mask(emb, ref)
     else:
+        emb = _embed_image(model, image, scale)
         labels = cluster_embeddings(emb, regions, seed=seed, radius=radius)
     if labels.shape != image.shape:
         labels = F.interpolate(labels[None, None].float(), size=image.shape, mode="nearest")[0, 0].long()

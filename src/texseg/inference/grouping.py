@@ -9,8 +9,9 @@ Three ways, all per image:
   within ``radius`` of their centre. The discriminative loss puts pixels within
   ``delta_v`` of their texture's mean and two textures' means ``2 delta_d`` apart, so a
   radius between the two tells "one texture" from "several" without knowing K;
-- :func:`reference_mask` (one-shot): of those regions, the one(s) whose mean embedding
-  is nearest that of a reference patch -- "where is this texture?".
+- :func:`reference_mask` (one-shot): the pixels whose embedding is near the mean
+  embedding of a reference patch, split from the rest by Otsu's threshold on the
+  distance -- "where is this texture?".
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.filters import threshold_otsu
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 from torch import Tensor
@@ -82,20 +84,16 @@ def cluster_embeddings(embeddings: Tensor, k: int | None, *, seed: int = 0, radi
     return torch.from_numpy(rank[labels].reshape(h, w).astype(np.int64))
 
 
-def reference_mask(embeddings: Tensor, reference: Tensor, *, distance: float = 1.5, radius: float = 1.0,
-                   seed: int = 0) -> Tensor:
+def reference_mask(embeddings: Tensor, reference: Tensor) -> Tensor:
     """One-shot: where the texture of a reference patch is.
 
-    The image's regions are found with K estimated (:func:`cluster_embeddings`); the
-    region whose mean embedding is nearest the patch's mean is the reference texture, and
-    so is any other region whose mean lies within ``distance`` of it (a texture the
-    grouping split in two).
+    Each pixel's distance to the reference's mean embedding is small where its texture
+    is and large elsewhere; Otsu's threshold (scikit-image) on that distance map splits
+    the two without knowing how many other textures the image holds.
 
     Args:
         embeddings: (D, H, W) of the image.
-        reference: (D, h, w) embeddings of the reference patch (or (D,) its mean).
-        distance: regions whose mean is this close to the reference's are its texture too.
-        radius, seed: of the grouping, see :func:`cluster_embeddings`.
+        reference: (D,) the reference texture's mean embedding, or (D, h, w) its embeddings.
 
     Returns:
         (H, W) int64: 1 where the reference texture is, 0 elsewhere.
@@ -103,10 +101,7 @@ def reference_mask(embeddings: Tensor, reference: Tensor, *, distance: float = 1
     ref = reference.float().reshape(reference.shape[0], -1).mean(1) if reference.ndim > 1 else reference.float()
     if ref.shape[0] != embeddings.shape[0]:
         raise ValueError(f"reference has {ref.shape[0]} embedding dimensions, the image {embeddings.shape[0]}")
-    labels = cluster_embeddings(embeddings, None, seed=seed, radius=radius)
-    smooth = smooth_embeddings(embeddings).flatten(1).cpu()
-    flat = labels.flatten()
-    means = torch.stack([smooth[:, flat == c].mean(1) for c in range(int(flat.max()) + 1)])
-    dist = (means - ref.cpu()[None]).norm(dim=1)
-    chosen = (dist <= distance) | (dist == dist.min())
-    return chosen[labels].long()
+    dist = (smooth_embeddings(embeddings) - ref.to(embeddings.device)[:, None, None]).norm(dim=0).cpu().numpy()
+    if float(dist.max() - dist.min()) < 1e-6:  # one texture everywhere: all of it is the reference's
+        return torch.ones(dist.shape, dtype=torch.long)
+    return torch.from_numpy(dist <= threshold_otsu(dist)).long()

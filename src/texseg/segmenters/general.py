@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from texseg.checkpoint import WEIGHTS, load_model, load_pretrained
-from texseg.inference.embedding import embed, is_embedding_model
+from texseg.inference.embedding import embed, embed_with_reference, is_embedding_model
 from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
 from texseg.models.pretrained import PREFIX, is_pretrained_name
 from texseg.segmenters.base import Segmenter, check_images
@@ -28,20 +28,19 @@ class EmbeddingSegmenter(Segmenter):
         batch_size: images per forward pass.
         seed: fixes k-means.
         radius: K estimated: the spread of one texture's embeddings (see ``cluster_embeddings``).
-        distance: one-shot: pixels this close to the reference's mean embedding are its texture.
     """
 
     supervised = False
 
     def __init__(self, source: str | os.PathLike[str], device: str | torch.device | None = None,
-                 batch_size: int = 8, seed: int = 0, radius: float = 1.0, distance: float = 1.5) -> None:
+                 batch_size: int = 8, seed: int = 0, radius: float = 1.0) -> None:
         text = os.fspath(source)
         self.model = load_pretrained(text, device=device) if is_pretrained_name(text) else load_model(text, device)
         if not is_embedding_model(self.model):
             raise ValueError(f"{text} is not a texture-embedding model (texnet); use it as a run folder")
         self.source = text
         self.name = text if is_pretrained_name(text) else Path(text).resolve().name
-        self.batch_size, self.seed, self.radius, self.distance = batch_size, seed, radius, distance
+        self.batch_size, self.seed, self.radius = batch_size, seed, radius
 
     def supports(self, num_regions: int) -> bool:
         return 2 <= num_regions <= MAX_REGIONS
@@ -69,9 +68,9 @@ class EmbeddingSegmenter(Segmenter):
         """One-shot: 1 where the texture of ``reference`` (a (1, 1, h, w) patch) is, else 0."""
         check_images(images, 2)
         check_images(reference, 2)
-        ref = embed(self.model, reference, 1)[0]
-        out = [reference_mask(e, ref, distance=self.distance, radius=self.radius, seed=self.seed)
-               for e in self.embeddings(images)]
+        patch = reference[0, 0].detach().cpu().numpy()
+        out = [reference_mask(*embed_with_reference(self.model, image[0].detach().cpu().numpy(), patch))
+               for image in images]
         return torch.stack(out)[:, None].to(images.device)
 
     def _group(self, images: Tensor, k: int | None) -> Tensor:
@@ -84,4 +83,4 @@ class EmbeddingSegmenter(Segmenter):
         digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in state.values())).hexdigest()
         return {"name": self.name, "source": self.source if self.source.startswith(PREFIX)
                 else str(Path(self.source).resolve() / WEIGHTS), "model": "texnet", "weights_sha256": digest[:16],
-                "seed": self.seed, "radius": self.radius, "distance": self.distance}
+                "seed": self.seed, "radius": self.radius}
