@@ -178,7 +178,7 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
     mask = np.asarray(Image.open(tmp_path / "out" / "a.mask.png"))
     assert mask.shape == (32, 32) and mask.max() <= 2
     assert not (tmp_path / "out" / "a.prob.npy").exists()
-    Image.fromarray((images[1, 0, :12, :12].numpy() * 255).astype(np.uint8)).save(tmp_path / "patch.png")
+    Image.fromarray((images[1, 0, :16, :16].numpy() * 255).astype(np.uint8)).save(tmp_path / "patch.png")
     code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
                               "--out", str(tmp_path / "one"), "--reference", str(tmp_path / "patch.png"), "--quiet")
     assert code == 0, err
