@@ -81,15 +81,12 @@ def main() -> None:
     parser.add_argument("--folders", nargs="*", default=[], help="folder suites (images/ + masks/)")
     parser.add_argument("--methods", action="store_true", help="also score gabor-kmeans and local-energy")
     parser.add_argument("--no-kfree", action="store_true")
-    parser.add_argument("--radius", type=float, default=None)
     parser.add_argument("--split", default="test", choices=("test", "tune"),
-                        help="K-free suites' split: tune for choosing --radius, test for the figures")
+                        help="K-free suites' split: tune for choosing how K is estimated, test for the figures")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = load_segmenter(args.model)
-    if args.radius is not None:
-        model.radius = args.radius
     segmenters = {args.model: model, "constant": None}
     if args.methods:
         segmenters.update({m: load_segmenter(m) for m in ("gabor-kmeans", "local-energy")})

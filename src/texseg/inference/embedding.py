@@ -94,8 +94,7 @@ def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float) ->
 
 
 def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: int | None = None,
-                     reference: np.ndarray | None = None, scale: float = 1.0, seed: int = 0,
-                     radius: float = 1.0) -> np.ndarray:
+                     reference: np.ndarray | None = None, scale: float = 1.0, seed: int = 0) -> np.ndarray:
     """Labels of one (H, W) luminance image.
 
     Args:
@@ -106,7 +105,6 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
             1 where that texture is, 0 elsewhere; ``regions`` is then ignored.
         scale: resample the image (and the patch) by this factor first; labels are at (H, W).
         seed: fixes k-means.
-        radius: K estimated: see :func:`texseg.inference.grouping.cluster_embeddings`.
 
     Returns:
         (H, W) uint8 labels.
@@ -118,7 +116,7 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
         labels = reference_mask(emb, ref)
     else:
         emb = _embed_image(model, image, scale)
-        labels = cluster_embeddings(emb, regions, seed=seed, radius=radius)
+        labels = cluster_embeddings(emb, regions, seed=seed)
     if labels.shape != image.shape:
         labels = F.interpolate(labels[None, None].float(), size=image.shape, mode="nearest")[0, 0].long()
     return labels.numpy().astype(np.uint8)

@@ -27,20 +27,19 @@ class EmbeddingSegmenter(Segmenter):
         device: where the network runs (default CPU).
         batch_size: images per forward pass.
         seed: fixes k-means.
-        radius: K estimated: the spread of one texture's embeddings (see ``cluster_embeddings``).
     """
 
     supervised = False
 
     def __init__(self, source: str | os.PathLike[str], device: str | torch.device | None = None,
-                 batch_size: int = 8, seed: int = 0, radius: float = 1.0) -> None:
+                 batch_size: int = 8, seed: int = 0) -> None:
         text = os.fspath(source)
         self.model = load_pretrained(text, device=device) if is_pretrained_name(text) else load_model(text, device)
         if not is_embedding_model(self.model):
             raise ValueError(f"{text} is not a texture-embedding model (texnet); use it as a run folder")
         self.source = text
         self.name = text if is_pretrained_name(text) else Path(text).resolve().name
-        self.batch_size, self.seed, self.radius = batch_size, seed, radius
+        self.batch_size, self.seed = batch_size, seed
 
     def supports(self, num_regions: int) -> bool:
         return 2 <= num_regions <= MAX_REGIONS
@@ -74,7 +73,7 @@ class EmbeddingSegmenter(Segmenter):
         return torch.stack(out)[:, None].to(images.device)
 
     def _group(self, images: Tensor, k: int | None) -> Tensor:
-        out = [cluster_embeddings(e, k, seed=self.seed, radius=self.radius)
+        out = [cluster_embeddings(e, k, seed=self.seed)
                for e in self.embeddings(images)]
         return torch.stack(out)[:, None].to(images.device)
 
@@ -83,4 +82,4 @@ class EmbeddingSegmenter(Segmenter):
         digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in state.values())).hexdigest()
         return {"name": self.name, "source": self.source if self.source.startswith(PREFIX)
                 else str(Path(self.source).resolve() / WEIGHTS), "model": "texnet", "weights_sha256": digest[:16],
-                "seed": self.seed, "radius": self.radius}
+                "seed": self.seed}
