@@ -69,6 +69,10 @@ class CollageSpec:
         partitions: partition kinds to draw from (:data:`PARTITIONS`).
         min_area: a region smaller than this fraction of the image is merged away.
         augment: blur, noise and illumination changes of the whole image.
+        gaussian_scenes: the fraction of scenes drawn as the notebook draws them instead:
+            every region white noise smoothed with its own width (the widths a geometric
+            progression of ratio 1.2-2.5 from 0.2-3 px, in random order), not standardised,
+            the whole image smoothed with sigma 1 -- textures that differ only a little.
     """
 
     image_size: int = 128
@@ -79,6 +83,7 @@ class CollageSpec:
     partitions: tuple[str, ...] = PARTITIONS
     min_area: float = 0.03
     augment: bool = True
+    gaussian_scenes: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, minimum=16)
@@ -98,6 +103,8 @@ class CollageSpec:
             raise ValueError(f"partitions must name at least one of {', '.join(PARTITIONS)}")
         if not 0 <= self.min_area < 0.2:
             raise ValueError(f"min_area must be in [0, 0.2), got {self.min_area!r}")
+        if not 0 <= self.gaussian_scenes <= 1:
+            raise ValueError(f"gaussian_scenes must be a fraction in [0, 1], got {self.gaussian_scenes!r}")
 
     @property
     def drawn_families(self) -> tuple[str, ...]:
@@ -324,6 +331,8 @@ def _scene(d: _Draw, spec: CollageSpec) -> tuple[torch.Tensor, torch.Tensor]:
     k = d.integer(spec.min_regions, spec.max_regions)
     labels = _merge_small(_partition(d, n, k, d.choice(spec.partitions)), int(spec.min_area * n * n))
     k = int(labels.max()) + 1
+    if spec.gaussian_scenes and d.chance(spec.gaussian_scenes):
+        return _gaussian_scene(d, labels, k), labels
     families = spec.drawn_families
     image = torch.zeros(n, n)
     shared = (d.uniform(-1, 1), d.log_uniform(0.3, 2.0)) if d.chance(0.3) else None
@@ -345,6 +354,21 @@ def _scene(d: _Draw, spec: CollageSpec) -> tuple[torch.Tensor, torch.Tensor]:
             image = image + d.log_uniform(0.01, 0.3) * image.std() * d.normal(n, n)
     image = image - image.min()
     return image / image.max().clamp(min=1e-12), labels
+
+
+def _gaussian_scene(d: _Draw, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """The notebook's kind of scene on ``labels``: smoothed noise of K close widths, smoothed, in [0, 1]."""
+    n = labels.shape[-1]
+    ratio, first = d.uniform(1.2, 2.5), d.log_uniform(0.2, 3.0)
+    widths = [first * ratio**i for i in range(k)]
+    order = torch.randperm(k, generator=d.g).tolist()
+    image = torch.zeros(n, n)
+    for region in range(k):
+        texture = gaussian_smooth(d.normal(1, 1, n, n), widths[order[region]])[0, 0]
+        image = torch.where(labels == region, texture, image)
+    image = gaussian_smooth(image[None, None], 1.0)[0, 0]
+    image = image - image.min()
+    return image / image.max().clamp(min=1e-12)
 
 
 def generate_collage(spec: CollageSpec, batch_size: int, *, generator: torch.Generator

@@ -66,6 +66,8 @@ class GeneralConfig:
         embedding_dim, width, dilations: the network (:class:`TextureEmbeddingNet`).
         min_regions, max_regions: K of the training collages.
         holdout: a family never trained on, for leave-one-family-out validation (or None).
+        gaussian_scenes: the fraction of training scenes drawn as the notebook draws them
+            (:class:`~texseg.data.procedural.CollageSpec`): textures that differ only a little.
         delta_v, delta_d: the discriminative loss's margins.
         val_size: images of each validation set; eval_every: steps between validations.
         val_data: a folder of real images with masks (``images/`` + ``masks/``) to validate on.
@@ -88,6 +90,7 @@ class GeneralConfig:
     min_regions: int = 2
     max_regions: int = 5
     holdout: str | None = "cells"
+    gaussian_scenes: float = 0.0
     delta_v: float = 0.5
     delta_d: float = 1.5
     val_size: int = 32
@@ -131,7 +134,8 @@ class GeneralConfig:
         exclude = (self.holdout,) if self.holdout else ()
         if validation == "holdout":
             return CollageSpec(self.image_size, 2, self.max_regions, families=(self.holdout,))
-        return CollageSpec(self.image_size, self.min_regions, self.max_regions, exclude=exclude)
+        return CollageSpec(self.image_size, self.min_regions, self.max_regions, exclude=exclude,
+                           gaussian_scenes=self.gaussian_scenes)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"embedding_dim": self.embedding_dim, "width": self.width, "dilations": list(self.dilations)}
