@@ -232,3 +232,18 @@ def test_the_shipped_general_model_loads_offline_and_scores_what_its_card_says(c
     assert abs(miou - card["scores"]["notebook"]["texseg:general"]["miou"]) < 0.01
     code, out, _ = run_main(capsys, "models")
     assert code == 0 and "texseg:general" in out
+
+
+def test_gaussian_scenes_are_the_notebooks_kind_of_scene_inside_the_collage_stream():
+    spec = CollageSpec(64, max_regions=3, gaussian_scenes=1.0)
+    images, labels = generate_collage(spec, 4, generator=torch.Generator().manual_seed(5))
+    again, _ = generate_collage(spec, 4, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(images, again)
+    assert float(images.amin()) == 0.0 and float(images.amax()) == 1.0
+    # smoothed noise of different widths: the regions differ in local variance, not in mean level
+    diffs = images[..., 1:] - images[..., :-1]
+    for img, lab in zip(diffs, labels[..., 1:]):
+        spreads = [float(img[lab == r].std()) for r in torch.unique(lab)]
+        assert max(spreads) > 1.1 * min(spreads)
+    with pytest.raises(ValueError, match="gaussian_scenes"):
+        CollageSpec(gaussian_scenes=1.5)
