@@ -247,3 +247,14 @@ def test_browser_check_sees_broken_images_and_errors(folders: dict[str, Path], t
     assert any("notDefined" in e for e in result["errors"])
     assert any("example.com" in e for e in result["errors"])  # blocked by the page's policy, never fetched
     assert console
+
+
+def test_experiment_headline_is_the_summarys_verdict_and_all_trivial_says_so(folders: dict[str, Path]) -> None:
+    # 3 steps per trial: every trial is trivial, so nothing is "best" anywhere, in the same words.
+    html = unescape((folders["experiment"] / "report.html").read_text(encoding="utf-8"))
+    summary = (folders["experiment"] / "summary.md").read_text(encoding="utf-8")
+    verdict = re.search(r'<p class="verdict" id="verdict">([^<]+)</p>', html).group(1)
+    assert verdict.startswith("no verdict: every trial is trivial") and "at least 50 training steps" in verdict
+    assert f"**{verdict}**" in summary
+    assert "best setting" not in html.lower() and 'class="best"' not in html
+    assert "None: every trial completed and learnt something" not in summary

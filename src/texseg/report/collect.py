@@ -105,6 +105,7 @@ class Page:
     sections: list[tuple[str, list[Markup]]] = field(default_factory=list)  # more prose: (heading, paragraphs)
 
     status_detail: str = ""  # e.g. "1 of 4 cells": how much of a folder of trials the status concerns
+    verdict: str = ""  # the one-line verdict on a ranking, in the words of summary.md and the terminal
 
     @property
     def status_text(self) -> str:

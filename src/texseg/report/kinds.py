@@ -95,7 +95,7 @@ def _cell(value: str) -> str:
 # ----------------------------------------------------------------------- an experiment
 def experiment_page(path: Path) -> Page:
     """An experiment folder: its question, the ranked settings with intervals, the trials, figures."""
-    from texseg.experiments.report import TABLE_METRICS, best_group, format_value, group_stats, rank
+    from texseg.experiments.report import TABLE_METRICS, format_value, group_stats, rank, verdict
     from texseg.experiments.stats import mean_ci
 
     if not (path / "experiment.json").is_file():
@@ -110,9 +110,14 @@ def experiment_page(path: Path) -> Page:
                 description=description, command=command, status_detail=detail)
     metric = "iou"
     ranked = rank(group_stats(rows, varied), metric)
-    best = best_group(ranked, metric)
-    if best is not None:
+    v = verdict(ranked, metric)  # the words of summary.md and the terminal
+    best = v.best
+    if v.resolved and best is not None:
         page.cards.append(Card("best setting", best.label, f"{metric} {best.metrics[metric].format(4)}"))
+    else:
+        page.cards.append(Card("verdict", "all trials trivial" if v.all_trivial else "not resolved"
+                               if best is not None else "no best", v.headline))
+    page.verdict = v.headline
     page.cards.append(Card("trials", str(len(rows)), counts_text(statuses)))
     page.cards.append(Card("settings", str(len(ranked)), f"varied: {', '.join(varied) or '—'}"))
     # A varied field whose value is the setting's whole label (optimizer=adam labelled "adam") is not repeated.
@@ -129,9 +134,7 @@ def experiment_page(path: Path) -> Page:
     caption = (f"Settings ranked by held-out {metric}: mean over completed seeds [95% interval] (for [0, 1] "
                "metrics a t-interval of the logits, mapped back; ± for the loss; none for one seed)")
     page.tables.append(Table(columns, table_rows, caption,
-                             highlight={ranked.index(best)} if best is not None else set()))
-    if best is None and ranked:
-        page.notes.append("no best setting claimed: it needs at least two completed seeds per setting")
+                             highlight={ranked.index(best)} if best is not None and v.resolved else set()))
     trial_columns = ["trial", "seed", "status", "val iou", "steps", "train s", "warning or error", "run"]
     page.details.append(Table(trial_columns, [
         [r["trial"], str(r["seed"]), r["status"], fmt(r.get("val_iou", math.nan)), fmt(r["iterations"], 0),
