@@ -179,7 +179,7 @@ def test_an_interrupted_command_exits_130_and_says_how_to_finish(capsys, tmp_pat
     assert "interrupted" in out and "1 not run" in out
 
 
-def test_a_raising_trial_is_a_row_and_the_rest_go_on(tmp_path, monkeypatch):
+def test_a_raising_trial_is_a_row_and_the_rest_go_on(tmp_path, monkeypatch, untrivial):
     real_train = runner_module.train
 
     def flaky_train(config, run_dir, **kwargs):

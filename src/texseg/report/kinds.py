@@ -213,7 +213,8 @@ def search_page(path: Path) -> Page:
                                ", ".join(f"{k}={f'{v:.3g}' if isinstance(v, float) else v}"
                                          for k, v in params.items() if k != "model")))
     else:
-        page.warnings.append(str(best.get("message", "no completed trial yet")))
+        page.verdict = str(best.get("message", "no completed trial yet"))
+        page.warnings.append(page.verdict)
     page.cards.append(Card("trials", str(len(trials)), counts_text(statuses)))
     param_names = [c for c in (trials[0] if trials else {}) if c not in _SEARCH_FIXED_COLUMNS]
     ranked = sorted((t for t in trials if not math.isnan(to_float(t.get("value")))),
