@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -46,13 +45,12 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     as a whole, as in training. A file that cannot be used gets one error line; the
     others are still processed and the exit code is 2.
     """
-    from tqdm.auto import tqdm
-
     from texseg._validate import check_int, check_positive
     from texseg.checkpoint import load_model
     from texseg.device import resolve_device
     from texseg.errors import TexsegError
     from texseg.inference.predict import output_paths, predict_file
+    from texseg.training.progress import Progress
 
     if tile is not None and tile != 0:
         check_int("--tile", tile, minimum=16)
@@ -68,26 +66,33 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     Path(out).mkdir(parents=True, exist_ok=True)
     failed, written, kept = 0, 0, 0
     seen: dict[Path, Path] = {}
-    with tqdm(files, disable=quiet or len(files) < 2, desc="predict", unit="img") as bar:
-        for path in bar:
-            mask_path = output_paths(path, out)["mask"]
+    # A bar on a terminal, plain lines in a log (never carriage returns), as `texseg train` does.
+    bar = Progress(len(files), 0, "img", enabled=not quiet and len(files) > 1, what="image", desc="predict")
+    try:
+        for done, path in enumerate(files, 1):
             try:
-                if mask_path in seen:
-                    raise ValueError(f"{path}: same output name as {seen[mask_path]}; rename one of them")
-                seen[mask_path] = path
-                result = predict_file(model, path, out, tile=tile, overlap=overlap, scale=scale,
-                                      batch_size=batch_size, overwrite=overwrite)
-            except (TexsegError, ValueError) as e:
-                failed += 1
-                tqdm.write(f"texseg: error: {e}", file=sys.stderr)
-                continue
-            except OSError as e:
-                failed += 1
-                name = e.filename or path
-                tqdm.write(f"texseg: error: {name}: {e.strerror or e}", file=sys.stderr)
-                continue
-            written += bool(result.written)
-            kept += not result.written
+                mask_path = output_paths(path, out)["mask"]
+                try:
+                    if mask_path in seen:
+                        raise ValueError(f"{path}: same output name as {seen[mask_path]}; rename one of them")
+                    seen[mask_path] = path
+                    result = predict_file(model, path, out, tile=tile, overlap=overlap, scale=scale,
+                                          batch_size=batch_size, overwrite=overwrite)
+                except (TexsegError, ValueError) as e:
+                    failed += 1
+                    bar.write(f"texseg: error: {e}")
+                    continue
+                except OSError as e:
+                    failed += 1
+                    name = e.filename or path
+                    bar.write(f"texseg: error: {name}: {e.strerror or e}")
+                    continue
+                written += bool(result.written)
+                kept += not result.written
+            finally:  # counted once handled, whatever the outcome
+                bar.update(1, done)
+    finally:
+        bar.close()
     note = " (their outputs exist; --overwrite replaces them)" if kept else ""
     click.echo(f"{written} segmented, {kept} kept{note}, {failed} failed -> {out}")
     return ExitCode.USAGE if failed else ExitCode.OK
