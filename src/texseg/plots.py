@@ -7,6 +7,7 @@ the global pyplot state or a display.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,21 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> No
     with atomic_path(path) as tmp:
         # Fixed metadata so the same figure gives the same bytes.
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+
+
+def fitted_suptitle(fig: Figure, text: str, **kwargs: object) -> None:
+    """``fig.suptitle(text)``, its lines wrapped at spaces until it fits the figure's width.
+
+    A title wider than the canvas is cut on both sides (it is centred); wrapping keeps
+    every word on the picture.
+    """
+    title = fig.suptitle(text, **kwargs)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    limit = fig.bbox.width * 0.96
+    width = max(len(line) for line in text.splitlines()) if text else 0
+    while width > 10 and title.get_window_extent(renderer).width > limit:
+        width = int(width * 0.85)
+        title.set_text("\n".join(textwrap.fill(line, width, break_long_words=False) for line in text.splitlines()))
 
 
 def samples_figure(
