@@ -58,3 +58,27 @@ LRS = [_group(f"lr={lr:g}", [0.5, 0.6], lr=lr) for lr in (1e-4, 1e-2, 1.0)]
 ], ids=["final-bars", "final-lr", "final-one", "heatmap", "scene-grid", "lr-range", "run-curves", "samples"])
 def test_every_figure_fits_its_canvas(make) -> None:
     _inside_canvas(make())
+
+
+def test_label_colours_match_the_overlay_and_every_label_picture_has_a_legend(capsys, tmp_path, monkeypatch):
+    from conftest import run_main
+    from texseg import plots
+    from texseg.inference.predict import _PALETTE
+
+    assert [tuple(round(255 * v) for v in c[:3]) for c in plots.label_colours(4)] == \
+        [tuple(int(v) for v in row) for row in _PALETTE[:4]]
+    # Two-region masks (1 on Omega_1 = label 0) are drawn as labels: label 0 in label 0's colour.
+    mask = torch.ones(1, 1, 4, 4)
+    fig = samples_figure(torch.rand(1, 1, 4, 4), mask, mask, masks=True)
+    shown = fig.axes[1].get_images()[0]
+    assert tuple(shown.to_rgba(shown.get_array())[0, 0]) == plots.label_colours(2)[0]
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_texts == ["label 0 (Omega_1)", "label 1 (Omega_2)"]
+    _inside_canvas(fig)
+
+    saved = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.append(fig))  # imported at the call
+    code, _, err = run_main(capsys, "generate", "--image-size", "32", "--rows", "1", "--picture",
+                            str(tmp_path / "p.png"))
+    assert code == 0, err
+    assert [t.get_text() for t in saved[0].legends[0].get_texts()][0] == "label 0 (Omega_1)"

@@ -44,7 +44,6 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
 
     from texseg._validate import check_int
     from texseg.data import generate as draw
-    from texseg.data import target_from_labels
     from texseg.data.export import export_dataset
     from texseg.plots import samples_figure, save_figure
 
@@ -62,8 +61,7 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
         click.echo(f"exported {count} scenes to {out} (manifest: {manifest})")
     picture = picture or (str(Path(out) / "preview.png") if out else "samples.png")
     images, labels = draw(spec, rows, generator=torch.Generator().manual_seed(seed))
-    if spec.num_regions == 2:  # show the notebook's mask: Omega_1 (label 0) as 1
-        labels = target_from_labels(labels, 2)
+    # Labels coloured as `texseg predict` colours them, with a legend naming Omega_1 (label 0), Omega_2, ...
     sig = ", ".join(f"{s:g}" for s in spec.texture_sigmas)
     fig = samples_figure(images, labels, num_regions=spec.num_regions,
                          suptitle=f"N={spec.image_size}, partition sigma={spec.partition_sigma:g}, "
