@@ -261,3 +261,14 @@ def test_experiment_headline_is_the_summarys_verdict_and_all_trivial_says_so(fol
     assert f"**{verdict}**" in summary
     assert "best setting" not in html.lower() and 'class="best"' not in html
     assert "None: every trial completed and learnt something" not in summary
+
+
+def test_run_page_separates_user_set_settings_from_device_filled_ones(folders: dict[str, Path]) -> None:
+    run = folders["run"]
+    filled = json.loads((run / "summary.json").read_text())["defaults"]["filled"]
+    assert "compile" in filled and "lr" not in filled  # TINY sets lr, leaves compile to the device
+    html = unescape(write_report(run).read_text(encoding="utf-8"))
+    user = re.search(r'<p class="chips" id="user-set">(.*?)</p>', html).group(1)
+    device = re.search(r'<p class="chips" id="device-filled">(.*?)</p>', html).group(1)
+    assert "<b>lr</b>" in user and "<b>compile</b>" not in user
+    assert "<b>compile</b>" in device and "<b>lr</b>" not in device

@@ -13,8 +13,10 @@ from texseg.report.collect import (
     Table,
     config_rows,
     counts_text,
+    device_filled,
     environment_rows,
     fmt,
+    fmt_config,
     folder_figures,
     inline_markdown,
     machine_rows,
@@ -68,8 +70,11 @@ def run_page(path: Path) -> Page:
         page.details.append(Table(columns, [[_cell(r[c]) for c in columns] for r in history],
                                   f"Every evaluation ({len(history)} rows of metrics.csv)"))
     page.command = f"texseg train --config {path / 'config.json'} --out NEW_DIR"
-    page.config_title = "Configuration (config.json; bold: differs from the default)"
-    page.config = config_rows(config)
+    filled = device_filled(summary)
+    page.config_title = "Configuration (config.json; bold: set to other than the default; device default: " \
+                        "left to the device, filled in by its profile)"
+    page.config = config_rows(config, filled=filled)
+    page.device_filled = [(k, fmt_config(config.get(k, v))) for k, v in filled.items()]
     page.figures = folder_figures(path)
     page.environment = environment_rows(summary, "this run")
     return page
@@ -146,7 +151,9 @@ def experiment_page(path: Path) -> Page:
     first = _first_run(path, rows)
     if first is not None:
         page.config_title = "Settings shared by every trial (first trial's config.json without the varied fields)"
-        page.config = config_rows(read_json_or_empty(first / "config.json"), set(varied) | {"seed"})
+        filled = device_filled(read_json_or_empty(first / "summary.json"))
+        page.config = config_rows(read_json_or_empty(first / "config.json"), set(varied) | {"seed"}, filled)
+        page.device_filled = [(k, fmt_config(v)) for k, v in filled.items() if k not in varied]
     page.figures = folder_figures(path)
     page.environment = environment_rows(read_json_or_empty(first / "summary.json") if first else {},
                                         "first trial")
