@@ -117,3 +117,18 @@ def test_eval_data_scores_a_folder(capsys, tmp_path):
     assert json.loads(out)["metrics"]["accuracy"] >= max(metrics["accuracy"], 1 - metrics["accuracy"]) - 1e-9
     code, _, err = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "nope"))
     assert code == 2 and "nope: not a folder" in err
+
+
+def test_train_on_a_folder_names_its_held_out_crops_and_checks_regions(capsys, tmp_path):
+    export_dataset(SceneSpec(32, 6.0, (0.2, 1.2)), tmp_path / "d", 5, seed=1)
+    args = ["train", "--data", str(tmp_path / "d"), "--image-size", "16", "--model", "cnn", "--model-arg",
+            "num_channels=4", "--iterations", "2", "--val-size", "4", "--batch-size", "2", "--quiet"]
+    code, out, err = run(capsys, *args, "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "4 crops of 1 held-out images of" in out and "(0.2 of its 5, never trained on)" in out
+    assert "scenes of the training scene" not in out
+    assert "Omega_1" not in out and "iou of label 0" in out
+    # Labels 0..1 are two regions: --regions 3 is refused before training, naming the flag.
+    code, _, err = run(capsys, *args, "--regions", "3", "--out", str(tmp_path / "run3"))
+    assert code == 2 and "--regions must be 2 for the labels in" in err and err.count("\n") == 1
+    assert not (tmp_path / "run3" / "model.safetensors").exists()

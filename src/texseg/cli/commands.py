@@ -21,6 +21,7 @@ from texseg.cli._options import (
     table,
 )
 from texseg.errors import ExitCode, TexsegError
+from texseg.io import read_json
 from texseg.training.config import TrainConfig, override_scene
 
 
@@ -121,11 +122,11 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
             ("hardware path", f"{s['device']}, {s['precision']}, {s['threads']} thread(s)"
                               + (", torch.compile" if s.get("compiled") else "")),
             ("batch, lr", f"{s['batch_size']}, {s['lr']:g}" + _from_device(s)),
-            ("held-out set", f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} "
-                             "(`texseg eval` draws another)"),
+            ("held-out set", _held_out_text(result.run_dir, s)),
             ("labels", "fixed (label k is region k)" if s.get("label_mode", "fixed") == "fixed" else
                        "any (loss and scores after the best matching of predicted to true labels)")]
-    rows += [(f"val {k}", v) for k, v in metric_rows(s["val"])]
+    folder = bool(read_json_or_none(result.run_dir / "config.json").get("data"))
+    rows += [(f"val {k}", v) for k, v in metric_rows(s["val"], folder=folder)]
     click.echo(table(rows))
     for note in s["notes"]:
         click.echo(f"note: {note}")
@@ -133,6 +134,32 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
         click.echo(f"warning: {warning}")
     return {RunStatus.COMPLETED: ExitCode.OK, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(result.status,
                                                                                      ExitCode.INTERRUPTED)
+
+
+def read_json_or_none(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing or unreadable (a report is not worth an error)."""
+    try:
+        value = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _held_out_text(run_dir: Path, s: dict[str, Any]) -> str:
+    """What the held-out set of a run is: generated scenes, or crops of a folder's held-out images."""
+    from texseg.data.folder import find_pairs
+
+    config = read_json_or_none(run_dir / "config.json")
+    if not config.get("data"):
+        return f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} (`texseg eval` draws another)"
+    if config.get("val_data"):
+        n = len(find_pairs(config["val_data"])[0])
+        where = f"{n} images of {config['val_data']}"
+    else:  # as ImageFolderDataset.split chooses them
+        total = len(find_pairs(config["data"])[0])
+        n = min(total - 1, max(1, round(config["val_fraction"] * total)))
+        where = f"{n} held-out images of {config['data']} ({config['val_fraction']:g} of its {total}, never trained on)"
+    return f"{s['val_size']} crops of {where}, seed {s['val_seed']} (`texseg eval --data` scores whole images)"
 
 
 def _launch_torchrun(nproc: int, args: list[str]) -> None:
@@ -294,4 +321,5 @@ def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: b
         return
     mode = ", after the best label matching" if matched else ""
     click.echo(f"{run_dir}: {model.run_info['name']} on {int(metrics['images'])} images of {data}{mode}")
-    click.echo(table(metric_rows({key: v for key, v in metrics.items() if key not in ("images", "matched")})))
+    click.echo(table(metric_rows({key: v for key, v in metrics.items() if key not in ("images", "matched")},
+                                 folder=True)))
