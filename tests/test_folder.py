@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import imageio.v3 as iio
 import numpy as np
@@ -115,6 +116,12 @@ def test_eval_data_scores_a_folder(capsys, tmp_path):
     assert metrics["images"] == 3 and 0 <= metrics["accuracy"] <= 1
     code, out, _ = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "d"), "--matched", "--json")
     assert json.loads(out)["metrics"]["accuracy"] >= max(metrics["accuracy"], 1 - metrics["accuracy"]) - 1e-9
+    code, out, _ = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "d"))
+    assert code == 0 and "per image (mean over 3 images, 95% interval of that mean):" in out
+    assert re.search(r"iou\s+0\.\d{4} \[0\.\d{4}, [01]\.\d{4}\]", out) and "Omega_1" not in out
+    code, out, _ = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "d"), "--json")
+    per_image = json.loads(out)["per_image_mean"]["iou"]
+    assert per_image["images"] == 3 and 0 <= per_image["low"] <= per_image["mean"] <= per_image["high"] <= 1
     code, _, err = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "nope"))
     assert code == 2 and "nope: not a folder" in err
 

@@ -311,15 +311,25 @@ def _eval_folder(run_dir: str, data: str, device: str, matched: bool, as_json: b
     """`texseg eval RUN_DIR --data DIR`: every image of the folder, whole."""
     from texseg.checkpoint import load_model
     from texseg.device import resolve_device
-    from texseg.evaluation.folder import evaluate_folder
+    from texseg.evaluation.folder import evaluate_folder_images
+    from texseg.experiments.stats import mean_ci
 
     model = load_model(run_dir, device=resolve_device(device))
     k = model.run_info["num_regions"]
-    metrics = evaluate_folder(model, data, k, matched=matched)
+    metrics, per_image = evaluate_folder_images(model, data, k, matched=matched)
+    # The folder's images are a sample: the 95% interval of the mean over images says how much it could move.
+    intervals = {name: mean_ci([m[name] for m in per_image], bounded=name != "loss")
+                 for name in ("iou", "accuracy") if name in metrics}
     if as_json:
-        click.echo(json.dumps({"run": run_dir, "data": data, "matched": matched, "metrics": metrics}, indent=2))
+        click.echo(json.dumps({"run": run_dir, "data": data, "matched": matched, "metrics": metrics,
+                               "per_image_mean": {n: {"mean": iv.mean, "low": iv.low if iv.n > 1 else None,
+                                                      "high": iv.high if iv.n > 1 else None, "images": iv.n}
+                                                  for n, iv in intervals.items()}}, indent=2))
         return
     mode = ", after the best label matching" if matched else ""
     click.echo(f"{run_dir}: {model.run_info['name']} on {int(metrics['images'])} images of {data}{mode}")
     click.echo(table(metric_rows({key: v for key, v in metrics.items() if key not in ("images", "matched")},
                                  folder=True)))
+    click.echo(f"per image (mean over {len(per_image)} images, 95% interval of that mean"
+               + ("; none for one image" if len(per_image) < 2 else "") + "):")
+    click.echo(table([(name, iv.format(4)) for name, iv in intervals.items()]))
