@@ -272,3 +272,15 @@ def test_run_page_separates_user_set_settings_from_device_filled_ones(folders: d
     device = re.search(r'<p class="chips" id="device-filled">(.*?)</p>', html).group(1)
     assert "<b>lr</b>" in user and "<b>compile</b>" not in user
     assert "<b>compile</b>" in device and "<b>lr</b>" not in device
+
+
+def test_benchmark_row_is_highlighted_only_when_its_interval_is_clear(folders: dict[str, Path]) -> None:
+    from texseg.report.kinds import _clear_of_others
+
+    html = write_report(folders["benchmark"]).read_text(encoding="utf-8")
+    assert '<tr class="best"><td>unet</td>' in html  # 0.91 [0.88, 0.94] against 0.62 [0.55, 0.69]
+    rows = [{"miou": "0.61", "miou_low": "0.3", "miou_high": "0.8"}, {"miou": "0.5", "miou_low": "0.4",
+                                                                       "miou_high": "0.6"}]
+    assert not _clear_of_others(rows, 0, "miou")
+    rows[1].update(miou_high="0.29")
+    assert _clear_of_others(rows, 0, "miou")

@@ -289,6 +289,8 @@ def benchmark_page(path: Path) -> Page:
         head = metrics[0] if metrics else None
         methods = [i for i, r in enumerate(members) if r.get("segmenter") != BASELINE]
         best = max(methods, key=lambda i: _finite(members[i].get(head))) if head and methods else None
+        if best is not None and not _clear_of_others(members, best, head):
+            best = None  # highlighted only when the data resolve it
         page.tables.append(Table(
             ["segmenter", *map(metric_label, metrics), *[s.replace("_", " ") for s in speed], "status"],
             [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in metrics], *[r.get(s) or "—" for s in speed],
@@ -317,6 +319,16 @@ def benchmark_page(path: Path) -> Page:
     page.figures = folder_figures(path)
     page.environment = machine_rows()
     return page
+
+
+def _clear_of_others(rows: list[dict[str, str]], top: int, metric: str) -> bool:
+    """Whether row ``top``'s interval of ``metric`` (higher is better) lies above every other scored row's."""
+    low = to_float(rows[top].get(f"{metric}_low"))
+    if math.isnan(low):
+        return False
+    others = [to_float(r.get(f"{metric}_high")) if r.get(f"{metric}_high") else to_float(r.get(metric))
+              for i, r in enumerate(rows) if i != top and not math.isnan(to_float(r.get(metric)))]
+    return all(low > h for h in others if not math.isnan(h))
 
 
 def _finite(value: Any) -> float:
