@@ -82,3 +82,13 @@ def test_label_colours_match_the_overlay_and_every_label_picture_has_a_legend(ca
                             str(tmp_path / "p.png"))
     assert code == 0, err
     assert [t.get_text() for t in saved[0].legends[0].get_texts()][0] == "label 0 (Omega_1)"
+
+
+def test_final_figure_of_trivial_trials_says_so() -> None:
+    trivial = [_group(name, [0.3, 0.31]) for name in ("sgd", "adam")]
+    for g in trivial:
+        g.trivial = 2
+    fig = final_figure(trivial, "iou", ("optimizer",), "Comparison: optimizer")
+    assert "every trial is trivial, no verdict" in fig.texts[0].get_text().replace("\n", " ")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["sgd (trivial)", "adam (trivial)"]
+    _inside_canvas(fig)

@@ -97,7 +97,7 @@ def final_figure(ranked: Sequence[GroupStats], metric: str, varied: Sequence[str
         ax.barh(ys, means, xerr=errs, capsize=4, color=_colors(len(have)), alpha=0.8)
         for y, vals in zip(ys, seeds):
             ax.scatter(vals, [y] * len(vals), s=14, color="0.2", zorder=3)
-        ax.set_yticks(ys, [g.label for g in have])
+        ax.set_yticks(ys, [g.label + (" (trivial)" if g.trivial else "") for g in have])
         ax.set_xlabel(f"final held-out {metric}")
         for y, m in zip(ys, means):
             ax.annotate(f"{m:.3f}", (m, y), xytext=(4, 4), textcoords="offset points", fontsize="small")
@@ -109,6 +109,8 @@ def final_figure(ranked: Sequence[GroupStats], metric: str, varied: Sequence[str
     ax.grid(True, alpha=0.3)
     better = "lower" if lower_is_better(metric) else "higher"
     interval = "95% t-interval" if metric == "loss" else "95% interval (logit scale)"
+    if have and all(g.trivial == g.completed for g in have):  # the picture must not read as a ranking
+        title += ": every trial is trivial, no verdict"
     fitted_suptitle(fig, f"{title}\n(mean of completed seeds, dots: each seed, error bar: {interval}; "
                          f"{better} is better)")
     return fig
