@@ -258,8 +258,9 @@ def test_experiment_headline_is_the_summarys_verdict_and_all_trivial_says_so(fol
     summary = (folders["experiment"] / "summary.md").read_text(encoding="utf-8")
     verdict = re.search(r'<p class="verdict" id="verdict">([^<]+)</p>', html).group(1)
     assert verdict.startswith("no verdict: every trial is trivial") and "at least 50 training steps" in verdict
-    assert f"**{verdict}**" in summary
+    assert f"**{verdict}**" in summary and summary.split("\n\n")[1] == f"**{verdict}**."  # its headline
     assert "best setting" not in html.lower() and 'class="best"' not in html
+    assert html.count(verdict) == 2  # the headline and its card, not repeated as the question
     assert "None: every trial completed and learnt something" not in summary
 
 

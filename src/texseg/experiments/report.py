@@ -263,7 +263,9 @@ class SummaryInputs:
 
 def write_summary(path: str | os.PathLike[str], s: SummaryInputs) -> None:
     """Write ``summary.md``, a report that reads on its own."""
-    parts = [f"# {s.title}\n", s.description.strip() + "\n", _command_section(s.command),
+    # The verdict is the headline (as in the terminal and report.html); a section that replaces it replaces it here too.
+    headline = "" if s.best_section else f"**{verdict(s.ranked, s.metric).headline}**.\n"
+    parts = [f"# {s.title}\n", headline, s.description.strip() + "\n", _command_section(s.command),
              _settings_section(s.base, s.varied), _trials_section(s.results),
              _table_section(s.ranked, s.varied, s.metric),
              s.best_section or _best_section(s.ranked, s.metric)]

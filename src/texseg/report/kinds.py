@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,8 @@ def experiment_page(path: Path) -> Page:
         page.cards.append(Card("verdict", "all trials trivial" if v.all_trivial else "not resolved"
                                if best is not None else "no best", v.headline))
     page.verdict = v.headline
+    # summary.md opens with the verdict: here it is the page's headline, not part of the question.
+    page.description = [p for p in page.description if v.headline not in unescape(str(p))]
     page.cards.append(Card("trials", str(len(rows)), counts_text(statuses)))
     page.cards.append(Card("settings", str(len(ranked)), f"varied: {', '.join(varied) or '—'}"))
     # A varied field whose value is the setting's whole label (optimizer=adam labelled "adam") is not repeated.
