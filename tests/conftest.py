@@ -67,3 +67,22 @@ def handles_stop_signals(pid: int) -> bool:
     except (OSError, StopIteration):
         return False
     return all(caught >> (s - 1) & 1 for s in (signal.SIGTERM, signal.SIGHUP))
+
+
+def _pytest_fixture():
+    import pytest
+
+    return pytest.fixture
+
+
+@_pytest_fixture()
+def untrivial(monkeypatch):
+    """Tiny test runs (a few steps) count as learnt: no triviality flag, no minimum of steps.
+
+    For tests of the machinery around a choice (tables, folders, reruns), not of the rule
+    that trivial runs are never chosen (tests of that rule do not use this fixture).
+    """
+    from texseg.training import engine
+
+    monkeypatch.setattr(engine, "run_warnings", lambda steps, metrics: [])
+    monkeypatch.setattr(engine, "MIN_STEPS", 1)

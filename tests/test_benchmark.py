@@ -194,7 +194,7 @@ def test_benchmark_writes_the_leaderboard_and_skips_done_cells(tmp_path):
     assert status == {("local-energy", "tiny"): "done", ("local-energy", "four"): "done",
                       ("model", "tiny"): "done", ("model", "four"): "skipped"}
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
-    assert len(rows) == 4 and {"miou", "miou_low", "miou_high", "images_per_s", "s_per_megapixel", "vi_split",
+    assert len(rows) == 6 and {"miou", "miou_low", "miou_high", "images_per_s", "s_per_megapixel", "vi_split",
                                "are", "bf", "gce", "iou_3"} <= set(rows[0])
     skipped = next(r for r in rows if r["status"] == "skipped")
     assert skipped["note"] == "model segments 2 regions, suite has 4" and skipped["miou"] == ""
@@ -298,3 +298,28 @@ def test_the_families_suite_is_leave_one_family_out_collages_with_k_per_image():
     ks = suite.regions_per_image(labels)
     assert set(ks) <= {2, 3, 4} and len(set(ks)) > 1
     assert suite.describe()["collage"]["families"] == ["cells"]
+
+
+def test_every_leaderboard_has_the_constant_baseline_bounded_intervals_and_one_vocabulary(capsys, tmp_path):
+    from texseg.report import write_report
+
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "benchmark", "--segmenters", "local-energy", "--suites", tiny_suite(tmp_path, count=4),
+                       "--out", str(out))
+    assert code == 0, err
+    # Off a terminal: plain progress lines, never carriage-return bars.
+    assert "\r" not in err and "image 4  100%" in err
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    floor = next(r for r in rows if r["segmenter"] == "one label everywhere")
+    assert floor["suite"] == "tiny" and float(floor["accuracy"]) > 0 and float(floor["bf"]) == 0
+    for r in rows:  # bounded metrics keep their intervals inside [0, 1], as the experiments do
+        for m in ("miou", "accuracy", "bf", "are", "gce", "iou_0", "iou_1"):
+            if r[f"{m}_low"]:
+                assert 0 <= float(r[f"{m}_low"]) <= float(r[m]) <= float(r[f"{m}_high"]) <= 1, (r["segmenter"], m)
+    md = (out / "leaderboard.md").read_text()
+    assert "| **one label everywhere** |" in md and "boundary F ↑" in md and "inside [0, 1]" in md
+    html = (write_report(out)).read_text(encoding="utf-8")
+    for name in ("mIoU ↑", "boundary F ↑", "adapted Rand err ↓", "VI ↓"):
+        assert f"<th>{name}</th>" in html
+    assert "<th>bf</th>" not in html and "<th>are</th>" not in html and "<th>note</th>" not in html
+    assert "<td>one label everywhere</td>" in html

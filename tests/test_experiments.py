@@ -90,7 +90,7 @@ def test_lr_range_suggestions_on_a_known_curve():
 
 
 # ------------------------------------------------------------------------------ the engine
-def test_sweep_rows_statuses_divergence_and_report(tmp_path):
+def test_sweep_rows_statuses_divergence_and_report(tmp_path, untrivial):
     exp = lr_sweep(tiny(optimizer="sgd", loss="mse"), [1e-2, 1e12], seeds=[0, 1], command="texseg sweep lr ...")
     result = run_experiment(exp, tmp_path / "exp")
     write_experiment_summary(exp, result)
@@ -108,7 +108,7 @@ def test_sweep_rows_statuses_divergence_and_report(tmp_path):
     best = result.best
     assert best is not None and best.label == "lr=0.01" and best.metrics["iou"].n == 2
     summary = (tmp_path / "exp" / "summary.md").read_text()
-    assert "texseg sweep lr ..." in summary and "**lr=0.01**" in summary
+    assert "texseg sweep lr ..." in summary and "**best: lr=0.01 (iou " in summary
     assert "0/2 (2 diverged)" in summary and "lr=1e+12-seed0` diverged" in summary
     for name in ("curves.png", "final.png"):
         assert (tmp_path / "exp" / name).read_bytes()[:4] == b"\x89PNG"
@@ -179,7 +179,7 @@ def test_an_interrupted_command_exits_130_and_says_how_to_finish(capsys, tmp_pat
     assert "interrupted" in out and "1 not run" in out
 
 
-def test_a_raising_trial_is_a_row_and_the_rest_go_on(tmp_path, monkeypatch):
+def test_a_raising_trial_is_a_row_and_the_rest_go_on(tmp_path, monkeypatch, untrivial):
     real_train = runner_module.train
 
     def flaky_train(config, run_dir, **kwargs):
@@ -222,12 +222,17 @@ def test_jobs_run_trials_in_parallel_processes_with_divided_threads(tmp_path):
 
 
 # ------------------------------------------------------------------------------ commands
-def test_compare_optimizers_with_auto_lrs_writes_the_whole_folder(capsys, tmp_path):
+def test_compare_optimizers_with_auto_lrs_writes_the_whole_folder(capsys, tmp_path, untrivial):
     out = tmp_path / "cmp"
     code, stdout, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd,adam", "--lrs", "auto",
                             "--tune-lrs", "1e-3,1e-1", "--seeds", "2", *TINY_ARGS, "--out", str(out))
     assert code == 0, err
-    assert "chosen: sgd lr=" in stdout and "best:" in stdout
+    assert "chosen: sgd lr=" in stdout
+    verdict_line = next(line for line in stdout.splitlines() if line.startswith(("best: ", "no best: ")))
+    assert f"**{verdict_line}**" in (out / "summary.md").read_text()  # the same words in both
+    tuning_summary = (out / "lr-tuning" / "summary.md").read_text()
+    assert "| value | chosen lr |" in tuning_summary and "not a claim that it is the best" in tuning_summary
+    assert "Not claimed: every setting has one completed seed" not in tuning_summary
     rows = read_csv(out / "results.csv")
     assert [(r["label"], r["seed"]) for r in rows] == [("sgd", "0"), ("sgd", "1"), ("adam", "0"), ("adam", "1")]
     assert {"optimizer", "lr"} <= set(rows[0])
@@ -348,7 +353,7 @@ def test_no_best_is_claimed_from_one_seed(tmp_path):
     assert best_group(ranked, "iou", min_seeds=1).values["lr"] == 0.1
 
 
-def test_comparisons_tune_each_values_lr_unless_told_and_warn_about_a_shared_lr(capsys, tmp_path):
+def test_comparisons_tune_each_values_lr_unless_told_and_warn_about_a_shared_lr(capsys, tmp_path, untrivial):
     args = ["compare", "optimizers", "--optimizers", "sgd,adam", "--seeds", "1", *TINY_ARGS]
     code, out, err = cli(capsys, *args, "--tune-lrs", "0.01,0.1", "--out", str(tmp_path / "auto"))
     assert code == 0 and "choosing a learning rate per value" in out, err
@@ -418,3 +423,79 @@ def test_trials_draw_no_figures_of_their_own_unless_asked(tmp_path):
     path = tmp_path / "c.json"
     path.write_text('{"figures": true}')
     assert base_config(str(path), {}).figures is True
+
+
+# ------------------------------------------------------------------ verdicts (issue 23)
+def _rows(groups: dict[str, list[float]], warning: str = "", steps: int = 200) -> list[dict]:
+    return [{"label": label, "lr": i, "status": "completed", "val_iou": v, "train_seconds": 2.0,
+             "iterations": steps, "warning": warning} for i, (label, vs) in enumerate(groups.items()) for v in vs]
+
+
+def test_best_is_claimed_only_when_the_intervals_resolve_it():
+    from texseg.experiments.report import group_stats, rank, verdict
+
+    overlapping = verdict(rank(group_stats(_rows({"sgd": [0.2, 0.5], "adam": [0.1, 0.6]}), ("lr",))))
+    assert overlapping.best is not None and not overlapping.resolved
+    assert overlapping.headline.startswith("no best: ") and "not resolved" in overlapping.headline
+    clear = verdict(rank(group_stats(_rows({"adam": [0.90, 0.91, 0.92], "sgd": [0.40, 0.41, 0.42]}), ("lr",))))
+    assert clear.resolved and clear.headline.startswith("best: adam (iou 0.9100")
+    one = verdict(rank(group_stats(_rows({"adam": [0.9], "sgd": [0.4]}), ("lr",))))
+    assert one.best is None and one.headline.startswith("no best claimed")
+
+
+def test_trivial_runs_are_never_chosen_and_an_all_trivial_ranking_says_so():
+    from texseg.experiments.report import best_group, group_stats, rank, verdict
+
+    short = "only 42 training step(s): too few for its scores to mean anything"
+    ranked = rank(group_stats(_rows({"sgd": [0.6, 0.62], "adam": [0.3, 0.31]}, warning=short, steps=42), ("lr",)))
+    assert best_group(ranked) is None and best_group(ranked, min_seeds=1) is None
+    v = verdict(ranked)
+    assert v.all_trivial and v.best is None
+    assert v.headline.startswith("no verdict: every trial is trivial")
+    assert "at least 50 training steps (these took 42, about 2 s per run" in v.headline
+    # One trivial setting among learnt ones: it is left out, and the headline says so.
+    rows = _rows({"adam": [0.5, 0.52]}) + _rows({"sgd": [0.9, 0.91]}, warning=short)
+    v = verdict(rank(group_stats(rows, ("lr",))))
+    assert v.best.label == "adam" and "trivial runs not considered: sgd" in v.headline
+
+
+def test_summary_says_learnt_something_only_when_every_trial_beats_one_region_everywhere(tmp_path):
+    from texseg.experiments.report import _failures_section
+    from texseg.experiments.runner import TrialResult
+
+    good = TrialResult("a-seed0", "a", 0, "completed", "", "new", tmp_path,
+                       {"val": {"iou": 0.8, "trivial_iou": 0.3}, "warnings": []})
+    flat = TrialResult("b-seed0", "b", 0, "completed", "", "new", tmp_path,
+                       {"val": {"iou": 0.3, "trivial_iou": 0.3}, "warnings": []})
+    assert "None: every trial completed and learnt something" in _failures_section([good], False)
+    text = _failures_section([good, flat], False)
+    assert "learnt something" not in text and "`b-seed0`" in text and "does not beat one region everywhere" in text
+
+
+def test_lr_tuning_refuses_runs_too_short_to_score_before_training(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    i = TINY_ARGS.index("--iterations")
+    args = TINY_ARGS[:i] + TINY_ARGS[i + 2:]
+    code, stdout, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd,adam", "--iterations", "15",
+                            "--seeds", "2", *args, "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--iterations: the learning-rate tuning runs would train 4 step(s)" in err
+    assert "--iterations 200 or more" in err and "--tune-fraction" in err and "--lrs" in err
+    assert not (out / "lr-tuning" / "runs").exists()
+
+
+def test_lr_tuning_stops_when_every_candidate_is_trivial(capsys, tmp_path, monkeypatch):
+    from texseg.training import engine
+
+    monkeypatch.setattr(engine, "MIN_STEPS", 10**6)  # every run is too short, whatever this machine's speed
+    out = tmp_path / "cmp"
+    i = TINY_ARGS.index("--iterations")
+    args = TINY_ARGS[:i] + TINY_ARGS[i + 2:]
+    code, stdout, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd,adam", "--tune-lrs", "0.01,0.1",
+                            "--time-budget", "0.4", "--seeds", "2", *args, "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "learning-rate tuning for sgd: every candidate gave a trivial model" in err
+    assert "the tuning runs get 0.25 of it" in err and "--lrs" in err
+    assert "chosen:" not in stdout and not (out / "results.csv").exists()  # no comparison from those picks
+    tuning = (out / "lr-tuning" / "summary.md").read_text()
+    assert "**no verdict: every trial is trivial" in tuning

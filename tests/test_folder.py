@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import imageio.v3 as iio
 import numpy as np
@@ -116,5 +117,26 @@ def test_eval_data_scores_a_folder(capsys, tmp_path):
     code, out, _ = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "d"), "--matched", "--json")
     assert json.loads(out)["matching"] == "image"  # --matched: each image's labels matched on their own
     assert json.loads(out)["metrics"]["accuracy"] >= max(metrics["accuracy"], 1 - metrics["accuracy"]) - 1e-9
+    code, out, _ = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "d"))
+    assert code == 0 and "per image (mean over 3 images, 95% interval of that mean):" in out
+    assert re.search(r"iou\s+0\.\d{4} \[0\.\d{4}, [01]\.\d{4}\]", out) and "Omega_1" not in out
+    code, out, _ = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "d"), "--json")
+    per_image = json.loads(out)["per_image_mean"]["iou"]
+    assert per_image["images"] == 3 and 0 <= per_image["low"] <= per_image["mean"] <= per_image["high"] <= 1
     code, _, err = run(capsys, "eval", str(tmp_path / "run"), "--data", str(tmp_path / "nope"))
     assert code == 2 and "nope: not a folder" in err
+
+
+def test_train_on_a_folder_names_its_held_out_crops_and_checks_regions(capsys, tmp_path):
+    export_dataset(SceneSpec(32, 6.0, (0.2, 1.2)), tmp_path / "d", 5, seed=1)
+    args = ["train", "--data", str(tmp_path / "d"), "--image-size", "16", "--model", "cnn", "--model-arg",
+            "num_channels=4", "--iterations", "2", "--val-size", "4", "--batch-size", "2", "--quiet"]
+    code, out, err = run(capsys, *args, "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "4 crops of 1 held-out images of" in out and "(0.2 of its 5, never trained on)" in out
+    assert "scenes of the training scene" not in out
+    assert "Omega_1" not in out and "iou of label 0" in out
+    # Labels 0..1 are two regions: --regions 3 is refused before training, naming the flag.
+    code, _, err = run(capsys, *args, "--regions", "3", "--out", str(tmp_path / "run3"))
+    assert code == 2 and "--regions must be 2 for the labels in" in err and err.count("\n") == 1
+    assert not (tmp_path / "run3" / "model.safetensors").exists()

@@ -334,3 +334,12 @@ def test_predict_takes_any_scale_and_common_layouts_of_a_tensor(model):
     assert texseg.predict(model, x[0]).shape == (1, 1, 32, 32)
     with pytest.raises(ValueError, match="colour images: pass a numpy array"):
         texseg.predict(model, torch.rand(1, 3, 32, 32))
+
+
+def test_predict_off_a_terminal_writes_plain_progress_lines(capsys, run_dir, tmp_path):
+    for i in range(3):
+        iio.imwrite(tmp_path / f"p{i}.png", (np.random.default_rng(i).random((24, 24)) * 255).astype(np.uint8))
+    code, stdout, err = run(capsys, "predict", str(run_dir), *(str(tmp_path / f"p{i}.png") for i in range(3)),
+                            "--out", str(tmp_path / "o"))
+    assert code == 0 and "3 segmented" in stdout
+    assert "\r" not in err and "image 3  100%" in err  # one line per step of progress, as `texseg train` writes

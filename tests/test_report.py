@@ -23,6 +23,7 @@ from texseg.experiments.difficulty import evaluate_grid, write_model_grid
 from texseg.plots import save_figure
 from texseg.report import ReportError, detect_kind, write_report, write_report_or_note
 from texseg.search import SearchSettings, run_search
+from texseg.training import engine
 from texseg.training.config import TrainConfig
 
 TINY = dict(image_size=16, model="cnn", model_kwargs={"num_channels": 4}, iterations=3, time_budget=None,
@@ -40,7 +41,9 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run_comparison(TrainConfig(**TINY), "optimizer", ["sgd", "adam"], experiment, seeds=2,
                    lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare optimizers --optimizers sgd,adam")
     search = root / "search"
-    run_search(SearchSettings(search, trials=2), dict(TINY))
+    with pytest.MonkeyPatch.context() as mp:  # tiny trials count as learnt: the page shows a best trial
+        mp.setattr(engine, "run_warnings", lambda steps, metrics: [])
+        run_search(SearchSettings(search, trials=2), dict(TINY))
     grid = root / "grid"  # an experiment without trials: a saved model over a grid of difficulties
     scene, rows = evaluate_grid(run, [0.2, 1.0], [1.2], count=2)
     write_model_grid(grid, str(run), scene, rows, [0.2, 1.0], [1.2], count=2, seed=2024,
@@ -247,3 +250,38 @@ def test_browser_check_sees_broken_images_and_errors(folders: dict[str, Path], t
     assert any("notDefined" in e for e in result["errors"])
     assert any("example.com" in e for e in result["errors"])  # blocked by the page's policy, never fetched
     assert console
+
+
+def test_experiment_headline_is_the_summarys_verdict_and_all_trivial_says_so(folders: dict[str, Path]) -> None:
+    # 3 steps per trial: every trial is trivial, so nothing is "best" anywhere, in the same words.
+    html = unescape((folders["experiment"] / "report.html").read_text(encoding="utf-8"))
+    summary = (folders["experiment"] / "summary.md").read_text(encoding="utf-8")
+    verdict = re.search(r'<p class="verdict" id="verdict">([^<]+)</p>', html).group(1)
+    assert verdict.startswith("no verdict: every trial is trivial") and "at least 50 training steps" in verdict
+    assert f"**{verdict}**" in summary and summary.split("\n\n")[1] == f"**{verdict}**."  # its headline
+    assert "best setting" not in html.lower() and 'class="best"' not in html
+    assert html.count(verdict) == 2  # the headline and its card, not repeated as the question
+    assert "None: every trial completed and learnt something" not in summary
+
+
+def test_run_page_separates_user_set_settings_from_device_filled_ones(folders: dict[str, Path]) -> None:
+    run = folders["run"]
+    filled = json.loads((run / "summary.json").read_text())["defaults"]["filled"]
+    assert "compile" in filled and "lr" not in filled  # TINY sets lr, leaves compile to the device
+    html = unescape(write_report(run).read_text(encoding="utf-8"))
+    user = re.search(r'<p class="chips" id="user-set">(.*?)</p>', html).group(1)
+    device = re.search(r'<p class="chips" id="device-filled">(.*?)</p>', html).group(1)
+    assert "<b>lr</b>" in user and "<b>compile</b>" not in user
+    assert "<b>compile</b>" in device and "<b>lr</b>" not in device
+
+
+def test_benchmark_row_is_highlighted_only_when_its_interval_is_clear(folders: dict[str, Path]) -> None:
+    from texseg.report.kinds import _clear_of_others
+
+    html = write_report(folders["benchmark"]).read_text(encoding="utf-8")
+    assert '<tr class="best"><td>unet</td>' in html  # 0.91 [0.88, 0.94] against 0.62 [0.55, 0.69]
+    rows = [{"miou": "0.61", "miou_low": "0.3", "miou_high": "0.8"}, {"miou": "0.5", "miou_low": "0.4",
+                                                                       "miou_high": "0.6"}]
+    assert not _clear_of_others(rows, 0, "miou")
+    rows[1].update(miou_high="0.29")
+    assert _clear_of_others(rows, 0, "miou")

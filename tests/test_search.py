@@ -45,7 +45,7 @@ def load_study(out: Path, name: str = "texseg") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def test_search_writes_reports_then_continues_where_it_stopped(capsys, tmp_path):
+def test_search_writes_reports_then_continues_where_it_stopped(capsys, tmp_path, untrivial):
     out = tmp_path / "s"
     code, stdout, err = run(capsys, "search", "--trials", "3", "--out", str(out), *TINY, "--batch-size", "2")
     assert code == 0, err
@@ -98,7 +98,7 @@ def test_pruned_trials_are_recorded_and_count(tmp_path):
     run_summary = json.loads((settings.out / "trials" / "0" / "summary.json").read_text())
     assert run_summary["status"] == "pruned" and run_summary["iterations"] == 1  # stopped at the first eval
     assert json.loads((settings.out / "best.json").read_text())["value"] is None
-    assert "No trial has completed yet" in (settings.out / "summary.md").read_text()
+    assert "**no completed trial yet**" in (settings.out / "summary.md").read_text()  # best.json's words
 
 
 def test_pruning_callback_reports_per_tenth_of_the_budget_and_never_at_the_end():
@@ -270,3 +270,12 @@ def test_unreachable_storage_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, "search", "--out", str(tmp_path / "e"), "--storage",
                        f"sqlite:///{tmp_path}/no/such/dir/db.sqlite", *TINY)
     assert code == 2 and "cannot open storage" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_search_whose_trials_are_all_trivial_chooses_none_and_says_so(capsys, tmp_path):
+    out = tmp_path / "s"
+    code, stdout, err = run(capsys, "search", "--trials", "2", "--out", str(out), *TINY, "--batch-size", "2")
+    assert code == 0, err
+    best = json.loads((out / "best.json").read_text())
+    assert best["value"] is None and best["message"].startswith("no verdict: every completed trial is trivial")
+    assert best["message"] in stdout and f"**{best['message']}**" in (out / "summary.md").read_text()

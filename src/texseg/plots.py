@@ -7,12 +7,16 @@ the global pyplot state or a display.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from texseg.io import atomic_path
 
@@ -25,6 +29,32 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> No
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
 
+def fitted_suptitle(fig: Figure, text: str, **kwargs: object) -> None:
+    """``fig.suptitle(text)``, its lines wrapped at spaces until it fits the figure's width.
+
+    A title wider than the canvas is cut on both sides (it is centred); wrapping keeps
+    every word on the picture.
+    """
+    title = fig.suptitle(text, **kwargs)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    limit = fig.bbox.width * 0.96
+    width = max(len(line) for line in text.splitlines()) if text else 0
+    while width > 10 and title.get_window_extent(renderer).width > limit:
+        width = int(width * 0.85)
+        title.set_text("\n".join(textwrap.fill(line, width, break_long_words=False) for line in text.splitlines()))
+
+
+def label_colours(num_regions: int) -> list[tuple[float, float, float, float]]:
+    """The colour of each label 0..K-1: matplotlib's tab10, as in ``texseg predict``'s overlays."""
+    cmap = colormaps["tab10"]
+    return [cmap(k % cmap.N) for k in range(num_regions)]
+
+
+def label_names(num_regions: int) -> list[str]:
+    """Legend entries: ``label 0 (Omega_1)`` ... for the synthetic scenes' regions."""
+    return [f"label {k} (Omega_{k + 1})" for k in range(num_regions)]
+
+
 def samples_figure(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -33,41 +63,52 @@ def samples_figure(
     num_regions: int = 2,
     titles: Sequence[str] | None = None,
     suptitle: str | None = None,
+    masks: bool = False,
 ) -> Figure:
-    """A grid with one row per sample: input | true mask [| prediction].
+    """A grid with one row per sample: input | true labels [| prediction], labels coloured as in overlays.
 
     Args:
         images: (B, 1, H, W) in [0, 1].
-        labels: (B, 1, H, W) region labels (or 0/1 masks).
-        predictions: optional (B, 1, H, W) predicted labels or probabilities.
-        num_regions: K, to fix the colour scale of label maps.
+        labels: (B, 1, H, W) region labels (or, with ``masks``, the two-region masks).
+        predictions: optional (B, 1, H, W) predicted labels (or masks with ``masks``).
+        num_regions: K, to fix the colours of label maps.
         titles: optional per-row titles.
         suptitle: optional figure title.
+        masks: two regions given as the notebook's masks (1.0 on Omega_1, label 0): shown as labels.
 
     Returns:
-        The matplotlib Figure.
+        The matplotlib Figure, with a legend naming each label's colour.
     """
     cols = 3 if predictions is not None else 2
     rows = images.shape[0]
-    fig = Figure(figsize=(3.0 * cols, 3.0 * rows), layout="constrained")
+    fig = Figure(figsize=(3.0 * cols, 3.0 * rows + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
-    headers = ["input image", "true mask", "prediction"]
-    vmax = max(num_regions - 1, 1)
+    headers = ["input image", "true regions", "prediction"]
+    k = max(num_regions, 2)
+    colours = ListedColormap(label_colours(k))
+
+    def as_labels(t: torch.Tensor) -> np.ndarray:
+        a = t.detach().float().cpu().numpy()
+        return 1.0 - a if masks and k == 2 else a
+
     for r in range(rows):
-        panels = [(images[r, 0], "gray", 0, 1), (labels[r, 0], "viridis", 0, vmax)]
+        panels = [(images[r, 0].detach().float().cpu().numpy(), "gray", 0, 1), (as_labels(labels[r, 0]), colours,
+                                                                               -0.5, k - 0.5)]
         if predictions is not None:
-            panels.append((predictions[r, 0], "viridis", 0, vmax))
+            panels.append((as_labels(predictions[r, 0]), colours, -0.5, k - 0.5))
         for c, (arr, cmap, lo, hi) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(arr.detach().float().cpu().numpy(), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+            ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(headers[c])
         if titles is not None:
             axes[r, 0].set_ylabel(titles[r])
+    handles = [Patch(color=c, label=name) for c, name in zip(label_colours(k), label_names(k))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(k, 5), fontsize="small")
     if suptitle:
-        fig.suptitle(suptitle)
+        fitted_suptitle(fig, suptitle)
     return fig
 
 

@@ -11,28 +11,51 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from texseg.benchmark.runner import BenchmarkResult, Cell, _slug
+from texseg.benchmark.runner import BASELINE, BenchmarkResult, Cell, _slug
 from texseg.evaluation.matching import best_assignment
 from texseg.evaluation.region_metrics import confusion
 from texseg.experiments.stats import Interval, mean_ci
 from texseg.io import atomic_write_text
 from texseg.plots import save_figure
 
-__all__ = ["SUMMARY_METRICS", "cell_row", "leaderboard_markdown", "write_report"]
+__all__ = ["SUMMARY_METRICS", "cell_row", "is_bounded", "leaderboard_markdown", "metric_label", "write_report"]
 
 # Metrics in table order; the arrow says which direction is better.
 SUMMARY_METRICS = {"miou": "mIoU ↑", "accuracy": "accuracy ↑", "bf": "boundary F ↑", "vi": "VI ↓",
                    "vi_split": "VI split ↓", "vi_merge": "VI merge ↓", "are": "adapted Rand err ↓", "gce": "GCE ↓"}
 _FIGURE_METRICS = ("miou", "accuracy", "bf", "vi")
 _MD_METRICS = ("miou", "accuracy", "bf", "vi", "are", "gce")
+BENCHMARK_TABLE_METRICS = _MD_METRICS  # the main table of leaderboard.md and report.html
 
 MATCHING_NOTE = ("Label numbers of unsupervised methods are arbitrary: mIoU, per-region IoU and accuracy are "
                  "computed after matching predicted to true labels (Hungarian assignment on each image's "
                  "confusion matrix); VI, adapted Rand error, boundary F and GCE do not depend on label numbers.")
 
 
+# Metrics that live in [0, 1]: their intervals are logit t-intervals mapped back, so they stay in [0, 1],
+# as the experiments' are (VI is unbounded: mean ± half-width).
+BOUNDED = ("miou", "accuracy", "bf", "are", "gce")
+
+
+def is_bounded(metric: str) -> bool:
+    return metric in BOUNDED or metric.startswith("iou_")
+
+
+def metric_label(metric: str) -> str:
+    """The one name of a metric in every output (leaderboard.md, report.html, figures): ``boundary F ↑``."""
+    if metric.startswith("iou_") and metric[4:].isdigit():
+        return f"IoU region {metric[4:]} ↑"
+    return SUMMARY_METRICS.get(metric, metric)
+
+
 def _intervals(cell: Cell) -> dict[str, Interval]:
-    return {m: mean_ci(v) for m, v in cell.per_image.items()}
+    return {m: mean_ci(v, bounded=is_bounded(m)) for m, v in cell.per_image.items()}
+
+
+def _all_cells(result: BenchmarkResult) -> list[Cell]:
+    """Every cell, each suite's constant baseline after its segmenters."""
+    return [c for s in result.suites for c in [*(c for c in result.cells if c.suite == s.name),
+                                                *(b for b in result.baselines if b.suite == s.name)]]
 
 
 def _metric_order(cells: list[Cell]) -> list[str]:
@@ -60,7 +83,7 @@ def cell_row(cell: Cell, metrics: list[str]) -> dict[str, object]:
 
 def _csv(result: BenchmarkResult) -> str:
     metrics = _metric_order(result.cells)
-    rows = [cell_row(c, metrics) for c in result.cells]
+    rows = [cell_row(c, metrics) for c in _all_cells(result)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -71,21 +94,24 @@ def _csv(result: BenchmarkResult) -> str:
 def leaderboard_markdown(result: BenchmarkResult) -> str:
     """One table per suite: mean ± 95% half-interval over images, speed, and why cells are empty."""
     lines = ["# Benchmark leaderboard", "",
-             "Each value is the mean over the suite's images ± the half-width of its 95% t-interval. "
-             + MATCHING_NOTE, ""]
+             "Each value is the mean over the suite's images and its 95% interval: for metrics in [0, 1] the "
+             "t-interval of the logits mapped back (so it stays inside [0, 1]), for VI ± the t-interval's "
+             f"half-width. The row **{BASELINE}** is what a model that learnt nothing scores: a method must beat "
+             "it to have segmented anything. " + MATCHING_NOTE, ""]
     if result.interrupted:
         lines += ["**The run was stopped: some cells are missing.**", ""]
     for suite in result.suites:
         lines += [f"## {suite.name}", "", f"{suite.description}; {suite.count} images, K = {suite.num_regions}.", ""]
-        header = ["segmenter"] + [SUMMARY_METRICS[m] for m in _MD_METRICS] + ["images/s", "s/megapixel", "note"]
+        header = ["segmenter"] + [metric_label(m) for m in _MD_METRICS] + ["images/s", "s/megapixel", "note"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for cell in (c for c in result.cells if c.suite == suite.name):
+        for cell in (c for c in _all_cells(result) if c.suite == suite.name):
             ivs = _intervals(cell)
             values = [ivs[m].format(3) if m in ivs else "—" for m in _MD_METRICS]
             speed = (["%.3g" % (cell.images / cell.seconds), "%.3g" % (cell.seconds / (cell.pixels / 1e6))]
                      if cell.status == "done" and cell.seconds > 0 else ["—", "—"])
             note = cell.note if cell.status != "done" or cell.note else ""
-            lines.append("| " + " | ".join([cell.segmenter, *values, *speed, note]) + " |")
+            name = f"**{cell.segmenter}**" if cell.segmenter == BASELINE else cell.segmenter
+            lines.append("| " + " | ".join([name, *values, *speed, note]) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -98,13 +124,19 @@ def _bar_figure(result: BenchmarkResult, suite_name: str) -> Figure | None:
     axes = fig.subplots(1, len(_FIGURE_METRICS), sharey=True)
     y = np.arange(len(cells))
     for ax, metric in zip(axes, _FIGURE_METRICS):
-        ivs = [mean_ci(c.per_image[metric]) for c in cells]
+        ivs = [mean_ci(c.per_image[metric], bounded=is_bounded(metric)) for c in cells]
         means = np.array([iv.mean for iv in ivs])
-        err = np.array([0.0 if iv.n < 2 else iv.half_width for iv in ivs])
+        err = np.array([iv.errors for iv in ivs]).T  # asymmetric for [0, 1] metrics: never past a bound
         ax.barh(y, means, xerr=err, color="tab:blue", alpha=0.8, capsize=3)
-        ax.set_title(SUMMARY_METRICS[metric])
+        floor = next((b for b in result.baselines if b.suite == suite_name and metric in b.per_image), None)
+        if floor is not None:  # what one label everywhere scores: bars near it learnt nothing
+            ax.axvline(float(np.mean(floor.per_image[metric])), color="0.3", linestyle="--", linewidth=1,
+                       label=BASELINE)
+        ax.set_title(metric_label(metric))
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, [c.segmenter for c in cells])
+    if result.baselines:
+        axes[0].legend(loc="lower left", fontsize="small")
     axes[0].invert_yaxis()
     fig.suptitle(f"suite {suite_name}: mean and 95% interval over images")
     return fig

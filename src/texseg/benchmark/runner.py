@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from texseg.benchmark.suites import Suite, resolve_suite
 from texseg.evaluation.region_metrics import region_metrics
 from texseg.io import atomic_path, atomic_write_json
 from texseg.segmenters.base import Segmenter, load_segmenter
 from texseg.signals import catch_stop_signals
+from texseg.training.progress import Progress
 
 __all__ = ["BenchmarkResult", "Cell", "resolve_segmenters", "run_benchmark"]
 
@@ -82,6 +82,24 @@ class BenchmarkResult:
     segmenter_names: list[str]
     out: Path
     interrupted: bool = False
+    baselines: list[Cell] = field(default_factory=list)  # per suite, one label everywhere (a floor, not a method)
+
+
+# The constant segmenter every leaderboard shows, so a collapsed model's score reads as what it is.
+BASELINE = "one label everywhere"
+
+
+def baseline_cell(suite: Suite) -> Cell:
+    """The scores of predicting one label on every pixel of the suite's test images."""
+    _, labels = suite.load("test")
+    k = suite.num_regions
+    per_image: dict[str, list[float]] = {}
+    for truth in labels:
+        t = truth.numpy()
+        for name, value in region_metrics(t, np.zeros_like(t), k, BOUNDARY_TOLERANCE).items():
+            per_image.setdefault(name, []).append(value)
+    return Cell(BASELINE, suite.name, "done", "baseline: the score of a model that learnt nothing", k, per_image,
+                pixels=int(labels.numel()))
 
 
 def _slug(text: str) -> str:
@@ -170,7 +188,23 @@ def _fit(segmenter: Segmenter, suite: Suite, k: int) -> tuple[float, str] | None
     return time.perf_counter() - start, f"fitted on {train_images.shape[0]} images of the suite's training split"
 
 
-def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, bar: tqdm | None) -> \
+class _ImageProgress(Progress):
+    """:class:`Progress` counted in images, usable as a context manager."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        super().__init__(max(total, 1), 0, "img", enabled=enabled, what="image", desc="benchmark")
+
+    def advance(self, images: int) -> None:
+        self.update(images, int(self.done + images))
+
+    def __enter__(self) -> _ImageProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, bar: Progress | None) -> \
         tuple[Cell, np.ndarray] | None:
     """Score one segmenter on one suite; None if stopped before the end.
 
@@ -191,14 +225,14 @@ def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, ba
         if not segmenter.supports(k):
             notes.append(f"skipped{where}: {segmenter.why_not(k)}")
             if bar is not None:
-                bar.update(len(group))
+                bar.advance(len(group))
             continue
         if segmenter.supervised:
             fitted = _fit(segmenter, suite, k)
             if fitted is None:
                 notes.append(f"skipped{where}: no training images with {k} regions")
                 if bar is not None:
-                    bar.update(len(group))
+                    bar.advance(len(group))
                 continue
             cell.fit_seconds += fitted[0]
             notes.append(f"supervised{where}: {fitted[1]}")
@@ -213,7 +247,7 @@ def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, ba
                 results[i] = region_metrics(labels[i].numpy(), p, k_max, BOUNDARY_TOLERANCE)
                 predictions[i] = p[0]
             if bar is not None:
-                bar.update(len(batch))
+                bar.advance(len(batch))
     names = next((list(r) for r in results if r is not None), [])
     cell.per_image = {name: [math.nan if r is None else r[name] for r in results] for name in names}
     cell.note = "; ".join(notes)
@@ -254,28 +288,29 @@ def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | 
     cells: list[Cell] = []
     interrupted = False
     total = sum(s.count for s in suite_objs) * len(segs)
-    with catch_stop_signals() as stop, tqdm(total=total, disable=not progress, unit="img",
-                                            desc="benchmark") as bar:
+    # A bar on a terminal, plain lines in a log (never carriage returns), as `texseg train` does.
+    bar = _ImageProgress(total, progress)
+    with catch_stop_signals() as stop, bar:
         for seg in segs:
             for suite in suite_objs:
                 why = _why_skipped(seg, suite)
                 if why is not None:
                     cells.append(Cell(seg.name, suite.name, "skipped", why, suite.num_regions))
-                    bar.update(suite.count)
+                    bar.advance(suite.count)
                     continue
                 key = _cell_key(seg, suite)
                 path = _cell_path(out, seg, suite, key)
                 cached = _load_cell(path, key, seg.name, suite.name)
                 if cached is not None:
                     cells.append(cached)
-                    bar.update(suite.count)
+                    bar.advance(suite.count)
                     continue
                 if interrupted or stop.count:
                     interrupted = True
                     cells.append(Cell(seg.name, suite.name, "pending", "not run: the benchmark was stopped",
                                       suite.num_regions))
                     continue
-                bar.set_postfix_str(f"{seg.name} on {suite.name}")
+                bar.set(cell=f"{seg.name} on {suite.name}")
                 result = _run_cell(seg, suite, batch_size, stop, bar)
                 if result is None:
                     interrupted = True
@@ -285,7 +320,8 @@ def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | 
                 cell, predictions = result
                 _save_cell(path, key, cell, predictions)
                 cells.append(cell)
-    result_ = BenchmarkResult(cells, suite_objs, [s.name for s in segs], out, interrupted)
+    baselines = [baseline_cell(s) for s in suite_objs] if report else []
+    result_ = BenchmarkResult(cells, suite_objs, [s.name for s in segs], out, interrupted, baselines)
     if report:
         from texseg.benchmark.report import write_report
         from texseg.report import write_report_or_note

@@ -96,14 +96,20 @@ _HIDDEN = {"matched", "matched_set", "majority_prediction", "iou_0", "iou_1", *_
 _LABELS = {"iou": "iou (mean of regions)", "iou_omega1": "iou of Omega_1"}
 
 
-def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
-    """Table rows of a metrics dict: the headline first, each with its trivial baseline beside it."""
+def metric_rows(metrics: dict[str, float], folder: bool = False) -> list[tuple[str, str]]:
+    """Table rows of a metrics dict: the headline first, each with its trivial baseline beside it.
+
+    Args:
+        metrics: the metrics.
+        folder: scored on a folder's labels, whose label 0 is not the synthetic scenes' Omega_1.
+    """
     keys = ["iou", "iou_omega1", "dice", "accuracy", "precision", "recall", "loss"]
     keys += sorted(k for k in metrics if k not in keys and k not in _HIDDEN)
     rows = []
     for k in (k for k in keys if k in metrics):
         base = metrics.get(_BASELINES.get(k, ""))
-        rows.append((_LABELS.get(k, k), f"{metrics[k]:.4f}" + (f"   (one region everywhere: {base:.4f})"
+        label = "iou of label 0" if folder and k == "iou_omega1" else _LABELS.get(k, k)
+        rows.append((label, f"{metrics[k]:.4f}" + (f"   (one region everywhere: {base:.4f})"
                                                                  if base is not None else "")))
     return rows
 

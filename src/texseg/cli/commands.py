@@ -21,6 +21,7 @@ from texseg.cli._options import (
     table,
 )
 from texseg.errors import ExitCode, TexsegError
+from texseg.io import read_json
 from texseg.training.config import TrainConfig, override_scene
 
 
@@ -43,7 +44,7 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
     import torch
 
     from texseg._validate import check_int
-    from texseg.data import estimate_memory_bytes, target_from_labels
+    from texseg.data import estimate_memory_bytes
     from texseg.data import generate as draw
     from texseg.data.export import export_dataset
     from texseg.device import check_memory
@@ -67,8 +68,7 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
                  f"drawing {rows} scenes of {spec.image_size}x{spec.image_size}",
                  "use a smaller `image_size` or `rows`")
     images, labels = draw(spec, rows, generator=torch.Generator().manual_seed(seed))
-    if spec.num_regions == 2:  # show the notebook's mask: Omega_1 (label 0) as 1
-        labels = target_from_labels(labels, 2)
+    # Labels coloured as `texseg predict` colours them, with a legend naming Omega_1 (label 0), Omega_2, ...
     sig = ", ".join(f"{s:g}" for s in spec.texture_sigmas)
     fig = samples_figure(images, labels, num_regions=spec.num_regions,
                          suptitle=f"N={spec.image_size}, partition sigma={spec.partition_sigma:g}, "
@@ -128,11 +128,11 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
             ("hardware path", f"{s['device']}, {s['precision']}, {s['threads']} thread(s)"
                               + (", torch.compile" if s.get("compiled") else "")),
             ("batch, lr", f"{s['batch_size']}, {s['lr']:g}" + _from_device(s)),
-            ("held-out set", f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} "
-                             "(`texseg eval` draws another)"),
+            ("held-out set", _held_out_text(result.run_dir, s)),
             ("labels", "fixed (label k is region k)" if s.get("label_mode", "fixed") == "fixed" else
                        "any (loss and scores after the best matching of predicted to true labels)")]
-    rows += [(f"val {k}", v) for k, v in metric_rows(s["val"])]
+    folder = bool(read_json_or_none(result.run_dir / "config.json").get("data"))
+    rows += [(f"val {k}", v) for k, v in metric_rows(s["val"], folder=folder)]
     click.echo(table(rows))
     for note in s["notes"]:
         click.echo(f"note: {note}")
@@ -140,6 +140,32 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
         click.echo(f"warning: {warning}")
     return {RunStatus.COMPLETED: ExitCode.OK, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(result.status,
                                                                                      ExitCode.INTERRUPTED)
+
+
+def read_json_or_none(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing or unreadable (a report is not worth an error)."""
+    try:
+        value = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _held_out_text(run_dir: Path, s: dict[str, Any]) -> str:
+    """What the held-out set of a run is: generated scenes, or crops of a folder's held-out images."""
+    from texseg.data.folder import find_pairs
+
+    config = read_json_or_none(run_dir / "config.json")
+    if not config.get("data"):
+        return f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} (`texseg eval` draws another)"
+    if config.get("val_data"):
+        n = len(find_pairs(config["val_data"])[0])
+        where = f"{n} images of {config['val_data']}"
+    else:  # as ImageFolderDataset.split chooses them
+        total = len(find_pairs(config["data"])[0])
+        n = min(total - 1, max(1, round(config["val_fraction"] * total)))
+        where = f"{n} held-out images of {config['data']} ({config['val_fraction']:g} of its {total}, never trained on)"
+    return f"{s['val_size']} crops of {where}, seed {s['val_seed']} (`texseg eval --data` scores whole images)"
 
 
 def _launch_torchrun(nproc: int, args: list[str]) -> None:
@@ -346,16 +372,27 @@ def _eval_folder(run_dir: str, data: str, device: str, matching: str, as_json: b
     """`texseg eval RUN_DIR --data DIR`: every image of the folder, whole."""
     from texseg.checkpoint import load_model
     from texseg.device import resolve_device
-    from texseg.evaluation.folder import evaluate_folder
+    from texseg.evaluation.folder import evaluate_folder_images
+    from texseg.experiments.stats import mean_ci
 
     model = load_model(run_dir, device=resolve_device(device))
     k = model.run_info["num_regions"]
     matching = _resolve_matching(matching, run_dir, model.run_info)
-    metrics = evaluate_folder(model, data, k, matching=matching)
+    metrics, per_image = evaluate_folder_images(model, data, k, matching=matching)
+    # The folder's images are a sample: the 95% interval of the mean over images says how much it could move.
+    intervals = {name: mean_ci([m[name] for m in per_image], bounded=name != "loss")
+                 for name in ("iou", "accuracy") if name in metrics}
     if as_json:
         click.echo(json.dumps({"run": run_dir, "data": data, "matching": matching, "matched": matching != "none",
-                               "metrics": metrics}, indent=2))
+                               "metrics": metrics,
+                               "per_image_mean": {n: {"mean": iv.mean, "low": iv.low if iv.n > 1 else None,
+                                                      "high": iv.high if iv.n > 1 else None, "images": iv.n}
+                                                  for n, iv in intervals.items()}}, indent=2))
         return
     click.echo(f"{run_dir}: {model.run_info['name']} on {int(metrics['images'])} images of {data}"
                f"{_MATCHING_TEXT[matching]}")
-    click.echo(table(metric_rows({key: v for key, v in metrics.items() if key != "images"})))
+    click.echo(table(metric_rows({key: v for key, v in metrics.items() if key not in ("images", "matched")},
+                                 folder=True)))
+    click.echo(f"per image (mean over {len(per_image)} images, 95% interval of that mean"
+               + ("; none for one image" if len(per_image) < 2 else "") + "):")
+    click.echo(table([(name, iv.format(4)) for name, iv in intervals.items()]))

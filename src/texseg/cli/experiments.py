@@ -106,16 +106,14 @@ def run_and_report(experiment: Any, out: Path, jobs: int, quiet: bool,
 
 
 def print_ranking(title: str, result: Any, summary: Path) -> None:
-    """The ranked settings (mean ± 95% CI over completed seeds), the best one and the summary's path."""
+    """The ranked settings (mean ± 95% CI over completed seeds), the verdict (summary.md's words), the path."""
     click.echo(f"\n{title} ({result.metric}, mean ± 95% CI over completed seeds):")
     width = max(len(g.label) for g in result.ranked)
     for i, g in enumerate(result.ranked, 1):
         m = g.metrics.get(result.metric)
-        click.echo(f"  {i:>2}. {g.label:<{width}}  {m.format(4) if m else '—':<20} completed {g.status_text()}")
-    best = result.best
-    single = any(result.metric in g.metrics and g.metrics[result.metric].n == 1 for g in result.ranked)
-    click.echo(f"best: {best.label}" if best else "best: not claimed (one seed per setting: use --seeds 2 or more)"
-               if single else "best: none (no trial completed)")
+        click.echo(f"  {i:>2}. {g.label:<{width}}  {m.format(4) if m else '—':<20} completed {g.status_text()}"
+                   + (f"  TRIVIAL {g.trivial}/{g.completed}" if g.trivial else ""))
+    click.echo(result.verdict.headline)
     click.echo(f"wrote {summary}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -85,8 +84,6 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     model such as `texseg:general` (see `texseg models`): a texture-embedding model finds
     the regions of textures it never saw, with --regions K, K estimated, or --reference.
     """
-    from tqdm.auto import tqdm
-
     from texseg._validate import check_int, check_positive
     from texseg.checkpoint import load_model, load_pretrained
     from texseg.device import resolve_device
@@ -96,6 +93,7 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     from texseg.inference.predict import output_paths, predict_file
     from texseg.models.pretrained import is_pretrained_name
     from texseg.signals import Interrupted, stop_point
+    from texseg.training.progress import Progress
 
     if tile is not None and tile != 0:
         check_int("--tile", tile, minimum=16)
@@ -125,17 +123,19 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     def error(message: str) -> None:
         nonlocal failed
         failed += 1
-        tqdm.write(f"texseg: error: {as_cli_message(message, flags)}", file=sys.stderr)
+        bar.write(f"texseg: error: {as_cli_message(message, flags)}")
 
     def summary(end: str = "") -> None:
         note = " (their outputs exist; --overwrite replaces them)" if kept else ""
         skip = f", {skipped} of texseg's own outputs skipped" if skipped else ""
         click.echo(f"{written} segmented, {kept} kept{note}, {failed} failed{skip}{end} -> {out}")
 
+    # A bar on a terminal, plain lines in a log (never carriage returns), as `texseg train` does.
+    bar = Progress(len(files), 0, "img", enabled=not quiet and len(files) > 1, what="image", desc="predict")
     try:
-        with tqdm(files, disable=quiet or len(files) < 2, desc="predict", unit="img") as bar:
-            for path in bar:
-                stop_point()  # between two files
+        for done, path in enumerate(files, 1):
+            stop_point()  # between two files
+            try:
                 targets = output_paths(path, out)
                 mask_path = targets["mask"]
                 try:
@@ -162,8 +162,12 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
                     continue
                 written += bool(result.written)
                 kept += not result.written
+            finally:  # counted once handled, whatever the outcome
+                bar.update(1, done)
     except Interrupted:
+        bar.close()
         summary(", stopped early")
         raise
+    bar.close()
     summary()
     return ExitCode.USAGE if failed else ExitCode.OK

@@ -11,6 +11,7 @@ import click
 from texseg.cli import cli
 from texseg.cli._options import config_options, given_options, jobs_option, table
 from texseg.errors import ExitCode
+from texseg.io import read_json
 from texseg.training.config import TrainConfig
 
 # --seed is the search's own (sampler and training seed); every other train option passes through.
@@ -74,6 +75,8 @@ def search(trials: int, out: str | None, storage: str | None, study_name: str, s
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
         rows += [("best val iou", f"{best['value']:.4f} (trial {best['number']})"), ("best params", params),
                  ("best run", str(best["run_dir"]))]
+    else:  # the words of best.json and summary.md: none completed, or every completed trial is trivial
+        rows.append(("best", str(read_json(result.out / "best.json").get("message", "none"))))
     rows.append(("reports", ", ".join(p.name for p in result.files) + f" in {result.out}"))
     click.echo(("\n" if log else "") + table(rows))
     for note in result.notes:

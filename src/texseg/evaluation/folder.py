@@ -10,7 +10,7 @@ from torch import nn
 from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.evaluation.metrics import ConfusionMatrix
 
-__all__ = ["evaluate_folder"]
+__all__ = ["evaluate_folder", "evaluate_folder_images"]
 
 
 @torch.no_grad()
@@ -29,16 +29,33 @@ def evaluate_folder(model: nn.Module, root: str | os.PathLike[str], num_regions:
         The metrics of :func:`texseg.evaluation.metrics.metrics_from_confusion` (two regions:
         positive class = label 0, as everywhere in texseg), plus ``images``.
     """
+    return evaluate_folder_images(model, root, num_regions, tile=tile, matching=matching)[0]
+
+
+@torch.no_grad()
+def evaluate_folder_images(model: nn.Module, root: str | os.PathLike[str], num_regions: int, *,
+                           tile: int | None = None,
+                           matching: str = "none") -> tuple[dict[str, float], list[dict[str, float]]]:
+    """As :func:`evaluate_folder`, plus each image's own metrics (for an interval over images).
+
+    Returns:
+        ``(metrics of the folder, plus images; one metrics dict per image)`` -- an image's own
+        metrics are matched on that image alone whenever ``matching`` is not ``none``.
+    """
     from texseg.inference.predict import labels_from_probs, predict_image
 
     data = validate_folder(root, num_regions=num_regions)
     dataset = ImageFolderDataset(data, 16, augment=False)
     k = num_regions
     cm = ConfusionMatrix(k, matching)
+    per_image = []
     for i in range(len(dataset)):
         image, labels = dataset.full(i)
         pred = torch.from_numpy(labels_from_probs(predict_image(model, image.numpy().copy(), tile=tile))).long()
         if k == 2:  # the metrics' class 1 is the mask (label 0)
             labels, pred = (labels == 0).long(), (pred == 0).long()
         cm.add(pred[None, None], labels[None, None])
-    return {**cm.compute(), "images": float(len(dataset))}
+        one = ConfusionMatrix(k, "none" if matching == "none" else "image")
+        one.add(pred[None, None], labels[None, None])
+        per_image.append(one.compute())
+    return {**cm.compute(), "images": float(len(dataset))}, per_image

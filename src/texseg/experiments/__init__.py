@@ -20,6 +20,7 @@ Example::
 from texseg.experiments.compare import TuneSettings, chosen_lrs, comparison, run_comparison, tuning_experiment
 from texseg.experiments.difficulty import difficulty_experiment, evaluate_grid
 from texseg.experiments.experiment import Experiment, ExperimentResult, run_experiment, write_experiment_summary
+from texseg.experiments.report import Verdict, verdict
 from texseg.experiments.runner import FAILED, NOT_RUN, Trial, TrialResult, run_trials
 from texseg.experiments.stats import Interval, mean_ci
 from texseg.experiments.sweep import RangeTestConfig, lr_range_test, lr_sweep
@@ -34,6 +35,7 @@ __all__ = [
     "Trial",
     "TrialResult",
     "TuneSettings",
+    "Verdict",
     "chosen_lrs",
     "comparison",
     "difficulty_experiment",
@@ -45,5 +47,6 @@ __all__ = [
     "run_experiment",
     "run_trials",
     "tuning_experiment",
+    "verdict",
     "write_experiment_summary",
 ]

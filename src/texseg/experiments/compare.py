@@ -18,9 +18,10 @@ from typing import Any
 
 from texseg.errors import TexsegError
 from texseg.experiments.experiment import Experiment, ExperimentResult
-from texseg.experiments.report import best_group, format_value
+from texseg.experiments.report import best_group, budget_advice, format_value
 from texseg.experiments.runner import Trial
 from texseg.experiments.sweep import budget_text, check_values
+from texseg.training import engine
 from texseg.training.config import TrainConfig
 
 # Options a comparison cannot vary: seeds are the replicates, the rest are not scalars
@@ -124,21 +125,55 @@ def tuning_experiment(base: TrainConfig, name: str, values: Sequence[Any], tune:
     return Experiment(f"Learning-rate selection per {name}", desc, trials, (name, "lr"), short, command)
 
 
-def chosen_lrs(result: ExperimentResult, name: str, values: Sequence[Any]) -> dict[str, float]:
-    """Per value, the lr of its best setting in the tuning result.
+def check_tuning_budget(short: TrainConfig, tune: TuneSettings) -> None:
+    """Refuse a tuning whose runs are too short to score, before anything trains.
 
     Raises:
-        TexsegError: no candidate lr completed for some value.
+        ValueError: naming ``iterations``: the tuning runs would take fewer than ``MIN_STEPS`` steps.
+    """
+    if short.iterations is not None and short.iterations < engine.MIN_STEPS:
+        need = math.ceil(engine.MIN_STEPS / tune.tune_fraction)
+        raise ValueError(f"iterations: the learning-rate tuning runs would train {short.iterations} step(s) "
+                         f"({tune.tune_fraction:g} of the budget), under the {engine.MIN_STEPS} a score needs to "
+                         f"mean anything: give `iterations` {need} or more, a larger `tune_fraction`, or `lrs` "
+                         "per value")
+
+
+def chosen_lrs(result: ExperimentResult, name: str, values: Sequence[Any],
+               fraction: float | None = None) -> dict[str, float]:
+    """Per value, the lr of its best setting in the tuning result, among runs that learnt something.
+
+    Args:
+        result: the tuning experiment's result.
+        name: the compared option; values: its values.
+        fraction: the tuning runs' share of the comparison's budget (said in the error).
+
+    Raises:
+        TexsegError: for some value no candidate lr completed, or every one gave a trivial
+            model (the message says what budget the tuning runs need).
     """
     out = {}
     for v in values:
         groups = [g for g in result.ranked if g.values[name] == v]
         best = best_group(groups, result.metric, min_seeds=1)  # a pick to train with, not a claim
         if best is None:
-            raise TexsegError(f"no candidate learning rate completed for {value_label(name, v)}; "
-                              f"see {result.out_dir / 'summary.md'} and widen `tune_lrs`")
+            done = [g for g in groups if g.completed]
+            why = (f"every candidate gave a trivial model, so none can be chosen: {budget_advice(done)}"
+                   if done else "no candidate learning rate completed")
+            share = f" (the tuning runs get {fraction:g} of it)" if fraction is not None and done else ""
+            raise TexsegError(f"learning-rate tuning for {value_label(name, v)}: {why}{share}, or give the learning "
+                              f"rates with `lrs`; see {result.out_dir / 'summary.md'}")
         out[value_label(name, v)] = float(best.values["lr"])
     return out
+
+
+def tuning_section(chosen: dict[str, float], tune: TuneSettings) -> str:
+    """The tuning's own summary.md section on its choice: what it picks, and what it does not claim."""
+    seeds = (f"{tune.tune_seeds} seed per candidate, so a pick to train with, not a claim that it is the best "
+             "learning rate" if tune.tune_seeds == 1 else f"{tune.tune_seeds} seeds per candidate")
+    return ("## Best choice\n\nPer value, the candidate with the best held-out IoU among runs that learnt something "
+            f"(trivial runs are never chosen; {seeds}):\n\n| value | chosen lr |\n|---|---|\n"
+            + "\n".join(f"| {k} | {v:g} |" for k, v in chosen.items()) + "\n")
 
 
 def comparison(base: TrainConfig, name: str, values: Sequence[Any], seeds: Sequence[int],
@@ -224,12 +259,16 @@ def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str
         texp = tuning_experiment(base, name, values, tune, command)
         for t in comparison(base, name, values, seed_values, None).trials:  # fail on bad input before any tuning
             t.run_config().validate()
+        check_tuning_budget(texp.base, tune)
         log(f"choosing a learning rate per value: {len(texp.trials)} short runs in {Path(out) / 'lr-tuning'}")
         tuning = run_experiment(texp, Path(out) / "lr-tuning", jobs=jobs, progress=progress, log=log)
-        write_experiment_summary(texp, tuning)
         if tuning.interrupted:
+            write_experiment_summary(texp, tuning)
             return ComparisonOutcome(None, tuning, None, None)
-        chosen = chosen_lrs(tuning, name, values)
+        try:
+            chosen = chosen_lrs(tuning, name, values, tune.tune_fraction)
+        finally:  # its summary says what it chose, or (raising) why it could not choose
+            write_experiment_summary(texp, tuning, best_section=tuning_section(chosen, tune) if chosen else None)
         candidates = ",".join(f"{lr:g}" for lr in tune.tune_lrs)
         how = ("Each value trains at its own learning rate, the best of a short sweep over "
                f"{candidates} ([lr-tuning/summary.md](lr-tuning/summary.md)), scored on a separate held-out set.")

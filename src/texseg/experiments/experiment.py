@@ -19,10 +19,12 @@ from texseg.experiments.figures import curves_figure, final_figure
 from texseg.experiments.report import (
     GroupStats,
     SummaryInputs,
+    Verdict,
     best_group,
     group_stats,
     rank,
     result_rows,
+    verdict,
     write_results_csv,
     write_summary,
 )
@@ -80,6 +82,11 @@ class ExperimentResult:
     def best(self) -> GroupStats | None:
         """The best setting (see :func:`best_group`)."""
         return best_group(self.ranked, self.metric)
+
+    @property
+    def verdict(self) -> Verdict:
+        """What the data resolve (see :func:`~texseg.experiments.report.verdict`)."""
+        return verdict(self.ranked, self.metric)
 
     @property
     def interrupted(self) -> bool:
@@ -143,7 +150,7 @@ def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, j
 
 
 def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *, sections: Sequence[str] = (),
-                             figures: Sequence[tuple[str, str]] = ()) -> Path:
+                             figures: Sequence[tuple[str, str]] = (), best_section: str | None = None) -> Path:
     """Write ``summary.md``: description, command, settings, ranked table, best, figures, failures.
 
     Args:
@@ -151,6 +158,7 @@ def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *
         result: what :func:`run_experiment` returned.
         sections: extra markdown sections, placed after the best choice.
         figures: extra ``(title, file name in out_dir)`` figures, placed after the standard ones.
+        best_section: a markdown section replacing the verdict (a tuning's pick is not a claim of "best").
 
     Returns:
         The path of ``summary.md``.
@@ -163,7 +171,7 @@ def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *
         title=experiment.title, description=experiment.description, command=experiment.command,
         base=experiment.base, varied=experiment.varied, rows=result.rows, results=result.outcome.results,
         ranked=result.ranked, metric=experiment.metric, figures=[*standard, *figures], sections=sections,
-        interrupted=result.interrupted,
+        interrupted=result.interrupted, best_section=best_section,
     ))
     if (note := write_report_or_note(result.out_dir)) is not None:  # report.html: a convenience, never an error
         print(f"warning: {note}", file=sys.stderr)

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from texseg.experiments.report import GroupStats, format_value, lower_is_better
 from texseg.experiments.stats import band
+from texseg.plots import fitted_suptitle
 from texseg.training.rundir import METRICS, read_metrics
 
 # (column of metrics.csv, axis label, log scale)
@@ -65,7 +66,7 @@ def curves_figure(runs_by_label: dict[str, list[Path]], title: str) -> Figure:
             ax.grid(True, alpha=0.3)
     if any(ax.has_data() for ax in axes.flat):
         axes[0, 0].legend(fontsize="small")
-    fig.suptitle(title + "  (line: mean over seeds; band: min-max across seeds)")
+    fitted_suptitle(fig, title + "  (line: mean over seeds; band: min-max across seeds)")
     return fig
 
 
@@ -96,7 +97,7 @@ def final_figure(ranked: Sequence[GroupStats], metric: str, varied: Sequence[str
         ax.barh(ys, means, xerr=errs, capsize=4, color=_colors(len(have)), alpha=0.8)
         for y, vals in zip(ys, seeds):
             ax.scatter(vals, [y] * len(vals), s=14, color="0.2", zorder=3)
-        ax.set_yticks(ys, [g.label for g in have])
+        ax.set_yticks(ys, [g.label + (" (trivial)" if g.trivial else "") for g in have])
         ax.set_xlabel(f"final held-out {metric}")
         for y, m in zip(ys, means):
             ax.annotate(f"{m:.3f}", (m, y), xytext=(4, 4), textcoords="offset points", fontsize="small")
@@ -108,7 +109,10 @@ def final_figure(ranked: Sequence[GroupStats], metric: str, varied: Sequence[str
     ax.grid(True, alpha=0.3)
     better = "lower" if lower_is_better(metric) else "higher"
     interval = "95% t-interval" if metric == "loss" else "95% interval (logit scale)"
-    fig.suptitle(f"{title}\n(mean of completed seeds, dots: each seed, error bar: {interval}; {better} is better)")
+    if have and all(g.trivial == g.completed for g in have):  # the picture must not read as a ranking
+        title += ": every trial is trivial, no verdict"
+    fitted_suptitle(fig, f"{title}\n(mean of completed seeds, dots: each seed, error bar: {interval}; "
+                         f"{better} is better)")
     return fig
 
 

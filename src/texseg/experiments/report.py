@@ -19,6 +19,7 @@ from typing import Any
 from texseg.experiments.runner import FAILED, NOT_RUN, TrialResult
 from texseg.experiments.stats import Interval, mean_ci
 from texseg.io import atomic_write_text, write_csv
+from texseg.training import engine
 from texseg.training.config import TrainConfig
 from texseg.training.rundir import RunStatus
 
@@ -87,6 +88,8 @@ class GroupStats:
     worst: dict[str, float] = field(default_factory=dict)  # per metric, the worst completed seed
     train_seconds: Interval = field(default_factory=lambda: mean_ci([]))
     iterations: Interval = field(default_factory=lambda: mean_ci([]))
+    trivial: int = 0  # completed seeds flagged trivial (a constant prediction, or too few steps)
+    warnings: list[str] = field(default_factory=list)  # the distinct warnings of those seeds
 
     @property
     def n(self) -> int:
@@ -118,6 +121,10 @@ def group_stats(rows: Sequence[dict[str, Any]], varied: Sequence[str], confidenc
         groups[label].statuses[row["status"]] += 1
         if row["status"] == COMPLETED:
             members[label].append(row)
+            if row.get("warning"):
+                groups[label].trivial += 1
+                groups[label].warnings += [w for w in str(row["warning"]).split("; ")
+                                           if w not in groups[label].warnings]
     for label, g in groups.items():
         done = members[label]
         keys = [k for k in (done[0] if done else {}) if k.startswith("val_")]
@@ -148,11 +155,90 @@ def best_group(ranked: Sequence[GroupStats], metric: str = "iou", *, min_seeds: 
 
     Only settings with at least ``min_seeds`` completed seeds are considered: one seed
     cannot tell a better setting from a lucky one (pass ``min_seeds=1`` to take the
-    best single run anyway, e.g. to choose a learning rate to try next).
+    best single run anyway, e.g. to choose a learning rate to try next). A setting with
+    a trivial seed (a constant prediction, or too few steps) is never chosen: its score
+    is not that of a model that learnt the task.
     """
-    usable = [g for g in ranked if metric in g.metrics and g.metrics[metric].n >= min_seeds]
+    usable = [g for g in ranked if metric in g.metrics and g.metrics[metric].n >= min_seeds and not g.trivial]
     stable = [g for g in usable if g.all_completed]
     return (stable or usable or [None])[0]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the data say about the ranking: one headline, the same in the terminal, summary.md and report.html.
+
+    Attributes:
+        best: the leading setting that may be chosen (two or more completed seeds, none trivial), or None.
+        resolved: whether ``best``'s interval is clear of every other setting's: only then is it "best".
+        rivals: labels of the settings it is not separated from.
+        all_trivial: every completed trial is trivial (the comparison measured nothing).
+        headline: the one-line verdict.
+    """
+
+    best: GroupStats | None
+    resolved: bool
+    rivals: tuple[str, ...]
+    all_trivial: bool
+    headline: str
+
+
+def _separated(best: Interval, other: Interval, lower: bool) -> bool:
+    """Whether ``best`` is clearly better than ``other`` (an interval against an interval or a single value)."""
+    if other.n == 0:
+        return True
+    if other.n == 1:  # one value: separated only if it lies outside best's interval, on the worse side
+        return other.mean > best.high if lower else other.mean < best.low
+    return not best.overlaps(other)
+
+
+def budget_advice(groups: Sequence[GroupStats]) -> str:
+    """What trivial runs need: at least ``MIN_STEPS`` steps (with the seconds that takes at their speed), or more.
+
+    Args:
+        groups: the settings whose runs were trivial.
+    """
+    steps = [g.iterations.mean for g in groups if g.iterations.n]
+    if any("training step" in w for g in groups for w in g.warnings) and steps:
+        fewest = min(steps)
+        rates = [g.iterations.mean / g.train_seconds.mean for g in groups
+                 if g.iterations.n and g.train_seconds.n and g.train_seconds.mean > 0]
+        seconds = f", about {engine.MIN_STEPS / min(rates):.0f} s per run at their speed" if rates else ""
+        return (f"every run needs at least {engine.MIN_STEPS} training steps (these took {fewest:.0f}{seconds}): "
+                "give a larger budget")
+    return "their models predict one region everywhere: train longer, or try other learning rates"
+
+
+def verdict(ranked: Sequence[GroupStats], metric: str = "iou") -> Verdict:
+    """The verdict on ``ranked``: "best" only when the data resolve it.
+
+    A setting is chosen only with two or more completed seeds, none of them trivial; it is
+    "best" only if its interval is clear of every other setting's. When every completed
+    trial is trivial, that is the headline, with the budget a next run needs.
+    """
+    done = [g for g in ranked if g.completed]
+    if not done:
+        return Verdict(None, False, (), False, "no verdict: no trial completed")
+    if all(g.trivial == g.completed for g in done):
+        return Verdict(None, False, (), True, "no verdict: every trial is trivial, so no setting is chosen; "
+                                              + budget_advice(done))
+    left_out = [g.label for g in done if g.trivial]
+    note = (f" ({len(left_out)} setting(s) with trivial runs not considered: {', '.join(left_out)})"
+            if left_out else "")
+    best = best_group(ranked, metric)
+    if best is None:
+        return Verdict(None, False, (), False, "no best claimed: a setting needs two or more completed seeds that "
+                                               "all learnt something (use --seeds 2 or more)" + note)
+    m = best.metrics[metric]
+    lower = lower_is_better(metric)
+    rivals = tuple(g.label for g in ranked if g is not best and metric in g.metrics
+                   and not _separated(m, g.metrics[metric], lower))
+    if rivals:
+        return Verdict(best, False, rivals, False,
+                       f"no best: {best.label} leads ({metric} {m.format(4)}) but its difference from "
+                       f"{', '.join(rivals)} is not resolved with these seeds" + note)
+    return Verdict(best, True, (), False,
+                   f"best: {best.label} ({metric} {m.format(4)}), its interval clear of every other setting's" + note)
 
 
 # -------------------------------------------------------------------------- summary.md
@@ -172,13 +258,17 @@ class SummaryInputs:
     figures: Sequence[tuple[str, str]] = ()
     sections: Sequence[str] = ()
     interrupted: bool = False
+    best_section: str | None = None  # replaces the "Best choice" section (e.g. a tuning's pick)
 
 
 def write_summary(path: str | os.PathLike[str], s: SummaryInputs) -> None:
     """Write ``summary.md``, a report that reads on its own."""
-    parts = [f"# {s.title}\n", s.description.strip() + "\n", _command_section(s.command),
+    # The verdict is the headline (as in the terminal and report.html); a section that replaces it replaces it here too.
+    headline = "" if s.best_section else f"**{verdict(s.ranked, s.metric).headline}**.\n"
+    parts = [f"# {s.title}\n", headline, s.description.strip() + "\n", _command_section(s.command),
              _settings_section(s.base, s.varied), _trials_section(s.results),
-             _table_section(s.ranked, s.varied, s.metric), _best_section(s.ranked, s.metric)]
+             _table_section(s.ranked, s.varied, s.metric),
+             s.best_section or _best_section(s.ranked, s.metric)]
     parts += [sec.strip() + "\n" for sec in s.sections]
     if s.figures:
         parts.append("## Figures\n\n" + "\n\n".join(f"**{title}**\n\n![{title}]({name})" for title, name in s.figures)
@@ -251,22 +341,12 @@ def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: 
 
 
 def _best_section(ranked: Sequence[GroupStats], metric: str) -> str:
-    best = best_group(ranked, metric)
-    if best is None:
-        if any(metric in g.metrics and g.metrics[metric].n == 1 for g in ranked):
-            return ("## Best choice\n\nNot claimed: every setting has one completed seed, which cannot tell a "
-                    "better setting from a lucky run. Run two or more seeds per setting.\n")
-        return "## Best choice\n\nNone: no trial completed.\n"
-    m = best.metrics[metric]
-    text = f"## Best choice\n\n**{best.label}**: {metric} {m.format(4)}"
-    text += f" (95% interval {m.format_bounds(4)})." if m.n > 1 else "."
-    if not best.all_completed:
+    v = verdict(ranked, metric)
+    text = f"## Best choice\n\n**{v.headline}**."
+    if v.best is not None and not v.best.all_completed:
         text += " Caution: no setting completed on every seed; this one did not either."
-    rivals = [g.label for g in ranked if g is not best and metric in g.metrics and g.metrics[metric].n > 0
-              and g.metrics[metric].overlaps(m)]
-    if rivals:
-        text += (f" Its interval overlaps that of {', '.join(rivals)}: with these seeds the difference is "
-                 "not resolved.")
+    if v.best is not None and v.best.metrics[metric].n > 1:
+        text += f" The leader's 95% interval: {v.best.metrics[metric].format_bounds(4)}."
     return text + "\n"
 
 
@@ -281,6 +361,24 @@ def _failures_section(results: Sequence[TrialResult], interrupted: bool) -> str:
         lines.append(f"- `{r.trial_id}` {kind.get(r.status, r.status)}: {r.error or 'no message'}")
     for r in trivial:  # completed, but not a model that learnt the task: its scores are not results
         lines.append(f"- `{r.trial_id}` completed as a **trivial model**: {'; '.join(r.summary['warnings'])}")
+    for r in results:  # not flagged, yet no better than one region everywhere: it learnt nothing either
+        val = r.summary.get("val", {})
+        if r.status == COMPLETED and r not in trivial and not _beats_baseline(val):
+            lines.append(f"- `{r.trial_id}` completed but its held-out IoU {val.get('iou', math.nan):.4f} does not "
+                         f"beat one region everywhere ({val.get('trivial_iou', math.nan):.4f}): it learnt nothing")
     if not lines:
-        return "## Failures\n\nNone: every trial completed and learnt something.\n"
+        return ("## Failures\n\nNone: every trial completed and learnt something (no trivial model, and each "
+                "beats the held-out IoU of one region everywhere).\n")
     return "## Failures and trivial runs\n\n" + "\n".join(lines) + "\n"
+
+
+# A model must beat one region everywhere by this much IoU to count as having learnt something.
+BASELINE_MARGIN = 0.01
+
+
+def _beats_baseline(val: dict[str, Any]) -> bool:
+    """Whether held-out metrics beat the one-region-everywhere IoU (True when either is missing)."""
+    iou, base = val.get("iou"), val.get("trivial_iou")
+    if not isinstance(iou, (int, float)) or not isinstance(base, (int, float)):
+        return True
+    return iou > base + BASELINE_MARGIN

@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,8 @@ class Page:
     sections: list[tuple[str, list[Markup]]] = field(default_factory=list)  # more prose: (heading, paragraphs)
 
     status_detail: str = ""  # e.g. "1 of 4 cells": how much of a folder of trials the status concerns
+    verdict: str = ""  # the one-line verdict on a ranking, in the words of summary.md and the terminal
+    device_filled: list[tuple[str, str]] = field(default_factory=list)  # (key, value) the device chose, not the user
 
     @property
     def status_text(self) -> str:
@@ -244,12 +247,28 @@ def fmt_config(value: Any) -> str:
     return fmt(value)
 
 
-def config_rows(config: dict[str, Any], skip: set[str] = frozenset()) -> list[tuple[str, str, bool]]:
-    """``(key, value, differs from TrainConfig's default)`` for each key of a run's config."""
+def config_rows(config: dict[str, Any], skip: set[str] = frozenset(),
+                filled: Collection[str] = ()) -> list[tuple[str, str, bool]]:
+    """``(key, value, set to something other than TrainConfig's default)`` for each key of a run's config.
+
+    Args:
+        config: the run's config.json.
+        skip: keys left out.
+        filled: keys the device profile filled in (the user left them to the device): never "set".
+    """
     from texseg.training.config import TrainConfig
 
     defaults = TrainConfig().to_dict()
-    return [(k, fmt_config(v), k in defaults and _differs(v, defaults[k])) for k, v in config.items() if k not in skip]
+    return [(k, fmt_config(v) + (" (device default)" if k in filled else ""),
+             k in defaults and k not in filled and _differs(v, defaults[k]))
+            for k, v in config.items() if k not in skip]
+
+
+def device_filled(summary: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's device profile filled in (``summary.json``'s ``defaults.filled``)."""
+    defaults = summary.get("defaults")
+    filled = defaults.get("filled") if isinstance(defaults, dict) else None
+    return filled if isinstance(filled, dict) else {}
 
 
 def _differs(value: Any, default: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from texseg.report.collect import (
     Table,
     config_rows,
     counts_text,
+    device_filled,
     environment_rows,
     fmt,
+    fmt_config,
     folder_figures,
     inline_markdown,
     machine_rows,
@@ -76,8 +79,11 @@ def run_page(path: Path) -> Page:
         page.details.append(Table(columns, [[_cell(r[c]) for c in columns] for r in history],
                                   f"Every evaluation ({len(history)} rows of metrics.csv)"))
     page.command = f"texseg train --config {path / 'config.json'} --out NEW_DIR"
-    page.config_title = "Configuration (config.json; bold: differs from the default)"
-    page.config = config_rows(config)
+    filled = device_filled(summary)
+    page.config_title = "Configuration (config.json; bold: set to other than the default; device default: " \
+                        "left to the device, filled in by its profile)"
+    page.config = config_rows(config, filled=filled)
+    page.device_filled = [(k, fmt_config(config.get(k, v))) for k, v in filled.items()]
     page.figures = folder_figures(path)
     page.environment = environment_rows(summary, "this run")
     return page
@@ -103,7 +109,7 @@ def _cell(value: str) -> str:
 # ----------------------------------------------------------------------- an experiment
 def experiment_page(path: Path) -> Page:
     """An experiment folder: its question, the ranked settings with intervals, the trials, figures."""
-    from texseg.experiments.report import TABLE_METRICS, best_group, format_value, group_stats, rank
+    from texseg.experiments.report import TABLE_METRICS, format_value, group_stats, rank, verdict
     from texseg.experiments.stats import mean_ci
 
     if not (path / "experiment.json").is_file():
@@ -118,9 +124,16 @@ def experiment_page(path: Path) -> Page:
                 description=description, command=command, status_detail=detail)
     metric = "iou"
     ranked = rank(group_stats(rows, varied), metric)
-    best = best_group(ranked, metric)
-    if best is not None:
+    v = verdict(ranked, metric)  # the words of summary.md and the terminal
+    best = v.best
+    if v.resolved and best is not None:
         page.cards.append(Card("best setting", best.label, f"{metric} {best.metrics[metric].format(4)}"))
+    else:
+        page.cards.append(Card("verdict", "all trials trivial" if v.all_trivial else "not resolved"
+                               if best is not None else "no best", v.headline))
+    page.verdict = v.headline
+    # summary.md opens with the verdict: here it is the page's headline, not part of the question.
+    page.description = [p for p in page.description if v.headline not in unescape(str(p))]
     page.cards.append(Card("trials", str(len(rows)), counts_text(statuses)))
     page.cards.append(Card("settings", str(len(ranked)), f"varied: {', '.join(varied) or '—'}"))
     # A varied field whose value is the setting's whole label (optimizer=adam labelled "adam") is not repeated.
@@ -137,9 +150,7 @@ def experiment_page(path: Path) -> Page:
     caption = (f"Settings ranked by held-out {metric}: mean over completed seeds [95% interval] (for [0, 1] "
                "metrics a t-interval of the logits, mapped back; ± for the loss; none for one seed)")
     page.tables.append(Table(columns, table_rows, caption,
-                             highlight={ranked.index(best)} if best is not None else set()))
-    if best is None and ranked:
-        page.notes.append("no best setting claimed: it needs at least two completed seeds per setting")
+                             highlight={ranked.index(best)} if best is not None and v.resolved else set()))
     trial_columns = ["trial", "seed", "status", "val iou", "steps", "train s", "warning or error", "run"]
     page.details.append(Table(trial_columns, [
         [r["trial"], str(r["seed"]), r["status"], fmt(r.get("val_iou", math.nan)), fmt(r["iterations"], 0),
@@ -151,7 +162,9 @@ def experiment_page(path: Path) -> Page:
     first = _first_run(path, rows)
     if first is not None:
         page.config_title = "Settings shared by every trial (first trial's config.json without the varied fields)"
-        page.config = config_rows(read_json_or_empty(first / "config.json"), set(varied) | {"seed"})
+        filled = device_filled(read_json_or_empty(first / "summary.json"))
+        page.config = config_rows(read_json_or_empty(first / "config.json"), set(varied) | {"seed"}, filled)
+        page.device_filled = [(k, fmt_config(v)) for k, v in filled.items() if k not in varied]
     page.figures = folder_figures(path)
     page.environment = environment_rows(read_json_or_empty(first / "summary.json") if first else {},
                                         "first trial")
@@ -218,7 +231,8 @@ def search_page(path: Path) -> Page:
                                ", ".join(f"{k}={f'{v:.3g}' if isinstance(v, float) else v}"
                                          for k, v in params.items() if k != "model")))
     else:
-        page.warnings.append(str(best.get("message", "no completed trial yet")))
+        page.verdict = str(best.get("message", "no completed trial yet"))
+        page.warnings.append(page.verdict)
     page.cards.append(Card("trials", str(len(trials)), counts_text(statuses)))
     param_names = [c for c in (trials[0] if trials else {}) if c not in _SEARCH_FIXED_COLUMNS]
     ranked = sorted((t for t in trials if not math.isnan(to_float(t.get("value")))),
@@ -270,30 +284,45 @@ def benchmark_page(path: Path) -> Page:
     status, detail = overall_status(statuses, done="done", what="cells")
     page = Page("benchmark", title or f"Benchmark {path.name}", str(path), status, description=description,
                 command=command, status_detail=detail)
+    from texseg.benchmark.report import BENCHMARK_TABLE_METRICS, metric_label
+    from texseg.benchmark.runner import BASELINE
+
     columns = list(rows[0])
-    metrics = [c for c in columns if f"{c}_low" in columns and f"{c}_high" in columns]
+    every = [c for c in columns if f"{c}_low" in columns and f"{c}_high" in columns]
+    # The leaderboard.md columns, in its words; the rest (VI split/merge, per-region IoU) below, in a detail table.
+    metrics = [m for m in BENCHMARK_TABLE_METRICS if m in every] or every
+    others = [m for m in every if m not in metrics]
     suites: dict[str, list[dict[str, str]]] = {}
     for r in rows:
         suites.setdefault(r.get("suite", ""), []).append(r)
     speed = [c for c in ("images_per_s", "s_per_megapixel") if c in columns]
     for suite, members in suites.items():
         head = metrics[0] if metrics else None
-        best = max(range(len(members)), key=lambda i: _finite(members[i].get(head))) if head else None
+        methods = [i for i, r in enumerate(members) if r.get("segmenter") != BASELINE]
+        best = max(methods, key=lambda i: _finite(members[i].get(head))) if head and methods else None
+        if best is not None and not _clear_of_others(members, best, head):
+            best = None  # highlighted only when the data resolve it
         page.tables.append(Table(
-            ["segmenter", *metrics, *[s.replace("_", " ") for s in speed], "status", "note"],
+            ["segmenter", *map(metric_label, metrics), *[s.replace("_", " ") for s in speed], "status"],
             [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in metrics], *[r.get(s) or "—" for s in speed],
-              r.get("status", ""), r.get("note", "")] for r in members],
-            f"Suite {suite or '—'}: mean over images [95% interval]", highlight={best} if best is not None else set()))
-    if metrics:
+              r.get("status", "")] for r in members],
+            f"Suite {suite or '—'}: mean over images [95% interval]; {BASELINE}: what a model that learnt nothing "
+            "scores", highlight={best} if best is not None else set()))
+        if others:
+            page.details.append(Table(["segmenter", *map(metric_label, others)],
+                                      [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in others]]
+                                       for r in members], f"Suite {suite or '—'}: the other metrics"))
+    scored = [r for r in rows if r.get("segmenter") != BASELINE]
+    if metrics and scored:
         head = metrics[0]
-        top = max(rows, key=lambda r: _finite(r.get(head)))
-        page.cards.append(Card(f"best {head}", fmt(to_float(top.get(head))), f"{top.get('segmenter')} on "
-                               f"{top.get('suite')}"))
+        top = max(scored, key=lambda r: _finite(r.get(head)))
+        page.cards.append(Card(f"highest {metric_label(head)}", fmt(to_float(top.get(head))),
+                               f"{top.get('segmenter')} on {top.get('suite')}"))
     page.cards.append(Card("cells", str(len(rows)), counts_text(statuses)))
     page.cards.append(Card("suites", str(len(suites)), ", ".join(suites)))
     page.status_items = [("cells", counts_text(statuses))]
     page.notes = [f"{r.get('segmenter')} on {r.get('suite')}: {r['note']}" for r in rows
-                  if r.get("note") and r.get("status") != "done"]
+                  if r.get("note") and r.get("segmenter") != BASELINE]  # notes below the table, not a column
     config = read_json_or_empty(path / "config.json")
     if config:
         page.config_title = "Configuration (config.json)"
@@ -301,6 +330,16 @@ def benchmark_page(path: Path) -> Page:
     page.figures = folder_figures(path)
     page.environment = machine_rows()
     return page
+
+
+def _clear_of_others(rows: list[dict[str, str]], top: int, metric: str) -> bool:
+    """Whether row ``top``'s interval of ``metric`` (higher is better) lies above every other scored row's."""
+    low = to_float(rows[top].get(f"{metric}_low"))
+    if math.isnan(low):
+        return False
+    others = [to_float(r.get(f"{metric}_high")) if r.get(f"{metric}_high") else to_float(r.get(metric))
+              for i, r in enumerate(rows) if i != top and not math.isnan(to_float(r.get(metric)))]
+    return all(low > h for h in others if not math.isnan(h))
 
 
 def _finite(value: Any) -> float:

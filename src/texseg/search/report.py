@@ -26,6 +26,7 @@ from texseg.search.storage import (
     counts_toward_total,
     storage_label,
 )
+from texseg.training import engine
 from texseg.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def write_reports(study: optuna.Study, settings: SearchSettings, base: TrainConf
     out = settings.out
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     best = _best(trials, settings)
-    atomic_write_json(out / "best.json", best or {"value": None, "message": "no completed trial yet"})
+    atomic_write_json(out / "best.json", best or {"value": None, "message": no_best_message(trials)})
     _write_trials_csv(out / "trials.csv", trials)
     files = [out / "best.json", out / "trials.csv"]
     notes: list[str] = []
@@ -93,8 +94,21 @@ def write_reports(study: optuna.Study, settings: SearchSettings, base: TrainConf
     return files, notes, best
 
 
-def _best(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSettings) -> dict[str, Any] | None:
+def no_best_message(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
+    """Why there is no best trial: none completed, or every completed one is trivial (and what it needs)."""
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    if not done:
+        return "no completed trial yet"
+    steps = [int(s) for t in done if isinstance(s := t.user_attrs.get("iterations"), (int, float))]
+    took = f" (these took {min(steps)} or more)" if steps else ""
+    return (f"no verdict: every completed trial is trivial, so none is chosen: a trial needs at least "
+            f"{engine.MIN_STEPS} training steps{took} and a model that does not predict one region everywhere; "
+            "give a larger budget")
+
+
+def _best(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSettings) -> dict[str, Any] | None:
+    """The best completed trial that learnt something (a trivial trial is never chosen), or None."""
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and not t.user_attrs.get("warning")]
     if not done:
         return None
     t = max(done, key=lambda t: (t.value, -t.number))  # ties: the earlier trial
@@ -226,7 +240,7 @@ def _summary_md(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSett
                   f"{_params_text(best['params'])}.",
                   "", f"Reproduce: `texseg train --config {best['run_dir']}/config.json --out NEW_DIR`."]
     else:
-        lines.append("No trial has completed yet.")
+        lines.append(f"**{no_best_message(trials)}**.")
     lines += ["", "## Top trials", "", "| trial | IoU | status | params |", "|---:|---:|---|---|"]
     ranked = sorted((t for t in trials if t.value is not None), key=lambda t: -t.value)[:10]
     lines += [f"| {t.number} | {t.value:.4f} | {_trial_status(t)} | {_params_text(t.params)} |" for t in ranked]

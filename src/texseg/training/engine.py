@@ -115,10 +115,10 @@ def folder_datasets(data: str, val_data: str | None, val_fraction: float, val_se
 
     Raises:
         texseg.errors.DataError: each problem in one line naming the file.
-        ValueError: the labels need another number of regions than ``num_regions``.
+        ValueError: the labels use another number of regions than ``num_regions`` (more or fewer).
     """
     found = validate_folder(data, min_size=image_size)
-    if found.num_regions > num_regions:
+    if found.num_regions != num_regions:  # fewer too: a region no label ever shows cannot be learnt or scored
         raise ValueError(f"regions must be {found.num_regions} for the labels in {data} (values 0.."
                          f"{found.num_regions - 1}), got {num_regions}")
     found = replace(found, num_regions=num_regions)

@@ -502,7 +502,8 @@ def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tenso
             t.module.train()
             truth = targets if t.num_regions > 2 else targets.long()
             fig = samples_figure(images.cpu(), truth.cpu(), pred.cpu(), num_regions=t.num_regions,
-                                 suptitle=f"{t.config.model}: validation samples (eval mode)")
+                                 suptitle=f"{t.config.model}: validation samples (eval mode)",
+                                 masks=t.num_regions == 2)
             save_figure(fig, run.file("samples.png"))
             if board is not None:
                 board.figure("samples", fig, state.counters.step)

@@ -25,17 +25,20 @@ class Progress:
         unit: ``"it"`` or ``"s"``.
         enabled: False for silence.
         stream: where to write (default stderr); a bar only if it is a terminal.
+        what: what a plain line counts (``step 120  40%``; ``image 12  40%`` for images).
+        desc: the bar's label on a terminal.
     """
 
     def __init__(self, total: float, done: float, unit: str, *, enabled: bool = True,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, what: str = "step", desc: str | None = None) -> None:
         self.stream = stream or sys.stderr
+        self.what = what
         self.total, self.done, self.unit, self.enabled = total, done, unit, enabled
         self.live = enabled and self.stream.isatty()
         self.fields: dict[str, str] = {}
         self._last_line = int(done / total / LINE_EVERY) if total else 0
         self._start, self._start_done = time.monotonic(), done
-        self._bar = tqdm(total=total, initial=done, unit=unit, disable=not self.live, dynamic_ncols=True,
+        self._bar = tqdm(total=total, initial=done, unit=unit, disable=not self.live, dynamic_ncols=True, desc=desc,
                          file=self.stream,
                          bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} [{elapsed}<{remaining}{postfix}]")
 
@@ -70,5 +73,5 @@ class Progress:
         rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         extra = "".join(f"  {k} {v}" for k, v in self.fields.items())
-        print(f"step {step}  {100 * self.done / self.total:3.0f}%{extra}  ETA {eta:.0f} s", file=self.stream,
+        print(f"{self.what} {step}  {100 * self.done / self.total:3.0f}%{extra}  ETA {eta:.0f} s", file=self.stream,
               flush=True)
