@@ -42,7 +42,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                    lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare optimizers --optimizers sgd,adam")
     search = root / "search"
     with pytest.MonkeyPatch.context() as mp:  # tiny trials count as learnt: the page shows a best trial
-        mp.setattr(engine, "run_warnings", lambda steps, metrics: [])
+        mp.setattr(engine, "run_warnings", lambda *args, **kwargs: [])
         run_search(SearchSettings(search, trials=2), dict(TINY))
     grid = root / "grid"  # an experiment without trials: a saved model over a grid of difficulties
     scene, rows = evaluate_grid(run, [0.2, 1.0], [1.2], count=2)
