@@ -60,7 +60,7 @@ def test_overlay_written_in_blocks_equals_the_overlay_array(monkeypatch, tmp_pat
     labels = (rng.random((41, 29)) > 0.6).astype(np.uint8) + (np.arange(29) > 14).astype(np.uint8)
     whole = overlay_image(image, labels, rows=1000)
     np.testing.assert_array_equal(overlay_image(image, labels, rows=6), whole)
-    P._write_overlay(tmp_path / "o.png", image, labels)
+    P.write_overlay(tmp_path / "o.png", image, labels)
     with Image.open(tmp_path / "o.png") as im:
         assert im.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(im), whole)
