@@ -60,8 +60,8 @@ def write_report(path: str | os.PathLike[str]) -> Path:
         The path of ``report.html``.
 
     Raises:
-        ReportError: not such a folder, or one of its files cannot be read. OSError: the page
-        cannot be written.
+        ReportError: not such a folder, or one of its files cannot be read.
+        OSError: the page cannot be written.
     """
     out = Path(path) / REPORT_HTML
     atomic_write_text(out, render_report(path))

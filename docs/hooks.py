@@ -1,0 +1,47 @@
+"""MkDocs hooks for texseg's site (mkdocs.yml `hooks:`), run by `mkdocs build` / `mkdocs serve`.
+
+- The CLI reference (mkdocs-click) needs the `texseg` group with every command registered: the
+  commands register when their modules are imported, which `texseg.cli.load_commands` does.
+- The top-level API page lists `texseg`'s re-exports, which are resolved lazily (PEP 562) and so
+  invisible to static analysis: the marker `<!-- texseg-exports -->` becomes one mkdocstrings
+  block per name, at the module that defines it, read from `texseg._EXPORTS` so the page follows
+  the package.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+MARKER = "<!-- texseg-exports -->"
+
+
+def on_config(config: Any) -> Any:
+    if str(SRC) not in sys.path:  # the sources beside this file, not another installed texseg
+        sys.path.insert(0, str(SRC))
+    from texseg.cli import load_commands  # noqa: PLC0415  (import after the path is set)
+
+    load_commands()
+    return config
+
+
+def exports_markdown() -> str:
+    """One `::: path` block per name `texseg` re-exports, in the order `texseg` lists them.
+
+    Each is rendered at the path of the module that defines it (``texseg.data.scene.SceneSpec``), so
+    its anchor differs from the subpackage page's (``texseg.data.SceneSpec``) and links stay unique.
+    """
+    import texseg  # noqa: PLC0415
+
+    blocks = []
+    for name in texseg._EXPORTS:
+        value = getattr(texseg, name)
+        blocks.append(f"::: {getattr(value, '__module__', texseg._EXPORTS[name])}.{name}\n"
+                      "    options:\n      heading_level: 3\n      show_root_full_path: false\n")
+    return "\n".join(blocks)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    return markdown.replace(MARKER, exports_markdown()) if MARKER in markdown else markdown
