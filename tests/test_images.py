@@ -66,8 +66,8 @@ def test_without_the_pixel_limit_the_memory_left_decides_before_decoding(tmp_pat
 
 
 def test_one_pixel_limit_for_every_format_with_an_override(tmp_path, monkeypatch):
-    # Pillow's own bomb threshold is not texseg's limit: an image over it reads (the README
-    # promises any size up to MAX_PIXELS), and max_pixels refuses PNG and TIFF alike.
+    # Pillow's own bomb threshold is not texseg's limit: an image over it reads (the docs
+    # promise any size up to MAX_PIXELS), and max_pixels refuses PNG and TIFF alike.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 64x64 = 4096 > 2 x 500: Pillow's error
     a = _gray(1, (64, 64))
     iio.imwrite(tmp_path / "a.png", a)

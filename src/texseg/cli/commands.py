@@ -87,7 +87,7 @@ def generate(seed: int, rows: int, picture: str | None, out: str | None, count: 
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--nproc", type=click.INT, default=None,
               help="train on N processes of this machine (data-parallel, torchrun); several machines: "
-                   "see the README")
+                   "see docs/how-to/distributed.md")
 @config_options()
 @click.pass_context
 def train(ctx: click.Context, config_file: str | None, out: str | None, resume: str | None, quiet: bool,
@@ -298,7 +298,7 @@ def devices(calibrate: bool) -> None:
     """The devices here and how texseg trains on each: precision, batch size, lr, compile.
 
     It also says whether each profile was measured on this kind of hardware, calibrated here,
-    or is the conservative one, and how the CPU threads wait (see the README, busy machines).
+    or is the conservative one, and how the CPU threads wait (see docs/explanation/devices.md, busy machines).
     """
     import torch
 
