@@ -27,7 +27,8 @@ def test_lab_notebook_is_stored_without_outputs() -> None:
     assert all(c.outputs == [] and c.execution_count is None for c in code)
 
 
-# About 210 s of CPU (measured: see docs/tutorials/lab-notebook.md); the limit allows for a busy 2-core machine (770 s at load 18-35).
+# About 210 s of CPU (measured: docs/tutorials/lab-notebook.md); the limit allows for a busy 2-core machine
+# (770 s at load 18-35).
 @pytest.mark.timeout(1200)
 def test_lab_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
