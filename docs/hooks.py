@@ -6,6 +6,8 @@
   invisible to static analysis: the marker `<!-- texseg-exports -->` becomes one mkdocstrings
   block per name, at the module that defines it, read from `texseg._EXPORTS` so the page follows
   the package.
+- mkdocs-click 0.9 prints click 8.3's "no default" marker as `Sentinel.UNSET` in its option
+  tables; the CLI page shows a dash there instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MARKER = "<!-- texseg-exports -->"
+UNSET_CELL = "<td><code>Sentinel.UNSET</code></td>"
 
 
 def on_config(config: Any) -> Any:
@@ -45,3 +48,7 @@ def exports_markdown() -> str:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     return markdown.replace(MARKER, exports_markdown()) if MARKER in markdown else markdown
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    return html.replace(UNSET_CELL, "<td>—</td>")

@@ -30,6 +30,7 @@ def test_site_builds_strict_with_cli_and_api_reference(tmp_path: Path) -> None:
     for command in ("texseg train", "texseg predict", "texseg benchmark", "texseg search", "texseg report"):
         assert command in cli, command
     assert "--time-budget" in cli and "--init-from" in cli
+    assert "Sentinel" not in cli  # click's "no default" marker is not shown as a default
     api = (site / "reference/api/index.html").read_text()
     # every top-level re-export is rendered from its docstring, e.g. create_model's arguments
     assert 'id="texseg.models.registry.create_model"' in api and "generate_data" in api
