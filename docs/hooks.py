@@ -6,18 +6,24 @@
   invisible to static analysis: the marker `<!-- texseg-exports -->` becomes one mkdocstrings
   block per name, at the module that defines it, read from `texseg._EXPORTS` so the page follows
   the package.
+- The site's home page is the README (one front page, not two that drift apart): the marker
+  `<!-- README.md -->` in docs/index.md becomes the README, its `docs/...` links made relative
+  to docs/.
 - mkdocs-click 0.9 prints click 8.3's "no default" marker as `Sentinel.UNSET` in its option
   tables; the CLI page shows a dash there instead.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 MARKER = "<!-- texseg-exports -->"
+README_MARKER = "<!-- README.md -->"
 UNSET_CELL = "<td><code>Sentinel.UNSET</code></td>"
 
 
@@ -46,7 +52,15 @@ def exports_markdown() -> str:
     return "\n".join(blocks)
 
 
+def readme_markdown() -> str:
+    """The README with its links into docs/ made relative to docs/ (where the home page lives)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.sub(r"\]\(docs/", "](", text)
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    if README_MARKER in markdown:
+        markdown = markdown.replace(README_MARKER, readme_markdown())
     return markdown.replace(MARKER, exports_markdown()) if MARKER in markdown else markdown
 
 
