@@ -7,8 +7,10 @@ texture made from three noise fields). The region's colour transform maps them t
 
 with ``mean`` uniform in [-1, 1]^3, ``scale`` the scene's texture standard deviation (so
 colour differences are on the scale of the texture's own), and ``M`` a 3x3 matrix of
-standard-normal entries / sqrt(rank) whose columns past a random ``rank`` in {1, 2, 3} are
-zero: a region's colour varies along 1, 2 or 3 colour directions. In
+standard-normal entries whose columns past a random ``rank`` in {1, 2, 3} are zero (a
+region's colour varies along 1, 2 or 3 colour directions), scaled to Frobenius norm sqrt(3):
+the texture's energy summed over the channels is three times the grey texture's, so the
+amplitude cue of the grey scenes survives the colour change. In
 :data:`SHARED_PROBABILITY` of the scenes every region takes region 0's transform, so the
 regions differ in texture only. Everything is drawn from the scene's generator, after the
 noise, in one fixed order, so a seed reproduces the colours.
@@ -43,7 +45,8 @@ def color_transforms(batch_size: int, num_regions: int, generator: torch.Generat
     rank = torch.randint(1, 4, (b, k), generator=generator, device=dev).cpu()
     shared = torch.rand((b,), generator=generator, device=dev, dtype=torch.float64).cpu() < SHARED_PROBABILITY
     columns = torch.arange(3)[None, None, None, :] < rank[..., None, None]  # (B, K, 1, 3)
-    mixing = mixing * columns / rank[..., None, None].double().sqrt()
+    mixing = mixing * columns
+    mixing = mixing * (3**0.5 / mixing.flatten(-2).norm(dim=-1).clamp(min=1e-12))[..., None, None]
     means[shared] = means[shared][:, :1].expand(-1, k, -1)
     mixing[shared] = mixing[shared][:, :1].expand(-1, k, -1, -1)
     return means, mixing
