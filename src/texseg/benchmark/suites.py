@@ -12,6 +12,7 @@ hard        2, 3                                      N/5
 k4          0.2, 0.8, 2, 4 (four regions)             N/5
 fine        0.2, 1.2                                  N/10 (smaller regions)
 real        photographed textures, two regions        N/5
+real-color  ``real``'s scenes in colour (RGB)          N/5
 k2to5       photographed textures, 2 to 5 regions     N/5
 families    Worley cells only (procedural), 2 to 4    Voronoi / blobs
 ==========  ========================================  =====================
@@ -28,6 +29,14 @@ model trained on texseg's procedural textures. ``k2to5`` has 16 images of each K
 interleaved (image ``i`` has ``2 + i % 4`` regions, each covering at least 1/(4K) of the
 image): its K varies per image, and each image is segmented into its own number of regions
 (:meth:`Suite.regions_per_image`).
+
+``real-color`` is ``real`` in colour: the same seed and the same draws, so the same
+partitions, textures and crops, each texture in its own colours (fur, wood, retinal vessels
+and the star field are colour photographs; the others are grey, repeated to three channels).
+Its images are (B, 3, H, W): colour models (``in_channels=3``) see them as they are, grey
+models and the classical methods see their luminance
+(:func:`texseg.segmenters.base.as_channels`), so comparing a method's ``real`` and
+``real-color`` scores measures what colour adds.
 
 Each generated suite has three disjoint splits drawn from its own seeds: ``test`` (what
 the benchmark scores), ``tune`` (for choosing method defaults, never the test images) and
@@ -227,9 +236,9 @@ def _generated(name: str, description: str, sigmas: tuple[float, ...], partition
     return Suite(name, description, len(sigmas), count, spec, seed)
 
 
-def _real_mosaic(k: int, size: int = 128) -> SceneSpec:
+def _real_mosaic(k: int, size: int = 128, color: bool = False) -> SceneSpec:
     """K-region mosaics of scikit-image's bundled textures (no smoothing: the photographs as they are)."""
-    return SceneSpec(size, size / 5, (1.0,) * k, None, texture="mosaic", textures="skimage")
+    return SceneSpec(size, size / 5, (1.0,) * k, None, texture="mosaic", textures="skimage", color=color)
 
 
 _REGISTRY: dict[str, Callable[[], Suite]] = {
@@ -245,6 +254,9 @@ _REGISTRY: dict[str, Callable[[], Suite]] = {
                                (0.2, 1.2), 1 / 10, 150_000),
     "real": lambda: Suite("real", "real-texture mosaics: two of scikit-image's 11 bundled textures, partition N/5",
                           2, 64, _real_mosaic(2), 160_000),
+    "real-color": lambda: Suite("real-color", "the real suite in colour: the same mosaics of scikit-image's textures, "
+                                "RGB (4 of the 11 textures are colour photographs)", 2, 64,
+                                _real_mosaic(2, color=True), 160_000),
     "families": lambda: Suite("families", "leave-one-family-out: collages of Worley cells (the family texseg:general "
                               "never trained on), 2 to 4 regions", 4, 64, seed=180_000, per_image_regions=True,
                               collage=CollageSpec(128, 2, 4, families=("cells",))),

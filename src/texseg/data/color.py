@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SHARED_PROBABILITY", "apply_color_transforms", "color_transforms", "luminance"]
+__all__ = ["SHARED_PROBABILITY", "apply_color_transforms", "as_channels", "color_transforms", "luminance"]
 
 #: Share of colour scenes in which all regions have the same colour transform (texture tells them apart).
 SHARED_PROBABILITY = 0.25
@@ -82,3 +82,20 @@ def luminance(images: torch.Tensor) -> torch.Tensor:
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
     return torch.einsum("bchw,c->bhw", images, weights)[:, None]
 
+
+def as_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, 1 or 3, H, W) images as ``channels`` (1 or 3) channels, as texseg reads files.
+
+    Colour to grey: BT.601 luminance (:func:`texseg.data.color.luminance`) min-max normalised per
+    image, as ``texseg predict`` reads a colour file for a grey model; grey to colour: the channel
+    repeated. Images that already have ``channels`` are returned as they are.
+    """
+    if images.shape[1] == channels:
+        return images
+    if channels == 1:
+        grey = luminance(images)
+        lo = grey.amin(dim=(-2, -1), keepdim=True)
+        return (grey - lo) / (grey.amax(dim=(-2, -1), keepdim=True) - lo).clamp(min=1e-12)
+    if channels == 3 and images.shape[1] == 1:
+        return images.expand(-1, 3, -1, -1)
+    raise ValueError(f"cannot turn images of {images.shape[1]} channels into {channels}; texseg uses 1 or 3")

@@ -369,11 +369,11 @@ def _check_json_type(name: str, value: Any) -> None:
 
 
 SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing", "texture", "textures",
-                "texture_split", "texture_rotate", "texture_zoom")
+                "texture_split", "texture_rotate", "texture_zoom", "color")
 # TrainConfig scene field -> the SceneSpec field it sets directly.
 _SCENE_NAMES = {"image_size": "image_size", "sigma": "partition_sigma", "smoothing": "smoothing_sigma",
                 "texture": "texture", "textures": "textures", "texture_split": "texture_split",
-                "texture_rotate": "rotate", "texture_zoom": "max_zoom"}
+                "texture_rotate": "rotate", "texture_zoom": "max_zoom", "color": "color"}
 
 
 def override_scene(trained: SceneSpec, changes: dict[str, Any]) -> SceneSpec:
