@@ -212,6 +212,8 @@ class Suite:
             out.update(scene=self.spec.to_dict(), seed=self.seed)
         elif self.collage is not None:
             collage = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.collage).items()}
+            if not self.collage.color:
+                del collage["color"]  # grey suites keep the description (and cached results) they had
             out.update(collage=collage, seed=self.seed)
         elif self.parts:
             out.update(parts=[{"scene": spec.to_dict(), "count": n} for spec, n in self.parts], seed=self.seed,

@@ -192,7 +192,8 @@ def estimate_predict_bytes(model: nn.Module, height: int, width: int, *, tile: i
     pixels, work = height * width, wh * ww
     forward = per_pixel * (batch_size * min(use_tile, wh) * min(use_tile, ww) if use_tile else work)
     resampled = (work * 4 + channels * pixels * 4) if scale != 1.0 else 0
-    return int(pixels * 4 + resampled + channels * work * 4 + pixels * (1 + 4) + forward)
+    image = pixels * 4 * getattr(model, "in_channels", 1)  # float32 luminance, or RGB for a colour model
+    return int(image + resampled + channels * work * 4 + pixels * (1 + 4) + forward)
 
 
 def check_predict_memory(model: nn.Module, height: int, width: int, *, tile: int | None = None,
