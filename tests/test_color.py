@@ -262,3 +262,27 @@ def test_segmenters_take_colour_classical_on_luminance_models_on_their_channels(
     out = colour.segment(images, 2)
     assert out.shape == (2, 1, 128, 128)
     assert torch.equal(colour.segment(grey, 2), colour.segment(grey.expand(-1, 3, -1, -1), 2))
+
+
+def test_a_colour_folder_suite_is_read_in_colour_and_a_grey_one_as_before(tmp_path):
+    from texseg.benchmark.suites import suite_from_folder
+
+    spec = SceneSpec(32, color=True)
+    export_dataset(spec, tmp_path / "rgb", 3, seed=1)
+    export_dataset(SceneSpec(32), tmp_path / "grey", 3, seed=1)
+    colour, grey = suite_from_folder(tmp_path / "rgb"), suite_from_folder(tmp_path / "grey")
+    images, labels = colour.load()
+    assert colour.color and images.shape == (3, 3, 32, 32) and colour.describe()["color"] is True
+    assert (images - _gen(spec, 1, 3)[0]).abs().max() <= 1 / 255 + 1e-6
+    assert not grey.color and grey.load()[0].shape == (3, 1, 32, 32) and "color" not in grey.describe()
+
+
+def test_benchmark_runs_classical_methods_and_a_colour_network_on_real_color(colour_model, tmp_path):
+    from texseg.benchmark.runner import run_benchmark
+
+    suite = get_suite("real-color")
+    small = type(suite)(suite.name, suite.description, 2, 8, suite.spec, suite.seed)
+    result = run_benchmark(["local-energy", str(colour_model)], [small], tmp_path, progress=False, report=False)
+    done = {c.segmenter: c for c in result.cells}
+    assert {c.status for c in done.values()} == {"done"}
+    assert all(len(c.per_image["miou"]) == 8 for c in done.values())

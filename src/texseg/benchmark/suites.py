@@ -46,6 +46,9 @@ file (generated scenes) or a folder of images with masks (``images/`` plus ``mas
 is its test split; a ``train/`` (and ``tune/``) subfolder laid out the same way
 (``train/images/`` + ``train/masks/``) is its training split, on which supervised methods
 are fitted. Where the masks of a folder hold different numbers of regions, K varies per image.
+A folder with a colour image (RGB or RGBA in its header) is read in colour, (B, 3, H, W), grey
+files repeated; a grey folder is read as luminance, as always. A JSON suite is in colour when
+its scene says ``"color": true``.
 
 Add a suite with :func:`register_suite` (a name and a function returning a :class:`Suite`).
 """
@@ -69,7 +72,7 @@ from texseg.data.mosaic import SKIMAGE_TEXTURES
 from texseg.data.procedural import CollageSpec, generate_collage
 from texseg.device import check_memory
 from texseg.errors import TexsegError
-from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, normalize_image, read_image
+from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, image_planes, normalize_image, read_image, read_layout
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
 
@@ -107,6 +110,8 @@ class Suite:
         collage: a suite of procedural collages (:mod:`texseg.data.procedural`) drawn from
             this spec, e.g. of a texture family a model never trained on.
         max_pixels: the pixel limit of a folder suite's files (see :data:`texseg.images.MAX_PIXELS`).
+        color: a folder suite read in colour, (B, 3, H, W): set when one of its images is
+            stored with colour channels (grey ones are then repeated to three channels).
     """
 
     name: str
@@ -121,6 +126,7 @@ class Suite:
     min_region_share: float = 0.0
     collage: CollageSpec | None = None
     max_pixels: int | None = MAX_PIXELS
+    color: bool = False
 
     def __post_init__(self) -> None:
         sizes = {spec.image_size for spec, _ in self.parts}
@@ -161,7 +167,8 @@ class Suite:
             return generate_collage(self.collage, self.count if n is None else n, generator=gen)
         if self.spec is None:
             folder = Path(self.folder or ".")
-            images, labels = _read_folder(folder if split == "test" else folder / split, self.max_pixels)
+            images, labels = _read_folder(folder if split == "test" else folder / split, self.max_pixels,
+                                          self.color)
             return (images, labels) if n is None else (images[:n], labels[:n])
         size = self.spec.image_size
         check_memory(estimate_memory_bytes(self.spec, self.count if n is None else n), torch.device("cpu"),
@@ -222,6 +229,8 @@ class Suite:
             folder = Path(self.folder or ".")
             out["folder"] = str(folder.resolve())
             out["fingerprint"] = _folder_fingerprint(folder)
+            if self.color:
+                out["color"] = True
             for split in ("train", "tune"):
                 if self.has_split(split):  # what a supervised method was fitted on is part of its result
                     out[f"{split}_fingerprint"] = _folder_fingerprint(folder / split)
@@ -365,24 +374,25 @@ def _read_mask(path: Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         raise SuiteError(str(e)) from None
 
 
-def _read_folder(folder: Path, max_pixels: int | None = MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images (read by texseg's one reader, luminance, min-max per image) and masks of a folder suite."""
+def _read_folder(folder: Path, max_pixels: int | None = MAX_PIXELS, color: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (read by texseg's one reader, luminance or RGB, min-max per image) and masks of a folder suite."""
     images, masks = [], []
     for image_path, mask_path in _pairs(folder):
         try:
-            image = normalize_image(read_image(image_path, max_pixels=max_pixels))
+            image = image_planes(normalize_image(read_image(image_path, max_pixels=max_pixels, color=color)))
         except TexsegError as e:
             raise SuiteError(str(e)) from None
         mask = _read_mask(mask_path, max_pixels)
-        if mask.shape != image.shape:
-            raise SuiteError(f"{mask_path}: mask is {mask.shape}, its image {image.shape}")
+        if mask.shape != image.shape[1:]:
+            raise SuiteError(f"{mask_path}: mask is {mask.shape}, its image {image.shape[1:]}")
         if images and image.shape != images[0].shape:
             raise SuiteError(f"{image_path}: all images of a suite must have one size; "
-                             f"{image.shape} differs from {images[0].shape}")
+                             f"{image.shape[1:]} differs from {images[0].shape[1:]}")
         images.append(image)
         masks.append(mask)
     labels = np.stack(masks).astype(np.int64)
-    return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(labels)[:, None]
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(labels)[:, None]
 
 
 def suite_from_folder(folder: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> Suite:
@@ -406,5 +416,18 @@ def suite_from_folder(folder: str | os.PathLike[str], *, max_pixels: int | None 
         if (folder / split).is_dir():
             _pairs(folder / split)  # a split that is there must be readable: say what is wrong now
     varies = len({len(v) for v in per_mask}) > 1
+    color = any(_stored_in_colour(p) for split in _split_folders(folder) for p, _ in _pairs(split))
     return Suite(folder.name, f"images and masks from {folder}", int(values.max()) + 1, len(pairs),
-                 folder=str(folder), per_image_regions=varies, max_pixels=max_pixels)
+                 folder=str(folder), per_image_regions=varies, max_pixels=max_pixels, color=color)
+
+
+def _split_folders(folder: Path) -> list[Path]:
+    return [folder] + [folder / s for s in ("train", "tune") if (folder / s).is_dir()]
+
+
+def _stored_in_colour(path: Path) -> bool:
+    """Whether an image file holds colour channels (RGB or RGBA), from its header only."""
+    try:
+        return read_layout(path).channels >= 3
+    except TexsegError:
+        return False  # the reading itself reports the file
