@@ -286,3 +286,10 @@ def test_benchmark_runs_classical_methods_and_a_colour_network_on_real_color(col
     done = {c.segmenter: c for c in result.cells}
     assert {c.status for c in done.values()} == {"done"}
     assert all(len(c.per_image["miou"]) == 8 for c in done.values())
+
+
+def test_texseg_eval_scores_a_colour_model_on_its_rgb_folder(colour_runs, capsys):
+    folder, runs = colour_runs
+    code, out, err = run_main(capsys, "eval", str(runs["--color"]), "--data", str(folder), "--json")
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["iou"] > 0.9

@@ -5,7 +5,8 @@
 * a torch tensor (B, 1, H, W) or (H, W) is used as it is (values like the training
   data), exactly as :func:`texseg.checkpoint.predict` always did;
 * a numpy array (H, W) or (H, W, C), a PIL image or a path to an image file is turned
-  into luminance and min-max normalised as a whole (see :mod:`texseg.inference.io`),
+  into luminance (RGB for a colour model: ``model.in_channels == 3``) and min-max
+  normalised as a whole (see :mod:`texseg.inference.io`),
   optionally resampled by ``scale``, predicted whole or by blended tiles
   (:mod:`texseg.inference.tiling`), and the probabilities are resampled back to the
   input's size.
@@ -300,7 +301,8 @@ def predict(
             anything else (0..255 floats, uint8) is min-max normalised per image as training
             images are, so a model never sees a scale it was not trained on; or a numpy array (H, W) / (H, W, C)
             with C in 1..4, a PIL image, or a path to an image file, each converted to
-            luminance and min-max normalised over the whole image (uint8 / 255, uint16 /
+            luminance (RGB for a colour model, ``in_channels=3``; a tensor must then be
+            (B, 3, H, W)) and min-max normalised over the whole image (uint8 / 255, uint16 /
             65535 as for files). Refused: other shapes, complex/object dtypes, NaN/inf,
             sides < 16 pixels (ValueError); unreadable files (ImageReadError).
         batch_size: images (tensor input) or windows (other inputs) per forward pass.
