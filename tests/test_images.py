@@ -16,6 +16,7 @@ from PIL import Image
 
 import texseg.images
 from texseg.benchmark.suites import SuiteError, resolve_suite
+from texseg.data.color import as_channels
 from texseg.data.folder import validate_folder
 from texseg.data.mosaic import texture_pool
 from texseg.errors import DataError, ImageReadError
@@ -138,9 +139,12 @@ def test_a_folder_suite_reads_colour_as_the_same_luminance_as_predict(tmp_path):
     rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     root = _suite(tmp_path, {"a.png": rgb}, {"a.png": _half_mask()})
     images, _ = resolve_suite(root).load()
+    assert images.shape == (1, 3, 32, 32)  # a colour folder is read in colour (issue 25)
     expected = read_image(root / "images" / "a.png")
     expected = (expected - expected.min()) / (expected.max() - expected.min())
-    np.testing.assert_allclose(images[0, 0].numpy(), expected, atol=1e-6)  # not the plain channel mean
+    # what a grey model or a classical method sees of it: the luminance predict reads
+    grey = as_channels(images, 1)
+    np.testing.assert_allclose(grey[0, 0].numpy(), expected, atol=1e-5)  # not the plain channel mean
 
 
 def test_a_folder_suite_refuses_masks_that_are_not_labels(tmp_path):

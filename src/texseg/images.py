@@ -18,7 +18,9 @@ Reading is in two steps, so a hostile file costs nothing before it is refused:
 integers are scaled to [0, 1] by their type's maximum (uint8 / 255, uint16 / 65535, ...),
 floats are kept (NaN/inf refused), booleans become 0/1; colour becomes luminance with the
 ITU-R BT.601 weights Pillow uses, Y = 0.299 R + 0.587 G + 0.114 B; an alpha channel is
-ignored (not composited). ``color=True`` keeps the colour channels instead. Finally
+ignored (not composited). ``color=True`` keeps the colour channels instead (RGB; a grey image
+is repeated to three channels, alpha dropped): what a colour model (``in_channels=3``) reads,
+:func:`color_for_channels` telling which from a model's channel count. Finally
 :func:`normalize_image` applies the generator's normalisation to the *whole* image:
 min-max to [0, 1] (a constant image becomes all zeros).
 """
@@ -44,8 +46,10 @@ __all__ = [
     "MIN_SIZE",
     "Layout",
     "check_layout",
+    "color_for_channels",
     "list_images",
     "normalize_image",
+    "image_planes",
     "read_image",
     "read_layout",
     "read_pixels",
@@ -381,8 +385,27 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIX
         raise ImageReadError(str(e)) from None
 
 
+def color_for_channels(channels: object) -> bool:
+    """Whether a model with ``channels`` input channels reads images in colour (3) or as luminance (1).
+
+    Raises:
+        ValueError: any other count, in one line (texseg reads images as 1 or 3 channels).
+    """
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"the model takes {channels!r} input channels; texseg reads images as 1 channel "
+                         "(luminance, grey models) or 3 (RGB, colour models trained with --color)")
+    return channels == 3
+
+
+def image_planes(image: np.ndarray) -> np.ndarray:
+    """(H, W) luminance or (H, W, 3) RGB -> (C, H, W) float32, C = 1 or 3: the layout models take."""
+    return image[None] if image.ndim == 2 else np.ascontiguousarray(np.moveaxis(image, -1, 0))
+
+
 def normalize_image(image: np.ndarray) -> np.ndarray:
-    """Min-max normalise a whole (H, W) float image to [0, 1] in place (the generator's rule).
+    """Min-max normalise a whole (H, W) (or (H, W, 3): over all channels) float image to [0, 1] in place.
+
+    The generator's rule.
 
     A constant image has no texture to segment; it becomes all zeros rather than NaN.
     """

@@ -92,8 +92,10 @@ def samples_figure(
         return 1.0 - a if masks and k == 2 else a
 
     for r in range(rows):
-        panels = [(images[r, 0].detach().float().cpu().numpy(), "gray", 0, 1), (as_labels(labels[r, 0]), colours,
-                                                                               -0.5, k - 0.5)]
+        picture = images[r].detach().float().cpu()
+        # Colour images (3 channels) are shown in colour, (H, W, 3); grey ones with the gray colormap.
+        picture = picture.permute(1, 2, 0).clamp(0, 1).numpy() if picture.shape[0] == 3 else picture[0].numpy()
+        panels = [(picture, "gray", 0, 1), (as_labels(labels[r, 0]), colours, -0.5, k - 0.5)]
         if predictions is not None:
             panels.append((as_labels(predictions[r, 0]), colours, -0.5, k - 0.5))
         for c, (arr, cmap, lo, hi) in enumerate(panels):

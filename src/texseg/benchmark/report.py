@@ -158,7 +158,9 @@ def _panel_figure(result: BenchmarkResult, suite_index: int) -> Figure | None:
     preds = [np.load(c.prediction_file, allow_pickle=False) for c in cells]
     rows = min(len(p) for p in preds)
     images, labels = suite.load("test", rows)
-    images, labels = images[:rows, 0].numpy(), labels[:rows, 0].numpy()
+    # Colour suites (3 channels) are shown in colour, (rows, H, W, 3).
+    images = images[:rows].permute(0, 2, 3, 1).numpy() if images.shape[1] == 3 else images[:rows, 0].numpy()
+    labels = labels[:rows, 0].numpy()
     cols = 2 + len(cells)
     fig = Figure(figsize=(2.2 * cols, 2.3 * rows + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))

@@ -12,6 +12,7 @@ hard        2, 3                                      N/5
 k4          0.2, 0.8, 2, 4 (four regions)             N/5
 fine        0.2, 1.2                                  N/10 (smaller regions)
 real        photographed textures, two regions        N/5
+real-color  ``real``'s scenes in colour (RGB)          N/5
 k2to5       photographed textures, 2 to 5 regions     N/5
 families    Worley cells only (procedural), 2 to 4    Voronoi / blobs
 ==========  ========================================  =====================
@@ -29,6 +30,14 @@ interleaved (image ``i`` has ``2 + i % 4`` regions, each covering at least 1/(4K
 image): its K varies per image, and each image is segmented into its own number of regions
 (:meth:`Suite.regions_per_image`).
 
+``real-color`` is ``real`` in colour: the same seed and the same draws, so the same
+partitions, textures and crops, each texture in its own colours (fur, wood, retinal vessels
+and the star field are colour photographs; the others are grey, repeated to three channels).
+Its images are (B, 3, H, W): colour models (``in_channels=3``) see them as they are, grey
+models and the classical methods see their luminance
+(:func:`texseg.segmenters.base.as_channels`), so comparing a method's ``real`` and
+``real-color`` scores measures what colour adds.
+
 Each generated suite has three disjoint splits drawn from its own seeds: ``test`` (what
 the benchmark scores), ``tune`` (for choosing method defaults, never the test images) and
 ``train`` (labelled images a supervised method may fit on). User suites come from a JSON
@@ -37,6 +46,9 @@ file (generated scenes) or a folder of images with masks (``images/`` plus ``mas
 is its test split; a ``train/`` (and ``tune/``) subfolder laid out the same way
 (``train/images/`` + ``train/masks/``) is its training split, on which supervised methods
 are fitted. Where the masks of a folder hold different numbers of regions, K varies per image.
+A folder with a colour image (RGB or RGBA in its header) is read in colour, (B, 3, H, W), grey
+files repeated; a grey folder is read as luminance, as always. A JSON suite is in colour when
+its scene says ``"color": true``.
 
 Add a suite with :func:`register_suite` (a name and a function returning a :class:`Suite`).
 """
@@ -60,7 +72,7 @@ from texseg.data.mosaic import SKIMAGE_TEXTURES
 from texseg.data.procedural import CollageSpec, generate_collage
 from texseg.device import check_memory
 from texseg.errors import TexsegError
-from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, normalize_image, read_image
+from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, image_planes, normalize_image, read_image, read_layout
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
 
@@ -98,6 +110,8 @@ class Suite:
         collage: a suite of procedural collages (:mod:`texseg.data.procedural`) drawn from
             this spec, e.g. of a texture family a model never trained on.
         max_pixels: the pixel limit of a folder suite's files (see :data:`texseg.images.MAX_PIXELS`).
+        color: a folder suite read in colour, (B, 3, H, W): set when one of its images is
+            stored with colour channels (grey ones are then repeated to three channels).
     """
 
     name: str
@@ -112,6 +126,7 @@ class Suite:
     min_region_share: float = 0.0
     collage: CollageSpec | None = None
     max_pixels: int | None = MAX_PIXELS
+    color: bool = False
 
     def __post_init__(self) -> None:
         sizes = {spec.image_size for spec, _ in self.parts}
@@ -152,7 +167,8 @@ class Suite:
             return generate_collage(self.collage, self.count if n is None else n, generator=gen)
         if self.spec is None:
             folder = Path(self.folder or ".")
-            images, labels = _read_folder(folder if split == "test" else folder / split, self.max_pixels)
+            images, labels = _read_folder(folder if split == "test" else folder / split, self.max_pixels,
+                                          self.color)
             return (images, labels) if n is None else (images[:n], labels[:n])
         size = self.spec.image_size
         check_memory(estimate_memory_bytes(self.spec, self.count if n is None else n), torch.device("cpu"),
@@ -203,6 +219,8 @@ class Suite:
             out.update(scene=self.spec.to_dict(), seed=self.seed)
         elif self.collage is not None:
             collage = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.collage).items()}
+            if not self.collage.color:
+                del collage["color"]  # grey suites keep the description (and cached results) they had
             out.update(collage=collage, seed=self.seed)
         elif self.parts:
             out.update(parts=[{"scene": spec.to_dict(), "count": n} for spec, n in self.parts], seed=self.seed,
@@ -211,6 +229,8 @@ class Suite:
             folder = Path(self.folder or ".")
             out["folder"] = str(folder.resolve())
             out["fingerprint"] = _folder_fingerprint(folder)
+            if self.color:
+                out["color"] = True
             for split in ("train", "tune"):
                 if self.has_split(split):  # what a supervised method was fitted on is part of its result
                     out[f"{split}_fingerprint"] = _folder_fingerprint(folder / split)
@@ -227,9 +247,9 @@ def _generated(name: str, description: str, sigmas: tuple[float, ...], partition
     return Suite(name, description, len(sigmas), count, spec, seed)
 
 
-def _real_mosaic(k: int, size: int = 128) -> SceneSpec:
+def _real_mosaic(k: int, size: int = 128, color: bool = False) -> SceneSpec:
     """K-region mosaics of scikit-image's bundled textures (no smoothing: the photographs as they are)."""
-    return SceneSpec(size, size / 5, (1.0,) * k, None, texture="mosaic", textures="skimage")
+    return SceneSpec(size, size / 5, (1.0,) * k, None, texture="mosaic", textures="skimage", color=color)
 
 
 _REGISTRY: dict[str, Callable[[], Suite]] = {
@@ -245,6 +265,9 @@ _REGISTRY: dict[str, Callable[[], Suite]] = {
                                (0.2, 1.2), 1 / 10, 150_000),
     "real": lambda: Suite("real", "real-texture mosaics: two of scikit-image's 11 bundled textures, partition N/5",
                           2, 64, _real_mosaic(2), 160_000),
+    "real-color": lambda: Suite("real-color", "the real suite in colour: the same mosaics of scikit-image's textures, "
+                                "RGB (4 of the 11 textures are colour photographs)", 2, 64,
+                                _real_mosaic(2, color=True), 160_000),
     "families": lambda: Suite("families", "leave-one-family-out: collages of Worley cells (the family texseg:general "
                               "never trained on), 2 to 4 regions", 4, 64, seed=180_000, per_image_regions=True,
                               collage=CollageSpec(128, 2, 4, families=("cells",))),
@@ -351,24 +374,25 @@ def _read_mask(path: Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         raise SuiteError(str(e)) from None
 
 
-def _read_folder(folder: Path, max_pixels: int | None = MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images (read by texseg's one reader, luminance, min-max per image) and masks of a folder suite."""
+def _read_folder(folder: Path, max_pixels: int | None = MAX_PIXELS, color: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (read by texseg's one reader, luminance or RGB, min-max per image) and masks of a folder suite."""
     images, masks = [], []
     for image_path, mask_path in _pairs(folder):
         try:
-            image = normalize_image(read_image(image_path, max_pixels=max_pixels))
+            image = image_planes(normalize_image(read_image(image_path, max_pixels=max_pixels, color=color)))
         except TexsegError as e:
             raise SuiteError(str(e)) from None
         mask = _read_mask(mask_path, max_pixels)
-        if mask.shape != image.shape:
-            raise SuiteError(f"{mask_path}: mask is {mask.shape}, its image {image.shape}")
+        if mask.shape != image.shape[1:]:
+            raise SuiteError(f"{mask_path}: mask is {mask.shape}, its image {image.shape[1:]}")
         if images and image.shape != images[0].shape:
             raise SuiteError(f"{image_path}: all images of a suite must have one size; "
-                             f"{image.shape} differs from {images[0].shape}")
+                             f"{image.shape[1:]} differs from {images[0].shape[1:]}")
         images.append(image)
         masks.append(mask)
     labels = np.stack(masks).astype(np.int64)
-    return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(labels)[:, None]
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(labels)[:, None]
 
 
 def suite_from_folder(folder: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> Suite:
@@ -392,5 +416,18 @@ def suite_from_folder(folder: str | os.PathLike[str], *, max_pixels: int | None 
         if (folder / split).is_dir():
             _pairs(folder / split)  # a split that is there must be readable: say what is wrong now
     varies = len({len(v) for v in per_mask}) > 1
+    color = any(_stored_in_colour(p) for split in _split_folders(folder) for p, _ in _pairs(split))
     return Suite(folder.name, f"images and masks from {folder}", int(values.max()) + 1, len(pairs),
-                 folder=str(folder), per_image_regions=varies, max_pixels=max_pixels)
+                 folder=str(folder), per_image_regions=varies, max_pixels=max_pixels, color=color)
+
+
+def _split_folders(folder: Path) -> list[Path]:
+    return [folder] + [folder / s for s in ("train", "tune") if (folder / s).is_dir()]
+
+
+def _stored_in_colour(path: Path) -> bool:
+    """Whether an image file holds colour channels (RGB or RGBA), from its header only."""
+    try:
+        return read_layout(path).channels >= 3
+    except TexsegError:
+        return False  # the reading itself reports the file

@@ -74,9 +74,10 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     """Segment image files (PNG, JPEG, TIFF 8/16-bit/float, BMP, GIF, WebP; gray, RGB or RGBA).
 
     INPUTS are image files or folders of them (a folder's NAME.mask.png and
-    NAME.overlay.png, texseg's own outputs, are skipped). Colour becomes luminance
-    (0.299 R + 0.587 G + 0.114 B, alpha ignored) and each image is min-max normalised
-    as a whole, as in training. A file that cannot be used, or would not fit in memory,
+    NAME.overlay.png, texseg's own outputs, are skipped). For a grey model colour
+    becomes luminance (0.299 R + 0.587 G + 0.114 B, alpha ignored); a colour model
+    (trained with --color) reads RGB (gray repeated, alpha dropped). Each image is min-max
+    normalised as a whole, as in training. A file that cannot be used, or would not fit in memory,
     gets one error line; the others are still processed and the exit code is 2.
     Ctrl-C or SIGTERM stops between files and between window batches (exit 130).
 

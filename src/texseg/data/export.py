@@ -3,7 +3,7 @@
 Layout of an export folder::
 
     manifest.json        every parameter, the seed, the label convention, file list
-    images/00000.png     8-bit grayscale image (the [0, 1] image times 255, rounded)
+    images/00000.png     8-bit grayscale image (the [0, 1] image times 255, rounded; RGB for colour scenes)
     labels/00000.png     8-bit label image, pixel value = region label 0..K-1
 
 Scenes are drawn in batches of ``batch_size`` from one ``torch.Generator`` seeded with
@@ -57,8 +57,9 @@ def write_label_png(path: str | os.PathLike[str], labels: np.ndarray) -> None:
 
 
 def estimate_png_bytes(spec: SceneSpec) -> int:
-    """Bytes one exported scene takes at most: an 8-bit image (noise barely compresses) and its labels."""
-    return int(1.1 * spec.image_size**2) + spec.image_size**2 // 4 + 2048
+    """Bytes one exported scene takes at most: an 8-bit image (noise barely compresses; 3 channels for colour)
+    and its labels."""
+    return int(1.1 * spec.channels * spec.image_size**2) + spec.image_size**2 // 4 + 2048
 
 
 def check_disk_space(folder: Path, needed: int, what: str) -> None:
@@ -84,7 +85,8 @@ def export_dataset(
     """Generate ``count`` scenes and write them as PNG pairs plus ``manifest.json``.
 
     Args:
-        spec: scene parameters (K <= 256 so labels fit in 8 bits).
+        spec: scene parameters (K <= 256 so labels fit in 8 bits); colour scenes are written
+            as 8-bit RGB PNGs.
         out_dir: destination folder (created; one that already holds an export is refused).
         count: number of scenes >= 1.
         seed: seed of the CPU generator.
@@ -100,15 +102,7 @@ def export_dataset(
     if spec.num_regions > 256:
         raise ValueError(f"regions must be <= 256 to export 8-bit labels, got {spec.num_regions}")
     out = Path(out_dir)
-    # Never mix two datasets in one folder (stale files would survive a smaller export,
-    # and an interrupted export has images but no manifest).
-    if (out / "manifest.json").exists():
-        raise ValueError(f"{out} already holds an export (manifest.json); choose another `out` folder")
-    if any((out / sub).is_dir() and any((out / sub).iterdir()) for sub in ("images", "labels")):
-        raise ValueError(f"{out} holds an unfinished export (images without manifest.json); delete it or "
-                         "choose another `out` folder")
-    check_disk_space(out, count * estimate_png_bytes(spec), f"exporting {count} scenes of {spec.image_size}x"
-                                                             f"{spec.image_size}")
+    _check_out_dir(out, spec, count)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(count - 1)))
@@ -121,17 +115,41 @@ def export_dataset(
         for start in range(0, count, batch_size):
             stop_point()  # a stop signal ends the export between two batches (the folder stays unfinished)
             b = min(batch_size, count - start)
-            images, labels = generate(spec, b, generator=gen)
-            img8 = (images[:, 0] * 255).round().to(torch.uint8).numpy()
-            lab8 = labels[:, 0].to(torch.uint8).numpy()
-            for i in range(b):
-                name = f"{start + i:0{width}d}.png"
-                _write_png(out / "images" / name, img8[i])
-                write_label_png(out / "labels" / name, lab8[i])
-                files.append({"image": f"images/{name}", "labels": f"labels/{name}"})
+            files += _write_batch(out, *generate(spec, b, generator=gen), [f"{start + i:0{width}d}.png"
+                                                                          for i in range(b)])
             bar.update(b)
+    manifest_path = out / "manifest.json"
+    atomic_write_json(manifest_path, _manifest(spec, count, seed, batch_size, files))
+    return manifest_path
 
-    manifest: dict[str, Any] = {
+
+def _check_out_dir(out: Path, spec: SceneSpec, count: int) -> None:
+    """Refuse a folder that holds (part of) an export, or a disk the export cannot fit on."""
+    # Never mix two datasets in one folder (stale files would survive a smaller export,
+    # and an interrupted export has images but no manifest).
+    if (out / "manifest.json").exists():
+        raise ValueError(f"{out} already holds an export (manifest.json); choose another `out` folder")
+    if any((out / sub).is_dir() and any((out / sub).iterdir()) for sub in ("images", "labels")):
+        raise ValueError(f"{out} holds an unfinished export (images without manifest.json); delete it or "
+                         "choose another `out` folder")
+    check_disk_space(out, count * estimate_png_bytes(spec), f"exporting {count} scenes of {spec.image_size}x"
+                                                             f"{spec.image_size}")
+
+
+def _write_batch(out: Path, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> list[dict[str, str]]:
+    """Write one batch's PNG pairs ((B, C, N, N) images, C = 1 grey or 3 RGB); return their manifest entries."""
+    img8 = (images * 255).round().to(torch.uint8)
+    img8 = (img8.permute(0, 2, 3, 1) if img8.shape[1] == 3 else img8[:, 0]).numpy()
+    lab8 = labels[:, 0].to(torch.uint8).numpy()
+    for i, name in enumerate(names):
+        _write_png(out / "images" / name, img8[i])
+        write_label_png(out / "labels" / name, lab8[i])
+    return [{"image": f"images/{name}", "labels": f"labels/{name}"} for name in names]
+
+
+def _manifest(spec: SceneSpec, count: int, seed: int, batch_size: int, files: list[dict[str, str]]
+              ) -> dict[str, Any]:
+    return {
         "format": "texseg-export",
         "version": MANIFEST_VERSION,
         "scene": spec.to_dict(),
@@ -142,9 +160,7 @@ def export_dataset(
         "labels": "pixel value k = region k with texture scene.texture_sigmas[k] (8-bit palette PNG: the value is "
         "the label, the palette only colours it); for 2 regions label 0 is the notebook's Omega_1 "
         "(its mask = labels == 0)",
-        "image_encoding": "uint8 = round(255 * image), image normalised to [0, 1] per image",
+        "image_encoding": "uint8 = round(255 * image), image normalised to [0, 1] per image"
+        + ("; RGB, normalised over its three channels together" if spec.color else ""),
         "files": files,
     }
-    manifest_path = out / "manifest.json"
-    atomic_write_json(manifest_path, manifest)
-    return manifest_path

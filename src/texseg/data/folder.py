@@ -9,8 +9,9 @@ Label files are 8-bit single-channel images: label images with values 0..K-1, or
 masks with values {0, 255}. A mask follows texseg's mask convention: 255 (mask 1) is
 label 0, the region a two-region model gives the probability of; 0 is label 1.
 
-Images are read like ``texseg predict`` reads them (luminance) and min-max normalised
-*per whole image*, so training crops see the same intensities as tiles at prediction
+Images are read like ``texseg predict`` reads them (luminance; with ``color=True`` RGB,
+grey images repeated to three channels and alpha dropped) and min-max normalised *per whole
+image* (over all channels), so training crops see the same intensities as tiles at prediction
 time. Every problem of the folder is found before training starts, one line each.
 """
 
@@ -142,31 +143,15 @@ def validate_folder(root: str | os.PathLike[str], *, num_regions: int | None = N
     pairs, problems = find_pairs(root)
     good, sizes, top, seen = [], [], 0, set()
     for image_path, label_path in pairs:
-        try:
-            image = read_image(image_path, max_pixels=max_pixels)
-            labels = read_labels(label_path, max_pixels=max_pixels)
-        except ImageReadError as e:
-            problems.append(str(e))
+        checked = _check_pair(image_path, label_path, num_regions, min_size, max_pixels)
+        if isinstance(checked, str):
+            problems.append(checked)
             continue
-        if image.shape != labels.shape:
-            problems.append(
-                f"{label_path}: size {labels.shape[1]}x{labels.shape[0]} differs from its image "
-                f"{image_path.name} ({image.shape[1]}x{image.shape[0]})"
-            )
-            continue
-        if min(image.shape) < min_size:
-            problems.append(f"{image_path}: {image.shape[1]}x{image.shape[0]} is smaller than {min_size}x{min_size}")
-            continue
-        high = int(labels.max())
-        if num_regions is not None and high >= num_regions:
-            problems.append(
-                f"{label_path}: label {high} is out of range for {num_regions} regions (0..{num_regions - 1})"
-            )
-            continue
-        top = max(top, high)
-        seen.update(np.unique(labels).tolist())
+        shape, values = checked
+        top = max(top, int(values.max()))
+        seen.update(values.tolist())
         good.append((image_path, label_path))
-        sizes.append(image.shape)
+        sizes.append(shape)
     if not problems and not good:
         problems.append(f"{root}: no image/label pairs")
     gaps = label_values_problem(seen, str(root)) if num_regions is None and not problems else None
@@ -175,6 +160,25 @@ def validate_folder(root: str | os.PathLike[str], *, num_regions: int | None = N
     if problems:
         raise DataError(problems_message(problems, root))
     return FolderData(Path(root), good, sizes, num_regions or max(2, top + 1), max_pixels)
+
+
+def _check_pair(image_path: Path, label_path: Path, num_regions: int | None, min_size: int,
+                max_pixels: int | None) -> tuple[tuple[int, int], np.ndarray] | str:
+    """((H, W), the label values present) of one usable pair, or the line saying what is wrong with it."""
+    try:
+        shape = read_image(image_path, max_pixels=max_pixels).shape
+        labels = read_labels(label_path, max_pixels=max_pixels)
+    except ImageReadError as e:
+        return str(e)
+    if shape != labels.shape:
+        return (f"{label_path}: size {labels.shape[1]}x{labels.shape[0]} differs from its image "
+                f"{image_path.name} ({shape[1]}x{shape[0]})")
+    if min(shape) < min_size:
+        return f"{image_path}: {shape[1]}x{shape[0]} is smaller than {min_size}x{min_size}"
+    high = int(labels.max())
+    if num_regions is not None and high >= num_regions:
+        return f"{label_path}: label {high} is out of range for {num_regions} regions (0..{num_regions - 1})"
+    return shape, np.unique(labels)
 
 
 class ImageFolderDataset(Dataset):
@@ -193,6 +197,8 @@ class ImageFolderDataset(Dataset):
         image_size: crop side N (every image must be at least N x N).
         indices: the subset of ``data.pairs`` to use (see :meth:`split`); default all.
         augment: random horizontal/vertical flips and 90-degree rotations.
+        color: read the images as RGB (3 channels; grey images repeated, alpha dropped)
+            instead of luminance.
     """
 
     def __init__(
@@ -202,6 +208,7 @@ class ImageFolderDataset(Dataset):
         *,
         indices: list[int] | None = None,
         augment: bool = True,
+        color: bool = False,
     ) -> None:
         self.image_size = check_int("image_size", image_size, minimum=16)
         if not isinstance(data, FolderData):
@@ -214,7 +221,11 @@ class ImageFolderDataset(Dataset):
         self.data = data
         self.indices = list(range(len(data.pairs))) if indices is None else list(indices)
         self.augment = augment
-        total = sum(h * w * 5 for h, w in data.sizes)  # float32 image + uint8 labels
+        if not isinstance(color, bool):
+            raise ValueError(f"color must be true or false, got {color!r}")
+        self.color = color
+        self.channels = 3 if color else 1
+        total = sum(h * w * (4 * self.channels + 1) for h, w in data.sizes)  # float32 image + uint8 labels
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if total <= CACHE_BYTES else None
 
     @property
@@ -235,18 +246,23 @@ class ImageFolderDataset(Dataset):
         n_val = min(len(order) - 1, max(1, round(val_fraction * len(order))))
         pick = [self.indices[i] for i in order]
         return (
-            ImageFolderDataset(self.data, self.image_size, indices=sorted(pick[n_val:]), augment=self.augment),
-            ImageFolderDataset(self.data, self.image_size, indices=sorted(pick[:n_val]), augment=False),
+            ImageFolderDataset(self.data, self.image_size, indices=sorted(pick[n_val:]), augment=self.augment,
+                               color=self.color),
+            ImageFolderDataset(self.data, self.image_size, indices=sorted(pick[:n_val]), augment=False,
+                               color=self.color),
         )
 
     def full(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image ``i`` whole: (H, W) float32 normalised to [0, 1], (H, W) int64 labels."""
+        """Image ``i`` whole: (H, W) float32 normalised to [0, 1] ((3, H, W) with ``color``), (H, W) int64 labels."""
         j = self.indices[i]
         if self._cache is not None and j in self._cache:
             return self._cache[j]
         image_path, label_path = self.data.pairs[j]
+        image = normalize_image(read_image(image_path, max_pixels=self.data.max_pixels, color=self.color))
+        if self.color:
+            image = np.ascontiguousarray(np.moveaxis(image, -1, 0))  # (H, W, 3) -> (3, H, W)
         item = (
-            torch.from_numpy(normalize_image(read_image(image_path, max_pixels=self.data.max_pixels))),
+            torch.from_numpy(image),
             torch.from_numpy(read_labels(label_path, max_pixels=self.data.max_pixels).astype(np.int64)),
         )
         if self._cache is not None:
@@ -256,10 +272,12 @@ class ImageFolderDataset(Dataset):
     def _crop(self, i: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         image, labels = self.full(i)
         n = self.image_size
-        h, w = image.shape
+        h, w = image.shape[-2:]
         y = int(torch.randint(0, h - n + 1, (), generator=generator))
         x = int(torch.randint(0, w - n + 1, (), generator=generator))
-        pair = torch.stack([image[y : y + n, x : x + n], labels[y : y + n, x : x + n].to(image.dtype)])
+        planes = image[y : y + n, x : x + n][None] if image.ndim == 2 else image[:, y : y + n, x : x + n]
+        # Channels then the labels as the last plane: one flip / rotation moves them together.
+        pair = torch.cat([planes, labels[None, y : y + n, x : x + n].to(image.dtype)])
         if self.augment:
             flip_h, flip_v, turns = torch.randint(0, 4, (3,), generator=generator).tolist()
             if flip_h % 2:
@@ -267,14 +285,14 @@ class ImageFolderDataset(Dataset):
             if flip_v % 2:
                 pair = pair.flip(-2)
             pair = torch.rot90(pair, turns, dims=(-2, -1))
-        return pair[0:1].contiguous(), pair[1:2].long()
+        return pair[:-1].contiguous(), pair[-1:].long()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One random crop of image ``i``: (1, N, N) float image, (1, N, N) int64 labels."""
+        """One random crop of image ``i``: (C, N, N) float image (C = 3 with ``color``), (1, N, N) int64 labels."""
         return self._crop(i, None)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch like ``texseg.data.generate``: (B, 1, N, N) images and int64 labels.
+        """A batch like ``texseg.data.generate``: (B, C, N, N) images and (B, 1, N, N) int64 labels.
 
         Images are drawn uniformly (with replacement), then crop, flips and rotation, all
         from ``generator``.

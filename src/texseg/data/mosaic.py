@@ -11,7 +11,8 @@ those three plus texture-like crops of the other images scikit-image bundles (mo
 cat fur, a wooden table, retinal vessels, printed and handwritten text, a cell culture's
 background, a star field: :data:`SKIMAGE_TEXTURES`, each at least 135 x 135 pixels, so
 crops up to 128 x 128); or a folder of image files (read like ``texseg predict`` reads
-them: luminance in [0, 1]).
+them: luminance in [0, 1]). Colour pools (``color=True``, for colour scenes) keep each
+image's RGB (grey images repeated to three channels), min-max normalised over its channels.
 
 Held-out textures: ``split="train"`` / ``"test"`` divides the pool's textures (not the
 crops) with a fixed seed, ``test_fraction`` of them (at least one) going to the test side,
@@ -66,9 +67,12 @@ def split_names(names: list[str], split: str, test_fraction: float = 0.34, seed:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
-    """All textures of ``source`` as (name, (H, W) float32 luminance in [0, 1]), cached per process."""
-    if source == "builtin":
+def _load_pool(source: str, color: bool = False) -> tuple[tuple[str, torch.Tensor], ...]:
+    """All textures of ``source`` as (name, (H, W) float32 luminance in [0, 1]), cached per process.
+
+    ``color``: (3, H, W) RGB in [0, 1] instead.
+    """
+    if source == "builtin" and not color:
         import skimage.data
 
         out = []
@@ -76,8 +80,9 @@ def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
             image = getattr(skimage.data, name)().astype(np.float32)
             out.append((name, torch.from_numpy(image / 255.0)))
         return tuple(out)
-    if source == "skimage":
-        return tuple((name, _skimage_texture(function, box)) for name, (function, box) in SKIMAGE_TEXTURES.items())
+    if source in ("builtin", "skimage"):
+        names = BUILTIN_TEXTURES if source == "builtin" else tuple(SKIMAGE_TEXTURES)
+        return tuple((name, _skimage_texture(*SKIMAGE_TEXTURES[name], color=color)) for name in names)
     folder = Path(source)
     if not folder.is_dir():
         raise ValueError(f"textures must be 'builtin', 'skimage' or a folder of texture images; {source!r} is not "
@@ -87,27 +92,35 @@ def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
         raise ValueError(f"textures: no image files in {folder}")
     pool = []
     for f in files:
-        pool.append((f.stem, torch.from_numpy(normalize_image(read_image(f)))))
+        image = normalize_image(read_image(f, color=color))
+        pool.append((f.stem, torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)) if color else image)))
     return tuple(pool)
 
 
-def _skimage_texture(function: str, box: tuple[slice, slice] | None) -> torch.Tensor:
-    """One image bundled with scikit-image, as (H, W) float32 luminance in [0, 1] (min-max), cropped to ``box``."""
+def _skimage_texture(function: str, box: tuple[slice, slice] | None, color: bool = False) -> torch.Tensor:
+    """One image bundled with scikit-image, as (H, W) float32 luminance in [0, 1] (min-max), cropped to ``box``.
+
+    ``color``: (3, H, W) RGB, min-max over its channels, grey images repeated.
+    """
     import skimage.data
     from skimage.color import rgb2gray
 
     image = np.asarray(getattr(skimage.data, function)())
-    grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image.astype(np.float64)
-    if box is not None:
-        grey = grey[box]
+    if color:
+        rgb = image[..., :3].astype(np.float64) if image.ndim == 3 else np.repeat(image[..., None], 3, -1) * 1.0
+        grey = np.moveaxis(rgb[box] if box is not None else rgb, -1, 0)
+    else:
+        grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image.astype(np.float64)
+        if box is not None:
+            grey = grey[box]
     lo, hi = float(grey.min()), float(grey.max())
-    return torch.from_numpy(((grey - lo) / max(hi - lo, 1e-12)).astype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray((grey - lo) / max(hi - lo, 1e-12), dtype=np.float32))
 
 
-def texture_pool(source: str, split: str = "all", test_fraction: float = 0.34, seed: int = 0
-                 ) -> list[tuple[str, torch.Tensor]]:
-    """The textures (name, (H, W) tensor) of ``source`` on one side of the split."""
-    pool = dict(_load_pool(str(source)))
+def texture_pool(source: str, split: str = "all", test_fraction: float = 0.34, seed: int = 0, *,
+                 color: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """The textures (name, (H, W) tensor; (3, H, W) with ``color``) of ``source`` on one side of the split."""
+    pool = dict(_load_pool(str(source), color))
     return [(n, pool[n]) for n in split_names(list(pool), split, test_fraction, seed)]
 
 
@@ -123,7 +136,7 @@ def _crop(texture: torch.Tensor, n: int, generator: torch.Generator | None, rota
     angle = _uniform(generator, 0, 2 * math.pi) if rotate else 0.0
     side = n / zoom  # texture pixels covered by the crop
     half = side * (abs(math.cos(angle)) + abs(math.sin(angle))) / 2  # half the rotated square's extent
-    h, w = texture.shape
+    h, w = texture.shape[-2:]
     if 2 * half > min(h, w):
         raise ValueError(f"textures: {name} is {w}x{h} pixels, too small for {n}x{n} crops at zoom {zoom:.2f}"
                          + (" with rotation" if rotate else ""))
@@ -137,7 +150,8 @@ def _crop(texture: torch.Tensor, n: int, generator: torch.Generator | None, rota
     px = cx + math.cos(angle) * ox - math.sin(angle) * oy
     py = cy + math.sin(angle) * ox + math.cos(angle) * oy
     grid = torch.stack([2 * px / w - 1, 2 * py / h - 1], dim=-1)[None]
-    return F.grid_sample(texture[None, None], grid, mode="bilinear", align_corners=False)[0, 0]
+    planes = texture[None] if texture.ndim == 3 else texture[None, None]
+    return F.grid_sample(planes, grid, mode="bilinear", align_corners=False)[0]  # (C, N, N)
 
 
 def fill_mosaic(labels: torch.Tensor, num_regions: int, pool: list[tuple[str, torch.Tensor]],
@@ -154,7 +168,7 @@ def fill_mosaic(labels: torch.Tensor, num_regions: int, pool: list[tuple[str, to
         max_zoom: if given (> 1), a log-uniform zoom in [1/max_zoom, max_zoom].
 
     Returns:
-        (B, 1, N, N) float32 image (not yet normalised).
+        (B, C, N, N) float32 image (not yet normalised), C the channels of the pool's textures.
     """
     b, _, n, _ = labels.shape
     k = num_regions
@@ -162,12 +176,13 @@ def fill_mosaic(labels: torch.Tensor, num_regions: int, pool: list[tuple[str, to
         raise ValueError(f"textures: {k} regions need at least {k} different textures; the pool has "
                          f"{len(pool)} ({', '.join(name for name, _ in pool)})")
     dev = generator.device if generator is not None else None
-    image = torch.zeros(labels.shape, dtype=torch.float32)
+    channels = pool[0][1].shape[0] if pool[0][1].ndim == 3 else 1
+    image = torch.zeros((b, channels, n, n), dtype=torch.float32)
     cpu_labels = labels.cpu()
     for i in range(b):
         chosen = torch.randperm(len(pool), generator=generator, device=dev)[:k].tolist()
         for region, t in enumerate(chosen):
             name, texture = pool[t]
             crop = _crop(texture, n, generator, rotate, max_zoom, name)
-            image[i, 0] = torch.where(cpu_labels[i, 0] == region, crop, image[i, 0])
+            image[i] = torch.where(cpu_labels[i] == region, crop, image[i])
     return image

@@ -48,6 +48,7 @@ from scipy.spatial import cKDTree
 
 from texseg._validate import check_int
 from texseg.data import textures as tx
+from texseg.data.color import apply_color_transforms
 from texseg.data.kernels import gaussian_smooth
 
 __all__ = ["FAMILIES", "PARTITIONS", "CollageSpec", "generate_collage", "family_texture"]
@@ -73,6 +74,9 @@ class CollageSpec:
             every region white noise smoothed with its own width (the widths a geometric
             progression of ratio 1.2-2.5 from 0.2-3 px, in random order), not standardised,
             the whole image smoothed with sigma 1 -- textures that differ only a little.
+        color: (B, 3, N, N) colour collages: each region three draws of its family mapped
+            through a random per-region colour transform (:mod:`texseg.data.color`; not for
+            ``gaussian_scenes``, which stay grey, repeated to three channels).
     """
 
     image_size: int = 128
@@ -84,6 +88,7 @@ class CollageSpec:
     min_area: float = 0.03
     augment: bool = True
     gaussian_scenes: float = 0.0
+    color: bool = False
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, minimum=16)
@@ -105,6 +110,8 @@ class CollageSpec:
             raise ValueError(f"min_area must be in [0, 0.2), got {self.min_area!r}")
         if not 0 <= self.gaussian_scenes <= 1:
             raise ValueError(f"gaussian_scenes must be a fraction in [0, 1], got {self.gaussian_scenes!r}")
+        if not isinstance(self.color, bool):
+            raise ValueError(f"color must be true or false, got {self.color!r}")
 
     @property
     def drawn_families(self) -> tuple[str, ...]:
@@ -327,33 +334,54 @@ def _intensity(d: _Draw, texture: torch.Tensor) -> torch.Tensor:
 
 
 def _scene(d: _Draw, spec: CollageSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """One collage: (C, N, N) image in [0, 1] (C = 3 with ``spec.color``), (N, N) labels."""
     n = spec.image_size
     k = d.integer(spec.min_regions, spec.max_regions)
     labels = _merge_small(_partition(d, n, k, d.choice(spec.partitions)), int(spec.min_area * n * n))
     k = int(labels.max()) + 1
     if spec.gaussian_scenes and d.chance(spec.gaussian_scenes):
-        return _gaussian_scene(d, labels, k), labels
-    families = spec.drawn_families
-    image = torch.zeros(n, n)
+        grey = _gaussian_scene(d, labels, k)
+        return (grey.expand(3, n, n).clone() if spec.color else grey[None]), labels
+    image = _regions(d, spec, labels, k)
+    if spec.augment:
+        image = _augment(d, image)
+    image = image - image.min()
+    return image / image.max().clamp(min=1e-12), labels
+
+
+def _regions(d: _Draw, spec: CollageSpec, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """(C, N, N): each region's texture, intensity (and colour) change, not yet normalised."""
+    n, families = spec.image_size, spec.drawn_families
+    channels = 3 if spec.color else 1
+    image = torch.zeros(channels, n, n)
     shared = (d.uniform(-1, 1), d.log_uniform(0.3, 2.0)) if d.chance(0.3) else None
     same_family = d.choice(families) if d.chance(0.25) else None
     for region in range(k):
-        texture = family_texture(same_family or d.choice(families), n, d.g)
-        texture = tx.standardize(_intensity(d, texture))
+        family = same_family or d.choice(families)
+        fields = []
+        for _ in range(channels):  # colour: three independent fields of the region's family
+            texture = family_texture(family, n, d.g)
+            fields.append(tx.standardize(_intensity(d, texture)))
         mean, contrast = shared or (d.uniform(-1.0, 1.0), d.log_uniform(0.3, 2.0))
-        image = torch.where(labels == region, mean + contrast * texture, image)
-    if spec.augment:
-        if d.chance(0.5):
-            image = gaussian_smooth(image[None, None], d.uniform(0.4, 1.5))[0, 0]
-        if d.chance(0.4):  # illumination: a smooth multiplicative and additive gradient
-            y, x = _grid(n)
-            a = math.radians(d.uniform(0, 360))
-            ramp = ((x * math.cos(a) + y * math.sin(a)) / n - 0.5) * d.uniform(0.2, 1.5)
-            image = image * (1 + 0.3 * ramp) + ramp
-        if d.chance(0.5):
-            image = image + d.log_uniform(0.01, 0.3) * image.std() * d.normal(n, n)
-    image = image - image.min()
-    return image / image.max().clamp(min=1e-12), labels
+        image = torch.where(labels == region, mean + contrast * torch.stack(fields), image)
+    if spec.color:
+        image = apply_color_transforms(image[None], labels[None, None], k, d.g)[0]
+    return image
+
+
+def _augment(d: _Draw, image: torch.Tensor) -> torch.Tensor:
+    """Blur, illumination gradient and noise of a whole (C, N, N) image, each at random."""
+    n = image.shape[-1]
+    if d.chance(0.5):
+        image = gaussian_smooth(image[None], d.uniform(0.4, 1.5))[0]
+    if d.chance(0.4):  # illumination: a smooth multiplicative and additive gradient
+        y, x = _grid(n)
+        a = math.radians(d.uniform(0, 360))
+        ramp = ((x * math.cos(a) + y * math.sin(a)) / n - 0.5) * d.uniform(0.2, 1.5)
+        image = image * (1 + 0.3 * ramp) + ramp
+    if d.chance(0.5):
+        image = image + d.log_uniform(0.01, 0.3) * image.std() * d.normal(*image.shape)
+    return image
 
 
 def _gaussian_scene(d: _Draw, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -381,7 +409,8 @@ def generate_collage(spec: CollageSpec, batch_size: int, *, generator: torch.Gen
         generator: a CPU ``torch.Generator``; the same state gives the same scenes.
 
     Returns:
-        images (B, 1, N, N) float32 in [0, 1] (each min 0, max 1); labels (B, 1, N, N)
+        images (B, C, N, N) float32 in [0, 1] (each min 0, max 1; C = 3 with ``spec.color``, else 1);
+        labels (B, 1, N, N)
         int64 in 0..K_b-1, K_b the regions of scene b (from ``min_regions`` to ``max_regions``,
         fewer when a region was too small).
     """
@@ -392,6 +421,6 @@ def generate_collage(spec: CollageSpec, batch_size: int, *, generator: torch.Gen
         raise ValueError("generator must be a CPU torch.Generator")
     d = _Draw(generator)
     scenes = [_scene(d, spec) for _ in range(batch_size)]
-    images = torch.stack([s[0] for s in scenes])[:, None]
+    images = torch.stack([s[0] for s in scenes])
     labels = torch.stack([s[1] for s in scenes])[:, None]
     return images, labels

@@ -19,6 +19,17 @@ for bit.
 Noise is drawn in that order (partition, texture 0, texture 1, ...), each a
 standard-normal (B, 1, N, N) tensor (the partition (B, K, N, N) for K>2), so that for
 K=2 the result is the notebook's ``generate_data`` for the same random state.
+
+Colour (``color=True``, images (B, 3, N, N)): each region's texture is made from three
+independent noise fields (B, 3, N, N) of its family, then mapped through the region's
+random colour transform ``mean + M @ fields`` (:func:`texseg.data.color.color_transforms`):
+a mean colour and a 3x3 mixing of 1 to 3 of the fields, drawn per scene and region after
+all the noise. So regions differ in texture (their sigmas or families) and in colour; in a
+quarter of the scenes all regions share one transform, so colour alone does not give the
+answer (equal ``texture_sigmas`` give scenes that differ in colour only). Mosaics read the
+textures in colour (grey textures repeated). The final smoothing is per channel and the
+normalisation to [0, 1] over all three channels together, so colours keep their ratios.
+The grey default is unchanged, bit for bit.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from typing import Any
 import torch
 
 from texseg._validate import check_choice, check_int, check_positive
+from texseg.data.color import apply_color_transforms
 from texseg.data.kernels import gaussian_smooth
 from texseg.data.textures import MIXED_FAMILIES
 from texseg.device import check_memory, resolve_device
@@ -69,6 +81,7 @@ class SceneSpec:
             the texture set (``texture_test_fraction``, ``texture_split_seed``).
         rotate: mosaic: random rotation of each crop.
         max_zoom: mosaic: random zoom of each crop, log-uniform in [1/max_zoom, max_zoom] (> 1).
+        color: colour scenes, (B, 3, N, N) images (see the module docstring); False: luminance.
     """
 
     image_size: int = 128
@@ -90,6 +103,7 @@ class SceneSpec:
     texture_split_seed: int = 0
     rotate: bool = False
     max_zoom: float | None = None
+    color: bool = False
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, minimum=2)
@@ -153,6 +167,13 @@ class SceneSpec:
             check_positive("max_zoom", self.max_zoom)
             if self.max_zoom <= 1:
                 raise ValueError(f"max_zoom must be a finite number > 1, got {self.max_zoom!r}")
+        if not isinstance(self.color, bool):
+            raise ValueError(f"color must be true or false, got {self.color!r}")
+
+    @property
+    def channels(self) -> int:
+        """Image channels: 3 for colour scenes, else 1."""
+        return 3 if self.color else 1
 
     @property
     def has_intensity_changes(self) -> bool:
@@ -172,8 +193,10 @@ class SceneSpec:
         return cls(image_size, sigma, (sigma1, sigma2), 1.0)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (``from_dict`` inverts it)."""
+        """A JSON-serialisable dict (``from_dict`` inverts it); ``color`` only when True (absent: grey)."""
         d = asdict(self)
+        if not self.color:
+            del d["color"]  # grey specs keep the dict (and the files that record it) they always had
         d["texture_sigmas"] = list(self.texture_sigmas)
         for name in self._PER_REGION:
             if d[name] is not None:
@@ -211,9 +234,10 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: to
 
 
 def _normalize_01(image: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max normalisation to [0, 1], in the notebook's order of operations."""
-    image = image - image.amin(dim=(-2, -1), keepdim=True)
-    return image / image.amax(dim=(-2, -1), keepdim=True)
+    """Per-image min-max normalisation to [0, 1] (over all channels), in the notebook's order of operations."""
+    dims = (-2, -1) if image.shape[1] == 1 else (1, 2, 3)
+    image = image - image.amin(dim=dims, keepdim=True)
+    return image / image.amax(dim=dims, keepdim=True)
 
 
 def generate(
@@ -235,7 +259,8 @@ def generate(
         dtype: torch.float32 or torch.float64.
 
     Returns:
-        image: (B, 1, N, N) ``dtype`` in [0, 1] (each image min 0, max 1);
+        image: (B, C, N, N) ``dtype`` in [0, 1] (each image min 0, max 1), C = 3 for colour
+        scenes, else 1;
         labels: (B, 1, N, N) int64 in 0..K-1, label k carrying texture ``texture_sigmas[k]``.
     """
     if not isinstance(spec, SceneSpec):
@@ -243,31 +268,50 @@ def generate(
     check_int("batch_size", batch_size, minimum=1)
     dev = resolve_device(device)
     dtype = _check_dtype(dtype)
-    n, k = spec.image_size, spec.num_regions
-    shape = (batch_size, 1, n, n)
+    n = spec.image_size
     check_memory(estimate_memory_bytes(spec, batch_size, dtype), dev,
                  f"generating {batch_size} images of {n}x{n}")
-
-    # 1. partition
-    if k == 2:
-        field_ = gaussian_smooth(_randn(shape, generator, dev, dtype), spec.partition_sigma)
-        labels = (field_ <= 0).long()  # region 0 (Omega_1) where the field is > 0
-    else:
-        fields = gaussian_smooth(_randn((batch_size, k, n, n), generator, dev, dtype), spec.partition_sigma)
-        labels = fields.argmax(dim=1, keepdim=True)
-
-    # 2. textures, composed in place of a K-way mask product
-    image = torch.zeros(shape, device=dev, dtype=dtype)
+    labels = _partition(spec, batch_size, generator, dev, dtype)
     if spec.texture == "mosaic":
-        from texseg.data.mosaic import fill_mosaic, texture_pool
+        image = _mosaic_image(spec, labels, generator, dev, dtype)
+    else:
+        image = _texture_image(spec, labels, generator, dev, dtype)
+    if spec.smoothing_sigma is not None:
+        image = gaussian_smooth(image, spec.smoothing_sigma)
+    return _normalize_01(image), labels
 
-        pool = texture_pool(spec.textures, spec.texture_split, spec.texture_test_fraction, spec.texture_split_seed)
-        image = fill_mosaic(labels, k, pool, generator, rotate=spec.rotate, max_zoom=spec.max_zoom)
-        image = image.to(dev, dtype)
-        if spec.has_intensity_changes:
-            image = _intensity_by_region(spec, labels, image)
-    families = _scene_families(spec, batch_size, generator)
-    for region in range(k) if spec.texture != "mosaic" else ():
+
+def _partition(spec: SceneSpec, batch_size: int, generator: torch.Generator | None, dev: torch.device,
+               dtype: torch.dtype) -> torch.Tensor:
+    """Step 1: (B, 1, N, N) int64 labels, from the first noise drawn."""
+    n, k = spec.image_size, spec.num_regions
+    if k == 2:
+        field_ = gaussian_smooth(_randn((batch_size, 1, n, n), generator, dev, dtype), spec.partition_sigma)
+        return (field_ <= 0).long()  # region 0 (Omega_1) where the field is > 0
+    fields = gaussian_smooth(_randn((batch_size, k, n, n), generator, dev, dtype), spec.partition_sigma)
+    return fields.argmax(dim=1, keepdim=True)
+
+
+def _mosaic_image(spec: SceneSpec, labels: torch.Tensor, generator: torch.Generator | None, dev: torch.device,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Step 2 for mosaics: (B, C, N, N) crops of real textures, one texture per region."""
+    from texseg.data.mosaic import fill_mosaic, texture_pool
+
+    pool = texture_pool(spec.textures, spec.texture_split, spec.texture_test_fraction, spec.texture_split_seed,
+                        color=spec.color)
+    image = fill_mosaic(labels, spec.num_regions, pool, generator, rotate=spec.rotate, max_zoom=spec.max_zoom)
+    image = image.to(dev, dtype)
+    return _intensity_by_region(spec, labels, image) if spec.has_intensity_changes else image
+
+
+def _texture_image(spec: SceneSpec, labels: torch.Tensor, generator: torch.Generator | None, dev: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Step 2: texture k on region k, composed in place of a K-way mask product: (B, C, N, N)."""
+    b, _, n, _ = labels.shape
+    shape = (b, spec.channels, n, n)
+    image = torch.zeros(shape, device=dev, dtype=dtype)
+    families = _scene_families(spec, b, generator)
+    for region in range(spec.num_regions):
         noise = _randn(shape, generator, dev, dtype)
         if families is None:
             texture = region_texture(spec, region, noise)
@@ -278,11 +322,7 @@ def generate(
                 if bool(sel.any()):
                     texture[sel] = region_texture(replace(spec, texture=family), region, noise[sel])
         image = torch.where(labels == region, texture, image)
-
-    # 3. final smoothing and normalisation
-    if spec.smoothing_sigma is not None:
-        image = gaussian_smooth(image, spec.smoothing_sigma)
-    return _normalize_01(image), labels
+    return apply_color_transforms(image, labels, spec.num_regions, generator) if spec.color else image
 
 
 def _scene_families(spec: SceneSpec, batch_size: int, generator: torch.Generator | None) -> torch.Tensor | None:
@@ -294,7 +334,7 @@ def _scene_families(spec: SceneSpec, batch_size: int, generator: torch.Generator
 
 
 def region_texture(spec: SceneSpec, region: int, noise: torch.Tensor) -> torch.Tensor:
-    """The texture of ``region`` made from standard-normal ``noise`` (B, 1, N, N).
+    """The texture of ``region`` made from standard-normal ``noise`` (B, C, N, N), each channel on its own.
 
     ``gaussian`` without intensity options is the notebook's smoothed noise, unchanged;
     the other families are spectral filters (:mod:`texseg.data.textures`), standardised.
@@ -336,7 +376,7 @@ def _intensity_by_region(spec: SceneSpec, labels: torch.Tensor, image: torch.Ten
     """Mosaics: standardise each region's pixels, then apply its intensity change."""
     out = image.clone()
     for region in range(spec.num_regions):
-        sel = labels == region
+        sel = (labels == region).expand_as(image)  # colour: the region's pixels of all channels together
         for i in range(image.shape[0]):
             values = image[i][sel[i]]
             if values.numel() > 1:
@@ -387,7 +427,7 @@ def estimate_memory_bytes(spec: SceneSpec, batch_size: int, dtype: torch.dtype =
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     pixels = batch_size * spec.image_size**2
-    fields = (spec.num_regions if spec.num_regions > 2 else 1) + 5
+    fields = (spec.num_regions if spec.num_regions > 2 else 1) + 5 * spec.channels
     return int(pixels * (fields * itemsize + 8) + 4 * spec.image_size**2 * itemsize)
 
 

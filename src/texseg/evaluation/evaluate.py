@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from texseg.data.color import as_channels
 from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.errors import NonFiniteError
 from texseg.evaluation.metrics import ConfusionMatrix
@@ -54,7 +55,9 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
     try:
         for x, y in batches:
             x, y = x.to(device), y.to(device)
-            logits = model(x)
+            # Grey scenes for a colour model are repeated to 3 channels, colour ones for a grey model
+            # become luminance (as files are read): evaluate any model on any scene.
+            logits = model(as_channels(x, getattr(model, "in_channels", 1)))
             if bool(logits.isnan().any()):
                 raise NonFiniteError("the model's outputs contain NaN (diverged weights?)")
             cm.update(logits, y)

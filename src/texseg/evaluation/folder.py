@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,16 +43,18 @@ def evaluate_folder_images(model: nn.Module, root: str | os.PathLike[str], num_r
         ``(metrics of the folder, plus images; one metrics dict per image)`` -- an image's own
         metrics are matched on that image alone whenever ``matching`` is not ``none``.
     """
-    from texseg.inference.predict import labels_from_probs, predict_image
+    from texseg.inference.predict import labels_from_probs, model_color, predict_image
 
     data = validate_folder(root, num_regions=num_regions)
-    dataset = ImageFolderDataset(data, 16, augment=False)
+    dataset = ImageFolderDataset(data, 16, augment=False, color=model_color(model))  # RGB for colour models
     k = num_regions
     cm = ConfusionMatrix(k, matching)
     per_image = []
     for i in range(len(dataset)):
         image, labels = dataset.full(i)
-        pred = torch.from_numpy(labels_from_probs(predict_image(model, image.numpy().copy(), tile=tile))).long()
+        pixels = image.numpy()  # (H, W), or (3, H, W) -> (H, W, 3) as predict_image takes colour
+        pixels = np.moveaxis(pixels, 0, -1).copy() if pixels.ndim == 3 else pixels.copy()
+        pred = torch.from_numpy(labels_from_probs(predict_image(model, pixels, tile=tile))).long()
         if k == 2:  # the metrics' class 1 is the mask (label 0)
             labels, pred = (labels == 0).long(), (pred == 0).long()
         cm.add(pred[None, None], labels[None, None])

@@ -5,7 +5,8 @@
 * a torch tensor (B, 1, H, W) or (H, W) is used as it is (values like the training
   data), exactly as :func:`texseg.checkpoint.predict` always did;
 * a numpy array (H, W) or (H, W, C), a PIL image or a path to an image file is turned
-  into luminance and min-max normalised as a whole (see :mod:`texseg.inference.io`),
+  into luminance (RGB for a colour model: ``model.in_channels == 3``) and min-max
+  normalised as a whole (see :mod:`texseg.inference.io`),
   optionally resampled by ``scale``, predicted whole or by blended tiles
   (:mod:`texseg.inference.tiling`), and the probabilities are resampled back to the
   input's size.
@@ -35,9 +36,12 @@ from texseg.images import (
     MAX_PIXELS,
     MIN_SIZE,
     check_layout,
+    color_for_channels,
+    image_planes,
     normalize_image,
     read_image,
     read_layout,
+    to_color,
     to_luminance,
 )
 from texseg.inference.embedding import is_embedding_model, segment_embedded
@@ -84,19 +88,26 @@ def _probs_of(logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _predict_tensor(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The historical tensor path: (B, 1, H, W) or (H, W) in, (B, C, H, W) probabilities out."""
+    """The historical tensor path: (B, C, H, W), (C, H, W) or (H, W) in, (B, C, H, W) probabilities out."""
     if images.ndim == 2:
         images = images[None, None]
+    elif images.ndim == 3:
+        images = images[None]
     device = next(model.parameters()).device
     out = [_probs_of(model(images[s:s + batch_size].to(device))).to(images.device)
            for s in range(0, images.shape[0], batch_size)]
     return torch.cat(out)
 
 
-def _as_luminance(x: Any) -> np.ndarray:
-    """A numpy array, PIL image or path as (H, W) float32 luminance (not yet normalised)."""
+def model_color(model: nn.Module) -> bool:
+    """Whether ``model`` reads images in colour (``in_channels`` 3) or as luminance (1; models without it)."""
+    return color_for_channels(getattr(model, "in_channels", 1))
+
+
+def _as_luminance(x: Any, color: bool = False) -> np.ndarray:
+    """A numpy array, PIL image or path as (H, W) float32 luminance, or (H, W, 3) RGB with ``color``."""
     if isinstance(x, (str, os.PathLike)):
-        return read_image(x)
+        return read_image(x, color=color)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow is a dependency
@@ -109,7 +120,7 @@ def _as_luminance(x: Any) -> np.ndarray:
         raise ValueError(  # noqa: TRY004 - texseg reports every bad argument as ValueError
             "x must be a torch tensor, a numpy array (H, W) or (H, W, C), a PIL image or a path; "
             f"got {type(x).__name__}")
-    image = to_luminance(x, name="x")
+    image = to_color(x, name="x") if color else to_luminance(x, name="x")
     if image.shape[0] < MIN_SIZE or image.shape[1] < MIN_SIZE:
         raise ValueError(f"x must be at least {MIN_SIZE}x{MIN_SIZE} pixels, got {image.shape[1]}x{image.shape[0]}")
     return image
@@ -158,7 +169,7 @@ def _activation_bytes_per_pixel(model: nn.Module) -> tuple[int, int]:
     model.eval()
     try:
         device = next(model.parameters()).device
-        out = model(torch.zeros(1, 1, _PROBE, _PROBE, device=device))
+        out = model(torch.zeros(1, getattr(model, "in_channels", 1), _PROBE, _PROBE, device=device))
     finally:
         model.train(was_training)
         for h in hooks:
@@ -182,7 +193,8 @@ def estimate_predict_bytes(model: nn.Module, height: int, width: int, *, tile: i
     pixels, work = height * width, wh * ww
     forward = per_pixel * (batch_size * min(use_tile, wh) * min(use_tile, ww) if use_tile else work)
     resampled = (work * 4 + channels * pixels * 4) if scale != 1.0 else 0
-    return int(pixels * 4 + resampled + channels * work * 4 + pixels * (1 + 4) + forward)
+    image = pixels * 4 * getattr(model, "in_channels", 1)  # float32 luminance, or RGB for a colour model
+    return int(image + resampled + channels * work * 4 + pixels * (1 + 4) + forward)
 
 
 def check_predict_memory(model: nn.Module, height: int, width: int, *, tile: int | None = None,
@@ -223,7 +235,8 @@ def predict_image(
 
     Args:
         model: segmentation model (put in eval mode for the call).
-        image: (H, W) float32 luminance, e.g. from :func:`texseg.inference.io.read_image`.
+        image: (H, W) float32 luminance, e.g. from :func:`texseg.inference.io.read_image`;
+            (H, W, 3) RGB for a colour model (``read_image(path, color=True)``).
         tile: None: whole image up to :data:`WHOLE_IMAGE_PIXELS`, else windows of
             :data:`DEFAULT_TILE`; N >= 16: windows of N when the image is larger; 0: always whole.
         overlap: window overlap fraction in [0, 0.9].
@@ -238,7 +251,7 @@ def predict_image(
     if tile is not None and tile != 0:
         check_int("tile", tile, minimum=16)
     check_positive("scale", scale)
-    check_predict_memory(model, *image.shape, tile=tile, scale=scale, batch_size=batch_size)
+    check_predict_memory(model, *image.shape[:2], tile=tile, scale=scale, batch_size=batch_size)
     return _predict_checked(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=batch_size,
                             window=window)
 
@@ -246,18 +259,19 @@ def predict_image(
 def _predict_checked(model: nn.Module, image: np.ndarray, *, tile: int | None, overlap: float, scale: float,
                      batch_size: int, window: str = "gaussian") -> np.ndarray:
     """:func:`predict_image` once its arguments and memory are checked."""
-    h, w = image.shape
+    h, w = image.shape[:2]
     work = image
     if scale != 1.0:
-        work = _resize(torch.from_numpy(image)[None], _scaled_size(h, w, scale))[0].numpy()
+        work = _resize(torch.from_numpy(image_planes(image)), _scaled_size(h, w, scale)).numpy()
+        work = work[0] if image.ndim == 2 else np.ascontiguousarray(np.moveaxis(work, 0, -1))
     normalize_image(work)
     if work is not image:
         normalize_image(image)  # callers (the overlay) see the image as the model saw it
-    use_tile = _tile_for(tile, *work.shape)
+    use_tile = _tile_for(tile, *work.shape[:2])
     was_training = model.training
     model.eval()
     try:
-        x = torch.from_numpy(work)
+        x = torch.from_numpy(image_planes(work))  # (C, H, W)
         if use_tile:
             probs = predict_tiled(model, x, use_tile, overlap, batch_size=batch_size, window=window)
         else:
@@ -287,7 +301,8 @@ def predict(
             anything else (0..255 floats, uint8) is min-max normalised per image as training
             images are, so a model never sees a scale it was not trained on; or a numpy array (H, W) / (H, W, C)
             with C in 1..4, a PIL image, or a path to an image file, each converted to
-            luminance and min-max normalised over the whole image (uint8 / 255, uint16 /
+            luminance (RGB for a colour model, ``in_channels=3``; a tensor must then be
+            (B, 3, H, W)) and min-max normalised over the whole image (uint8 / 255, uint16 /
             65535 as for files). Refused: other shapes, complex/object dtypes, NaN/inf,
             sides < 16 pixels (ValueError); unreadable files (ImageReadError).
         batch_size: images (tensor input) or windows (other inputs) per forward pass.
@@ -301,13 +316,17 @@ def predict(
     check_int("batch_size", batch_size, minimum=1)
     if isinstance(x, torch.Tensor):
         x = _as_batch(x)
+        channels = getattr(model, "in_channels", 1)
+        if x.ndim == 4 and x.shape[1] != channels:
+            raise ValueError(f"images have {x.shape[1]} channel(s) but the model takes {channels} (colour images: "
+                             "pass a numpy array (H, W, C), converted to what the model reads)")
         was_training = model.training
         model.eval()
         try:
             return _predict_tensor(model, x, batch_size)
         finally:
             model.train(was_training)
-    image = _as_luminance(x)
+    image = _as_luminance(x, model_color(model))
     probs = predict_image(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=min(batch_size, 8))
     return torch.from_numpy(probs)[None]
 
@@ -316,9 +335,11 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     """A (B, 1, H, W) float tensor in the training range from (B, 1, H, W), (1, H, W) or (H, W)."""
     if x.ndim == 3 and x.shape[0] == 1:
         x = x[None]
-    if x.ndim not in (2, 4) or (x.ndim == 4 and x.shape[1] != 1):
-        raise ValueError(f"images must be a tensor of shape (B, 1, H, W), (1, H, W) or (H, W), got "
-                         f"{tuple(x.shape)} (colour images: pass a numpy array (H, W, C), converted to luminance)")
+    if x.ndim == 3 and x.shape[0] == 3:
+        x = x[None]
+    if x.ndim not in (2, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
+        raise ValueError(f"images must be a tensor of shape (B, C, H, W) with C = 1 (grey) or 3 (colour), "
+                         f"(C, H, W) or (H, W), got {tuple(x.shape)}")
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"images must hold real numbers, got {x.dtype}")
     x = x.float()
@@ -350,7 +371,7 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3, rows
     temporaries stay small for gigapixel images.
 
     Args:
-        image: (H, W) float in [0, 1].
+        image: (H, W) float in [0, 1] (shown in gray), or (H, W, 3) RGB (shown in colour).
         labels: (H, W) integer labels.
         tint: weight of the region colour (0: none).
     """
@@ -371,7 +392,7 @@ def _overlay_blocks(image: np.ndarray, labels: np.ndarray, tint: float, rows: in
         lo, hi = max(r - 1, 0), min(r + rows + 1, h)
         block = labels[r:r + rows]
         rgb = palette[block % len(_PALETTE)]
-        rgb += image[r:r + rows, :, None] * np.float32(255 * (1 - tint))
+        rgb += (image[r:r + rows] if image.ndim == 3 else image[r:r + rows, :, None]) * np.float32(255 * (1 - tint))
         out = np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
         edges = find_boundaries(labels[lo:hi], mode="inner")[r - lo:r - lo + block.shape[0]]
         out[edges] = _BOUNDARY
@@ -472,6 +493,7 @@ def predict_file(
     start = time.perf_counter()
     path = Path(path)
     result = PredictResult(path)
+    color = model_color(model)  # a model of another channel count is refused before any file is touched
     general = is_embedding_model(model)
     if not general and (regions is not None or reference is not None):
         raise ValueError("regions and reference apply to texture-embedding models (texseg:general) only")
@@ -487,7 +509,7 @@ def predict_file(
     check_layout(path, layout, max_pixels=max_pixels)  # the pixel limit first: a bomb is named as one
     check_predict_memory(model, layout.height, layout.width, tile=0 if general else tile, scale=scale,
                          batch_size=batch_size, name=str(path))
-    image = read_image(path, max_pixels=max_pixels)
+    image = read_image(path, max_pixels=max_pixels, color=color)  # as the model was trained
     stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
     result.shape = image.shape
     if general:

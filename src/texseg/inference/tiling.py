@@ -80,7 +80,7 @@ def predict_tiled(
 
     Args:
         model: segmentation model in eval mode (logits out: C = 1 or K channels).
-        image: (H, W) float tensor, already normalised as a whole (never per tile).
+        image: (H, W) or (C, H, W) float tensor, already normalised as a whole (never per tile).
         tile: window side in pixels (>= 16; clipped to the image's sides).
         overlap: fraction of the window shared with its neighbour, in [0, 0.9].
         batch_size: windows per forward pass.
@@ -94,9 +94,11 @@ def predict_tiled(
     if overlap > 0.9:
         raise ValueError(f"overlap must be a fraction in [0, 0.9], got {overlap!r}")
     check_int("batch_size", batch_size, minimum=1)
-    if image.ndim != 2:
-        raise ValueError(f"image must be a (H, W) tensor, got shape {tuple(image.shape)}")
-    h, w = image.shape
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"image must be a (H, W) or (C, H, W) tensor, got shape {tuple(image.shape)}")
+    h, w = image.shape[-2:]
     th, tw = min(tile, h), min(tile, w)
     py, px = _profile(th, window), _profile(tw, window)
     weights = torch.from_numpy(np.outer(py, px))
@@ -107,7 +109,7 @@ def predict_tiled(
     for start in range(0, len(boxes), batch_size):
         stop_point()  # a stop signal ends a long image between two window batches
         chunk = boxes[start:start + batch_size]
-        x = torch.stack([image[y:y + th, x0:x0 + tw] for y, x0 in chunk])[:, None].to(device)
+        x = torch.stack([image[:, y:y + th, x0:x0 + tw] for y, x0 in chunk]).to(device)
         logits = model(x)
         probs = (torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)).float().cpu()
         if acc is None:

@@ -27,11 +27,13 @@ from torch import Tensor
 
 from texseg._validate import check_int
 from texseg.checkpoint import read_model_json
+from texseg.data.color import as_channels
 from texseg.models.pretrained import is_pretrained_name
 
 __all__ = [
     "ParamInfo",
     "Segmenter",
+    "as_channels",
     "check_images",
     "list_segmenters",
     "load_segmenter",
@@ -89,10 +91,15 @@ class Segmenter(ABC):
 
 
 def check_images(images: object, num_regions: object) -> int:
-    """Check the arguments of :meth:`Segmenter.segment`; return ``num_regions`` as an int."""
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1 or not images.is_floating_point():
+    """Check the arguments of :meth:`Segmenter.segment`; return ``num_regions`` as an int.
+
+    Images are (B, 1, H, W) grey or (B, 3, H, W) colour; each segmenter converts them to what
+    it reads with :func:`as_channels`.
+    """
+    if (not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3)
+            or not images.is_floating_point()):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a float tensor of shape (B, 1, H, W), got {shape}")
+        raise ValueError(f"images must be a float tensor of shape (B, 1, H, W) or (B, 3, H, W), got {shape}")
     return check_int("num_regions", num_regions, minimum=2)
 
 

@@ -28,7 +28,7 @@ from scipy.signal import fftconvolve
 from torch import Tensor
 
 from texseg._validate import check_int, check_positive
-from texseg.segmenters.base import Segmenter, check_images, register_segmenter
+from texseg.segmenters.base import Segmenter, as_channels, check_images, register_segmenter
 
 __all__ = ["GaborKMeans", "LocalEnergy", "RandomForest"]
 
@@ -38,8 +38,12 @@ def _param(default: Any, help_: str) -> Any:
 
 
 def _per_image(images: Tensor, segment_one: Callable[[np.ndarray], np.ndarray]) -> Tensor:
-    """Apply ``segment_one`` ((H, W) float64 -> (H, W) int labels) to each image of a batch."""
-    arrays = images.detach().to("cpu", torch.float64).numpy()[:, 0]
+    """Apply ``segment_one`` ((H, W) float64 -> (H, W) int labels) to each image of a batch.
+
+    Colour images are segmented on their luminance (:func:`~texseg.segmenters.base.as_channels`):
+    the classical methods are texture-energy methods of one channel.
+    """
+    arrays = as_channels(images, 1).detach().to("cpu", torch.float64).numpy()[:, 0]
     labels = np.stack([segment_one(a) for a in arrays])[:, None]
     return torch.from_numpy(labels.astype(np.int64)).to(images.device)
 
@@ -214,7 +218,7 @@ class RandomForest(Segmenter):
         check_images(images, 2)
         rng = np.random.default_rng(self.seed)
         feats, sparse = [], []
-        for image, lab in zip(images[:, 0].double().cpu().numpy(), labels[:, 0].cpu().numpy()):
+        for image, lab in zip(as_channels(images, 1)[:, 0].double().cpu().numpy(), labels[:, 0].cpu().numpy()):
             keep = np.zeros(lab.size, dtype=bool)
             keep[rng.choice(lab.size, min(self.pixels_per_image, lab.size), replace=False)] = True
             # fit_segmenter's convention: 0 = unlabelled, class c is c + 1

@@ -14,7 +14,7 @@ from texseg.checkpoint import WEIGHTS, load_model, load_pretrained
 from texseg.inference.embedding import embed, embed_with_reference, is_embedding_model
 from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
 from texseg.models.pretrained import PREFIX, is_pretrained_name
-from texseg.segmenters.base import Segmenter, check_images
+from texseg.segmenters.base import Segmenter, as_channels, check_images
 
 __all__ = ["EmbeddingSegmenter"]
 
@@ -48,9 +48,9 @@ class EmbeddingSegmenter(Segmenter):
         return f"{self.name} segments 2 to {MAX_REGIONS} regions, not {num_regions}"
 
     def embeddings(self, images: Tensor) -> Tensor:
-        """(B, 1, H, W) images -> (B, D, H, W) embeddings."""
+        """(B, 1, H, W) images -> (B, D, H, W) embeddings (colour images: their luminance)."""
         check_images(images, 2)
-        return embed(self.model, images, self.batch_size)
+        return embed(self.model, as_channels(images, getattr(self.model, "in_channels", 1)), self.batch_size)
 
     def segment(self, images: Tensor, num_regions: int) -> Tensor:
         k = check_images(images, num_regions)
@@ -67,9 +67,9 @@ class EmbeddingSegmenter(Segmenter):
         """One-shot: 1 where the texture of ``reference`` (a (1, 1, h, w) patch) is, else 0."""
         check_images(images, 2)
         check_images(reference, 2)
-        patch = reference[0, 0].detach().cpu().numpy()
+        patch = as_channels(reference, 1)[0, 0].detach().cpu().numpy()
         out = [reference_mask(*embed_with_reference(self.model, image[0].detach().cpu().numpy(), patch))
-               for image in images]
+               for image in as_channels(images, 1)]
         return torch.stack(out)[:, None].to(images.device)
 
     def _group(self, images: Tensor, k: int | None) -> Tensor:

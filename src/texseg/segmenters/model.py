@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from texseg.segmenters.base import Segmenter, check_images
+from texseg.segmenters.base import Segmenter, as_channels, check_images
 
 __all__ = ["ModelSegmenter"]
 
@@ -53,6 +53,7 @@ class ModelSegmenter(Segmenter):
         if not self.supports(k):
             raise ValueError(f"num_regions must be {self.num_regions} for {self.name}: {self.why_not(k)}")
         device = next(self.model.parameters()).device
+        images = as_channels(images, getattr(self.model, "in_channels", 1))  # what the model was trained on
         out = []
         for start in range(0, images.shape[0], self.batch_size):
             logits = self.model(images[start:start + self.batch_size].to(device))

@@ -152,13 +152,15 @@ class TrainConfig:
     texture_rotate: bool = _opt("mosaic: rotate each texture crop by a random angle", default=False)
     texture_zoom: float | None = _opt("mosaic: zoom each crop by a random factor in [1/Z, Z] (Z > 1)", gt=1,
                                       default=None)
+    color: bool = _opt("colour images: generated scenes in colour (per-region colour statistics), `data` read as "
+                       "RGB, a model with 3 input channels; default luminance", default=False)
 
     # ---------------------------------------------------------------- derived
     def scene(self) -> SceneSpec:
         """The training scene described by the scene fields."""
         return SceneSpec(self.image_size, self.partition_sigma, tuple(self.texture_sigmas()), self.smoothing,
                          texture=self.texture, textures=self.textures, texture_split=self.texture_split,
-                         rotate=self.texture_rotate, max_zoom=self.texture_zoom)
+                         rotate=self.texture_rotate, max_zoom=self.texture_zoom, color=self.color)
 
     @property
     def partition_sigma(self) -> float:
@@ -191,6 +193,21 @@ class TrainConfig:
         """Output channels: one logit (of Omega_1) for two regions, K logits otherwise."""
         return 1 if self.regions == 2 else self.regions
 
+    @property
+    def model_in_channels(self) -> int:
+        """Input channels: 3 with ``color``, else 1 (luminance)."""
+        return 3 if self.color else 1
+
+    @property
+    def model_init_kwargs(self) -> dict[str, Any]:
+        """Every constructor argument of the model, as ``model.json`` records them.
+
+        ``in_channels`` appears only for colour models: a grey run's record stays what it always
+        was (a ``model.json`` without it is a 1-channel model).
+        """
+        channels = {"in_channels": self.model_in_channels} if self.color else {}
+        return {**(self.model_kwargs or {}), "num_classes": self.model_num_classes, **channels}
+
     # ------------------------------------------------------------- validation
     def validate(self) -> TrainConfig:
         """Check every field; raise ValueError naming the first bad one. Returns self."""
@@ -206,7 +223,7 @@ class TrainConfig:
         reserved = sorted(set(self.model_kwargs or {}) & {"num_classes", "in_channels"})
         if reserved:
             raise ValueError(f"model_kwargs cannot set {reserved[0]}: num_classes follows `regions` (1 output for "
-                             "two regions, K otherwise) and in_channels is 1 (grayscale images)")
+                             "two regions, K otherwise) and in_channels follows `color` (3 for colour, else 1)")
         if self.seed == self.val_seed:
             raise ValueError("seed must differ from val_seed: the validation set must not be training data")
         if self.val_data is not None and self.data is None:
@@ -352,11 +369,11 @@ def _check_json_type(name: str, value: Any) -> None:
 
 
 SCENE_FIELDS = ("image_size", "sigma1", "sigma2", "sigma", "regions", "sigmas", "smoothing", "texture", "textures",
-                "texture_split", "texture_rotate", "texture_zoom")
+                "texture_split", "texture_rotate", "texture_zoom", "color")
 # TrainConfig scene field -> the SceneSpec field it sets directly.
 _SCENE_NAMES = {"image_size": "image_size", "sigma": "partition_sigma", "smoothing": "smoothing_sigma",
                 "texture": "texture", "textures": "textures", "texture_split": "texture_split",
-                "texture_rotate": "rotate", "texture_zoom": "max_zoom"}
+                "texture_rotate": "rotate", "texture_zoom": "max_zoom", "color": "color"}
 
 
 def override_scene(trained: SceneSpec, changes: dict[str, Any]) -> SceneSpec:

@@ -110,7 +110,7 @@ class FolderStream:
 
 @cache
 def folder_datasets(data: str, val_data: str | None, val_fraction: float, val_seed: int, image_size: int,
-                    num_regions: int) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+                    num_regions: int, color: bool = False) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     """(training, held-out) crops of an image folder, every file checked once before training.
 
     Raises:
@@ -122,16 +122,16 @@ def folder_datasets(data: str, val_data: str | None, val_fraction: float, val_se
         raise ValueError(f"regions must be {found.num_regions} for the labels in {data} (values 0.."
                          f"{found.num_regions - 1}), got {num_regions}")
     found = replace(found, num_regions=num_regions)
-    train_set = ImageFolderDataset(found, image_size)
+    train_set = ImageFolderDataset(found, image_size, color=color)
     if val_data is None:
         return train_set.split(val_fraction, val_seed)
     held_out = validate_folder(val_data, num_regions=num_regions, min_size=image_size)
-    return train_set, ImageFolderDataset(held_out, image_size, augment=False)
+    return train_set, ImageFolderDataset(held_out, image_size, augment=False, color=color)
 
 
 def _folder_sets(config: TrainConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     return folder_datasets(config.data, config.val_data, config.val_fraction, config.val_seed, config.image_size,
-                           config.regions)
+                           config.regions, config.color)
 
 
 @dataclass
@@ -210,7 +210,7 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
     notes = pinned_notes(config, device, available_cores())
     check_training_memory(config, device)  # refuse up front rather than crash halfway
     torch.manual_seed(config.seed)  # initial weights: the same on every rank
-    model = create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
+    model = create_model(config.model, **config.model_init_kwargs)
     if config.init_from is not None:
         _load_initial_weights(model, config)
     # channels_last is the layout oneDNN/cuDNN convolutions are fastest in.
@@ -244,7 +244,7 @@ def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
 
     source = load_model(config.init_from)
     info = source.run_info
-    wanted = {**config.model_kwargs, "num_classes": config.model_num_classes}
+    wanted = config.model_init_kwargs
     if info["name"] != config.model or info["kwargs"] != wanted:
         raise ValueError(f"init_from: {config.init_from} holds model {info['name']} {info['kwargs']}, "
                          f"not {config.model} {wanted}; give the same `model` and `model_kwargs`")
@@ -517,7 +517,7 @@ def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: di
     config, threads = t.config, torch.get_num_threads()
     return {
         "status": str(status), "message": message, "model": config.model,
-        "model_kwargs": {**config.model_kwargs, "num_classes": config.model_num_classes},
+        "model_kwargs": config.model_init_kwargs,
         "parameters": count_parameters(t.module), "iterations": c.step, "world_size": t.dist.world_size,
         "train_seconds": round(c.train_seconds, 3), "eval_seconds": round(c.eval_seconds, 3),
         "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,

@@ -434,7 +434,7 @@ def _evaluate(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, ta
 
 
 def _model_kwargs(t: Trainer) -> dict[str, Any]:
-    return {**t.config.model_kwargs, "num_classes": t.config.model_num_classes}
+    return t.config.model_init_kwargs
 
 
 def _summary(t: Trainer, state: RunState) -> dict[str, Any]:

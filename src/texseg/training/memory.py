@@ -26,7 +26,7 @@ def activation_bytes(config: TrainConfig, batch_size: int, bytes_per_element: in
     model = _meta_model(config)
     hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
     with torch.device("meta"):
-        model(torch.empty(batch_size, 1, config.image_size, config.image_size))
+        model(torch.empty(batch_size, config.model_in_channels, config.image_size, config.image_size))
     for h in hooks:
         h.remove()
     return total * bytes_per_element, largest * bytes_per_element
@@ -68,4 +68,4 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
 
 def _meta_model(config: TrainConfig) -> torch.nn.Module:
     with torch.device("meta"):
-        return create_model(config.model, num_classes=config.model_num_classes, **config.model_kwargs)
+        return create_model(config.model, **config.model_init_kwargs)
