@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from texseg._validate import check_int
 from texseg.benchmark.suites import Suite, resolve_suite
 from texseg.evaluation.region_metrics import region_metrics
 from texseg.io import atomic_path, atomic_write_json
-from texseg.segmenters.base import Segmenter, load_segmenter
+from texseg.segmenters.base import Segmenter
+from texseg.segmenters.loading import load_segmenter
 from texseg.signals import catch_stop_signals
 from texseg.training.progress import Progress
 
@@ -55,7 +57,6 @@ class Cell:
         cached: True if loaded from an earlier run.
         prediction_file: the saved first predictions (``.npy``), if any.
     """
-
     segmenter: str
     suite: str
     status: str
@@ -76,7 +77,6 @@ class Cell:
 @dataclass
 class BenchmarkResult:
     """All cells of a benchmark run, in segmenter-major order, and whether it was stopped."""
-
     cells: list[Cell]
     suites: list[Suite]
     segmenter_names: list[str]
@@ -190,7 +190,6 @@ def _fit(segmenter: Segmenter, suite: Suite, k: int) -> tuple[float, str] | None
 
 class _ImageProgress(Progress):
     """:class:`Progress` counted in images, usable as a context manager."""
-
     def __init__(self, total: int, enabled: bool) -> None:
         super().__init__(max(total, 1), 0, "img", enabled=enabled, what="image", desc="benchmark")
 
@@ -273,8 +272,6 @@ def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | 
     Returns:
         A :class:`BenchmarkResult`; ``interrupted`` if a stop signal ended it early.
     """
-    from texseg._validate import check_int
-
     check_int("batch_size", batch_size, minimum=1)
     suite_objs = [s if isinstance(s, Suite) else resolve_suite(s) for s in suites]
     if not suite_objs or not segmenters:

@@ -61,6 +61,7 @@ from texseg.data.procedural import CollageSpec, generate_collage
 from texseg.device import check_memory
 from texseg.errors import TexsegError
 from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, normalize_image, read_image
+from texseg.io import read_json
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
 
@@ -99,7 +100,6 @@ class Suite:
             this spec, e.g. of a texture family a model never trained on.
         max_pixels: the pixel limit of a folder suite's files (see :data:`texseg.images.MAX_PIXELS`).
     """
-
     name: str
     description: str
     num_regions: int
@@ -299,8 +299,6 @@ def suite_from_json(path: str | os.PathLike[str]) -> Suite:
     The file holds ``{"scene": <SceneSpec.to_dict()>, "count": 64, "seed": 0}`` and
     optionally ``"name"`` (default: the file's stem) and ``"description"``.
     """
-    from texseg.io import read_json
-
     path = Path(path)
     d = read_json(path)
     allowed = {"name", "description", "scene", "count", "seed"}

@@ -25,8 +25,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import skimage.data
 import torch
 import torch.nn.functional as F
+from skimage.color import rgb2gray
 
 from texseg.images import list_images, normalize_image, read_image
 
@@ -69,8 +71,6 @@ def split_names(names: list[str], split: str, test_fraction: float = 0.34, seed:
 def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
     """All textures of ``source`` as (name, (H, W) float32 luminance in [0, 1]), cached per process."""
     if source == "builtin":
-        import skimage.data
-
         out = []
         for name in BUILTIN_TEXTURES:
             image = getattr(skimage.data, name)().astype(np.float32)
@@ -93,9 +93,6 @@ def _load_pool(source: str) -> tuple[tuple[str, torch.Tensor], ...]:
 
 def _skimage_texture(function: str, box: tuple[slice, slice] | None) -> torch.Tensor:
     """One image bundled with scikit-image, as (H, W) float32 luminance in [0, 1] (min-max), cropped to ``box``."""
-    import skimage.data
-    from skimage.color import rgb2gray
-
     image = np.asarray(getattr(skimage.data, function)())
     grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image.astype(np.float64)
     if box is not None:
