@@ -293,6 +293,60 @@ def test_library_functions_take_at_most_7_parameters():
     assert found == [], f"{len(found)} functions over {MAX_PARAMS} parameters:\n" + "\n".join(found)
 
 
+
+# ------------------------------------------------------------------------------------ one of each
+def _calls(name: str) -> list[str]:
+    """``module:line`` of every call of a function or method called ``name``."""
+    return [f"{module}:{node.lineno}" for module, tree in TREES.items() for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == name]
+
+
+def _strings(module: str) -> Iterator[str]:
+    for node in ast.walk(TREES[module]):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value
+
+
+def test_one_confusion_matrix_builder():
+    """Confusion matrices are counted in one function, evaluation.metrics.confusion_matrices."""
+    builders = [c for c in _calls("bincount") if c.startswith("texseg.evaluation")]
+    assert [c.split(":")[0] for c in builders] == ["texseg.evaluation.metrics"] * 2, builders
+
+
+def test_one_cpuinfo_reader():
+    """/proc/cpuinfo is read in one place, texseg.device."""
+    readers = sorted({m for m in TREES if any("/proc/cpuinfo" in s and " " not in s for s in _strings(m))})
+    assert readers == ["texseg.device"]
+
+
+def test_metric_names_defined_once():
+    """Metric columns and the trivial baselines' names are literals in evaluation/names.py only."""
+    metrics = {"iou", "dice", "accuracy", "precision", "recall", "loss", "miou", "bf", "vi", "vi_split", "vi_merge",
+               "are", "gce"}
+    found = []
+    for module, tree in TREES.items():
+        if module == "texseg.evaluation.names":
+            continue
+        for node in ast.walk(tree):
+            items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else []
+            if isinstance(node, ast.Dict) and all(isinstance(v, ast.Constant) for v in node.values):
+                items = node.keys  # a table of names (labels, directions), not metrics being computed
+            names = [e.value for e in items if isinstance(e, ast.Constant) and e.value in metrics]
+            if len(names) >= 3:
+                found.append(f"{module}:{node.lineno} {names}")
+        found += [f"{module}: {s!r}" for s in _strings(module)
+                  if s in ("one region everywhere", "one label everywhere")]
+    assert found == [], "metric lists or baseline names outside texseg.evaluation.names:\n" + "\n".join(found)
+
+
+def test_registries_import_no_implementation():
+    """The segmenter and model registries import none of what registers in them (their packages do)."""
+    for registry, package in (("texseg.segmenters.base", "texseg.segmenters"), ("texseg.models.registry",
+                                                                                  "texseg.models")):
+        inside = sorted(m for m in import_graph()[registry] if m.startswith(package + "."))
+        assert inside == [], f"{registry} imports {inside}"
+
+
 if __name__ == "__main__":  # python tests/test_architecture.py: the current lists, for a report
     print("circles:", circles(import_graph()))
     print("imports inside library functions:", len(function_level_imports()))

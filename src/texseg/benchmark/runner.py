@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -27,8 +26,9 @@ import torch
 
 from texseg._validate import check_int
 from texseg.benchmark.suites import Suite, resolve_suite
+from texseg.evaluation.names import BASELINE
 from texseg.evaluation.region_metrics import region_metrics
-from texseg.io import atomic_path, atomic_write_json
+from texseg.io import atomic_path, atomic_write_json, slug
 from texseg.segmenters.base import Segmenter
 from texseg.segmenters.loading import load_segmenter
 from texseg.signals import catch_stop_signals
@@ -85,10 +85,6 @@ class BenchmarkResult:
     baselines: list[Cell] = field(default_factory=list)  # per suite, one label everywhere (a floor, not a method)
 
 
-# The constant segmenter every leaderboard shows, so a collapsed model's score reads as what it is.
-BASELINE = "one label everywhere"
-
-
 def baseline_cell(suite: Suite) -> Cell:
     """The scores of predicting one label on every pixel of the suite's test images."""
     _, labels = suite.load("test")
@@ -100,10 +96,6 @@ def baseline_cell(suite: Suite) -> Cell:
             per_image.setdefault(name, []).append(value)
     return Cell(BASELINE, suite.name, "done", "baseline: the score of a model that learnt nothing", k, per_image,
                 pixels=int(labels.numel()))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
 
 
 def resolve_segmenters(names: Sequence[str | Segmenter], method_args: dict[str, dict[str, Any]] | None = None,
@@ -132,7 +124,7 @@ def _cell_key(segmenter: Segmenter, suite: Suite) -> dict[str, Any]:
 
 def _cell_path(out: Path, segmenter: Segmenter, suite: Suite, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return out / "cells" / _slug(suite.name) / f"{_slug(segmenter.name)}-{digest}.json"
+    return out / "cells" / slug(suite.name) / f"{slug(segmenter.name)}-{digest}.json"
 
 
 def _load_cell(path: Path, key: dict[str, Any], segmenter: str, suite: str) -> Cell | None:

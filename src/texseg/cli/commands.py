@@ -373,7 +373,7 @@ def _eval_folder(run_dir: str, data: str, device: str, matching: str, as_json: b
     from texseg.checkpoint import load_model
     from texseg.device import resolve_device
     from texseg.evaluation.folder import evaluate_folder_images
-    from texseg.experiments.stats import mean_ci
+    from texseg.evaluation.stats import mean_ci
 
     model = load_model(run_dir, device=resolve_device(device))
     k = model.run_info["num_regions"]

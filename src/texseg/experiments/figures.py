@@ -13,8 +13,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from texseg.experiments.report import GroupStats, format_value, lower_is_better
-from texseg.experiments.stats import band
+from texseg.evaluation.names import lower_is_better
+from texseg.evaluation.stats import band
+from texseg.experiments.report import GroupStats, format_value
 from texseg.plots import fitted_suptitle
 from texseg.training.rundir import METRICS, read_metrics
 

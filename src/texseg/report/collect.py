@@ -19,6 +19,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from texseg.device import cpu_description
 from texseg.errors import TexsegError
 from texseg.io import read_json
 
@@ -398,7 +399,7 @@ def machine_rows(device: str = "") -> list[tuple[str, str]]:
 
     rows = [("texseg (this report)", texseg.__version__), ("torch (this report)", torch.__version__),
             ("python", platform.python_version()), ("system", f"{platform.system()} {platform.machine()}")]
-    cpu = _cpu_model()
+    cpu = cpu_description()["model"] or platform.processor()
     if cpu:
         rows.append(("CPU", f"{cpu} ({os.cpu_count()} logical cores)"))
     try:
@@ -409,13 +410,3 @@ def machine_rows(device: str = "") -> list[tuple[str, str]]:
         rows.append(("GPU", torch.cuda.get_device_name(0)))
     return rows
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()

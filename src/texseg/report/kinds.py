@@ -7,6 +7,15 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
+from texseg.evaluation.names import (
+    BASELINE,
+    BENCHMARK_TABLE_METRICS,
+    METRIC_ORDER,
+    TABLE_METRICS,
+    TRIVIAL,
+    TRIVIAL_NAME,
+    metric_label,
+)
 from texseg.report.collect import (
     Card,
     Page,
@@ -31,9 +40,8 @@ from texseg.report.collect import (
 )
 
 # Validation metrics of a run, in reading order; per-region IoUs (iou_0, ...) follow iou_omega1.
-_RUN_HEAD = ("iou", "iou_omega1")
-_RUN_METRICS = ("dice", "accuracy", "precision", "recall", "loss")
-_TRIVIAL = {"iou": "trivial_iou", "accuracy": "trivial_accuracy"}
+_RUN_HEAD = (METRIC_ORDER[0], "iou_omega1")
+_RUN_METRICS = METRIC_ORDER[1:]
 _HISTORY_SKIP = ("val_iou_", "val_trivial_", "val_majority")
 
 
@@ -58,11 +66,11 @@ def run_page(path: Path) -> Page:
                 notes=[str(n) for n in summary.get("notes", [])])
     if "iou" in val:
         page.cards.append(Card("validation IoU (mean of regions)", f"{val['iou']:.4f}",
-                               f"one region everywhere: {val['trivial_iou']:.4f}" if "trivial_iou" in val else ""))
+                               f"{TRIVIAL_NAME}: {val[TRIVIAL['iou']]:.4f}" if TRIVIAL["iou"] in val else ""))
     if "accuracy" in val:
         page.cards.append(Card("pixel accuracy", f"{val['accuracy']:.4f}",
-                               f"one region everywhere: {val['trivial_accuracy']:.4f}"
-                               if "trivial_accuracy" in val else ""))
+                               f"{TRIVIAL_NAME}: {val[TRIVIAL['accuracy']]:.4f}"
+                               if TRIVIAL["accuracy"] in val else ""))
     page.cards.append(Card("training", f"{summary.get('iterations', 0)} steps",
                            f"{fmt(summary.get('train_seconds'), 1)} s, {fmt(summary.get('it_per_s'), 1)} it/s"))
     page.cards.append(Card("model", str(model), f"{summary.get('parameters', 0):,} parameters"))
@@ -93,8 +101,8 @@ def _run_metrics_table(val: dict[str, Any], summary: dict[str, Any]) -> Table:
     regions = sorted((k for k in val if k.startswith("iou_") and k[4:].isdigit()), key=lambda k: int(k[4:]))
     known = (*_RUN_HEAD, *regions, *_RUN_METRICS)
     names = [k for k in known if k in val] + [k for k in val if k not in known and not k.startswith("trivial_")]
-    rows = [[k, fmt(val[k]), fmt(val.get(_TRIVIAL.get(k, ""), math.nan))] for k in names]
-    return Table(["metric", "value", "one region everywhere"], rows,
+    rows = [[k, fmt(val[k]), fmt(val.get(TRIVIAL.get(k, ""), math.nan))] for k in names]
+    return Table(["metric", "value", TRIVIAL_NAME], rows,
                  f"Held-out metrics at the end, eval mode, {summary.get('val_size', '?')} images "
                  f"(seed {summary.get('val_seed', '?')})", highlight={0} if rows else set())
 
@@ -109,8 +117,8 @@ def _cell(value: str) -> str:
 # ----------------------------------------------------------------------- an experiment
 def experiment_page(path: Path) -> Page:
     """An experiment folder: its question, the ranked settings with intervals, the trials, figures."""
-    from texseg.experiments.report import TABLE_METRICS, format_value, group_stats, rank, verdict
-    from texseg.experiments.stats import mean_ci
+    from texseg.evaluation.stats import mean_ci
+    from texseg.experiments.report import format_value, group_stats, rank, verdict
 
     if not (path / "experiment.json").is_file():
         return results_page(path)
@@ -284,9 +292,6 @@ def benchmark_page(path: Path) -> Page:
     status, detail = overall_status(statuses, done="done", what="cells")
     page = Page("benchmark", title or f"Benchmark {path.name}", str(path), status, description=description,
                 command=command, status_detail=detail)
-    from texseg.benchmark.report import BENCHMARK_TABLE_METRICS, metric_label
-    from texseg.benchmark.runner import BASELINE
-
     columns = list(rows[0])
     every = [c for c in columns if f"{c}_low" in columns and f"{c}_high" in columns]
     # The leaderboard.md columns, in its words; the rest (VI split/merge, per-region IoU) below, in a detail table.
