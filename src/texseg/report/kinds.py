@@ -44,8 +44,7 @@ from texseg.training.report import cell_text, config_rows, run_page
 # ----------------------------------------------------------------------- an experiment
 def experiment_page(path: Path) -> Page:
     """An experiment folder: its question, the ranked settings with intervals, the trials, figures."""
-    # Inside the function while experiments/ still writes report.html itself (#21 item 2 ends that): at the
-    # top it would close a circle texseg.report -> experiments -> texseg.report at import time.
+    # Late while experiments/ writes report.html itself (#21 item 2): at the top, an import-time circle.
     from texseg.experiments.report import format_value, group_stats, rank, verdict
 
     if not (path / "experiment.json").is_file():
