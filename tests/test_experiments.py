@@ -15,6 +15,7 @@ import torch
 import texseg
 from conftest import run_main
 from texseg.cli._options import parse_lrs, parse_value
+from texseg.evaluation.stats import band
 from texseg.experiments import (
     FAILED,
     NOT_RUN,
@@ -29,7 +30,6 @@ from texseg.experiments import (
 from texseg.experiments import runner as runner_module
 from texseg.experiments.compare import check_compared_values
 from texseg.experiments.report import best_group
-from texseg.experiments.stats import band
 from texseg.experiments.sweep import suggest_lrs
 from texseg.training.config import TrainConfig
 from texseg.training.loop import train

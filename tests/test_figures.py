@@ -10,9 +10,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from texseg.evaluation.stats import mean_ci
 from texseg.experiments.figures import final_figure, heatmap_figure, scene_grid_figure
 from texseg.experiments.report import GroupStats
-from texseg.experiments.stats import mean_ci
 from texseg.experiments.sweep import RangeTestResult, range_figure
 from texseg.plots import run_curves_figure, samples_figure
 from texseg.training.config import TrainConfig

@@ -162,12 +162,12 @@ def test_figures_off_means_no_report(tmp_path: Path) -> None:
 
 
 def test_a_failed_report_is_a_note_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import texseg.report.render as render
+    import texseg.training.report as run_report
 
     def no_space(path: object) -> Path:
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(render, "write_report", no_space)
+    monkeypatch.setattr(run_report, "write_run_report", no_space)
     result = train(TrainConfig(**{**TINY, "iterations": 1}), tmp_path / "r", progress=False)
     assert str(result.status) == "completed"
     notes = json.loads((result.run_dir / "summary.json").read_text())["notes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -185,8 +186,6 @@ def cpu_description() -> dict[str, object]:
         ``{"model": str, "flags": [present flags of RELEVANT_CPU_FLAGS], "capability": str,
         "cores": int}``; the model and flags are empty where /proc/cpuinfo is not readable.
     """
-    import os
-
     model, flags = "", set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
 
 from texseg.device import cpu_available_bytes
 from texseg.errors import ImageReadError
@@ -74,7 +76,6 @@ _PIL_LOCK = threading.Lock()
 @dataclass(frozen=True)
 class Layout:
     """What an image file declares in its header: (height, width, channels) and the sample type."""
-
     height: int
     width: int
     channels: int
@@ -140,8 +141,6 @@ def _quiet_tifffile() -> Iterator[None]:
 @contextmanager
 def _pillow_unlimited() -> Iterator[None]:
     """Pillow's bomb check off: texseg's own limit (the same for every format) applies instead."""
-    from PIL import Image
-
     with _PIL_LOCK:
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
@@ -188,15 +187,12 @@ def read_layout(path: str | os.PathLike[str], *, palette: bool = False) -> Layou
     """
     path = _existing(path)
     if path.suffix.lower() in _TIFF:
-        import tifffile
-
         with _quiet_tifffile():
             try:
                 with tifffile.TiffFile(path) as tif:
                     return _tiff_layout(tif.pages[0])
             except Exception as e:  # noqa: BLE001 - a broken file can raise nearly anything inside tifffile
                 raise _cannot_decode(path, e) from None
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with _pillow_unlimited(), Image.open(path) as im:
@@ -246,8 +242,6 @@ def read_pixels(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PI
     path = _existing(path)
     if path.suffix.lower() in _TIFF:
         return _read_tiff(path, max_pixels, min_size, extra_bytes_per_pixel)
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with _pillow_unlimited(), Image.open(path) as im:
             layout = _pil_layout(im, palette)
@@ -269,8 +263,6 @@ def read_pixels(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PI
 
 
 def _read_tiff(path: Path, max_pixels: int | None, min_size: int, extra_per_pixel: int) -> np.ndarray:
-    import tifffile
-
     with _quiet_tifffile():
         try:
             with tifffile.TiffFile(path) as tif:

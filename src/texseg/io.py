@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -147,6 +148,11 @@ def exclusive_lock(path: str | os.PathLike[str], busy: str = "", *, wait: bool =
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def slug(text: str) -> str:
+    """``text`` as a safe file-name part: runs of other characters than ``A-Za-z0-9_.-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

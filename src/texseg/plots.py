@@ -98,13 +98,7 @@ def samples_figure(
         panels = [(picture, "gray", 0, 1), (as_labels(labels[r, 0]), colours, -0.5, k - 0.5)]
         if predictions is not None:
             panels.append((as_labels(predictions[r, 0]), colours, -0.5, k - 0.5))
-        for c, (arr, cmap, lo, hi) in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(headers[c])
+        _draw_panels(axes[r], panels, headers if r == 0 else None)
         if titles is not None:
             axes[r, 0].set_ylabel(titles[r])
     handles = [Patch(color=c, label=name) for c, name in zip(label_colours(k), label_names(k))]
@@ -112,6 +106,18 @@ def samples_figure(
     if suptitle:
         fitted_suptitle(fig, suptitle)
     return fig
+
+
+def _draw_panels(axes: Sequence, panels: Sequence[tuple[np.ndarray, object, float, float]],
+                 headers: Sequence[str] | None) -> None:
+    """Draw one row of panels ``(array, colormap, vmin, vmax)`` without ticks; ``headers`` title the first row."""
+    for c, (arr, cmap, lo, hi) in enumerate(panels):
+        ax = axes[c]
+        ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if headers is not None:
+            ax.set_title(headers[c])
 
 
 def run_curves_figure(rows: Sequence[dict[str, float]], title: str) -> Figure:

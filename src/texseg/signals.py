@@ -15,6 +15,7 @@ installs the handler for the duration of a long job and restores the previous on
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,7 +31,6 @@ class Interrupted(BaseException):
     A ``BaseException`` (like ``KeyboardInterrupt``) so that ``except Exception`` blocks,
     which turn a failing trial into a result row, never swallow it.
     """
-
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
@@ -38,7 +38,6 @@ class Interrupted(BaseException):
 
 class StopFlag:
     """The stop signals received: the last one (``signal``) and how many (``count``)."""
-
     def __init__(self) -> None:
         self.signal: int | None = None
         self.count = 0
@@ -152,8 +151,6 @@ def stop_when_parent_dies(poll_seconds: float = 0.5) -> None:
     The SIGTERM goes through the normal path: a running trial stops between two steps
     and saves a resumable checkpoint, then the worker exits.
     """
-    import os
-
     parent = os.getppid()
 
     def watch() -> None:

@@ -13,7 +13,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from texseg import signals
+from texseg.device import available_memory_bytes
 
 
 def available_cores() -> int:
@@ -38,10 +41,6 @@ def auto_jobs(per_job_bytes: int, tasks: int) -> int:
         per_job_bytes: estimated memory of one trial.
         tasks: trials to run.
     """
-    import torch
-
-    from texseg.device import available_memory_bytes
-
     free = available_memory_bytes(torch.device("cpu"))
     by_memory = max(1, int(0.7 * free // max(per_job_bytes, 1))) if free else available_cores()
     return max(1, min(available_cores(), by_memory, max(tasks, 1)))

@@ -11,41 +11,23 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from texseg.benchmark.runner import BASELINE, BenchmarkResult, Cell, _slug
+from texseg.benchmark.runner import BenchmarkResult, Cell
 from texseg.evaluation.matching import best_assignment
+from texseg.evaluation.names import BASELINE, BENCHMARK_TABLE_METRICS, is_bounded, metric_label
+from texseg.evaluation.names import BENCHMARK_FIGURE_METRICS as _FIGURE_METRICS
+from texseg.evaluation.names import REGION_LABELS as SUMMARY_METRICS
 from texseg.evaluation.region_metrics import confusion
-from texseg.experiments.stats import Interval, mean_ci
-from texseg.io import atomic_write_text
+from texseg.evaluation.stats import Interval, mean_ci
+from texseg.io import atomic_write_text, slug
 from texseg.plots import save_figure
 
 __all__ = ["SUMMARY_METRICS", "cell_row", "is_bounded", "leaderboard_markdown", "metric_label", "write_report"]
 
-# Metrics in table order; the arrow says which direction is better.
-SUMMARY_METRICS = {"miou": "mIoU ↑", "accuracy": "accuracy ↑", "bf": "boundary F ↑", "vi": "VI ↓",
-                   "vi_split": "VI split ↓", "vi_merge": "VI merge ↓", "are": "adapted Rand err ↓", "gce": "GCE ↓"}
-_FIGURE_METRICS = ("miou", "accuracy", "bf", "vi")
-_MD_METRICS = ("miou", "accuracy", "bf", "vi", "are", "gce")
-BENCHMARK_TABLE_METRICS = _MD_METRICS  # the main table of leaderboard.md and report.html
+_MD_METRICS = BENCHMARK_TABLE_METRICS  # the main table of leaderboard.md and report.html
 
 MATCHING_NOTE = ("Label numbers of unsupervised methods are arbitrary: mIoU, per-region IoU and accuracy are "
                  "computed after matching predicted to true labels (Hungarian assignment on each image's "
                  "confusion matrix); VI, adapted Rand error, boundary F and GCE do not depend on label numbers.")
-
-
-# Metrics that live in [0, 1]: their intervals are logit t-intervals mapped back, so they stay in [0, 1],
-# as the experiments' are (VI is unbounded: mean ± half-width).
-BOUNDED = ("miou", "accuracy", "bf", "are", "gce")
-
-
-def is_bounded(metric: str) -> bool:
-    return metric in BOUNDED or metric.startswith("iou_")
-
-
-def metric_label(metric: str) -> str:
-    """The one name of a metric in every output (leaderboard.md, report.html, figures): ``boundary F ↑``."""
-    if metric.startswith("iou_") and metric[4:].isdigit():
-        return f"IoU region {metric[4:]} ↑"
-    return SUMMARY_METRICS.get(metric, metric)
 
 
 def _intervals(cell: Cell) -> dict[str, Interval]:
@@ -192,7 +174,7 @@ def write_report(result: BenchmarkResult) -> list[Path]:
     for i, suite in enumerate(result.suites):
         for prefix, fig in (("bars", _bar_figure(result, suite.name)), ("panel", _panel_figure(result, i))):
             if fig is not None:
-                path = out / f"{prefix}-{_slug(suite.name)}.png"
+                path = out / f"{prefix}-{slug(suite.name)}.png"
                 save_figure(fig, path)
                 written.append(path)
     return written

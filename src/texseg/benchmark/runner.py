@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -25,10 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from texseg._validate import check_int
 from texseg.benchmark.suites import Suite, resolve_suite
+from texseg.evaluation.names import BASELINE
 from texseg.evaluation.region_metrics import region_metrics
-from texseg.io import atomic_path, atomic_write_json
-from texseg.segmenters.base import Segmenter, load_segmenter
+from texseg.io import atomic_path, atomic_write_json, slug
+from texseg.segmenters.base import Segmenter
+from texseg.segmenters.loading import load_segmenter
 from texseg.signals import catch_stop_signals
 from texseg.training.progress import Progress
 
@@ -55,7 +57,6 @@ class Cell:
         cached: True if loaded from an earlier run.
         prediction_file: the saved first predictions (``.npy``), if any.
     """
-
     segmenter: str
     suite: str
     status: str
@@ -76,17 +77,12 @@ class Cell:
 @dataclass
 class BenchmarkResult:
     """All cells of a benchmark run, in segmenter-major order, and whether it was stopped."""
-
     cells: list[Cell]
     suites: list[Suite]
     segmenter_names: list[str]
     out: Path
     interrupted: bool = False
     baselines: list[Cell] = field(default_factory=list)  # per suite, one label everywhere (a floor, not a method)
-
-
-# The constant segmenter every leaderboard shows, so a collapsed model's score reads as what it is.
-BASELINE = "one label everywhere"
 
 
 def baseline_cell(suite: Suite) -> Cell:
@@ -100,10 +96,6 @@ def baseline_cell(suite: Suite) -> Cell:
             per_image.setdefault(name, []).append(value)
     return Cell(BASELINE, suite.name, "done", "baseline: the score of a model that learnt nothing", k, per_image,
                 pixels=int(labels.numel()))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
 
 
 def resolve_segmenters(names: Sequence[str | Segmenter], method_args: dict[str, dict[str, Any]] | None = None,
@@ -132,7 +124,7 @@ def _cell_key(segmenter: Segmenter, suite: Suite) -> dict[str, Any]:
 
 def _cell_path(out: Path, segmenter: Segmenter, suite: Suite, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return out / "cells" / _slug(suite.name) / f"{_slug(segmenter.name)}-{digest}.json"
+    return out / "cells" / slug(suite.name) / f"{slug(segmenter.name)}-{digest}.json"
 
 
 def _load_cell(path: Path, key: dict[str, Any], segmenter: str, suite: str) -> Cell | None:
@@ -190,7 +182,6 @@ def _fit(segmenter: Segmenter, suite: Suite, k: int) -> tuple[float, str] | None
 
 class _ImageProgress(Progress):
     """:class:`Progress` counted in images, usable as a context manager."""
-
     def __init__(self, total: int, enabled: bool) -> None:
         super().__init__(max(total, 1), 0, "img", enabled=enabled, what="image", desc="benchmark")
 
@@ -273,8 +264,6 @@ def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | 
     Returns:
         A :class:`BenchmarkResult`; ``interrupted`` if a stop signal ended it early.
     """
-    from texseg._validate import check_int
-
     check_int("batch_size", batch_size, minimum=1)
     suite_objs = [s if isinstance(s, Suite) else resolve_suite(s) for s in suites]
     if not suite_objs or not segmenters:

@@ -73,6 +73,7 @@ from texseg.data.procedural import CollageSpec, generate_collage
 from texseg.device import check_memory
 from texseg.errors import TexsegError
 from texseg.images import IMAGE_EXTENSIONS, MAX_PIXELS, image_planes, normalize_image, read_image, read_layout
+from texseg.io import read_json
 
 __all__ = ["SPLITS", "Suite", "SuiteError", "get_suite", "list_suites", "register_suite", "resolve_suite"]
 
@@ -113,7 +114,6 @@ class Suite:
         color: a folder suite read in colour, (B, 3, H, W): set when one of its images is
             stored with colour channels (grey ones are then repeated to three channels).
     """
-
     name: str
     description: str
     num_regions: int
@@ -322,8 +322,6 @@ def suite_from_json(path: str | os.PathLike[str]) -> Suite:
     The file holds ``{"scene": <SceneSpec.to_dict()>, "count": 64, "seed": 0}`` and
     optionally ``"name"`` (default: the file's stem) and ``"description"``.
     """
-    from texseg.io import read_json
-
     path = Path(path)
     d = read_json(path)
     allowed = {"name", "description", "scene", "count", "seed"}

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from texseg.evaluation.names import METRIC_ORDER, TRIVIAL
 from texseg.training.config import SCENE_FIELDS, TrainConfig, field_types  # noqa: F401  (SCENE_FIELDS re-exported)
 
 
@@ -91,7 +92,7 @@ def table(rows: list[tuple[str, str]]) -> str:
 
 
 # Shown next to the metric they are the baseline of, not as rows of their own.
-_BASELINES = {"iou": "trivial_iou", "accuracy": "trivial_accuracy"}
+_BASELINES = TRIVIAL
 _HIDDEN = {"matched", "matched_set", "majority_prediction", "iou_0", "iou_1", *_BASELINES.values()}
 _LABELS = {"iou": "iou (mean of regions)", "iou_omega1": "iou of Omega_1"}
 
@@ -103,7 +104,7 @@ def metric_rows(metrics: dict[str, float], folder: bool = False) -> list[tuple[s
         metrics: the metrics.
         folder: scored on a folder's labels, whose label 0 is not the synthetic scenes' Omega_1.
     """
-    keys = ["iou", "iou_omega1", "dice", "accuracy", "precision", "recall", "loss"]
+    keys = [METRIC_ORDER[0], "iou_omega1", *METRIC_ORDER[1:]]
     keys += sorted(k for k in metrics if k not in keys and k not in _HIDDEN)
     rows = []
     for k in (k for k in keys if k in metrics):

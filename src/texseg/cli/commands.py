@@ -290,6 +290,24 @@ def models() -> None:
                           for name, spec in shipped.items()]))
 
 
+def _calibrate() -> None:
+    """``texseg devices --calibrate``: time bf16 against fp32 on this CPU unless its kind was measured."""
+    import torch
+
+    from texseg.training.calibrate import calibrate_cpu
+    from texseg.training.defaults import cache_dir, measured_cpu
+
+    if measured_cpu(torch.device("cpu")):
+        click.echo("calibration: not needed, texseg's CPU profile was measured on this kind of CPU")
+        return
+    click.echo("calibrating: timing the default training step in fp32 and in bf16 ...")
+    r = calibrate_cpu()
+    click.echo(f"calibration: fp32 {r['fp32_ms']} ms/step, bf16 {r['bf16_ms']} ms/step (load average "
+               f"{r['loadavg']}, {r['cpu_share']:.0%} of {r['threads']} core(s)): {r['kind']}; "
+               + (f"saved in {cache_dir()}" if r["trusted"] else
+                  "not saved: the machine was too busy to measure (under 50% of the cores); try again later"))
+
+
 @cli.command()
 @click.option("--calibrate", is_flag=True,
               help="measure bf16 against fp32 training on this CPU (a few seconds; cached per machine) when "
@@ -304,26 +322,11 @@ def devices(calibrate: bool) -> None:
 
     from texseg.device import cpu_description
     from texseg.threads import wait_policy_description
-    from texseg.training.defaults import (
-        cache_dir,
-        device_profile,
-        measured_cpu,
-        pin_config,
-        profile_source,
-    )
+    from texseg.training.defaults import device_profile, pin_config, profile_source
 
+    if calibrate:
+        _calibrate()
     cpu = cpu_description()
-    if calibrate and measured_cpu(torch.device("cpu")):
-        click.echo("calibration: not needed, texseg's CPU profile was measured on this kind of CPU")
-    elif calibrate:
-        from texseg.training.calibrate import calibrate_cpu
-
-        click.echo("calibrating: timing the default training step in fp32 and in bf16 ...")
-        r = calibrate_cpu()
-        click.echo(f"calibration: fp32 {r['fp32_ms']} ms/step, bf16 {r['bf16_ms']} ms/step (load average "
-                   f"{r['loadavg']}, {r['cpu_share']:.0%} of {r['threads']} core(s)): {r['kind']}; "
-                   + (f"saved in {cache_dir()}" if r["trusted"] else
-                      "not saved: the machine was too busy to measure (under 50% of the cores); try again later"))
     found = [torch.device("cpu")] + [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
     for dev in found:
         p = device_profile(dev)
@@ -373,7 +376,7 @@ def _eval_folder(run_dir: str, data: str, device: str, matching: str, as_json: b
     from texseg.checkpoint import load_model
     from texseg.device import resolve_device
     from texseg.evaluation.folder import evaluate_folder_images
-    from texseg.experiments.stats import mean_ci
+    from texseg.evaluation.stats import mean_ci
 
     model = load_model(run_dir, device=resolve_device(device))
     k = model.run_info["num_regions"]

@@ -21,6 +21,8 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
 from texseg._validate import check_int
 from texseg.data.scene import SceneSpec, generate
@@ -47,8 +49,6 @@ def write_label_png(path: str | os.PathLike[str], labels: np.ndarray) -> None:
     Pillow's ``np.asarray(Image.open(p))`` or :func:`texseg.data.folder.read_labels`, gets
     them back), and the palette shows each region in its own colour in any image viewer.
     """
-    from PIL import Image
-
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
     colours = [_PALETTE[k % len(_PALETTE)] for k in range(256)]
     image.putpalette([c for rgb in colours for c in rgb])
@@ -108,8 +108,6 @@ def export_dataset(
     width = max(5, len(str(count - 1)))
     gen = torch.Generator().manual_seed(seed)
     files: list[dict[str, str]] = []
-
-    from tqdm.auto import tqdm
 
     with tqdm(total=count, disable=not progress, desc="export", unit="img") as bar:
         for start in range(0, count, batch_size):

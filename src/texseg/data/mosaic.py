@@ -26,8 +26,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import skimage.data
 import torch
 import torch.nn.functional as F
+from skimage.color import rgb2gray
 
 from texseg.images import list_images, normalize_image, read_image
 
@@ -73,8 +75,6 @@ def _load_pool(source: str, color: bool = False) -> tuple[tuple[str, torch.Tenso
     ``color``: (3, H, W) RGB in [0, 1] instead.
     """
     if source == "builtin" and not color:
-        import skimage.data
-
         out = []
         for name in BUILTIN_TEXTURES:
             image = getattr(skimage.data, name)().astype(np.float32)
@@ -102,9 +102,6 @@ def _skimage_texture(function: str, box: tuple[slice, slice] | None, color: bool
 
     ``color``: (3, H, W) RGB, min-max over its channels, grey images repeated.
     """
-    import skimage.data
-    from skimage.color import rgb2gray
-
     image = np.asarray(getattr(skimage.data, function)())
     if color:
         rgb = image[..., :3].astype(np.float64) if image.ndim == 3 else np.repeat(image[..., None], 3, -1) * 1.0

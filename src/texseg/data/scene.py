@@ -41,9 +41,11 @@ from typing import Any
 import torch
 
 from texseg._validate import check_choice, check_int, check_positive
+from texseg.data import textures as tx
 from texseg.data.color import apply_color_transforms
 from texseg.data.kernels import gaussian_smooth
-from texseg.data.textures import MIXED_FAMILIES
+from texseg.data.mosaic import SPLITS, fill_mosaic, texture_pool
+from texseg.data.textures import FAMILIES, MIXED_FAMILIES, intensity_transform
 from texseg.device import check_memory, resolve_device
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -83,7 +85,6 @@ class SceneSpec:
         max_zoom: mosaic: random zoom of each crop, log-uniform in [1/max_zoom, max_zoom] (> 1).
         color: colour scenes, (B, 3, N, N) images (see the module docstring); False: luminance.
     """
-
     image_size: int = 128
     partition_sigma: float = 25.0
     texture_sigmas: tuple[float, ...] = (1.0, 0.2)
@@ -126,9 +127,6 @@ class SceneSpec:
     _PER_REGION = ("orientations", "betas", "frequencies", "means", "contrasts", "gammas")
 
     def _check_textures(self) -> None:
-        from texseg.data.mosaic import SPLITS
-        from texseg.data.textures import FAMILIES
-
         check_choice("texture", self.texture, FAMILIES)
         check_positive("anisotropy", self.anisotropy)
         if self.anisotropy < 1:
@@ -295,8 +293,6 @@ def _partition(spec: SceneSpec, batch_size: int, generator: torch.Generator | No
 def _mosaic_image(spec: SceneSpec, labels: torch.Tensor, generator: torch.Generator | None, dev: torch.device,
                   dtype: torch.dtype) -> torch.Tensor:
     """Step 2 for mosaics: (B, C, N, N) crops of real textures, one texture per region."""
-    from texseg.data.mosaic import fill_mosaic, texture_pool
-
     pool = texture_pool(spec.textures, spec.texture_split, spec.texture_test_fraction, spec.texture_split_seed,
                         color=spec.color)
     image = fill_mosaic(labels, spec.num_regions, pool, generator, rotate=spec.rotate, max_zoom=spec.max_zoom)
@@ -339,8 +335,6 @@ def region_texture(spec: SceneSpec, region: int, noise: torch.Tensor) -> torch.T
     ``gaussian`` without intensity options is the notebook's smoothed noise, unchanged;
     the other families are spectral filters (:mod:`texseg.data.textures`), standardised.
     """
-    from texseg.data import textures as tx
-
     k, n = spec.num_regions, noise.shape[-1]
     kw = {"device": noise.device, "dtype": torch.float64 if noise.dtype == torch.float64 else torch.float32}
     if spec.texture == "gaussian":
@@ -362,8 +356,6 @@ def region_texture(spec: SceneSpec, region: int, noise: torch.Tensor) -> torch.T
 
 
 def _apply_intensity(spec: SceneSpec, region: int, texture: torch.Tensor) -> torch.Tensor:
-    from texseg.data.textures import intensity_transform
-
     return intensity_transform(
         texture,
         mean=spec.means[region] if spec.means else 0.0,

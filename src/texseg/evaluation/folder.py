@@ -10,6 +10,7 @@ from torch import nn
 
 from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.evaluation.metrics import ConfusionMatrix
+from texseg.inference.predict import labels_from_probs, model_color, predict_image
 
 __all__ = ["evaluate_folder", "evaluate_folder_images"]
 
@@ -43,8 +44,6 @@ def evaluate_folder_images(model: nn.Module, root: str | os.PathLike[str], num_r
         ``(metrics of the folder, plus images; one metrics dict per image)`` -- an image's own
         metrics are matched on that image alone whenever ``matching`` is not ``none``.
     """
-    from texseg.inference.predict import labels_from_probs, model_color, predict_image
-
     data = validate_folder(root, num_regions=num_regions)
     dataset = ImageFolderDataset(data, 16, augment=False, color=model_color(model))  # RGB for colour models
     k = num_regions

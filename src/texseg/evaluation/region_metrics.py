@@ -20,18 +20,20 @@ Lower is better for ``vi*``, ``are``, ``gce``; higher for the others.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 from skimage.metrics import adapted_rand_error, variation_of_information
 from skimage.segmentation import find_boundaries
 
 from texseg._validate import check_positive
 from texseg.evaluation.matching import best_assignment
+from texseg.evaluation.metrics import confusion_matrices
+from texseg.evaluation.names import REGION_LABELS, lower_is_better
 
 __all__ = ["HIGHER_IS_BETTER", "boundary_f_score", "confusion", "global_consistency_error", "region_metrics"]
 
 # Summary metrics and their direction; per-region ``iou_k`` are higher-is-better too.
-HIGHER_IS_BETTER = {"miou": True, "accuracy": True, "bf": True, "vi": False, "vi_split": False,
-                    "vi_merge": False, "are": False, "gce": False}
+HIGHER_IS_BETTER = {m: not lower_is_better(m) for m in REGION_LABELS}
 
 
 def _as_2d(name: str, labels: object) -> np.ndarray:
@@ -49,10 +51,12 @@ def confusion(truth: np.ndarray, pred: np.ndarray, size: int | None = None) -> n
     """(K, K) pixel counts, rows = true label, columns = predicted label.
 
     ``K = max(size, largest label + 1)``, so the matrix is square even when the two maps
-    use different numbers of labels.
+    use different numbers of labels. The counts come from
+    :func:`~texseg.evaluation.metrics.confusion_matrices`, the one builder of confusion matrices.
     """
     k = max(int(truth.max()) + 1, int(pred.max()) + 1, size or 0)
-    return np.bincount(truth.ravel() * k + pred.ravel(), minlength=k * k).reshape(k, k)
+    as_tensor = [torch.from_numpy(np.ascontiguousarray(a)) for a in (pred, truth)]
+    return confusion_matrices(*as_tensor, k).numpy()
 
 
 def global_consistency_error(cm: np.ndarray) -> float:

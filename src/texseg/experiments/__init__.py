@@ -4,7 +4,7 @@
 - :mod:`~texseg.experiments.experiment`: an :class:`Experiment` and :func:`run_experiment`;
 - :mod:`~texseg.experiments.report`: results.csv, per-setting statistics, summary.md;
 - :mod:`~texseg.experiments.figures`: curves with bands, final metrics, heatmaps;
-- :mod:`~texseg.experiments.stats`: mean and Student-t interval over seeds;
+- :mod:`~texseg.evaluation.stats` (re-exported): mean and Student-t interval over seeds;
 - :mod:`~texseg.experiments.sweep`: learning-rate sweep and range test;
 - :mod:`~texseg.experiments.compare`: one option, several values (optimizers, models, losses, ...);
 - :mod:`~texseg.experiments.difficulty`: IoU over a (sigma1, sigma2) grid.
@@ -17,12 +17,12 @@ Example::
     write_experiment_summary(exp, result)
 """
 
+from texseg.evaluation.stats import Interval, mean_ci
 from texseg.experiments.compare import TuneSettings, chosen_lrs, comparison, run_comparison, tuning_experiment
 from texseg.experiments.difficulty import difficulty_experiment, evaluate_grid
 from texseg.experiments.experiment import Experiment, ExperimentResult, run_experiment, write_experiment_summary
 from texseg.experiments.report import Verdict, verdict
 from texseg.experiments.runner import FAILED, NOT_RUN, Trial, TrialResult, run_trials
-from texseg.experiments.stats import Interval, mean_ci
 from texseg.experiments.sweep import RangeTestConfig, lr_range_test, lr_sweep
 
 __all__ = [

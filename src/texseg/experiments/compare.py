@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from texseg.errors import TexsegError
-from texseg.experiments.experiment import Experiment, ExperimentResult
+from texseg.experiments.experiment import Experiment, ExperimentResult, run_experiment, write_experiment_summary
 from texseg.experiments.report import best_group, budget_advice, format_value
 from texseg.experiments.runner import Trial
-from texseg.experiments.sweep import budget_text, check_values
+from texseg.experiments.sweep import budget_text, check_values, seed_list
 from texseg.training import engine
 from texseg.training.config import TrainConfig
 
@@ -94,7 +94,6 @@ class TuneSettings:
         tune_fraction: its runs get this fraction of the comparison's budget (iterations and seconds).
         tune_seeds: seeds per candidate.
     """
-
     tune_lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     tune_fraction: float = 0.25
     tune_seeds: int = 1
@@ -209,7 +208,6 @@ def _lr_text(lr: float | None) -> str:
 @dataclass
 class ComparisonOutcome:
     """What :func:`run_comparison` did: the comparison (None if stopped while tuning) and the tuning."""
-
     result: ExperimentResult | None
     tuning: ExperimentResult | None
     lrs: dict[str, float] | None
@@ -241,9 +239,6 @@ def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str
         progress: a progress bar per trial (``jobs == 1``).
         log: receives progress lines (one per trial, and the chosen learning rates).
     """
-    from texseg.experiments.experiment import run_experiment, write_experiment_summary
-    from texseg.experiments.sweep import seed_list
-
     log = log or (lambda line: None)
     values = check_compared_values(name, values, base)
     labels = [value_label(name, v) for v in values]

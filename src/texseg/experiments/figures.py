@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from texseg.experiments.report import GroupStats, format_value, lower_is_better
-from texseg.experiments.stats import band
+from texseg.evaluation.names import lower_is_better
+from texseg.evaluation.stats import band
+from texseg.experiments.report import GroupStats, format_value
 from texseg.plots import fitted_suptitle
 from texseg.training.rundir import METRICS, read_metrics
 
@@ -24,8 +26,6 @@ _XAXES = (("step", "iteration"), ("train_seconds", "training time (s, evaluation
 
 
 def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 

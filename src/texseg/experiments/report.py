@@ -16,23 +16,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from texseg.evaluation.names import METRIC_ORDER as _METRIC_ORDER
+from texseg.evaluation.names import TABLE_METRICS, lower_is_better
+from texseg.evaluation.stats import Interval, mean_ci
 from texseg.experiments.runner import FAILED, NOT_RUN, TrialResult
-from texseg.experiments.stats import Interval, mean_ci
 from texseg.io import atomic_write_text, write_csv
 from texseg.training import engine
 from texseg.training.config import TrainConfig
 from texseg.training.rundir import RunStatus
 
 COMPLETED, INTERRUPTED = RunStatus.COMPLETED, RunStatus.INTERRUPTED
-
-# Metrics shown in tables, in this order; a result row has every metric the run reported.
-TABLE_METRICS = ("iou", "dice", "accuracy", "loss")
-_METRIC_ORDER = ("iou", "dice", "accuracy", "precision", "recall", "loss")
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric == "loss"
-
 
 def format_value(value: Any) -> str:
     """A config value as it reads in labels and tables (``1e-05``, ``adam``, ``0.2``)."""

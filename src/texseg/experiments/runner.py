@@ -41,6 +41,7 @@ from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.defaults import DEVICE_FIELDS, PINNED_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
+from texseg.training.memory import estimate_training_bytes
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
 from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
 
@@ -61,7 +62,6 @@ class Trial:
         config: its configuration (``seed`` and ``threads`` are set by the engine).
         seed: the run's seed (initial weights and training stream).
     """
-
     label: str
     config: TrainConfig
     seed: int
@@ -84,7 +84,6 @@ class TrialResult:
     ``action`` is ``new``, ``resumed``, ``restarted`` (a run directory without a usable
     checkpoint, trained again from scratch), ``skipped`` (already ended) or ``not run``.
     """
-
     trial_id: str
     label: str
     seed: int
@@ -98,7 +97,6 @@ class TrialResult:
 @dataclass
 class RunOutcome:
     """The results of :func:`run_trials`, in the order of the trials."""
-
     results: list[TrialResult]
     interrupted: bool
 
@@ -221,8 +219,6 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
     """
     exp_dir = Path(exp_dir)
     if jobs == "auto":
-        from texseg.training.memory import estimate_training_bytes
-
         jobs = auto_jobs(max((estimate_training_bytes(t.run_config()) for t in trials), default=0), len(trials))
     check_int("jobs", jobs, minimum=1, maximum=256)
     ids = [t.trial_id for t in trials]
@@ -319,7 +315,6 @@ def _worker_main(conn: Connection, threads: int) -> None:
 @dataclass
 class _Worker:
     """A worker process, its pipe, and the trial it is running (None when idle)."""
-
     proc: mp.process.BaseProcess
     conn: Connection
     task: tuple[Trial, Path, str] | None = None

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from skimage.segmentation import find_boundaries
 from torch import nn
 
 from texseg._validate import check_int, check_positive
@@ -108,11 +110,7 @@ def _as_luminance(x: Any, color: bool = False) -> np.ndarray:
     """A numpy array, PIL image or path as (H, W) float32 luminance, or (H, W, 3) RGB with ``color``."""
     if isinstance(x, (str, os.PathLike)):
         return read_image(x, color=color)
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        Image = None  # type: ignore[assignment]
-    if Image is not None and isinstance(x, Image.Image):
+    if isinstance(x, Image.Image):
         if x.mode not in ("L", "LA", "RGB", "RGBA", "I", "I;16", "F"):
             x = x.convert("RGBA" if "A" in x.mode else "RGB")
         x = np.asarray(x)
@@ -384,8 +382,6 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, tint: float = 0.3, rows
 def _overlay_blocks(image: np.ndarray, labels: np.ndarray, tint: float, rows: int
                     ) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, (rows, W, 3) uint8 block) of :func:`overlay_image`, top to bottom."""
-    from skimage.segmentation import find_boundaries
-
     h = labels.shape[0]
     palette = (_PALETTE * tint).astype(np.float32)
     for r in range(0, h, rows):
@@ -405,8 +401,6 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
     The blocks are pasted straight into the Pillow image that is encoded, so the only
     full-size buffer is Pillow's own.
     """
-    from PIL import Image
-
     h, w = labels.shape
     canvas = Image.new("RGB", (w, h))
     for r, block in _overlay_blocks(image, labels, 0.3, _OVERLAY_ROWS):
@@ -429,7 +423,6 @@ def output_paths(input_path: str | os.PathLike[str], out_dir: str | os.PathLike[
 @dataclass
 class PredictResult:
     """What :func:`predict_file` did for one input."""
-
     input: Path
     written: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)

@@ -11,7 +11,7 @@ loaded, script errors) into ``#selfcheck`` once the page has loaded.
 
 from __future__ import annotations
 
-from texseg.report.collect import KINDS, REPORT_HTML, ReportError, detect_kind
+from texseg.pages import KINDS, REPORT_HTML, ReportError, detect_kind
 from texseg.report.render import render_report, write_report, write_report_or_note
 
 __all__ = ["KINDS", "REPORT_HTML", "ReportError", "detect_kind", "render_report", "write_report",

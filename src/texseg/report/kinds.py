@@ -1,4 +1,7 @@
-"""One function per kind of folder: read its files and fill a :class:`~texseg.report.collect.Page`."""
+"""One function per kind of folder: read its files and fill a :class:`~texseg.pages.collect.Page`.
+
+A run's page is :func:`texseg.training.report.run_page` (the training loop writes it).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,18 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
-from texseg.report.collect import (
+from texseg.evaluation.names import (
+    BASELINE,
+    BENCHMARK_TABLE_METRICS,
+    TABLE_METRICS,
+    metric_label,
+)
+from texseg.evaluation.stats import mean_ci
+from texseg.pages.collect import (
     Card,
     Page,
     ReportError,
     Table,
-    config_rows,
     counts_text,
     device_filled,
     environment_rows,
@@ -29,88 +38,14 @@ from texseg.report.collect import (
     read_json_or_empty,
     to_float,
 )
-
-# Validation metrics of a run, in reading order; per-region IoUs (iou_0, ...) follow iou_omega1.
-_RUN_HEAD = ("iou", "iou_omega1")
-_RUN_METRICS = ("dice", "accuracy", "precision", "recall", "loss")
-_TRIVIAL = {"iou": "trivial_iou", "accuracy": "trivial_accuracy"}
-_HISTORY_SKIP = ("val_iou_", "val_trivial_", "val_majority")
-
-
-# What a run's summary.json must hold where it holds it (texseg writes it; a hand edit may not).
-_NUMBER = (int, float)
-_SUMMARY_TYPES: dict[str, type | tuple[type, ...]] = {
-    "val": dict, "val.*": _NUMBER, "warnings": list, "notes": list, "status": str, "message": str,
-    "model": str, "parameters": int, "iterations": _NUMBER, "train_seconds": _NUMBER, "eval_seconds": _NUMBER,
-    "it_per_s": _NUMBER, "skipped_steps": _NUMBER, "label_mode": str}
-
-
-# ------------------------------------------------------------------------------- a run
-def run_page(path: Path) -> Page:
-    """A run directory: its config, final metrics against the trivial baseline, history, figures."""
-    summary = read_json_file(path / "summary.json", _SUMMARY_TYPES)
-    config = read_json_file(path / "config.json")
-    val: dict[str, Any] = summary.get("val") or {}
-    model = summary.get("model", config.get("model", "?"))
-    title = f"Run {path.name}" + ("" if str(model) in path.name else f" ({model})")
-    page = Page("run", title, str(path), str(summary.get("status", "unknown")),
-                warnings=[str(w) for w in summary.get("warnings", [])],
-                notes=[str(n) for n in summary.get("notes", [])])
-    if "iou" in val:
-        page.cards.append(Card("validation IoU (mean of regions)", f"{val['iou']:.4f}",
-                               f"one region everywhere: {val['trivial_iou']:.4f}" if "trivial_iou" in val else ""))
-    if "accuracy" in val:
-        page.cards.append(Card("pixel accuracy", f"{val['accuracy']:.4f}",
-                               f"one region everywhere: {val['trivial_accuracy']:.4f}"
-                               if "trivial_accuracy" in val else ""))
-    page.cards.append(Card("training", f"{summary.get('iterations', 0)} steps",
-                           f"{fmt(summary.get('train_seconds'), 1)} s, {fmt(summary.get('it_per_s'), 1)} it/s"))
-    page.cards.append(Card("model", str(model), f"{summary.get('parameters', 0):,} parameters"))
-    page.status_items = [("status", page.status), ("message", summary.get("message") or "—"),
-                         ("steps", fmt(summary.get("iterations"))),
-                         ("training time", f"{fmt(summary.get('train_seconds'), 1)} s"),
-                         ("evaluation time", f"{fmt(summary.get('eval_seconds'), 1)} s"),
-                         ("skipped non-finite steps", fmt(summary.get("skipped_steps", 0))),
-                         ("labels", str(summary.get("label_mode", "fixed")))]
-    page.tables.append(_run_metrics_table(val, summary))
-    history = read_csv_rows(path / "metrics.csv")
-    if history:
-        columns = [c for c in history[0] if not c.startswith(_HISTORY_SKIP)]
-        page.details.append(Table(columns, [[_cell(r[c]) for c in columns] for r in history],
-                                  f"Every evaluation ({len(history)} rows of metrics.csv)"))
-    page.command = f"texseg train --config {path / 'config.json'} --out NEW_DIR"
-    filled = device_filled(summary)
-    page.config_title = "Configuration (config.json; bold: set to other than the default; device default: " \
-                        "left to the device, filled in by its profile)"
-    page.config = config_rows(config, filled=filled)
-    page.device_filled = [(k, fmt_config(config.get(k, v))) for k, v in filled.items()]
-    page.figures = folder_figures(path)
-    page.environment = environment_rows(summary, "this run")
-    return page
-
-
-def _run_metrics_table(val: dict[str, Any], summary: dict[str, Any]) -> Table:
-    regions = sorted((k for k in val if k.startswith("iou_") and k[4:].isdigit()), key=lambda k: int(k[4:]))
-    known = (*_RUN_HEAD, *regions, *_RUN_METRICS)
-    names = [k for k in known if k in val] + [k for k in val if k not in known and not k.startswith("trivial_")]
-    rows = [[k, fmt(val[k]), fmt(val.get(_TRIVIAL.get(k, ""), math.nan))] for k in names]
-    return Table(["metric", "value", "one region everywhere"], rows,
-                 f"Held-out metrics at the end, eval mode, {summary.get('val_size', '?')} images "
-                 f"(seed {summary.get('val_seed', '?')})", highlight={0} if rows else set())
-
-
-def _cell(value: str) -> str:
-    f = to_float(value)
-    if value == "" or math.isnan(f):
-        return value or "—"
-    return value if f.is_integer() else f"{f:.4g}"
+from texseg.training.report import cell_text, config_rows, run_page
 
 
 # ----------------------------------------------------------------------- an experiment
 def experiment_page(path: Path) -> Page:
     """An experiment folder: its question, the ranked settings with intervals, the trials, figures."""
-    from texseg.experiments.report import TABLE_METRICS, format_value, group_stats, rank, verdict
-    from texseg.experiments.stats import mean_ci
+    # Late while experiments/ writes report.html itself (#21 item 2): at the top, an import-time circle.
+    from texseg.experiments.report import format_value, group_stats, rank, verdict
 
     if not (path / "experiment.json").is_file():
         return results_page(path)
@@ -205,7 +140,8 @@ def results_page(path: Path, max_rows: int = 40) -> Page:
     page = Page("experiment", title or path.name, str(path), "completed", description=description, command=command,
                 sections=markdown_sections(path / "summary.md"))
     columns = list(rows[0]) if rows else []
-    table = Table(columns, [[_cell(r.get(c) or "") for c in columns] for r in rows], f"results.csv ({len(rows)} rows)")
+    table = Table(columns, [[cell_text(r.get(c) or "") for c in columns] for r in rows],
+                  f"results.csv ({len(rows)} rows)")
     (page.tables if len(rows) <= max_rows else page.details).append(table)
     page.status_items = [("rows in results.csv", str(len(rows)))]
     page.figures = folder_figures(path)
@@ -284,9 +220,6 @@ def benchmark_page(path: Path) -> Page:
     status, detail = overall_status(statuses, done="done", what="cells")
     page = Page("benchmark", title or f"Benchmark {path.name}", str(path), status, description=description,
                 command=command, status_detail=detail)
-    from texseg.benchmark.report import BENCHMARK_TABLE_METRICS, metric_label
-    from texseg.benchmark.runner import BASELINE
-
     columns = list(rows[0])
     every = [c for c in columns if f"{c}_low" in columns and f"{c}_high" in columns]
     # The leaderboard.md columns, in its words; the rest (VI split/merge, per-region IoU) below, in a detail table.

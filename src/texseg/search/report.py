@@ -13,7 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
+from matplotlib.figure import Figure
+
 from texseg.io import atomic_write_json, atomic_write_text, write_csv
+from texseg.plots import save_figure
 from texseg.report import write_report_or_note
 from texseg.search.settings import SearchSettings
 from texseg.search.space import METRIC, SEARCHABLE, SearchSpace
@@ -76,7 +80,6 @@ def write_reports(study: optuna.Study, settings: SearchSettings, base: TrainConf
     _write_trials_csv(out / "trials.csv", trials)
     files = [out / "best.json", out / "trials.csv"]
     notes: list[str] = []
-    from texseg.plots import save_figure
 
     save_figure(_history_figure(trials, settings.study_name), out / "history.png")
     files.append(out / "history.png")
@@ -142,8 +145,6 @@ def _write_trials_csv(path: Path, trials: Sequence[optuna.trial.FrozenTrial]) ->
 def _importances(study: optuna.Study,
                  trials: Sequence[optuna.trial.FrozenTrial]) -> tuple[dict[str, float], str]:
     """PED-ANOVA importances (no scikit-learn needed), or ``({}, why not)``."""
-    import optuna
-
     values = {t.value for t in trials if t.state.name == "COMPLETE"}
     n = sum(1 for t in trials if t.state.name == "COMPLETE")
     if n < 2:
@@ -166,8 +167,6 @@ _COLORS = {COMPLETED: "tab:blue", PRUNED: "tab:gray", DIVERGED: "tab:red"}
 
 def _history_figure(trials: Sequence[optuna.trial.FrozenTrial], name: str) -> Any:
     """Value per trial with the best so far, and intermediate val IoU against budget."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax, ax2 = fig.subplots(1, 2)
     for status, color in _COLORS.items():
@@ -200,8 +199,6 @@ def _history_figure(trials: Sequence[optuna.trial.FrozenTrial], name: str) -> An
 
 
 def _importance_figure(importances: Mapping[str, float]) -> Any:
-    from matplotlib.figure import Figure
-
     names = list(importances)[::-1]
     fig = Figure(figsize=(6.4, 0.5 * len(names) + 1.5), layout="constrained")
     ax = fig.subplots()

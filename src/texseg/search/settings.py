@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from texseg._validate import check_choice, check_int
+from texseg.models import list_models
 
 __all__ = ["SearchSettings", "storage_kind"]
 
@@ -34,7 +35,6 @@ class SearchSettings:
         pruner: ``median`` (median stopping rule on intermediate val IoU) or ``none``.
         models: models to search; default every registered model but seed-cnn.
     """
-
     out: Path
     trials: int = 20
     storage: str | None = None
@@ -46,8 +46,6 @@ class SearchSettings:
 
     def validate(self) -> SearchSettings:
         """Check every field; raise ValueError naming the first bad one. Returns self."""
-        from texseg.models import list_models
-
         if not isinstance(self.out, Path):
             raise ValueError(f"out must be a path, got {self.out!r}")
         if self.out.exists() and not self.out.is_dir():

@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from texseg.models import create_model, list_models
 from texseg.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 if TYPE_CHECKING:
@@ -33,7 +36,6 @@ SEARCHABLE = ("model", "width", "loss", "optimizer", "lr", "schedule", "batch_si
 @dataclass(frozen=True)
 class SearchSpace:
     """What is searched: each dimension is searched unless the user fixed it."""
-
     models: tuple[str, ...]
     losses: tuple[str, ...]
     searched: tuple[str, ...]  # names from SEARCHABLE
@@ -86,8 +88,6 @@ def build_space(base: TrainConfig, fixed: Mapping[str, Any], models: Sequence[st
         ValueError: ``models`` together with a fixed model, a candidate model that rejects
             the given model arguments, or nothing left to search.
     """
-    from texseg.models import list_models
-
     if "model" in fixed and models is not None:
         raise ValueError("models and `model` exclude each other: give the candidates or fix one model")
     if "model" in fixed:
@@ -107,10 +107,6 @@ def build_space(base: TrainConfig, fixed: Mapping[str, Any], models: Sequence[st
 
 def _check_model_args(name: str, base: TrainConfig, searched: Sequence[str]) -> None:
     """Build ``name`` with the given kwargs (and the widest width) on the meta device."""
-    import torch
-
-    from texseg.models import create_model
-
     kwargs = dict(base.model_kwargs or {})
     width_arg = WIDTH_ARGS.get(name)
     if "width" in searched and width_arg is not None and width_arg not in kwargs:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import optuna
+from optuna.trial import TrialState
 
 import texseg
 from texseg.errors import TexsegError
@@ -99,8 +101,6 @@ def _hide_secrets(text: str, url: str | None) -> str:
 
 # ----------------------------------------------------------- storage and study
 def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
-    import optuna
-
     url = settings.storage
     if url is None:
         settings.out.mkdir(parents=True, exist_ok=True)
@@ -171,8 +171,6 @@ def _sqlite_lock_path(url: str | None) -> Path | None:
 
 def _open_or_create_study(settings: SearchSettings,
                           pruner: optuna.pruners.BasePruner | None) -> tuple[optuna.Study, bool]:
-    import optuna
-
     storage = open_storage(settings)
     existed = settings.study_name in optuna.get_all_study_names(storage)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
@@ -190,8 +188,6 @@ def storage_label(settings: SearchSettings) -> str:
 
 def make_sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
     """A TPE sampler for trial ``number``, seeded from ``(seed, number)`` (see :mod:`texseg.search.study`)."""
-    import optuna
-
     trial_seed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -201,8 +197,6 @@ def make_sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
 
 
 def _make_pruner(name: str) -> optuna.pruners.BasePruner:
-    import optuna
-
     if name == "none":
         return optuna.pruners.NopPruner()
     # 3 finished trials before pruning anything, and never before 30 % of the budget.
@@ -268,8 +262,6 @@ def check_fingerprint(study: optuna.Study, mine: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------- trial records
 def trial_state(name: str) -> optuna.trial.TrialState:
-    from optuna.trial import TrialState
-
     return TrialState[name]
 
 
@@ -280,7 +272,6 @@ def counts_toward_total(t: optuna.trial.FrozenTrial) -> bool:
 
 class Heartbeat:
     """Refreshes the ``heartbeat`` attribute of a running trial from a thread (see :mod:`texseg.search.study`)."""
-
     def __init__(self, trial: optuna.Trial, interval: float = HEARTBEAT_S) -> None:
         self.trial, self.interval = trial, interval
         self._stop = threading.Event()

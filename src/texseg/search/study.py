@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from texseg import signals
 from texseg.errors import ExitCode
 from texseg.search.report import trial_line, write_reports
@@ -82,7 +84,9 @@ from texseg.search.storage import (
     trial_state,
     write_folder_file,
 )
+from texseg.training import RunStatus, train
 from texseg.training.config import TrainConfig
+from texseg.training.engine import progress_fraction
 from texseg.workers import send_signal, start_worker, threads_per_worker, worker_setup
 
 if TYPE_CHECKING:
@@ -96,7 +100,6 @@ __all__ = ["SearchResult", "run_search"]
 @dataclass
 class SearchResult:
     """What :func:`run_search` returns."""
-
     out: Path
     study_name: str
     storage: str  # redacted
@@ -221,8 +224,6 @@ def _slots_taken(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
 def _run_trial(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, base: TrainConfig,
                out: Path, log: Callable[[str], None]) -> str:
     """Train one trial in ``<out>/trials/<number>`` and tell the study how it ended."""
-    from texseg.training import RunStatus, train
-
     run_dir = out / TRIALS_DIR / str(trial.number)
     t0 = time.monotonic()
     with Heartbeat(trial):
@@ -249,8 +250,6 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, bas
 def _finish(study: optuna.Study, trial: optuna.Trial, status: str, *, value: float | None = None,
             state: str | None = None) -> tuple[str, optuna.trial.FrozenTrial]:
     """Record the texseg status, then tell the study; ``stale`` if another worker gave up on us."""
-    import optuna
-
     try:
         trial.set_user_attr("status", status)  # attributes are frozen once the trial is told
         told = study.tell(trial, value, state=None if state is None else trial_state(state))
@@ -274,14 +273,11 @@ def _tag_failed(study: optuna.Study, trial: optuna.Trial, status: str, error: Ba
 
 class _PruningCallback:
     """``on_eval`` hook: report val IoU per tenth of the budget, ask the pruner."""
-
     def __init__(self, trial: optuna.Trial, config: TrainConfig) -> None:
         self.trial, self.config = trial, config
         self.reported: set[int] = set()
 
     def __call__(self, step: int, train_seconds: float, metrics: dict[str, float]) -> bool:
-        from texseg.training.engine import progress_fraction
-
         done = progress_fraction(self.config, step, train_seconds)
         if done >= 1.0:
             return False  # the run has finished anyway: keep it as a completed trial
@@ -297,8 +293,6 @@ class _PruningCallback:
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
     """Optuna's INFO lines would interleave with ours; restore its verbosity after."""
-    import optuna
-
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

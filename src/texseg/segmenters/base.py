@@ -1,4 +1,4 @@
-"""The segmenter interface, and the name -> classical method registry.
+"""The segmenter interface, and the name -> classical method registry (it imports no segmenter).
 
 A segmenter turns images into label maps::
 
@@ -14,21 +14,16 @@ fields are its parameters (type, default and ``help`` metadata), registered with
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import torch
 from torch import Tensor
 
 from texseg._validate import check_int
-from texseg.checkpoint import read_model_json
 from texseg.data.color import as_channels
-from texseg.models.pretrained import is_pretrained_name
 
 __all__ = [
     "ParamInfo",
@@ -36,7 +31,6 @@ __all__ = [
     "as_channels",
     "check_images",
     "list_segmenters",
-    "load_segmenter",
     "parse_method_arg",
     "register_segmenter",
     "segmenter_class",
@@ -51,7 +45,6 @@ class Segmenter(ABC):
         name: short name shown in tables (a method name, or a run directory's name).
         supervised: True when :meth:`fit` must be called with training images first.
     """
-
     name: str = "segmenter"
     supervised: ClassVar[bool] = False
 
@@ -65,7 +58,6 @@ class Segmenter(ABC):
 
     def fit(self, images: Tensor, labels: Tensor) -> None:  # noqa: B027 - a no-op unless supervised
         """Learn from training images (B,1,H,W) float and labels (B,1,H,W) int64 (supervised only)."""
-
     @abstractmethod
     def segment(self, images: Tensor, num_regions: int) -> Tensor:
         """Label maps of ``images``.
@@ -78,7 +70,6 @@ class Segmenter(ABC):
             (B, 1, H, W) int64 labels in 0..K-1 on the device of ``images``. Label numbers
             of unsupervised methods are arbitrary: score them after matching.
         """
-
     def describe(self) -> dict[str, Any]:
         """What identifies this segmenter's results (name and parameters), JSON types.
 
@@ -108,7 +99,6 @@ def check_images(images: object, num_regions: object) -> int:
 @dataclass(frozen=True)
 class ParamInfo:
     """One parameter of a classical method, as listed by ``texseg segmenters``."""
-
     name: str
     kind: str  # "int", "float", "bool", "str" or "floats" (comma-separated numbers)
     default: Any
@@ -121,7 +111,6 @@ _REGISTRY: dict[str, tuple[type, str]] = {}
 
 def register_segmenter(name: str, description: str) -> Callable[[S], S]:
     """Class decorator registering a dataclass :class:`Segmenter` under ``name``."""
-
     def decorator(cls: S) -> S:
         if name in _REGISTRY:
             raise ValueError(f"segmenter {name!r} is already registered")
@@ -134,8 +123,7 @@ def register_segmenter(name: str, description: str) -> Callable[[S], S]:
 
 
 def _registered() -> dict[str, tuple[type, str]]:
-    import texseg.segmenters.classical  # noqa: F401  (registers the methods)
-
+    # Filled by the implementations as they are imported: the package's __init__ imports them all.
     return _REGISTRY
 
 
@@ -201,37 +189,3 @@ def parse_method_arg(name: str, key: str, text: str) -> Any:
 
 _KIND_WORDS = {"int": "an integer", "float": "a number", "floats": "comma-separated numbers",
                "bool": "true or false", "str": "a string"}
-
-
-def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.device | None = None,
-                   **method_args: Any) -> Segmenter:
-    """A segmenter by name (a classical method) or from a run directory (a trained model).
-
-    Args:
-        name_or_run_dir: a name from :func:`list_segmenters`, a run directory of
-            ``texseg train`` or ``texseg train-general`` (holding ``model.json`` and
-            ``model.safetensors``), or a shipped model ``texseg:<name>`` (e.g. ``texseg:general``).
-        device: where a trained model runs (default CPU); classical methods run on the CPU.
-        **method_args: parameters of a classical method (see :func:`segmenter_params`).
-
-    Raises:
-        ValueError: unknown name, unknown parameter or a value out of range (one line).
-        CheckpointError: a run directory that cannot be loaded.
-    """
-    text = os.fspath(name_or_run_dir)
-    if text not in _registered() and (Path(text).is_dir() or is_pretrained_name(text)):
-        if method_args:
-            raise ValueError(f"method arguments apply to classical methods only, not to {text}")
-        from texseg.segmenters.general import EmbeddingSegmenter
-        from texseg.segmenters.model import ModelSegmenter
-
-        if is_pretrained_name(text) or read_model_json(text).get("name") == "texnet":
-            return EmbeddingSegmenter(text, device=device)
-        return ModelSegmenter(text, device=device)
-    cls = segmenter_class(text)  # a wrong name: the one-line list of valid ones
-    allowed = {p.name for p in segmenter_params(text)}
-    unknown = sorted(set(method_args) - allowed)
-    if unknown:
-        raise ValueError(f"method argument {text}.{unknown[0]}: {text} has no parameter {unknown[0]!r}; "
-                         f"its parameters: {', '.join(sorted(allowed))}")
-    return cls(**method_args)

@@ -25,6 +25,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 from scipy.signal import fftconvolve
+from skimage.feature import multiscale_basic_features
+from skimage.filters import difference_of_gaussians, gabor_kernel, threshold_otsu
+from skimage.future import fit_segmenter, predict_segmenter
+from sklearn.cluster import KMeans
+from sklearn.ensemble import RandomForestClassifier
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from texseg._validate import check_int, check_positive
@@ -50,9 +56,6 @@ def _per_image(images: Tensor, segment_one: Callable[[np.ndarray], np.ndarray]) 
 
 def _kmeans(features: np.ndarray, k: int, seed: int, sample: int) -> np.ndarray:
     """K-means labels of (P, F) ``features``, fitted on at most ``sample`` random rows."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
     rng = np.random.default_rng(seed)
     fit_rows = features if len(features) <= sample else features[rng.choice(len(features), sample, replace=False)]
     # One thread: on a few thousand rows OpenMP start-up and contention cost 10x the work.
@@ -76,7 +79,6 @@ def _check_floats(name: str, values: object) -> tuple[float, ...]:
 @dataclass(eq=False)
 class LocalEnergy(Segmenter):
     """Local band-pass energy: ``log(G_window * (DoG_scale(image))^2)``, then Otsu or k-means."""
-
     name: ClassVar[str] = "local-energy"
     scale: float = _param(0.3, "low sigma of the difference of Gaussians (high sigma = 1.6 x)")
     window: float = _param(4.0, "sigma of the Gaussian window that averages the energy")
@@ -89,8 +91,6 @@ class LocalEnergy(Segmenter):
 
     def feature(self, image: np.ndarray) -> np.ndarray:
         """(H, W) log local energy."""
-        from skimage.filters import difference_of_gaussians
-
         response = difference_of_gaussians(image, self.scale, 1.6 * self.scale, mode="reflect")
         return np.log(ndimage.gaussian_filter(response**2, self.window, mode="reflect") + 1e-12)
 
@@ -98,8 +98,6 @@ class LocalEnergy(Segmenter):
         k = check_images(images, num_regions)
 
         def one(image: np.ndarray) -> np.ndarray:
-            from skimage.filters import threshold_otsu
-
             energy = self.feature(image)
             if k == 2:
                 return (energy > threshold_otsu(energy)).astype(np.int64)
@@ -112,7 +110,6 @@ class LocalEnergy(Segmenter):
 @dataclass(eq=False)
 class GaborKMeans(Segmenter):
     """Gabor filter-bank features clustered with k-means (Jain & Farrokhnia 1991)."""
-
     name: ClassVar[str] = "gabor-kmeans"
     frequencies: tuple[float, ...] = _param((0.1, 0.2, 0.35), "filter frequencies, cycles per pixel")
     orientations: int = _param(4, "orientations per frequency, evenly spaced over 180 degrees")
@@ -136,8 +133,6 @@ class GaborKMeans(Segmenter):
 
     def kernels(self) -> list[tuple[float, np.ndarray]]:
         """(frequency, real Gabor kernel) for every filter of the bank."""
-        from skimage.filters import gabor_kernel
-
         if self._kernels is None:
             thetas = np.pi * np.arange(self.orientations) / self.orientations
             self._kernels = [(f, np.real(gabor_kernel(f, theta=t, bandwidth=self.bandwidth)))
@@ -176,7 +171,6 @@ class RandomForest(Segmenter):
     Supervised: :meth:`fit` must see labelled images of the kind it will segment (the
     benchmark draws ``train_images`` from the suite's scene with a seed of its own).
     """
-
     name: ClassVar[str] = "random-forest"
     supervised: ClassVar[bool] = True
     sigma_min: float = _param(0.5, "smallest feature scale, pixels")
@@ -202,8 +196,6 @@ class RandomForest(Segmenter):
 
     def features(self, image: np.ndarray) -> np.ndarray:
         """(H, W, F) multiscale intensity, edge and texture features."""
-        from skimage.feature import multiscale_basic_features
-
         return multiscale_basic_features(image, sigma_min=self.sigma_min, sigma_max=self.sigma_max)
 
     def fit(self, images: Tensor, labels: Tensor) -> None:
@@ -212,9 +204,6 @@ class RandomForest(Segmenter):
         Args:
             images: (B, 1, H, W) float; labels: (B, 1, H, W) int64 in 0..K-1.
         """
-        from skimage.future import fit_segmenter
-        from sklearn.ensemble import RandomForestClassifier
-
         check_images(images, 2)
         rng = np.random.default_rng(self.seed)
         feats, sparse = [], []
@@ -230,8 +219,6 @@ class RandomForest(Segmenter):
         self._num_regions = int(labels.max()) + 1
 
     def segment(self, images: Tensor, num_regions: int) -> Tensor:
-        from skimage.future import predict_segmenter
-
         k = check_images(images, num_regions)
         if self._clf is None:
             raise ValueError("random-forest is supervised: call fit(images, labels) before segment")

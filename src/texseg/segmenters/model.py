@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from texseg.checkpoint import WEIGHTS, load_model
 from texseg.segmenters.base import Segmenter, as_channels, check_images
 
 __all__ = ["ModelSegmenter"]
@@ -26,13 +28,10 @@ class ModelSegmenter(Segmenter):
         device: where the model runs (default CPU).
         batch_size: images per forward pass.
     """
-
     supervised = False
 
     def __init__(self, run_dir: str | os.PathLike[str], device: str | torch.device | None = None,
                  batch_size: int = 16) -> None:
-        from texseg.checkpoint import load_model
-
         self.run_dir = Path(run_dir)
         self.model = load_model(run_dir, device=device)
         info = self.model.run_info
@@ -62,9 +61,6 @@ class ModelSegmenter(Segmenter):
         return torch.cat(out)
 
     def describe(self) -> dict[str, Any]:
-        import hashlib
-
-        from texseg.checkpoint import WEIGHTS
 
         # The weights' hash: a retrained run in the same directory is a different segmenter.
         digest = hashlib.sha256((self.run_dir / WEIGHTS).read_bytes()).hexdigest()[:16]

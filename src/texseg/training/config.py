@@ -23,6 +23,8 @@ from texseg.data.mosaic import SPLITS as TEXTURE_SPLITS
 from texseg.data.scene import SceneSpec
 from texseg.data.textures import FAMILIES as TEXTURE_FAMILIES
 from texseg.io import read_json
+from texseg.models import list_models
+from texseg.training.losses import create_loss
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -34,8 +36,6 @@ EVALS_PER_RUN = 20  # default evaluation cadence: curves with shape, whatever th
 
 
 def _model_names() -> list[str]:
-    from texseg.models import list_models
-
     return list_models()
 
 
@@ -54,7 +54,6 @@ class TrainConfig:
     Defaults are texseg's best short run; ``batch_size``, ``lr`` and ``compile`` left at None
     take the values measured for the device the run trains on (:mod:`texseg.training.defaults`).
     """
-
     # scene (the notebook's section 3.3 difficulty by default)
     image_size: int = _opt("image side N in pixels (>= 16)", ge=16, le=1_000_000, default=128)
     sigma1: float = _opt("texture width in Omega_1 (region 0)", gt=0, default=0.2)
@@ -230,8 +229,6 @@ class TrainConfig:
             raise ValueError("val_data needs `data` (the training folder)")
         if self.texture == "mosaic" and self.textures is None:
             raise ValueError("textures must be 'builtin' or a folder of texture images when texture is mosaic")
-        from texseg.training.losses import create_loss
-
         create_loss(self.loss_name, self.regions)  # the loss must exist for K regions
         self.scene()  # the scene's own checks
         return self
@@ -282,7 +279,6 @@ class TrainConfig:
 @dataclass(frozen=True)
 class FieldType:
     """A config field's type: its base (int, float, str, bool, list, dict) and whether None is allowed."""
-
     base: type
     optional: bool
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 import texseg
-from texseg.checkpoint import Counters
+from texseg.checkpoint import Counters, load_model
 from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.device import autocast_dtype, resolve_device
@@ -38,7 +38,6 @@ from texseg.workers import available_cores
 
 class BatchSource(Protocol):
     """Where training batches come from: reproducible from a seed, its position saveable."""
-
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """``(images (B,1,H,W) float, labels (B,1,H,W) int64)`` on the training device."""
         ...
@@ -68,7 +67,6 @@ class SceneStream:
         streams: the stream ids to draw from (a distributed rank ``r`` draws from ``[r]``;
             one process replaying an N-rank run from ``[0, ..., N-1]``).
     """
-
     def __init__(self, scene: SceneSpec, batch_size: int, seed: int, device: torch.device,
                  streams: tuple[int, ...] = (0,)) -> None:
         self.scene, self.device = scene, device
@@ -91,7 +89,6 @@ class SceneStream:
 
 class FolderStream:
     """Batches of random crops (flips, rotations) of an image folder, drawn from a seeded generator."""
-
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, seed: int, device: torch.device,
                  stream: int = 0) -> None:
         self.dataset, self.batch_size, self.device = dataset, batch_size, device
@@ -141,7 +138,6 @@ class Trainer:
     ``config`` is the run's config with the device's defaults filled in (what ``config.json``
     records); ``defaults`` says which values came from the device and where they were measured.
     """
-
     config: TrainConfig
     device: torch.device
     num_regions: int
@@ -240,8 +236,6 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
 
 def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     """Fine-tuning: the weights of run ``init_from``, whose model must be this run's."""
-    from texseg.checkpoint import load_model
-
     source = load_model(config.init_from)
     info = source.run_info
     wanted = config.model_init_kwargs
@@ -340,7 +334,6 @@ class StepResult:
         applied: whether the optimizer stepped (a guarded step with a non-finite loss or
             gradient is not applied).
     """
-
     loss: Tensor
     grad_norm: Tensor
     applied: bool = True
@@ -397,7 +390,6 @@ def train_step(t: Trainer, lr: float, *, guard: bool = False) -> StepResult:
 @dataclass
 class Window:
     """What the steps since the last read amount to (from :meth:`StepTally.read`)."""
-
     steps: int
     seconds: float  # wall-clock time they took, the device's work included
     cpu_seconds: float  # CPU time this process got meanwhile (all its threads)
@@ -415,7 +407,6 @@ class StepTally:
     a CPU costs nothing; on a GPU the loop reads every few steps (see
     :func:`texseg.training.defaults.sync_interval`).
     """
-
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._reset()

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from texseg._validate import check_choice, check_int, check_positive
-from texseg.checkpoint import load_model, save_model
+from texseg.checkpoint import load_model, load_pretrained, save_model
 from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.data.procedural import FAMILIES, CollageSpec, generate_collage
 from texseg.evaluation.region_metrics import region_metrics
@@ -77,7 +77,6 @@ class GeneralConfig:
         init_from: start from these weights (``texseg:general`` or a train-general run folder).
         seed: seeds the weights and the data stream; threads: torch threads (None: all cores).
     """
-
     steps: int = 20_000
     time_budget: float | None = None
     batch_size: int = 8
@@ -157,7 +156,6 @@ class GeneralConfig:
 @dataclass
 class GeneralResult:
     """What :func:`train_general` returns (and writes to ``summary.json``)."""
-
     run_dir: str
     status: str  # completed, stopped (budget or signal), diverged
     steps: int
@@ -286,8 +284,6 @@ def _save_resume(run_dir: Path, model: TextureEmbeddingNet, opt: torch.optim.Opt
 
 
 def _load_initial(model: TextureEmbeddingNet, init_from: str) -> None:
-    from texseg.checkpoint import load_pretrained
-
     source = load_pretrained(init_from.split(":", 1)[1]) if init_from.startswith("texseg:") else load_model(init_from)
     if not isinstance(source, TextureEmbeddingNet) or source.config() != model.config():
         raise ValueError(f"init_from: {init_from} is not a texnet with the settings of this run "

@@ -60,6 +60,7 @@ from texseg.training.engine import (
     validation_set,
 )
 from texseg.training.progress import Progress
+from texseg.training.report import write_report_or_note
 from texseg.training.rundir import BEST, CONFIG, RunDir, RunStatus, default_run_dir, read_status
 from texseg.training.tensorboard import TensorBoardLogger
 
@@ -517,8 +518,6 @@ def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tenso
 
 def _write_report(run: RunDir, t: Trainer, state: RunState) -> None:
     """report.html, written last (it shows the finished run); a failure is a note, not an error."""
-    from texseg.report import write_report_or_note
-
     note = write_report_or_note(run.path)
     if note is not None:
         print(f"warning: {note}", file=sys.stderr)

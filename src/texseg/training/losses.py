@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from texseg._validate import check_choice, check_int
+from texseg.evaluation.matching import best_assignment
 
 __all__ = ["LOSSES", "PermutationInvariantLoss", "SegmentationLoss", "create_loss", "create_permutation_invariant_loss",
            "list_losses"]
@@ -65,7 +66,6 @@ class SegmentationLoss(nn.Module):
         name: one of :data:`LOSSES` valid for ``num_classes``.
         num_classes: number of regions K >= 2.
     """
-
     def __init__(self, name: str, num_classes: int = 2) -> None:
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
@@ -173,7 +173,6 @@ class PermutationInvariantLoss(nn.Module):
         name: one of :data:`LOSSES` valid for ``num_classes``.
         num_classes: K >= 2.
     """
-
     mode = "permutation-invariant"
 
     def __init__(self, name: str, num_classes: int = 2) -> None:
@@ -201,8 +200,6 @@ class PermutationInvariantLoss(nn.Module):
 
 def _best_relabelling(logits: Tensor, target: Tensor, k: int) -> Tensor:
     """``target`` with each true label t renamed to the channel the model best explains it with."""
-    from texseg.evaluation.matching import best_assignment
-
     with torch.no_grad():
         logp = logits.float().log_softmax(dim=1)[0].reshape(k, -1)  # (K, pixels)
         onehot = F.one_hot(target.reshape(-1).long(), k).to(logp.dtype)  # (pixels, K)

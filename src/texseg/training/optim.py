@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from texseg.training.config import TrainConfig
+from texseg.training.defaults import resolve_defaults
 
 
 def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -28,8 +29,6 @@ def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if config.lr is None:
-        from texseg.training.defaults import resolve_defaults
-
         device = params[0].device if params else torch.device("cpu")
         config = resolve_defaults(config, device)[0]
     name, lr, wd = config.optimizer, config.lr, config.weight_decay

@@ -1,7 +1,8 @@
 """What a report shows, gathered from a folder: the page model and the helpers every kind uses.
 
-Nothing here renders HTML: :mod:`texseg.report.kinds` fills a :class:`Page` per kind of
-folder and :mod:`texseg.report.render` turns it into a page with the templates.
+Nothing here renders HTML: a page builder (:mod:`texseg.training.report` for a run,
+:mod:`texseg.report.kinds` for the others) fills a :class:`Page` and
+:mod:`texseg.pages.render` turns it into a page with the templates.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import math
 import os
 import platform
 import re
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from markupsafe import Markup, escape
 
+from texseg import __version__
+from texseg.device import cpu_description
 from texseg.errors import TexsegError
 from texseg.io import read_json
 
@@ -247,34 +250,11 @@ def fmt_config(value: Any) -> str:
     return fmt(value)
 
 
-def config_rows(config: dict[str, Any], skip: set[str] = frozenset(),
-                filled: Collection[str] = ()) -> list[tuple[str, str, bool]]:
-    """``(key, value, set to something other than TrainConfig's default)`` for each key of a run's config.
-
-    Args:
-        config: the run's config.json.
-        skip: keys left out.
-        filled: keys the device profile filled in (the user left them to the device): never "set".
-    """
-    from texseg.training.config import TrainConfig
-
-    defaults = TrainConfig().to_dict()
-    return [(k, fmt_config(v) + (" (device default)" if k in filled else ""),
-             k in defaults and k not in filled and _differs(v, defaults[k]))
-            for k, v in config.items() if k not in skip]
-
-
 def device_filled(summary: dict[str, Any]) -> dict[str, Any]:
     """The settings a run's device profile filled in (``summary.json``'s ``defaults.filled``)."""
     defaults = summary.get("defaults")
     filled = defaults.get("filled") if isinstance(defaults, dict) else None
     return filled if isinstance(filled, dict) else {}
-
-
-def _differs(value: Any, default: Any) -> bool:
-    if isinstance(default, tuple):
-        default = list(default)
-    return value != default
 
 
 def counts_text(statuses: list[str]) -> str:
@@ -392,13 +372,9 @@ def environment_rows(summary: dict[str, Any], source: str) -> list[tuple[str, st
 
 def machine_rows(device: str = "") -> list[tuple[str, str]]:
     """This machine: Python, OS, CPU model and the CPU capability torch uses; the GPU name for CUDA runs."""
-    import torch
-
-    import texseg
-
-    rows = [("texseg (this report)", texseg.__version__), ("torch (this report)", torch.__version__),
+    rows = [("texseg (this report)", __version__), ("torch (this report)", torch.__version__),
             ("python", platform.python_version()), ("system", f"{platform.system()} {platform.machine()}")]
-    cpu = _cpu_model()
+    cpu = cpu_description()["model"] or platform.processor()
     if cpu:
         rows.append(("CPU", f"{cpu} ({os.cpu_count()} logical cores)"))
     try:
@@ -409,13 +385,3 @@ def machine_rows(device: str = "") -> list[tuple[str, str]]:
         rows.append(("GPU", torch.cuda.get_device_name(0)))
     return rows
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
