@@ -48,6 +48,7 @@ from texseg.training.engine import (
     Window,
     all_finite,
     build_trainer,
+    checkpoint_due,
     cpu_share,
     evaluation_affordable,
     evaluation_due,
@@ -95,6 +96,7 @@ class RunState:
     wall_seconds: float = 0.0
     overhead_seconds: float = 0.0  # evaluating and checkpointing in this process (for the evaluation budget)
     eval_per_image: float | None = None  # what the last evaluation and checkpoint took per held-out image
+    checkpointed_at: float | None = None  # perf_counter of this process's last interim checkpoint
 
     def stop(self, status: RunStatus, message: str) -> None:
         self.status, self.message = status, message
@@ -391,7 +393,10 @@ def _evaluate_and_checkpoint(run: RunDir | None, t: Trainer, state: RunState, im
         else:
             if board is not None:
                 board.scalars(run.rows[-1])
-            _checkpoint(run, t, state, data_states)
+            if checkpoint_due(t.config, None if state.checkpointed_at is None
+                              else time.perf_counter() - state.checkpointed_at):
+                _checkpoint(run, t, state, data_states)
+                state.checkpointed_at = time.perf_counter()
             c = state.counters
             if on_eval is not None and on_eval(c.step, c.train_seconds, state.last_val):
                 verdict = (RunStatus.PRUNED, f"stopped by the caller after step {c.step}")
