@@ -318,13 +318,13 @@ def test_option_values_and_lr_maps_parse_to_config_types():
 
 def test_library_errors_name_fields_and_the_cli_names_flags(capsys, tmp_path):
     """One boundary: the library speaks of fields, the CLI maps them to its flags in one place."""
-    from texseg.experiments.compare import run_comparison
+    from texseg.experiments.compare import ComparisonSettings, run_comparison
 
     with pytest.raises(ValueError, match=r"^tune_fraction must be in \(0, 1\]"):
-        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", lrs="auto",
-                       tune=TuneSettings(tune_fraction=2.0))
+        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x",
+                       ComparisonSettings(lrs="auto", tune=TuneSettings(tune_fraction=2.0)))
     with pytest.raises(ValueError, match="^lrs names 'rmsprop'"):
-        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", lrs={"rmsprop": 0.1})
+        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", ComparisonSettings(lrs={"rmsprop": 0.1}))
     code, _, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd", "--lrs", "rmsprop=0.1",
                        "--out", str(tmp_path / "y"))
     assert code == 2 and err.startswith("texseg: error: --lrs names 'rmsprop'"), err
@@ -460,13 +460,10 @@ def test_trivial_runs_are_never_chosen_and_an_all_trivial_ranking_says_so():
 
 
 def test_summary_says_learnt_something_only_when_every_trial_beats_one_region_everywhere(tmp_path):
-    from texseg.experiments.report import _failures_section
-    from texseg.experiments.runner import TrialResult
+    from texseg.experiments.report import TrialRecord, _failures_section
 
-    good = TrialResult("a-seed0", "a", 0, "completed", "", "new", tmp_path,
-                       {"val": {"iou": 0.8, "trivial_iou": 0.3}, "warnings": []})
-    flat = TrialResult("b-seed0", "b", 0, "completed", "", "new", tmp_path,
-                       {"val": {"iou": 0.3, "trivial_iou": 0.3}, "warnings": []})
+    good = TrialRecord("a-seed0", "a", 0, "completed", "", "new", "runs/a-seed0", [], {"iou": 0.8, "trivial_iou": 0.3})
+    flat = TrialRecord("b-seed0", "b", 0, "completed", "", "new", "runs/b-seed0", [], {"iou": 0.3, "trivial_iou": 0.3})
     assert "None: every trial completed and learnt something" in _failures_section([good], False)
     text = _failures_section([good, flat], False)
     assert "learnt something" not in text and "`b-seed0`" in text and "does not beat one region everywhere" in text

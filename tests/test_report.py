@@ -18,7 +18,7 @@ import pytest
 
 from texseg import train
 from texseg.cli import main
-from texseg.experiments import run_comparison
+from texseg.experiments import ComparisonSettings, run_comparison
 from texseg.experiments.difficulty import evaluate_grid, write_model_grid
 from texseg.plots import save_figure
 from texseg.report import ReportError, detect_kind, write_report, write_report_or_note
@@ -38,8 +38,9 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reports")
     run = train(TrainConfig(**TINY), root / "run", progress=False).run_dir
     experiment = root / "experiment"
-    run_comparison(TrainConfig(**TINY), "optimizer", ["sgd", "adam"], experiment, seeds=2,
-                   lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare optimizers --optimizers sgd,adam")
+    run_comparison(TrainConfig(**TINY), "optimizer", ["sgd", "adam"], experiment,
+                   ComparisonSettings(seeds=2, lrs={"sgd": 0.1, "adam": 0.01},
+                                      command="texseg compare optimizers --optimizers sgd,adam"))
     search = root / "search"
     with pytest.MonkeyPatch.context() as mp:  # tiny trials count as learnt: the page shows a best trial
         mp.setattr(engine, "run_warnings", lambda *args, **kwargs: [])

@@ -203,7 +203,7 @@ def compare_options(f: Callable) -> Callable:
 
 def run_comparison(ctx: click.Context, field: str, value_texts: list[str], options: dict[str, Any]) -> int:
     """The body of every ``compare`` command: parse, then the library compares (tuning lrs first if asked)."""
-    from texseg.experiments.compare import TuneSettings, value_label
+    from texseg.experiments.compare import ComparisonSettings, TuneSettings, value_label
     from texseg.experiments.compare import run_comparison as compare_values
 
     p = {k: options.pop(k) for k in ("lrs", "tune_lrs", "tune_fraction", "tune_seeds", "out", "config_file",
@@ -222,8 +222,9 @@ def run_comparison(ctx: click.Context, field: str, value_texts: list[str], optio
     else:
         lrs = "auto"
     tune = TuneSettings(tuple(floats("--tune-lrs", p["tune_lrs"])), p["tune_fraction"], p["tune_seeds"])
-    outcome = compare_values(base, field, values, p["out"], seeds=p["seeds"], lrs=lrs, tune=tune, jobs=p["jobs"],
-                             command=command_line(ctx), progress=not p["quiet"] and p["jobs"] == 1, log=click.echo)
+    settings = ComparisonSettings(seeds=p["seeds"], lrs=lrs, tune=tune, jobs=p["jobs"], command=command_line(ctx),
+                                  progress=not p["quiet"] and p["jobs"] == 1)
+    outcome = compare_values(base, field, values, p["out"], settings, log=click.echo)
     if outcome.result is None:  # stopped while choosing learning rates
         return exit_code(outcome.tuning)
     print_ranking(f"Comparison: {field}", outcome.result, outcome.summary)
