@@ -19,7 +19,7 @@ import pytest
 from texseg import train
 from texseg.cli import main
 from texseg.experiments import ComparisonSettings, run_comparison
-from texseg.experiments.difficulty import evaluate_grid, write_model_grid
+from texseg.experiments.difficulty import ModelGrid, evaluate_grid, write_model_grid
 from texseg.plots import save_figure
 from texseg.report import ReportError, detect_kind, write_report, write_report_or_note
 from texseg.search import SearchSettings, run_search
@@ -47,8 +47,10 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         run_search(SearchSettings(search, trials=2), dict(TINY))
     grid = root / "grid"  # an experiment without trials: a saved model over a grid of difficulties
     scene, rows = evaluate_grid(run, [0.2, 1.0], [1.2], count=2)
-    write_model_grid(grid, str(run), scene, rows, [0.2, 1.0], [1.2], count=2, seed=2024,
+    write_model_grid(grid, ModelGrid(str(run), scene, rows, [0.2, 1.0], [1.2], count=2, seed=2024),
                      command="texseg difficulty ...")
+    for folder in (experiment, grid):  # the caller writes the page (the CLI does), once per experiment
+        write_report(folder)
     return {"run": run, "experiment": experiment, "search": search, "benchmark": _benchmark_folder(root / "bench"),
             "grid": grid}
 
@@ -80,7 +82,7 @@ def _benchmark_folder(out: Path) -> Path:
 def test_every_kind_is_detected_and_written_at_the_end(folders: dict[str, Path]) -> None:
     for name, path in folders.items():
         assert detect_kind(path) == KIND.get(name, name)
-    for kind in ("run", "experiment", "search", "grid"):  # written by the run/experiment/search itself
+    for kind in ("run", "experiment", "search", "grid"):  # written by the run/search itself, or by their caller
         assert (folders[kind] / "report.html").is_file(), kind
     assert not (folders["benchmark"] / "report.html").exists()
     assert write_report(folders["benchmark"]) == folders["benchmark"] / "report.html"

@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from texseg.benchmark.runner import BASELINE, BenchmarkResult, Cell, _slug
+from texseg.benchmark.runner import BASELINE, BenchmarkResult, Cell, file_slug
 from texseg.evaluation.matching import best_assignment
 from texseg.evaluation.region_metrics import confusion
 from texseg.experiments.stats import Interval, mean_ci
 from texseg.io import atomic_write_text
 from texseg.plots import save_figure
+from texseg.result_file import write_result
 
-__all__ = ["SUMMARY_METRICS", "cell_row", "is_bounded", "leaderboard_markdown", "metric_label", "write_report"]
+__all__ = ["SUMMARY_METRICS", "cell_row", "is_bounded", "leaderboard_markdown", "metric_label", "write_leaderboard"]
 
 # Metrics in table order; the arrow says which direction is better.
 SUMMARY_METRICS = {"miou": "mIoU ↑", "accuracy": "accuracy ↑", "bf": "boundary F ↑", "vi": "VI ↓",
@@ -81,9 +82,12 @@ def cell_row(cell: Cell, metrics: list[str]) -> dict[str, object]:
     return row
 
 
-def _csv(result: BenchmarkResult) -> str:
+def _rows(result: BenchmarkResult) -> list[dict[str, object]]:
     metrics = _metric_order(result.cells)
-    rows = [cell_row(c, metrics) for c in _all_cells(result)]
+    return [cell_row(c, metrics) for c in _all_cells(result)]
+
+
+def _csv(rows: list[dict[str, object]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -91,13 +95,16 @@ def _csv(result: BenchmarkResult) -> str:
     return buf.getvalue()
 
 
+LEADERBOARD_TITLE = "Benchmark leaderboard"
+LEADERBOARD_INTRO = ("Each value is the mean over the suite's images and its 95% interval: for metrics in [0, 1] the "
+                     "t-interval of the logits mapped back (so it stays inside [0, 1]), for VI ± the t-interval's "
+                     f"half-width. The row **{BASELINE}** is what a model that learnt nothing scores: a method must "
+                     "beat it to have segmented anything. " + MATCHING_NOTE)
+
+
 def leaderboard_markdown(result: BenchmarkResult) -> str:
     """One table per suite: mean ± 95% half-interval over images, speed, and why cells are empty."""
-    lines = ["# Benchmark leaderboard", "",
-             "Each value is the mean over the suite's images and its 95% interval: for metrics in [0, 1] the "
-             "t-interval of the logits mapped back (so it stays inside [0, 1]), for VI ± the t-interval's "
-             f"half-width. The row **{BASELINE}** is what a model that learnt nothing scores: a method must beat "
-             "it to have segmented anything. " + MATCHING_NOTE, ""]
+    lines = [f"# {LEADERBOARD_TITLE}", "", LEADERBOARD_INTRO, ""]
     if result.interrupted:
         lines += ["**The run was stopped: some cells are missing.**", ""]
     for suite in result.suites:
@@ -177,20 +184,28 @@ def _panel_figure(result: BenchmarkResult, suite_index: int) -> Figure | None:
     return fig
 
 
-def write_report(result: BenchmarkResult) -> list[Path]:
-    """Write leaderboard.csv, leaderboard.md, bars-<suite>.png and panel-<suite>.png into ``result.out``.
+def write_leaderboard(result: BenchmarkResult) -> list[Path]:
+    """Write leaderboard.csv, result.json, leaderboard.md, bars-<suite>.png and panel-<suite>.png into ``result.out``.
+
+    ``result.json`` (kind ``benchmark``) holds the leaderboard's rows (as in leaderboard.csv), the suites and
+    the page's words; report.html is rendered from it (``texseg.report.write_report(result.out)``).
 
     Returns:
         The paths written.
     """
     out = result.out
+    rows = _rows(result)
     written = [out / "leaderboard.csv", out / "leaderboard.md"]
-    atomic_write_text(written[0], _csv(result))
+    atomic_write_text(written[0], _csv(rows))
+    written.append(write_result(out, "benchmark", {
+        "title": LEADERBOARD_TITLE, "description": [LEADERBOARD_INTRO], "interrupted": result.interrupted,
+        "suites": [{"name": x.name, "description": x.description, "count": x.count, "num_regions": x.num_regions}
+                   for x in result.suites], "segmenters": list(result.segmenter_names), "rows": rows}))
     atomic_write_text(written[1], leaderboard_markdown(result))
     for i, suite in enumerate(result.suites):
         for prefix, fig in (("bars", _bar_figure(result, suite.name)), ("panel", _panel_figure(result, i))):
             if fig is not None:
-                path = out / f"{prefix}-{_slug(suite.name)}.png"
+                path = out / f"{prefix}-{file_slug(suite.name)}.png"
                 save_figure(fig, path)
                 written.append(path)
     return written

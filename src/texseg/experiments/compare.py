@@ -275,7 +275,8 @@ def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str
                    log: Callable[[str], None] | None = None) -> ComparisonResult:
     """Compare values of option ``name`` with equal budgets and seeds; write ``out`` (results, figures, summary.md).
 
-    Writes one report.html (the comparison's; the lr tuning's folder gets its summary.md and result.json).
+    Writes result.json and summary.md for the comparison and its lr tuning (``out/lr-tuning``); the one
+    report.html of the experiment is the caller's to write (``texseg.report.write_report(out)``).
 
     Args:
         base: the shared configuration (budget included).
@@ -330,14 +331,13 @@ def _tune(base: TrainConfig, name: str, values: list[Any], out: Path, s: Compari
     log(f"choosing a learning rate per value: {len(texp.trials)} short runs in {out / 'lr-tuning'}")
     tuning = run_experiment(texp, out / "lr-tuning", jobs=s.jobs, progress=s.progress, log=log)
     if tuning.interrupted:
-        write_experiment_summary(texp, tuning, html=False)
+        write_experiment_summary(texp, tuning)
         return tuning, None, ""
     chosen = None
     try:
         chosen = chosen_lrs(tuning, name, values, tune.tune_fraction)
     finally:  # its summary says what it chose, or (raising) why it could not choose
-        write_experiment_summary(texp, tuning, best_section=tuning_section(chosen, tune) if chosen else None,
-                                 html=False)
+        write_experiment_summary(texp, tuning, best_section=tuning_section(chosen, tune) if chosen else None)
     candidates = ",".join(f"{lr:g}" for lr in tune.tune_lrs)
     how = ("Each value trains at its own learning rate, the best of a short sweep over "
            f"{candidates} ([lr-tuning/summary.md](lr-tuning/summary.md)), scored on a separate held-out set.")

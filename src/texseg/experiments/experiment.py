@@ -10,7 +10,6 @@ comparisons, difficulty grids) is built as an :class:`Experiment` and goes throu
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from texseg.experiments.report import (
 from texseg.experiments.runner import Logger, Trial, run_trials
 from texseg.io import atomic_write_json, atomic_write_text, read_json
 from texseg.plots import save_figure
-from texseg.report import write_report_or_note
 from texseg.result_file import read_result, write_result
 from texseg.training.config import TrainConfig
 
@@ -121,9 +119,11 @@ def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, j
 
 
 def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *, sections: Sequence[str] = (),
-                             figures: Sequence[tuple[str, str]] = (), best_section: str | None = None,
-                             html: bool = True) -> Path:
-    """Write ``result.json``, then ``summary.md`` and ``report.html``, both rendered from it.
+                             figures: Sequence[tuple[str, str]] = (), best_section: str | None = None) -> Path:
+    """Write ``result.json``, then ``summary.md`` rendered from it.
+
+    ``report.html`` is rendered from the same result.json by whoever wants the page, once per
+    experiment: ``texseg.report.write_report(result.out_dir)`` (the CLI does).
 
     Args:
         experiment: the experiment that ran.
@@ -131,8 +131,6 @@ def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *
         sections: extra markdown sections, placed after the best choice.
         figures: extra ``(title, file name in out_dir)`` figures, placed after the standard ones.
         best_section: a markdown section replacing the verdict (a tuning's pick is not a claim of "best").
-        html: write ``report.html`` too (False for a part of a larger experiment, e.g. its lr tuning:
-            one page per experiment).
 
     Returns:
         The path of ``summary.md``.
@@ -142,10 +140,7 @@ def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *
                  CURVES_PNG)]
     result.figures, result.sections, result.best_section = [*standard, *figures], list(sections), best_section
     write_result(result.out_dir, "experiment", result.to_dict())
-    path = render_experiment_summary(result.out_dir)
-    if html and (note := write_report_or_note(result.out_dir)) is not None:  # a convenience, never an error
-        print(f"warning: {note}", file=sys.stderr)
-    return path
+    return render_experiment_summary(result.out_dir)
 
 
 def read_experiment_result(out_dir: str | os.PathLike[str]) -> ExperimentResult:

@@ -19,8 +19,8 @@ from typing import Any
 
 from texseg.experiments.runner import FAILED, NOT_RUN, RunOutcome, TrialResult
 from texseg.experiments.stats import Interval, mean_ci
-from texseg.io import write_csv
-from texseg.result_file import number
+from texseg.io import atomic_write_text, write_csv
+from texseg.result_file import number, read_result
 from texseg.training import engine
 from texseg.training.config import TrainConfig
 from texseg.training.rundir import RunStatus
@@ -434,20 +434,49 @@ def _trials_section(results: Sequence[TrialRecord]) -> str:
     return f"## Trials\n\n{len(results)} trials: {status_text}. This invocation: {action_text}.\n"
 
 
-def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str) -> str:
+@dataclass
+class RankedTable:
+    """The ranked settings as text cells: the one model of summary.md's table and report.html's."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def ranked_table(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str = "iou", *,
+                 html: bool = False) -> RankedTable:
+    """One row per setting, best first: rank, label, varied values, metrics with intervals, worst seed, cost.
+
+    Args:
+        ranked: the settings, best first.
+        varied: the varied config fields (columns).
+        metric: the ranking metric (first among the metrics).
+        html: the page's variant: a varied value that is its setting's whole label (``adam``) is not
+            repeated, no separate interval column, intervals that wrap only before their bracket.
+    """
     conf = next((g.metrics[metric].confidence for g in ranked if metric in g.metrics), 0.95)
     metrics = [metric] + [m for m in TABLE_METRICS if m != metric]
-    head = ["rank", "setting", *varied, *[f"{m} (mean, {conf:.0%} interval)" for m in metrics],
-            f"{metric} {conf:.0%} interval", f"worst seed {metric}", "completed", "iterations", "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown = [k for k in varied if not html or any(format_value(g.values[k]) != g.label for g in ranked)]
+    columns = ["rank", "setting", *shown, *[m if html else f"{m} (mean, {conf:.0%} interval)" for m in metrics],
+               *([] if html else [f"{metric} {conf:.0%} interval"]), f"worst seed {metric}", "completed",
+               "steps" if html else "iterations", "train s"]
+    rows = []
     for i, g in enumerate(ranked, 1):
         m = g.metrics.get(metric, mean_ci([]))
-        cells = [str(i), g.label, *[format_value(g.values[k]) for k in varied],
-                 *[g.metrics.get(k, mean_ci([])).format(4 if k != "loss" else 5) for k in metrics],
-                 m.format_bounds(4), f"{g.worst[metric]:.4f}" if metric in g.worst else "—", g.status_text(),
-                 f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
-                 f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"]
-        lines.append("| " + " | ".join(cells) + " |")
+        texts = [g.metrics.get(k, mean_ci([])).format(4 if k != "loss" else 5) for k in metrics]
+        rows.append([str(i), g.label, *[format_value(g.values[k]) for k in shown],
+                     *[t.replace(", ", ",\u00a0").replace("± ", "±\u00a0") if html else t for t in texts],
+                     *([] if html else [m.format_bounds(4)]),
+                     f"{g.worst[metric]:.4f}" if metric in g.worst else "—", g.status_text(),
+                     f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
+                     f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"])
+    return RankedTable(columns, rows)
+
+
+def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str) -> str:
+    conf = next((g.metrics[metric].confidence for g in ranked if metric in g.metrics), 0.95)
+    table = ranked_table(ranked, varied, metric)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table.rows]
     order = "lowest" if lower_is_better(metric) else "highest"
     return (f"## Results, ranked by held-out {metric} ({order} first)\n\nMean over the completed seeds and the "
             f"{conf:.0%} interval of the mean: for metrics in [0, 1] the Student-t interval of the seeds' logits "
@@ -499,3 +528,32 @@ def _beats_baseline(val: dict[str, Any]) -> bool:
     if not isinstance(iou, (int, float)) or not isinstance(base, (int, float)):
         return True
     return iou > base + BASELINE_MARGIN
+
+
+# ------------------------------------------------------------ an experiment without trials
+def table_markdown(doc: dict[str, Any]) -> str:
+    """``summary.md`` of a result of kind ``table`` (a saved model over a grid, a range test), from its result.json.
+
+    Args:
+        doc: ``title``, ``description`` (paragraphs), ``command``, ``sections`` (each ``heading``,
+            ``paragraphs`` and optionally ``table``, Markdown), ``figures`` (``[title, file]``), ``footer``.
+    """
+    parts = [f"# {doc['title']}", *doc.get("description", [])]
+    if doc.get("command"):
+        parts.append("## Command\n\n```bash\n" + doc["command"] + "\n```")
+    for sec in doc.get("sections", []):
+        parts += [f"## {sec['heading']}", *sec.get("paragraphs", [])] + ([sec["table"]] if sec.get("table") else [])
+    parts += [f"**{title}**\n\n![{title}]({name})" for title, name in doc.get("figures", [])]
+    if doc.get("footer"):
+        parts.append(doc["footer"])
+    return "\n\n".join(parts) + "\n"
+
+
+def write_table_summary(out_dir: str | os.PathLike[str]) -> Path:
+    """(Re)write ``summary.md`` of a ``table`` result from the folder's result.json alone; returns its path."""
+    doc = read_result(out_dir, "table")
+    if doc is None:
+        raise ValueError(f"out_dir: {out_dir} holds no result.json")
+    path = Path(out_dir) / "summary.md"
+    atomic_write_text(path, table_markdown(doc))
+    return path
