@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 from dataclasses import replace
 
@@ -244,6 +245,9 @@ def test_compare_optimizers_with_auto_lrs_writes_the_whole_folder(capsys, tmp_pa
     summary = (out / "summary.md").read_text()
     assert "texseg compare optimizers --optimizers sgd,adam --lrs auto" in summary
     assert "## Learning rates" in summary and "| adam |" in summary
+    # One HTML page for the whole experiment (its 8 trials and the lr tuning's 4 get none), two result files.
+    assert [p.relative_to(out).as_posix() for p in out.rglob("report.html")] == ["report.html"]
+    assert (out / "result.json").is_file() and (out / "lr-tuning" / "result.json").is_file()
     code, stdout, _ = cli(capsys, "compare", "optimizers", "--optimizers", "sgd,adam", "--lrs", "auto",
                           "--tune-lrs", "1e-3,1e-1", "--seeds", "2", *TINY_ARGS, "--out", str(out))
     assert code == 0 and "(new)" not in stdout and stdout.count("(skipped)") == 8
@@ -496,3 +500,61 @@ def test_lr_tuning_stops_when_every_candidate_is_trivial(capsys, tmp_path, monke
     assert "chosen:" not in stdout and not (out / "results.csv").exists()  # no comparison from those picks
     tuning = (out / "lr-tuning" / "summary.md").read_text()
     assert "**no verdict: every trial is trivial" in tuning
+
+
+# ------------------------------------------------------- typed results and result.json (issue 21)
+def test_run_comparison_returns_a_typed_result_that_round_trips_through_result_json(tmp_path, untrivial):
+    from texseg.experiments import (
+        ComparisonResult,
+        ComparisonSettings,
+        GroupStats,
+        Interval,
+        TrialRecord,
+        read_experiment_result,
+        run_comparison,
+    )
+
+    out = tmp_path / "cmp"
+    got = run_comparison(tiny(), "optimizer", ["sgd", "adam"], out,
+                         ComparisonSettings(seeds=2, lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare ..."))
+    assert isinstance(got, ComparisonResult) and got.tuning is None and got.lrs == {"sgd": 0.1, "adam": 0.01}
+    assert [(t.label, t.seed, t.status) for t in got.trials] == [("sgd", 0, "completed"), ("sgd", 1, "completed"),
+                                                                 ("adam", 0, "completed"), ("adam", 1, "completed")]
+    assert all(isinstance(t, TrialRecord) and t.iterations == 4 and t.train_seconds > 0 and "iou" in t.val
+               for t in got.trials)
+    assert all(isinstance(g, GroupStats) and isinstance(g.metrics["iou"], Interval) and g.metrics["iou"].n == 2
+               for g in got.ranked)
+    assert {g.label for g in got.ranked} == {"sgd", "adam"}
+    data = json.loads((out / "result.json").read_text())  # strict JSON: a schema version, no NaN
+    assert data["schema_version"] == 1 and data["kind"] == "experiment"
+    assert data["verdict"] == got.result.verdict.headline
+    back = read_experiment_result(out)
+    assert back == got.result  # every field: trials, rows, the statistics with their intervals, the config
+    assert back.verdict == got.result.verdict and back.best == got.best
+
+
+def test_summary_md_is_rendered_from_result_json_alone(tmp_path, untrivial):
+    from texseg.experiments import render_experiment_summary
+
+    exp = lr_sweep(tiny(), [1e-2, 1e-1], seeds=[0, 1], command="texseg sweep lr ...")
+    result = run_experiment(exp, tmp_path / "exp")
+    path = write_experiment_summary(exp, result, sections=["## Extra\n\nA caller's section."])
+    before = path.read_bytes()
+    path.unlink()
+    for run in (tmp_path / "exp" / "runs").iterdir():  # nothing but result.json is read
+        shutil.rmtree(run)
+    (tmp_path / "exp" / "results.csv").unlink()
+    assert render_experiment_summary(tmp_path / "exp").read_bytes() == before
+    assert b"## Extra" in before and b"result.json" in before
+
+
+def test_report_html_of_an_experiment_reads_result_json_not_markdown(tmp_path, untrivial):
+    from texseg.report import write_report
+
+    exp = lr_sweep(tiny(), [1e-2, 1e-1], seeds=[0, 1], command="texseg sweep lr --lrs 0.01,0.1")
+    result = run_experiment(exp, tmp_path / "exp")
+    write_experiment_summary(exp, result)
+    (tmp_path / "exp" / "summary.md").write_text("# Not this title\n\nnor this text\n")  # never parsed back
+    html = write_report(tmp_path / "exp").read_text(encoding="utf-8")
+    assert "Learning-rate sweep" in html and "Not this title" not in html and "nor this text" not in html
+    assert "texseg sweep lr --lrs 0.01,0.1" in html and result.verdict.headline in html

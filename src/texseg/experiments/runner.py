@@ -41,6 +41,7 @@ from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.defaults import DEVICE_FIELDS, PINNED_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
+from texseg.training.memory import estimate_training_bytes
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
 from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
 
@@ -220,33 +221,9 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
             directory of another configuration (all checked before any training).
     """
     exp_dir = Path(exp_dir)
-    if jobs == "auto":
-        from texseg.training.memory import estimate_training_bytes
-
-        jobs = auto_jobs(max((estimate_training_bytes(t.run_config()) for t in trials), default=0), len(trials))
-    check_int("jobs", jobs, minimum=1, maximum=256)
-    ids = [t.trial_id for t in trials]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise ValueError(f"two trials share the id {dupes[0]!r}: labels must differ once made file names")
-    for t in trials:
-        t.run_config().validate()
+    jobs = _check_trials(trials, jobs)
     dirs = [exp_dir / RUNS / t.trial_id for t in trials]
-    results: dict[str, TrialResult] = {}
-    done = [0]
-
-    def record(r: TrialResult) -> None:
-        results[r.trial_id] = r
-        if r.action == NOT_RUN:
-            return
-        done[0] += 1
-        if log is not None:
-            iou = r.summary.get("val", {}).get("iou")
-            score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
-            warn = " - TRIVIAL: " + "; ".join(r.summary["warnings"]) if r.summary.get("warnings") else ""
-            log(f"[{done[0]}/{len(trials)}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
-                + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
-
+    record = _Recorder(len(trials), log)
     with _experiment_lock(exp_dir):
         plans = [plan_trial(t, d) for t, d in zip(trials, dirs)]  # may refuse: nothing has run yet
         (exp_dir / RUNS).mkdir(exist_ok=True)
@@ -255,14 +232,51 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
                 record(_ended_result(t, d))
         todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
         workers = max(1, min(jobs, len(todo)))
-        threads = threads_per_worker(workers)
         if workers == 1:  # threads None: each trial takes every core, or one on a busy machine (build_trainer)
             _run_serial(todo, None, progress, record)
         else:
-            _run_parallel(todo, workers, threads, record)
+            _run_parallel(todo, workers, threads_per_worker(workers), record)
     # Interrupted means work is left: a stop signal after the last trial ended changes nothing.
-    ordered = [results[i] for i in ids]
+    ordered = [record.results[t.trial_id] for t in trials]
     return RunOutcome(ordered, any(r.action == NOT_RUN or r.status == INTERRUPTED for r in ordered))
+
+
+def _check_trials(trials: Sequence[Trial], jobs: int | str) -> int:
+    """The number of jobs (``"auto"`` resolved), once the trials' ids and configs are checked.
+
+    Raises:
+        ValueError: bad ``jobs``, duplicate trial ids, or an invalid config.
+    """
+    if jobs == "auto":
+        jobs = auto_jobs(max((estimate_training_bytes(t.run_config()) for t in trials), default=0), len(trials))
+    check_int("jobs", jobs, minimum=1, maximum=256)
+    ids = [t.trial_id for t in trials]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"two trials share the id {dupes[0]!r}: labels must differ once made file names")
+    for t in trials:
+        t.run_config().validate()
+    return int(jobs)
+
+
+class _Recorder:
+    """Keeps each trial's result and logs one line per finished trial (``[3/8] adam seed 1: completed ...``)."""
+
+    def __init__(self, total: int, log: Logger | None) -> None:
+        self.results: dict[str, TrialResult] = {}
+        self.total, self.log, self.done = total, log, 0
+
+    def __call__(self, r: TrialResult) -> None:
+        self.results[r.trial_id] = r
+        if r.action == NOT_RUN:
+            return
+        self.done += 1
+        if self.log is not None:
+            iou = r.summary.get("val", {}).get("iou")
+            score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
+            warn = " - TRIVIAL: " + "; ".join(r.summary["warnings"]) if r.summary.get("warnings") else ""
+            self.log(f"[{self.done}/{self.total}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
+                     + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
 
 
 def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int | None, progress: bool,

@@ -311,21 +311,7 @@ def benchmark_page(path: Path) -> Page:
         suites.setdefault(r.get("suite", ""), []).append(r)
     speed = [c for c in ("images_per_s", "s_per_megapixel") if c in columns]
     for suite, members in suites.items():
-        head = metrics[0] if metrics else None
-        methods = [i for i, r in enumerate(members) if r.get("segmenter") != BASELINE]
-        best = max(methods, key=lambda i: _finite(members[i].get(head))) if head and methods else None
-        if best is not None and not _clear_of_others(members, best, head):
-            best = None  # highlighted only when the data resolve it
-        page.tables.append(Table(
-            ["segmenter", *map(metric_label, metrics), *[s.replace("_", " ") for s in speed], "status"],
-            [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in metrics], *[r.get(s) or "—" for s in speed],
-              r.get("status", "")] for r in members],
-            f"Suite {suite or '—'}: mean over images [95% interval]; {BASELINE}: what a model that learnt nothing "
-            "scores", highlight={best} if best is not None else set()))
-        if others:
-            page.details.append(Table(["segmenter", *map(metric_label, others)],
-                                      [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in others]]
-                                       for r in members], f"Suite {suite or '—'}: the other metrics"))
+        _suite_tables(page, suite, members, metrics, others, speed)
     scored = [r for r in rows if r.get("segmenter") != BASELINE]
     if metrics and scored:
         head = metrics[0]
@@ -344,6 +330,26 @@ def benchmark_page(path: Path) -> Page:
     page.figures = folder_figures(path)
     page.environment = machine_rows()
     return page
+
+
+def _suite_tables(page: Page, suite: str, members: list[dict[str, str]], metrics: list[str], others: list[str],
+                  speed: list[str]) -> None:
+    """A suite's leaderboard (the best highlighted only when the data resolve it) and its other metrics."""
+    head = metrics[0] if metrics else None
+    methods = [i for i, r in enumerate(members) if r.get("segmenter") != BASELINE]
+    best = max(methods, key=lambda i: _finite(members[i].get(head))) if head and methods else None
+    if best is not None and not _clear_of_others(members, best, head):
+        best = None
+    page.tables.append(Table(
+        ["segmenter", *map(metric_label, metrics), *[s.replace("_", " ") for s in speed], "status"],
+        [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in metrics], *[r.get(s) or "—" for s in speed],
+          r.get("status", "")] for r in members],
+        f"Suite {suite or '—'}: mean over images [95% interval]; {BASELINE}: what a model that learnt nothing "
+        "scores", highlight={best} if best is not None else set()))
+    if others:
+        page.details.append(Table(["segmenter", *map(metric_label, others)],
+                                  [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in others]]
+                                   for r in members], f"Suite {suite or '—'}: the other metrics"))
 
 
 def _clear_of_others(rows: list[dict[str, str]], top: int, metric: str) -> bool:
