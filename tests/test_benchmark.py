@@ -321,8 +321,26 @@ def test_every_leaderboard_has_the_constant_baseline_bounded_intervals_and_one_v
                 assert 0 <= float(r[f"{m}_low"]) <= float(r[m]) <= float(r[f"{m}_high"]) <= 1, (r["segmenter"], m)
     md = (out / "leaderboard.md").read_text()
     assert "| **one label everywhere** |" in md and "boundary F ↑" in md and "inside [0, 1]" in md
+    # The CLI wrote the one page, rendered from result.json: the leaderboard's rows, typed, with a schema version.
+    assert (out / "report.html").is_file()
+    data = json.loads((out / "result.json").read_text())
+    assert data["schema_version"] == 1 and data["kind"] == "benchmark" and data["suites"][0]["name"] == "tiny"
+    assert [r["segmenter"] for r in data["rows"]] == [r["segmenter"] for r in rows]
+    assert data["rows"][0]["miou"] == rows[0]["miou"]
     html = (write_report(out)).read_text(encoding="utf-8")
     for name in ("mIoU ↑", "boundary F ↑", "adapted Rand err ↓", "VI ↓"):
         assert f"<th>{name}</th>" in html
     assert "<th>bf</th>" not in html and "<th>are</th>" not in html and "<th>note</th>" not in html
     assert "<td>one label everywhere</td>" in html
+
+
+def test_run_benchmark_takes_settings_and_the_runner_writes_no_outputs(tmp_path):
+    from texseg.benchmark import BenchmarkResult, score_benchmark
+
+    suite = tiny_suite(tmp_path, count=2)
+    scored = score_benchmark(["local-energy"], [suite], tmp_path / "a", QUIET)
+    assert isinstance(scored, BenchmarkResult) and scored.cells[0].status == "done" and scored.baselines
+    assert not (tmp_path / "a" / "leaderboard.csv").exists() and not (tmp_path / "a" / "result.json").exists()
+    written = run_benchmark(["local-energy"], [suite], tmp_path / "a", QUIET)
+    assert written.cells[0].cached and (tmp_path / "a" / "result.json").is_file()
+    assert not (tmp_path / "a" / "report.html").exists()  # the page is the caller's (the CLI writes it)

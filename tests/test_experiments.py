@@ -558,3 +558,21 @@ def test_report_html_of_an_experiment_reads_result_json_not_markdown(tmp_path, u
     html = write_report(tmp_path / "exp").read_text(encoding="utf-8")
     assert "Learning-rate sweep" in html and "Not this title" not in html and "nor this text" not in html
     assert "texseg sweep lr --lrs 0.01,0.1" in html and result.verdict.headline in html
+
+
+def test_a_short_run_checkpoints_once_before_the_end_on_the_default_cadence(monkeypatch, tmp_path):
+    """Interim checkpoints (fsynced weights + resume state) are rationed by wall time: a trial of a few
+    seconds is not half bookkeeping (issue 20); an explicit eval_every still checkpoints every evaluation."""
+    from texseg.training import engine as engine_module
+    from texseg.training import loop
+
+    saved = []
+    real = loop.save_resume_state
+    monkeypatch.setattr(loop, "save_resume_state", lambda *a, **k: (saved.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(engine_module, "CHECKPOINT_SECONDS", 1e9)  # however slow the machine
+    result = texseg.train(tiny(iterations=40, eval_every=None), tmp_path / "a", progress=False)
+    assert result.status == "completed" and len(read_csv(tmp_path / "a" / "metrics.csv")) > 2
+    assert len(saved) == 2  # the first evaluation's and the end's
+    saved.clear()
+    texseg.train(tiny(iterations=8, eval_every=2), tmp_path / "b", progress=False)
+    assert len(saved) == 4  # every evaluation's (the last one is the end's)
