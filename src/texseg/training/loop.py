@@ -156,6 +156,7 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
         if board is not None:
             stack.callback(board.close)
         state = _restore(run, t) if resume else _start(run, t)
+        state.checkpointed_at = time.perf_counter()  # the start's checkpoint (or the one resumed from)
         for note in state.notes if main else []:
             print(f"warning: {note}", file=sys.stderr)
         c = state.counters
@@ -185,8 +186,9 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
 
             fraction = progress_fraction(config, c.step, c.train_seconds)
             n = interim_images(config, config.val_size, fraction >= 1.0)
-            expected = expected_evaluation_seconds(n, state.eval_per_image, state.wall_seconds / max(c.step, 1),
-                                                   config.batch_size)
+            # This evaluation, plus the full one the end will need: the share covers both (issue 20).
+            expected = expected_evaluation_seconds(n + config.val_size, state.eval_per_image,
+                                                   state.wall_seconds / max(c.step, 1), config.batch_size)
             if evaluation_due(config, c.step, fraction, state.last_eval_fraction) and (
                     fraction >= 1.0 or t.dist.active  # ranks decide alike: on steps alone
                     or evaluation_affordable(config, state.overhead_seconds, state.wall_seconds, expected)):
