@@ -65,7 +65,8 @@ def child(optimizers: list[str], budget: float, seeds: int, out: str) -> dict:
     bounds = [imported, *stamps]
     walls = [b - a for a, b in zip(bounds, bounds[1:])]
     return {"import_s": imported - started, "total_wall_s": ended - started, "n_tune": n_tune,
-            "train_s": summaries, "trial_wall_s": walls, "after_last_trial_s": ended - (stamps[-1] if stamps else ended),
+            "train_s": summaries, "trial_wall_s": walls,
+            "after_last_trial_s": ended - (stamps[-1] if stamps else ended),
             "html_pages": sum(1 for _ in Path(out).rglob("report.html"))}
 
 
@@ -94,7 +95,8 @@ def main() -> None:
     ap.add_argument("--optimizers", default="sgd,momentum,rmsprop,adam")
     ap.add_argument("--time-budget", type=float, default=8.0)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--baseline-src", default="/work/main/src", help="sources of the baseline ('' to skip it)")
+    ap.add_argument("--baseline-src", default="/work/main/src",
+                    help="sources of the baseline, e.g. `git archive <base> src | tar -x -C /tmp/base` ('' to skip)")
     ap.add_argument("--order", default="new,baseline", help="which runs first (both see the machine in turn)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

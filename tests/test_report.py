@@ -292,3 +292,18 @@ def test_benchmark_row_is_highlighted_only_when_its_interval_is_clear(folders: d
     assert not _clear_of_others(rows, 0, "miou")
     rows[1].update(miou_high="0.29")
     assert _clear_of_others(rows, 0, "miou")
+
+
+def test_search_and_table_pages_take_their_words_from_result_json(folders: dict[str, Path]) -> None:
+    """summary.md is never parsed back: the title and the text of a page come from result.json (issue 21)."""
+    from texseg.result_file import read_result
+
+    search = read_result(folders["search"], "search")
+    assert search is not None and search["schema_version"] == 1
+    assert search["best"] == json.loads((folders["search"] / "best.json").read_text())
+    grid = read_result(folders["grid"], "table")
+    assert grid is not None and grid["title"] == "Difficulty grid of one saved model" and grid["command"]
+    for kind, words in (("search", search["description"][0][:40]), ("grid", "Mean IoU over the two regions")):
+        (folders[kind] / "summary.md").write_text("# Something else\n\nnot this\n")  # never read
+        html = unescape(write_report(folders[kind]).read_text(encoding="utf-8"))
+        assert words in html and "Something else" not in html, kind
