@@ -11,7 +11,7 @@ import signal
 import pytest
 import torch
 
-from texseg.benchmark import get_suite, list_suites, resolve_suite, run_benchmark
+from texseg.benchmark import BenchmarkSettings, get_suite, list_suites, resolve_suite, run_benchmark
 from texseg.benchmark.report import leaderboard_markdown
 from texseg.benchmark.suites import SuiteError, suite_from_folder
 from texseg.checkpoint import save_model
@@ -22,6 +22,8 @@ from texseg.models import create_model
 from texseg.segmenters.classical import LocalEnergy
 
 NAMED = {"notebook": 2, "medium": 2, "hard": 2, "k4": 4, "fine": 2}
+
+QUIET = BenchmarkSettings(progress=False)
 
 
 def tiny_suite(tmp_path, name="tiny", count=3, regions=2):
@@ -118,7 +120,8 @@ def test_a_suite_with_k_varying_per_image_is_segmented_per_k(tmp_path):
             return True
 
     every = Recording()
-    result = run_benchmark([every], [suite], tmp_path / "a", batch_size=2, progress=False, report=False)
+    result = run_benchmark([every], [suite], tmp_path / "a", BenchmarkSettings(batch_size=2, progress=False),
+                           report=False)
     assert sorted(every.calls) == [(2, 1), (2, 2), (3, 1), (3, 2)]  # one K per call, batches of at most 2
     cell = result.cells[0]
     expected = LocalEnergy().segment(images[1:2], 3)[0]
@@ -126,7 +129,7 @@ def test_a_suite_with_k_varying_per_image_is_segmented_per_k(tmp_path):
     assert len(cell.per_image["iou_2"]) == 6 and math.isnan(cell.per_image["iou_2"][0])  # K = 2 image: no region 2
 
     two = OnlyTwoRegions()
-    result = run_benchmark([two], [suite], tmp_path / "b", progress=False, report=True)
+    result = run_benchmark([two], [suite], tmp_path / "b", QUIET, report=True)
     cell = result.cells[0]
     assert cell.status == "done" and two.calls == [(2, 3)]
     assert "skipped (K = 3, 3 images)" in cell.note
@@ -137,7 +140,7 @@ def test_a_suite_with_k_varying_per_image_is_segmented_per_k(tmp_path):
 def test_supervised_methods_fit_on_a_folder_suites_train_part(tmp_path):
     spec = SceneSpec(24, 5.0, (0.2, 1.2), 1.0)
     export_dataset(spec, tmp_path / "data", 3, seed=4)
-    no_train = run_benchmark(["random-forest"], [str(tmp_path / "data")], tmp_path / "a", progress=False,
+    no_train = run_benchmark(["random-forest"], [str(tmp_path / "data")], tmp_path / "a", QUIET,
                              report=False)
     assert no_train.cells[0].status == "skipped" and "no training images" in no_train.cells[0].note
     export_dataset(spec, tmp_path / "data" / "train", 4, seed=5)
@@ -145,7 +148,7 @@ def test_supervised_methods_fit_on_a_folder_suites_train_part(tmp_path):
     assert suite.has_split("train") and not suite.has_split("tune") and "train_fingerprint" in suite.describe()
     train_images, _ = suite.load("train")
     assert train_images.shape == (4, 1, 24, 24)
-    fitted = run_benchmark(["random-forest"], [suite], tmp_path / "a", progress=False, report=False)
+    fitted = run_benchmark(["random-forest"], [suite], tmp_path / "a", QUIET, report=False)
     cell = fitted.cells[0]
     assert cell.status == "done" and cell.fit_seconds > 0 and cell.images == 3
     assert "fitted on 4 images of the suite's training split" in cell.note
@@ -189,7 +192,7 @@ def test_benchmark_writes_the_leaderboard_and_skips_done_cells(tmp_path):
                num_regions=2)
     suites = [tiny_suite(tmp_path), tiny_suite(tmp_path, "four", regions=4)]
     out = tmp_path / "out"
-    first = run_benchmark(["local-energy", str(run_dir)], suites, out, progress=False)
+    first = run_benchmark(["local-energy", str(run_dir)], suites, out, QUIET)
     status = {(c.segmenter, c.suite): c.status for c in first.cells}
     assert status == {("local-energy", "tiny"): "done", ("local-energy", "four"): "done",
                       ("model", "tiny"): "done", ("model", "four"): "skipped"}
@@ -208,14 +211,14 @@ def test_benchmark_writes_the_leaderboard_and_skips_done_cells(tmp_path):
     cell_files = sorted((out / "cells").rglob("*.json"))
     mtimes = [p.stat().st_mtime_ns for p in cell_files]
 
-    again = run_benchmark(["local-energy", str(run_dir)], suites, out, progress=False, report=False)
+    again = run_benchmark(["local-energy", str(run_dir)], suites, out, QUIET, report=False)
     assert [c.cached for c in again.cells if c.status == "done"] == [True, True, True]
     assert [p.stat().st_mtime_ns for p in cell_files] == mtimes
     assert again.cells[0].per_image == first.cells[0].per_image
 
     # another parameter is another cell; the old one stays
-    third = run_benchmark(["local-energy"], suites[:1], out, method_args={"local-energy": {"window": 2.0}},
-                          progress=False, report=False)
+    third = run_benchmark(["local-energy"], suites[:1], out,
+                          BenchmarkSettings({"local-energy": {"window": 2.0}}, progress=False), report=False)
     assert not third.cells[0].cached and len(list((out / "cells").rglob("*.json"))) == len(cell_files) + 1
 
 
@@ -235,14 +238,14 @@ class InterruptingSegmenter(LocalEnergy):
 def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(tmp_path):
     suites = [tiny_suite(tmp_path, "a", count=2), tiny_suite(tmp_path, "b", count=2)]
     out = tmp_path / "out"
-    first = run_benchmark(["local-energy"], suites[:1], out, progress=False, report=False)
+    first = run_benchmark(["local-energy"], suites[:1], out, QUIET, report=False)
     assert first.cells[0].status == "done"
     seg = InterruptingSegmenter()
-    stopped = run_benchmark([seg], suites, out, batch_size=1, progress=False, report=False)
+    stopped = run_benchmark([seg], suites, out, BenchmarkSettings(batch_size=1, progress=False), report=False)
     assert stopped.interrupted
     assert [c.status for c in stopped.cells] == ["pending", "pending"]
     assert "was stopped" in leaderboard_markdown(stopped)
-    resumed = run_benchmark([seg, "local-energy"], suites, out, progress=False, report=False)
+    resumed = run_benchmark([seg, "local-energy"], suites, out, QUIET, report=False)
     assert not resumed.interrupted and all(c.status == "done" for c in resumed.cells)
     assert resumed.cells[2].cached  # local-energy on suite a, from the first run
 
@@ -318,8 +321,26 @@ def test_every_leaderboard_has_the_constant_baseline_bounded_intervals_and_one_v
                 assert 0 <= float(r[f"{m}_low"]) <= float(r[m]) <= float(r[f"{m}_high"]) <= 1, (r["segmenter"], m)
     md = (out / "leaderboard.md").read_text()
     assert "| **one label everywhere** |" in md and "boundary F ↑" in md and "inside [0, 1]" in md
+    # The CLI wrote the one page, rendered from result.json: the leaderboard's rows, typed, with a schema version.
+    assert (out / "report.html").is_file()
+    data = json.loads((out / "result.json").read_text())
+    assert data["schema_version"] == 1 and data["kind"] == "benchmark" and data["suites"][0]["name"] == "tiny"
+    assert [r["segmenter"] for r in data["rows"]] == [r["segmenter"] for r in rows]
+    assert data["rows"][0]["miou"] == rows[0]["miou"]
     html = (write_report(out)).read_text(encoding="utf-8")
     for name in ("mIoU ↑", "boundary F ↑", "adapted Rand err ↓", "VI ↓"):
         assert f"<th>{name}</th>" in html
     assert "<th>bf</th>" not in html and "<th>are</th>" not in html and "<th>note</th>" not in html
     assert "<td>one label everywhere</td>" in html
+
+
+def test_run_benchmark_takes_settings_and_the_runner_writes_no_outputs(tmp_path):
+    from texseg.benchmark import BenchmarkResult, score_benchmark
+
+    suite = tiny_suite(tmp_path, count=2)
+    scored = score_benchmark(["local-energy"], [suite], tmp_path / "a", QUIET)
+    assert isinstance(scored, BenchmarkResult) and scored.cells[0].status == "done" and scored.baselines
+    assert not (tmp_path / "a" / "leaderboard.csv").exists() and not (tmp_path / "a" / "result.json").exists()
+    written = run_benchmark(["local-energy"], [suite], tmp_path / "a", QUIET)
+    assert written.cells[0].cached and (tmp_path / "a" / "result.json").is_file()
+    assert not (tmp_path / "a" / "report.html").exists()  # the page is the caller's (the CLI writes it)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 from dataclasses import replace
 
@@ -244,6 +245,9 @@ def test_compare_optimizers_with_auto_lrs_writes_the_whole_folder(capsys, tmp_pa
     summary = (out / "summary.md").read_text()
     assert "texseg compare optimizers --optimizers sgd,adam --lrs auto" in summary
     assert "## Learning rates" in summary and "| adam |" in summary
+    # One HTML page for the whole experiment (its 8 trials and the lr tuning's 4 get none), two result files.
+    assert [p.relative_to(out).as_posix() for p in out.rglob("report.html")] == ["report.html"]
+    assert (out / "result.json").is_file() and (out / "lr-tuning" / "result.json").is_file()
     code, stdout, _ = cli(capsys, "compare", "optimizers", "--optimizers", "sgd,adam", "--lrs", "auto",
                           "--tune-lrs", "1e-3,1e-1", "--seeds", "2", *TINY_ARGS, "--out", str(out))
     assert code == 0 and "(new)" not in stdout and stdout.count("(skipped)") == 8
@@ -318,13 +322,13 @@ def test_option_values_and_lr_maps_parse_to_config_types():
 
 def test_library_errors_name_fields_and_the_cli_names_flags(capsys, tmp_path):
     """One boundary: the library speaks of fields, the CLI maps them to its flags in one place."""
-    from texseg.experiments.compare import run_comparison
+    from texseg.experiments.compare import ComparisonSettings, run_comparison
 
     with pytest.raises(ValueError, match=r"^tune_fraction must be in \(0, 1\]"):
-        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", lrs="auto",
-                       tune=TuneSettings(tune_fraction=2.0))
+        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x",
+                       ComparisonSettings(lrs="auto", tune=TuneSettings(tune_fraction=2.0)))
     with pytest.raises(ValueError, match="^lrs names 'rmsprop'"):
-        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", lrs={"rmsprop": 0.1})
+        run_comparison(tiny(), "optimizer", ["sgd"], tmp_path / "x", ComparisonSettings(lrs={"rmsprop": 0.1}))
     code, _, err = cli(capsys, "compare", "optimizers", "--optimizers", "sgd", "--lrs", "rmsprop=0.1",
                        "--out", str(tmp_path / "y"))
     assert code == 2 and err.startswith("texseg: error: --lrs names 'rmsprop'"), err
@@ -460,13 +464,10 @@ def test_trivial_runs_are_never_chosen_and_an_all_trivial_ranking_says_so():
 
 
 def test_summary_says_learnt_something_only_when_every_trial_beats_one_region_everywhere(tmp_path):
-    from texseg.experiments.report import _failures_section
-    from texseg.experiments.runner import TrialResult
+    from texseg.experiments.report import TrialRecord, _failures_section
 
-    good = TrialResult("a-seed0", "a", 0, "completed", "", "new", tmp_path,
-                       {"val": {"iou": 0.8, "trivial_iou": 0.3}, "warnings": []})
-    flat = TrialResult("b-seed0", "b", 0, "completed", "", "new", tmp_path,
-                       {"val": {"iou": 0.3, "trivial_iou": 0.3}, "warnings": []})
+    good = TrialRecord("a-seed0", "a", 0, "completed", "", "new", "runs/a-seed0", [], {"iou": 0.8, "trivial_iou": 0.3})
+    flat = TrialRecord("b-seed0", "b", 0, "completed", "", "new", "runs/b-seed0", [], {"iou": 0.3, "trivial_iou": 0.3})
     assert "None: every trial completed and learnt something" in _failures_section([good], False)
     text = _failures_section([good, flat], False)
     assert "learnt something" not in text and "`b-seed0`" in text and "does not beat one region everywhere" in text
@@ -499,3 +500,80 @@ def test_lr_tuning_stops_when_every_candidate_is_trivial(capsys, tmp_path, monke
     assert "chosen:" not in stdout and not (out / "results.csv").exists()  # no comparison from those picks
     tuning = (out / "lr-tuning" / "summary.md").read_text()
     assert "**no verdict: every trial is trivial" in tuning
+
+
+# ------------------------------------------------------- typed results and result.json (issue 21)
+def test_run_comparison_returns_a_typed_result_that_round_trips_through_result_json(tmp_path, untrivial):
+    from texseg.experiments import (
+        ComparisonResult,
+        ComparisonSettings,
+        GroupStats,
+        Interval,
+        TrialRecord,
+        read_experiment_result,
+        run_comparison,
+    )
+
+    out = tmp_path / "cmp"
+    got = run_comparison(tiny(), "optimizer", ["sgd", "adam"], out,
+                         ComparisonSettings(seeds=2, lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare ..."))
+    assert isinstance(got, ComparisonResult) and got.tuning is None and got.lrs == {"sgd": 0.1, "adam": 0.01}
+    assert [(t.label, t.seed, t.status) for t in got.trials] == [("sgd", 0, "completed"), ("sgd", 1, "completed"),
+                                                                 ("adam", 0, "completed"), ("adam", 1, "completed")]
+    assert all(isinstance(t, TrialRecord) and t.iterations == 4 and t.train_seconds > 0 and "iou" in t.val
+               for t in got.trials)
+    assert all(isinstance(g, GroupStats) and isinstance(g.metrics["iou"], Interval) and g.metrics["iou"].n == 2
+               for g in got.ranked)
+    assert {g.label for g in got.ranked} == {"sgd", "adam"}
+    data = json.loads((out / "result.json").read_text())  # strict JSON: a schema version, no NaN
+    assert data["schema_version"] == 1 and data["kind"] == "experiment"
+    assert data["verdict"] == got.result.verdict.headline
+    back = read_experiment_result(out)
+    assert back == got.result  # every field: trials, rows, the statistics with their intervals, the config
+    assert back.verdict == got.result.verdict and back.best == got.best
+
+
+def test_summary_md_is_rendered_from_result_json_alone(tmp_path, untrivial):
+    from texseg.experiments import render_experiment_summary
+
+    exp = lr_sweep(tiny(), [1e-2, 1e-1], seeds=[0, 1], command="texseg sweep lr ...")
+    result = run_experiment(exp, tmp_path / "exp")
+    path = write_experiment_summary(exp, result, sections=["## Extra\n\nA caller's section."])
+    before = path.read_bytes()
+    path.unlink()
+    for run in (tmp_path / "exp" / "runs").iterdir():  # nothing but result.json is read
+        shutil.rmtree(run)
+    (tmp_path / "exp" / "results.csv").unlink()
+    assert render_experiment_summary(tmp_path / "exp").read_bytes() == before
+    assert b"## Extra" in before and b"result.json" in before
+
+
+def test_report_html_of_an_experiment_reads_result_json_not_markdown(tmp_path, untrivial):
+    from texseg.report import write_report
+
+    exp = lr_sweep(tiny(), [1e-2, 1e-1], seeds=[0, 1], command="texseg sweep lr --lrs 0.01,0.1")
+    result = run_experiment(exp, tmp_path / "exp")
+    write_experiment_summary(exp, result)
+    (tmp_path / "exp" / "summary.md").write_text("# Not this title\n\nnor this text\n")  # never parsed back
+    html = write_report(tmp_path / "exp").read_text(encoding="utf-8")
+    assert "Learning-rate sweep" in html and "Not this title" not in html and "nor this text" not in html
+    assert "texseg sweep lr --lrs 0.01,0.1" in html and result.verdict.headline in html
+
+
+def test_a_short_run_checkpoints_once_before_the_end_on_the_default_cadence(monkeypatch, tmp_path):
+    """Interim checkpoints (fsynced weights + resume state) are rationed by wall time: a trial of a few
+    seconds is not half bookkeeping (issue 20); an explicit eval_every still checkpoints every evaluation."""
+    from texseg.training import engine as engine_module
+    from texseg.training import loop
+
+    saved = []
+    real = loop.save_resume_state
+    monkeypatch.setattr(loop, "save_resume_state", lambda *a, **k: (saved.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(engine_module, "CHECKPOINT_SECONDS", 1e9)  # however slow the machine
+    monkeypatch.setattr(engine_module, "EVAL_SHARE", 0.9)  # every due evaluation is affordable: many of them
+    result = texseg.train(tiny(iterations=40, eval_every=None), tmp_path / "a", progress=False)
+    assert result.status == "completed" and len(read_csv(tmp_path / "a" / "metrics.csv")) >= 10
+    assert len(saved) == 2  # the start's and the end's
+    saved.clear()
+    texseg.train(tiny(iterations=8, eval_every=2), tmp_path / "b", progress=False)
+    assert len(saved) == len(read_csv(tmp_path / "b" / "metrics.csv")) + 2 == 6  # and every evaluation's

@@ -18,8 +18,8 @@ import pytest
 
 from texseg import train
 from texseg.cli import main
-from texseg.experiments import run_comparison
-from texseg.experiments.difficulty import evaluate_grid, write_model_grid
+from texseg.experiments import ComparisonSettings, run_comparison
+from texseg.experiments.difficulty import ModelGrid, evaluate_grid, write_model_grid
 from texseg.plots import save_figure
 from texseg.report import ReportError, detect_kind, write_report, write_report_or_note
 from texseg.search import SearchSettings, run_search
@@ -38,16 +38,19 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reports")
     run = train(TrainConfig(**TINY), root / "run", progress=False).run_dir
     experiment = root / "experiment"
-    run_comparison(TrainConfig(**TINY), "optimizer", ["sgd", "adam"], experiment, seeds=2,
-                   lrs={"sgd": 0.1, "adam": 0.01}, command="texseg compare optimizers --optimizers sgd,adam")
+    run_comparison(TrainConfig(**TINY), "optimizer", ["sgd", "adam"], experiment,
+                   ComparisonSettings(seeds=2, lrs={"sgd": 0.1, "adam": 0.01},
+                                      command="texseg compare optimizers --optimizers sgd,adam"))
     search = root / "search"
     with pytest.MonkeyPatch.context() as mp:  # tiny trials count as learnt: the page shows a best trial
         mp.setattr(engine, "run_warnings", lambda *args, **kwargs: [])
         run_search(SearchSettings(search, trials=2), dict(TINY))
     grid = root / "grid"  # an experiment without trials: a saved model over a grid of difficulties
     scene, rows = evaluate_grid(run, [0.2, 1.0], [1.2], count=2)
-    write_model_grid(grid, str(run), scene, rows, [0.2, 1.0], [1.2], count=2, seed=2024,
+    write_model_grid(grid, ModelGrid(str(run), scene, rows, [0.2, 1.0], [1.2], count=2, seed=2024),
                      command="texseg difficulty ...")
+    for folder in (experiment, grid):  # the caller writes the page (the CLI does), once per experiment
+        write_report(folder)
     return {"run": run, "experiment": experiment, "search": search, "benchmark": _benchmark_folder(root / "bench"),
             "grid": grid}
 
@@ -79,7 +82,7 @@ def _benchmark_folder(out: Path) -> Path:
 def test_every_kind_is_detected_and_written_at_the_end(folders: dict[str, Path]) -> None:
     for name, path in folders.items():
         assert detect_kind(path) == KIND.get(name, name)
-    for kind in ("run", "experiment", "search", "grid"):  # written by the run/experiment/search itself
+    for kind in ("run", "experiment", "search", "grid"):  # written by the run/search itself, or by their caller
         assert (folders[kind] / "report.html").is_file(), kind
     assert not (folders["benchmark"] / "report.html").exists()
     assert write_report(folders["benchmark"]) == folders["benchmark"] / "report.html"
@@ -289,3 +292,18 @@ def test_benchmark_row_is_highlighted_only_when_its_interval_is_clear(folders: d
     assert not _clear_of_others(rows, 0, "miou")
     rows[1].update(miou_high="0.29")
     assert _clear_of_others(rows, 0, "miou")
+
+
+def test_search_and_table_pages_take_their_words_from_result_json(folders: dict[str, Path]) -> None:
+    """summary.md is never parsed back: the title and the text of a page come from result.json (issue 21)."""
+    from texseg.result_file import read_result
+
+    search = read_result(folders["search"], "search")
+    assert search is not None and search["schema_version"] == 1
+    assert search["best"] == json.loads((folders["search"] / "best.json").read_text())
+    grid = read_result(folders["grid"], "table")
+    assert grid is not None and grid["title"] == "Difficulty grid of one saved model" and grid["command"]
+    for kind, words in (("search", search["description"][0][:40]), ("grid", "Mean IoU over the two regions")):
+        (folders[kind] / "summary.md").write_text("# Something else\n\nnot this\n")  # never read
+        html = unescape(write_report(folders[kind]).read_text(encoding="utf-8"))
+        assert words in html and "Something else" not in html, kind

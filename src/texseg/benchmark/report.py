@@ -20,8 +20,9 @@ from texseg.evaluation.region_metrics import confusion
 from texseg.evaluation.stats import Interval, mean_ci
 from texseg.io import atomic_write_text, slug
 from texseg.plots import save_figure
+from texseg.result_file import write_result
 
-__all__ = ["SUMMARY_METRICS", "cell_row", "is_bounded", "leaderboard_markdown", "metric_label", "write_report"]
+__all__ = ["SUMMARY_METRICS", "cell_row", "is_bounded", "leaderboard_markdown", "metric_label", "write_leaderboard"]
 
 _MD_METRICS = BENCHMARK_TABLE_METRICS  # the main table of leaderboard.md and report.html
 
@@ -63,9 +64,12 @@ def cell_row(cell: Cell, metrics: list[str]) -> dict[str, object]:
     return row
 
 
-def _csv(result: BenchmarkResult) -> str:
+def _rows(result: BenchmarkResult) -> list[dict[str, object]]:
     metrics = _metric_order(result.cells)
-    rows = [cell_row(c, metrics) for c in _all_cells(result)]
+    return [cell_row(c, metrics) for c in _all_cells(result)]
+
+
+def _csv(rows: list[dict[str, object]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -73,13 +77,16 @@ def _csv(result: BenchmarkResult) -> str:
     return buf.getvalue()
 
 
+LEADERBOARD_TITLE = "Benchmark leaderboard"
+LEADERBOARD_INTRO = ("Each value is the mean over the suite's images and its 95% interval: for metrics in [0, 1] the "
+                     "t-interval of the logits mapped back (so it stays inside [0, 1]), for VI ± the t-interval's "
+                     f"half-width. The row **{BASELINE}** is what a model that learnt nothing scores: a method must "
+                     "beat it to have segmented anything. " + MATCHING_NOTE)
+
+
 def leaderboard_markdown(result: BenchmarkResult) -> str:
     """One table per suite: mean ± 95% half-interval over images, speed, and why cells are empty."""
-    lines = ["# Benchmark leaderboard", "",
-             "Each value is the mean over the suite's images and its 95% interval: for metrics in [0, 1] the "
-             "t-interval of the logits mapped back (so it stays inside [0, 1]), for VI ± the t-interval's "
-             f"half-width. The row **{BASELINE}** is what a model that learnt nothing scores: a method must beat "
-             "it to have segmented anything. " + MATCHING_NOTE, ""]
+    lines = [f"# {LEADERBOARD_TITLE}", "", LEADERBOARD_INTRO, ""]
     if result.interrupted:
         lines += ["**The run was stopped: some cells are missing.**", ""]
     for suite in result.suites:
@@ -161,15 +168,23 @@ def _panel_figure(result: BenchmarkResult, suite_index: int) -> Figure | None:
     return fig
 
 
-def write_report(result: BenchmarkResult) -> list[Path]:
-    """Write leaderboard.csv, leaderboard.md, bars-<suite>.png and panel-<suite>.png into ``result.out``.
+def write_leaderboard(result: BenchmarkResult) -> list[Path]:
+    """Write leaderboard.csv, result.json, leaderboard.md, bars-<suite>.png and panel-<suite>.png into ``result.out``.
+
+    ``result.json`` (kind ``benchmark``) holds the leaderboard's rows (as in leaderboard.csv), the suites and
+    the page's words; report.html is rendered from it (``texseg.report.write_report(result.out)``).
 
     Returns:
         The paths written.
     """
     out = result.out
+    rows = _rows(result)
     written = [out / "leaderboard.csv", out / "leaderboard.md"]
-    atomic_write_text(written[0], _csv(result))
+    atomic_write_text(written[0], _csv(rows))
+    written.append(write_result(out, "benchmark", {
+        "title": LEADERBOARD_TITLE, "description": [LEADERBOARD_INTRO], "interrupted": result.interrupted,
+        "suites": [{"name": x.name, "description": x.description, "count": x.count, "num_regions": x.num_regions}
+                   for x in result.suites], "segmenters": list(result.segmenter_names), "rows": rows}))
     atomic_write_text(written[1], leaderboard_markdown(result))
     for i, suite in enumerate(result.suites):
         for prefix, fig in (("bars", _bar_figure(result, suite.name)), ("panel", _panel_figure(result, i))):

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from texseg.segmenters.loading import load_segmenter
 from texseg.signals import catch_stop_signals
 from texseg.training.progress import Progress
 
-__all__ = ["BenchmarkResult", "Cell", "resolve_segmenters", "run_benchmark"]
+__all__ = ["BenchmarkResult", "BenchmarkSettings", "Cell", "resolve_segmenters", "score_benchmark"]
 
 CELL_FORMAT = 1
 BOUNDARY_TOLERANCE = 2.0
@@ -245,78 +244,79 @@ def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, ba
     return cell, predictions[:PANEL_IMAGES]
 
 
-def run_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | os.PathLike[str] | Suite],
-                  out: str | os.PathLike[str], *, method_args: dict[str, dict[str, Any]] | None = None,
-                  device: str | torch.device | None = None, batch_size: int = 8, progress: bool = True,
-                  report: bool = True) -> BenchmarkResult:
-    """Score every segmenter on every suite and write the leaderboard.
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """How :func:`score_benchmark` runs.
+
+    Attributes:
+        method_args: ``{method name: {parameter: value}}`` for classical methods.
+        device: where trained models run (default CPU).
+        batch_size: images per ``segment`` call (a stop is honoured between calls).
+        progress: show a progress bar.
+    """
+
+    method_args: dict[str, dict[str, Any]] | None = None
+    device: str | torch.device | None = None
+    batch_size: int = 8
+    progress: bool = True
+
+
+def score_benchmark(segmenters: Sequence[str | Segmenter], suites: Sequence[str | os.PathLike[str] | Suite],
+                    out: str | os.PathLike[str], settings: BenchmarkSettings | None = None) -> BenchmarkResult:
+    """Score every segmenter on every suite (cells saved in ``out/cells``); write no leaderboard.
 
     Args:
         segmenters: classical method names, run directories, or :class:`Segmenter` objects.
         suites: suite names, JSON suite files, image folders, or :class:`Suite` objects.
         out: output folder (created); cells already there with the same inputs are reused.
-        method_args: ``{method name: {parameter: value}}`` for classical methods.
-        device: where trained models run (default CPU).
-        batch_size: images per ``segment`` call (a stop is honoured between calls).
-        progress: show a progress bar.
-        report: write ``leaderboard.csv``, ``leaderboard.md`` and the figures at the end.
+        settings: method arguments, device, batch size, progress (see :class:`BenchmarkSettings`).
 
     Returns:
-        A :class:`BenchmarkResult`; ``interrupted`` if a stop signal ended it early.
+        A :class:`BenchmarkResult` with each suite's constant baseline; ``interrupted`` if a stop
+        signal ended it early. :func:`texseg.benchmark.run_benchmark` also writes the leaderboard.
     """
-    check_int("batch_size", batch_size, minimum=1)
-    suite_objs = [s if isinstance(s, Suite) else resolve_suite(s) for s in suites]
+    s = settings or BenchmarkSettings()
+    check_int("batch_size", s.batch_size, minimum=1)
+    suite_objs = [x if isinstance(x, Suite) else resolve_suite(x) for x in suites]
     if not suite_objs or not segmenters:
         raise ValueError("segmenters and suites must each name at least one")
-    names = [s.name for s in suite_objs]
+    names = [x.name for x in suite_objs]
     if len(set(names)) != len(names):
         raise ValueError(f"suites must have distinct names, got {', '.join(names)}")
-    segs = resolve_segmenters(segmenters, method_args, device)
+    segs = resolve_segmenters(segmenters, s.method_args, s.device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells: list[Cell] = []
-    interrupted = False
-    total = sum(s.count for s in suite_objs) * len(segs)
     # A bar on a terminal, plain lines in a log (never carriage returns), as `texseg train` does.
-    bar = _ImageProgress(total, progress)
+    bar = _ImageProgress(sum(x.count for x in suite_objs) * len(segs), s.progress)
     with catch_stop_signals() as stop, bar:
         for seg in segs:
             for suite in suite_objs:
-                why = _why_skipped(seg, suite)
-                if why is not None:
-                    cells.append(Cell(seg.name, suite.name, "skipped", why, suite.num_regions))
-                    bar.advance(suite.count)
-                    continue
-                key = _cell_key(seg, suite)
-                path = _cell_path(out, seg, suite, key)
-                cached = _load_cell(path, key, seg.name, suite.name)
-                if cached is not None:
-                    cells.append(cached)
-                    bar.advance(suite.count)
-                    continue
-                if interrupted or stop.count:
-                    interrupted = True
-                    cells.append(Cell(seg.name, suite.name, "pending", "not run: the benchmark was stopped",
-                                      suite.num_regions))
-                    continue
-                bar.set(cell=f"{seg.name} on {suite.name}")
-                result = _run_cell(seg, suite, batch_size, stop, bar)
-                if result is None:
-                    interrupted = True
-                    cells.append(Cell(seg.name, suite.name, "pending", "not run: the benchmark was stopped",
-                                      suite.num_regions))
-                    continue
-                cell, predictions = result
-                _save_cell(path, key, cell, predictions)
-                cells.append(cell)
-    baselines = [baseline_cell(s) for s in suite_objs] if report else []
-    result_ = BenchmarkResult(cells, suite_objs, [s.name for s in segs], out, interrupted, baselines)
-    if report:
-        from texseg.benchmark.report import write_report
-        from texseg.report import write_report_or_note
+                cells.append(_cell_of(seg, suite, out, s.batch_size, stop, bar))
+    interrupted = any(c.status == "pending" for c in cells)
+    baselines = [baseline_cell(x) for x in suite_objs]
+    return BenchmarkResult(cells, suite_objs, [x.name for x in segs], out, interrupted, baselines)
 
-        write_report(result_)
-        note = write_report_or_note(out)  # the page a person opens; a failure never fails the benchmark
-        if note:
-            print(f"note: {note}", file=sys.stderr)
-    return result_
+
+def _cell_of(seg: Segmenter, suite: Suite, out: Path, batch_size: int, stop: Any, bar: _ImageProgress) -> Cell:
+    """One cell: skipped, loaded from an earlier run, scored now, or pending (stopped)."""
+    why = _why_skipped(seg, suite)
+    if why is not None:
+        bar.advance(suite.count)
+        return Cell(seg.name, suite.name, "skipped", why, suite.num_regions)
+    key = _cell_key(seg, suite)
+    path = _cell_path(out, seg, suite, key)
+    cached = _load_cell(path, key, seg.name, suite.name)
+    if cached is not None:
+        bar.advance(suite.count)
+        return cached
+    pending = Cell(seg.name, suite.name, "pending", "not run: the benchmark was stopped", suite.num_regions)
+    if stop.count:
+        return pending
+    bar.set(cell=f"{seg.name} on {suite.name}")
+    result = _run_cell(seg, suite, batch_size, stop, bar)
+    if result is None:
+        return pending
+    cell, predictions = result
+    _save_cell(path, key, cell, predictions)
+    return cell

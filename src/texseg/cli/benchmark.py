@@ -52,13 +52,17 @@ def benchmark(segmenters: str, suites: str, out: str, method_args: tuple[str, ..
     the current batch and keeps the finished cells; running the command again skips them.
     """
     from texseg._validate import check_int
-    from texseg.benchmark import run_benchmark
+    from texseg.benchmark import BenchmarkSettings, run_benchmark
     from texseg.benchmark.suites import resolve_suite
+    from texseg.report import write_report_or_note
 
     check_int("--max-pixels", max_pixels, minimum=0)
     suite_objs = [resolve_suite(s, max_pixels=max_pixels or None) for s in _split_list(suites)]
-    result = run_benchmark(_split_list(segmenters), suite_objs, out,
-                           method_args=_parse_method_args(method_args), device=device, progress=not quiet)
+    settings = BenchmarkSettings(method_args=_parse_method_args(method_args), device=device, progress=not quiet)
+    result = run_benchmark(_split_list(segmenters), suite_objs, out, settings)
+    note = write_report_or_note(result.out)  # the page a person opens; a failure never fails the benchmark
+    if note:
+        click.echo(f"note: {note}", err=True)
     done = sum(c.status == "done" for c in result.cells)
     cached = sum(c.cached for c in result.cells)
     skipped = sum(c.status == "skipped" for c in result.cells)

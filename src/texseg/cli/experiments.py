@@ -101,8 +101,17 @@ def run_and_report(experiment: Any, out: Path, jobs: int, quiet: bool,
     result = run_experiment(experiment, out, jobs=jobs, progress=not quiet and jobs == 1, log=click.echo)
     figures, sections = extra(result) if extra else ([], [])
     path = write_experiment_summary(experiment, result, sections=sections, figures=figures)
+    write_page(out)
     print_ranking(experiment.title, result, path)
     return exit_code(result)
+
+
+def write_page(out: str | Path) -> None:
+    """``report.html`` of a folder, rendered from its result.json: once per experiment, a warning if it fails."""
+    from texseg.report import write_report_or_note
+
+    if (note := write_report_or_note(Path(out))) is not None:  # a convenience, never an error
+        click.echo(f"warning: {note}", err=True)
 
 
 def print_ranking(title: str, result: Any, summary: Path) -> None:
@@ -175,6 +184,7 @@ def sweep_lr_range(ctx: click.Context, min_lr: float, max_lr: float, beta: float
     rt = RangeTestConfig(min_lr=min_lr, max_lr=max_lr, steps=steps, beta=beta)
     result = lr_range_test(config, rt, progress=not quiet)
     path = write_range_test(result, config, rt, out, command_line(ctx))
+    write_page(out)
     fmt = lambda v: "none" if v is None else f"{v:.3g}"  # noqa: E731
     click.echo(f"{len(result.lrs)} steps; stopped: {result.stop_reason}")
     click.echo(f"suggested lr: {fmt(result.steepest_lr)} (steepest descent); {fmt(result.min_lr_10)} (min/10)")
@@ -203,7 +213,7 @@ def compare_options(f: Callable) -> Callable:
 
 def run_comparison(ctx: click.Context, field: str, value_texts: list[str], options: dict[str, Any]) -> int:
     """The body of every ``compare`` command: parse, then the library compares (tuning lrs first if asked)."""
-    from texseg.experiments.compare import TuneSettings, value_label
+    from texseg.experiments.compare import ComparisonSettings, TuneSettings, value_label
     from texseg.experiments.compare import run_comparison as compare_values
 
     p = {k: options.pop(k) for k in ("lrs", "tune_lrs", "tune_fraction", "tune_seeds", "out", "config_file",
@@ -222,8 +232,10 @@ def run_comparison(ctx: click.Context, field: str, value_texts: list[str], optio
     else:
         lrs = "auto"
     tune = TuneSettings(tuple(floats("--tune-lrs", p["tune_lrs"])), p["tune_fraction"], p["tune_seeds"])
-    outcome = compare_values(base, field, values, p["out"], seeds=p["seeds"], lrs=lrs, tune=tune, jobs=p["jobs"],
-                             command=command_line(ctx), progress=not p["quiet"] and p["jobs"] == 1, log=click.echo)
+    settings = ComparisonSettings(seeds=p["seeds"], lrs=lrs, tune=tune, jobs=p["jobs"], command=command_line(ctx),
+                                  progress=not p["quiet"] and p["jobs"] == 1)
+    outcome = compare_values(base, field, values, p["out"], settings, log=click.echo)
+    write_page(p["out"] if outcome.result is not None else Path(p["out"]) / "lr-tuning")
     if outcome.result is None:  # stopped while choosing learning rates
         return exit_code(outcome.tuning)
     print_ranking(f"Comparison: {field}", outcome.result, outcome.summary)
@@ -311,7 +323,7 @@ def difficulty(ctx: click.Context, sigma1s: str, sigma2s: str, model_dir: str | 
 def _difficulty_of_model(ctx: click.Context, model_dir: str, s1: list[float], s2: list[float], count: int,
                          eval_seed: int, out: str, options: dict[str, Any]) -> int:
     from texseg._validate import check_int
-    from texseg.experiments.difficulty import evaluate_grid, grid_table, rows_to_grid, write_model_grid
+    from texseg.experiments.difficulty import ModelGrid, evaluate_grid, grid_table, rows_to_grid, write_model_grid
 
     given = given_options(options)
     allowed = {"image_size", "sigma", "smoothing", "device"}
@@ -322,8 +334,8 @@ def _difficulty_of_model(ctx: click.Context, model_dir: str, s1: list[float], s2
     changes = {k: v for k, v in given.items() if k != "device"}
     scene, rows = evaluate_grid(model_dir, s1, s2, scene_changes=changes, count=count, seed=eval_seed,
                                 device=given.get("device", "cpu"))
-    path = write_model_grid(out, model_dir, scene, rows, s1, s2, count=count, seed=eval_seed,
-                            command=command_line(ctx))
+    path = write_model_grid(out, ModelGrid(model_dir, scene, rows, s1, s2, count, eval_seed), command_line(ctx))
+    write_page(out)
     click.echo(grid_table(rows_to_grid(rows, s1, s2), s1, s2, swapped=rows_to_grid(rows, s1, s2, "swapped") > 0,
                           matched=rows_to_grid(rows, s1, s2, "matched_iou")))
     click.echo(f"wrote {path}")

@@ -10,6 +10,7 @@ import click
 
 from texseg.cli import cli
 from texseg.cli._options import config_options, given_options, jobs_option, table
+from texseg.cli.experiments import write_page
 from texseg.errors import ExitCode
 from texseg.io import read_json
 from texseg.training.config import TrainConfig
@@ -67,6 +68,7 @@ def search(trials: int, out: str | None, storage: str | None, study_name: str, s
     )
     log = None if quiet else (lambda line: click.echo(line))
     result = run_search(settings, given_options(options), log=log)
+    write_page(result.out)  # report.html, once, from result.json
     best = result.best
     rows = [("study", f"{result.study_name} ({result.storage})"),
             ("trials", f"{result.counted} of {result.trials} finished ({result.ran} run now"
@@ -77,7 +79,8 @@ def search(trials: int, out: str | None, storage: str | None, study_name: str, s
                  ("best run", str(best["run_dir"]))]
     else:  # the words of best.json and summary.md: none completed, or every completed trial is trivial
         rows.append(("best", str(read_json(result.out / "best.json").get("message", "none"))))
-    rows.append(("reports", ", ".join(p.name for p in result.files) + f" in {result.out}"))
+    files = [p.name for p in result.files] + (["report.html"] if (result.out / "report.html").is_file() else [])
+    rows.append(("reports", ", ".join(files) + f" in {result.out}"))
     click.echo(("\n" if log else "") + table(rows))
     for note in result.notes:
         click.echo(f"note: {note}")

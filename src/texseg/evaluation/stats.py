@@ -56,6 +56,21 @@ class Interval:
             return f"{self.mean:.{digits}f} {self.format_bounds(digits)}"
         return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
 
+    def to_dict(self) -> dict[str, object]:
+        """The interval as JSON-ready values (NaN stays NaN; result.json writes it as null)."""
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n, "confidence": self.confidence,
+                "bounded": self.bounded, "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Interval:
+        """The inverse of :meth:`to_dict` (null numbers read as NaN)."""
+        def num(v: object) -> float:
+            return math.nan if v is None else float(v)  # type: ignore[arg-type]
+
+        return cls(num(data["mean"]), num(data["low"]), num(data["high"]), int(data["n"]),  # type: ignore[arg-type]
+                   num(data.get("confidence", 0.95)), bool(data.get("bounded", False)),
+                   tuple(num(v) for v in data.get("values", ())))  # type: ignore[union-attr]
+
     def format_bounds(self, digits: int = 3) -> str:
         """``[0.899, 0.925]``, or ``—`` when the interval is undefined."""
         if self.n < 2:

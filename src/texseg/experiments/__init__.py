@@ -18,21 +18,39 @@ Example::
 """
 
 from texseg.evaluation.stats import Interval, mean_ci
-from texseg.experiments.compare import TuneSettings, chosen_lrs, comparison, run_comparison, tuning_experiment
+from texseg.experiments.compare import (
+    ComparisonResult,
+    ComparisonSettings,
+    TuneSettings,
+    chosen_lrs,
+    comparison,
+    run_comparison,
+    tuning_experiment,
+)
 from texseg.experiments.difficulty import difficulty_experiment, evaluate_grid
-from texseg.experiments.experiment import Experiment, ExperimentResult, run_experiment, write_experiment_summary
-from texseg.experiments.report import Verdict, verdict
+from texseg.experiments.experiment import (
+    Experiment,
+    read_experiment_result,
+    render_experiment_summary,
+    run_experiment,
+    write_experiment_summary,
+)
+from texseg.experiments.report import ExperimentResult, GroupStats, TrialRecord, Verdict, verdict
 from texseg.experiments.runner import FAILED, NOT_RUN, Trial, TrialResult, run_trials
 from texseg.experiments.sweep import RangeTestConfig, lr_range_test, lr_sweep
 
 __all__ = [
     "FAILED",
     "NOT_RUN",
+    "ComparisonResult",
+    "ComparisonSettings",
     "Experiment",
     "ExperimentResult",
+    "GroupStats",
     "Interval",
     "RangeTestConfig",
     "Trial",
+    "TrialRecord",
     "TrialResult",
     "TuneSettings",
     "Verdict",
@@ -43,6 +61,8 @@ __all__ = [
     "lr_range_test",
     "lr_sweep",
     "mean_ci",
+    "read_experiment_result",
+    "render_experiment_summary",
     "run_comparison",
     "run_experiment",
     "run_trials",

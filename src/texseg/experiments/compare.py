@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from texseg.errors import TexsegError
-from texseg.experiments.experiment import Experiment, ExperimentResult, run_experiment, write_experiment_summary
-from texseg.experiments.report import best_group, budget_advice, format_value
+from texseg.experiments.experiment import Experiment, run_experiment, write_experiment_summary
+from texseg.experiments.report import ExperimentResult, GroupStats, TrialRecord, best_group, budget_advice, format_value
 from texseg.experiments.runner import Trial
 from texseg.experiments.sweep import budget_text, check_values, seed_list
 from texseg.training import engine
@@ -94,6 +94,7 @@ class TuneSettings:
         tune_fraction: its runs get this fraction of the comparison's budget (iterations and seconds).
         tune_seeds: seeds per candidate.
     """
+
     tune_lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     tune_fraction: float = 0.25
     tune_seeds: int = 1
@@ -206,8 +207,17 @@ def _lr_text(lr: float | None) -> str:
 
 
 @dataclass
-class ComparisonOutcome:
-    """What :func:`run_comparison` did: the comparison (None if stopped while tuning) and the tuning."""
+class ComparisonResult:
+    """What :func:`run_comparison` returns: the comparison, the lr tuning that preceded it, the lrs chosen.
+
+    Attributes:
+        result: the comparison (every trial, the ranked settings with intervals); None if it was
+            stopped while tuning learning rates.
+        tuning: the lr tuning (``lrs="auto"``), in ``out/lr-tuning``; None otherwise.
+        lrs: value label -> the learning rate it trained with (None: ``base.lr`` everywhere).
+        summary: the comparison's summary.md (None if stopped while tuning).
+    """
+
     result: ExperimentResult | None
     tuning: ExperimentResult | None
     lrs: dict[str, float] | None
@@ -217,60 +227,119 @@ class ComparisonOutcome:
     def interrupted(self) -> bool:
         return any(r is not None and r.interrupted for r in (self.result, self.tuning)) or self.result is None
 
+    @property
+    def trials(self) -> list[TrialRecord]:
+        """The comparison's trials (none if it was stopped while tuning)."""
+        return self.result.trials if self.result else []
 
-def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str | os.PathLike[str], *,
-                   seeds: int = 3, lrs: dict[str, float] | str | None = "auto", tune: TuneSettings | None = None,
-                   jobs: int | str = 1, command: str = "", progress: bool = False,
-                   log: Callable[[str], None] | None = None) -> ComparisonOutcome:
-    """Compare values of option ``name`` with equal budgets and seeds; write ``out`` (results, figures, summary.md).
+    @property
+    def ranked(self) -> list[GroupStats]:
+        """The compared values' statistics, best first."""
+        return self.result.ranked if self.result else []
 
-    Args:
-        base: the shared configuration (budget included).
-        name: the TrainConfig field compared; values: its values.
-        out: the experiment folder (the same folder resumes it).
+    @property
+    def best(self) -> GroupStats | None:
+        """The best value, if the data choose one (see :func:`~texseg.experiments.report.best_group`)."""
+        return self.result.best if self.result else None
+
+
+ComparisonOutcome = ComparisonResult  # its former name
+
+
+@dataclass(frozen=True)
+class ComparisonSettings:
+    """How :func:`run_comparison` runs (the options of ``texseg compare`` besides the training options).
+
+    Attributes:
         seeds: seeds per value (``base.seed``, ``base.seed + 1``, ...).
         lrs: learning rate per value label; ``"auto"`` (the default) to choose each value's
             lr with a short sweep first (in ``out/lr-tuning``, scored on another held-out
             set), since one shared lr favours whichever value it happens to suit; None for
             ``base.lr`` everywhere (said in the summary).
         tune: the settings of the ``"auto"`` sweep.
-        jobs: trials trained at once (separate processes when > 1).
+        jobs: trials trained at once (separate processes when > 1), or ``"auto"``.
         command: the command line, for the summary.
         progress: a progress bar per trial (``jobs == 1``).
-        log: receives progress lines (one per trial, and the chosen learning rates).
     """
+
+    seeds: int = 3
+    lrs: dict[str, float] | str | None = "auto"
+    tune: TuneSettings | None = None
+    jobs: int | str = 1
+    command: str = ""
+    progress: bool = False
+
+
+def run_comparison(base: TrainConfig, name: str, values: Sequence[Any], out: str | os.PathLike[str],
+                   settings: ComparisonSettings | None = None, *,
+                   log: Callable[[str], None] | None = None) -> ComparisonResult:
+    """Compare values of option ``name`` with equal budgets and seeds; write ``out`` (results, figures, summary.md).
+
+    Writes result.json and summary.md for the comparison and its lr tuning (``out/lr-tuning``); the one
+    report.html of the experiment is the caller's to write (``texseg.report.write_report(out)``).
+
+    Args:
+        base: the shared configuration (budget included).
+        name: the TrainConfig field compared; values: its values.
+        out: the experiment folder (the same folder resumes it).
+        settings: seeds, learning rates (``"auto"`` by default), jobs, ... (see :class:`ComparisonSettings`).
+        log: receives progress lines (one per trial, and the chosen learning rates).
+
+    Returns:
+        A :class:`ComparisonResult`.
+    """
+    s = settings or ComparisonSettings()
     log = log or (lambda line: None)
     values = check_compared_values(name, values, base)
-    labels = [value_label(name, v) for v in values]
-    seed_values = seed_list(base.seed, seeds)
+    seed_values = seed_list(base.seed, s.seeds)
+    chosen = _given_lrs(name, s.lrs, [value_label(name, v) for v in values])
+    sections, how, tuning = [], "Learning rates given per value." if chosen else "", None
+    if s.lrs == "auto":
+        tuning, chosen, how = _tune(base, name, values, Path(out), s, log)
+        if chosen is None:  # stopped while tuning
+            return ComparisonResult(None, tuning, None, None)
+        sections.append("## Learning rates\n\n" + how + "\n\n| value | lr |\n|---|---|\n"
+                        + "\n".join(f"| {k} | {v:g} |" for k, v in chosen.items()) + "\n")
+    experiment = comparison(base, name, values, seed_values, chosen, s.command, how)
+    result = run_experiment(experiment, out, jobs=s.jobs, progress=s.progress, log=log)
+    summary = write_experiment_summary(experiment, result, sections=sections)
+    return ComparisonResult(result, tuning, chosen, summary)
+
+
+def _given_lrs(name: str, lrs: dict[str, float] | str | None, labels: list[str]) -> dict[str, float] | None:
+    """The learning rates given per value (checked), or None for ``"auto"`` and None.
+
+    Raises:
+        ValueError: naming ``lrs``.
+    """
     if name == "lr" and lrs is not None:
         raise ValueError("lrs cannot be given: the compared option is lr itself")
     if isinstance(lrs, str) and lrs != "auto":
         raise ValueError(f"lrs must be 'auto', a mapping of value to learning rate, or None; got {lrs!r}")
-    chosen = check_lr_map(lrs, labels) if isinstance(lrs, dict) else None
-    sections, how, tuning = [], "Learning rates given per value." if chosen else "", None
-    if lrs == "auto":
-        tune = (tune or TuneSettings()).validate()
-        texp = tuning_experiment(base, name, values, tune, command)
-        for t in comparison(base, name, values, seed_values, None).trials:  # fail on bad input before any tuning
-            t.run_config().validate()
-        check_tuning_budget(texp.base, tune)
-        log(f"choosing a learning rate per value: {len(texp.trials)} short runs in {Path(out) / 'lr-tuning'}")
-        tuning = run_experiment(texp, Path(out) / "lr-tuning", jobs=jobs, progress=progress, log=log)
-        if tuning.interrupted:
-            write_experiment_summary(texp, tuning)
-            return ComparisonOutcome(None, tuning, None, None)
-        try:
-            chosen = chosen_lrs(tuning, name, values, tune.tune_fraction)
-        finally:  # its summary says what it chose, or (raising) why it could not choose
-            write_experiment_summary(texp, tuning, best_section=tuning_section(chosen, tune) if chosen else None)
-        candidates = ",".join(f"{lr:g}" for lr in tune.tune_lrs)
-        how = ("Each value trains at its own learning rate, the best of a short sweep over "
-               f"{candidates} ([lr-tuning/summary.md](lr-tuning/summary.md)), scored on a separate held-out set.")
-        sections.append("## Learning rates\n\n" + how + "\n\n| value | lr |\n|---|---|\n"
-                        + "\n".join(f"| {k} | {v:g} |" for k, v in chosen.items()) + "\n")
-        log("chosen: " + ", ".join(f"{k} lr={v:g}" for k, v in chosen.items()) + "\n")
-    experiment = comparison(base, name, values, seed_values, chosen, command, how)
-    result = run_experiment(experiment, out, jobs=jobs, progress=progress, log=log)
-    summary = write_experiment_summary(experiment, result, sections=sections)
-    return ComparisonOutcome(result, tuning, chosen, summary)
+    return check_lr_map(lrs, labels) if isinstance(lrs, dict) else None
+
+
+def _tune(base: TrainConfig, name: str, values: list[Any], out: Path, s: ComparisonSettings,
+          log: Callable[[str], None]) -> tuple[ExperimentResult, dict[str, float] | None, str]:
+    """The ``lrs="auto"`` sweep in ``out/lr-tuning``: its result, the lr chosen per value (None if
+    stopped) and the sentence saying how they were chosen."""
+    tune = (s.tune or TuneSettings()).validate()
+    texp = tuning_experiment(base, name, values, tune, s.command)
+    for t in comparison(base, name, values, seed_list(base.seed, s.seeds), None).trials:
+        t.run_config().validate()  # fail on bad input before any tuning
+    check_tuning_budget(texp.base, tune)
+    log(f"choosing a learning rate per value: {len(texp.trials)} short runs in {out / 'lr-tuning'}")
+    tuning = run_experiment(texp, out / "lr-tuning", jobs=s.jobs, progress=s.progress, log=log)
+    if tuning.interrupted:
+        write_experiment_summary(texp, tuning)
+        return tuning, None, ""
+    chosen = None
+    try:
+        chosen = chosen_lrs(tuning, name, values, tune.tune_fraction)
+    finally:  # its summary says what it chose, or (raising) why it could not choose
+        write_experiment_summary(texp, tuning, best_section=tuning_section(chosen, tune) if chosen else None)
+    candidates = ",".join(f"{lr:g}" for lr in tune.tune_lrs)
+    how = ("Each value trains at its own learning rate, the best of a short sweep over "
+           f"{candidates} ([lr-tuning/summary.md](lr-tuning/summary.md)), scored on a separate held-out set.")
+    log("chosen: " + ", ".join(f"{k} lr={v:g}" for k, v in chosen.items()) + "\n")
+    return tuning, chosen, how

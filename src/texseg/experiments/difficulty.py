@@ -9,9 +9,8 @@ differ only in texture: the comparison between cells is paired.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,11 @@ from texseg.device import resolve_device
 from texseg.evaluation import evaluate
 from texseg.experiments.experiment import Experiment
 from texseg.experiments.figures import heatmap_figure, scene_grid_figure
-from texseg.experiments.report import GroupStats, format_value, write_results_csv
+from texseg.experiments.report import GroupStats, format_value, write_results_csv, write_table_summary
 from texseg.experiments.runner import Trial
 from texseg.experiments.sweep import budget_text, check_values
-from texseg.io import atomic_write_text
 from texseg.plots import save_figure
-from texseg.report import write_report_or_note
+from texseg.result_file import write_result
 from texseg.training.config import TrainConfig, override_scene
 
 HEATMAP_PNG, SCENES_PNG = "heatmap.png", "scenes.png"
@@ -151,43 +149,46 @@ def evaluate_grid(model_dir: str | os.PathLike[str], sigma1s: Sequence[float], s
     return scene, rows
 
 
-def write_model_grid(out_dir: str | os.PathLike[str], model_dir: str, scene: SceneSpec,
-                     rows: Sequence[dict[str, Any]], sigma1s: Sequence[float], sigma2s: Sequence[float], *,
-                     count: int, seed: int, command: str) -> Path:
-    """``results.csv``, ``heatmap.png``, ``scenes.png`` and ``summary.md`` of :func:`evaluate_grid`."""
+@dataclass(frozen=True)
+class ModelGrid:
+    """One saved model's scores over a grid of texture widths (from :func:`evaluate_grid`).
+
+    Attributes:
+        model_dir: the run evaluated.
+        scene: the base scene; rows: one per cell (sigma1-major), ``sigma1, sigma2`` and the metrics.
+        sigma1s, sigma2s: the grid.
+        count: held-out scenes per cell; seed: their seed.
+    """
+
+    model_dir: str
+    scene: SceneSpec
+    rows: Sequence[dict[str, Any]]
+    sigma1s: Sequence[float]
+    sigma2s: Sequence[float]
+    count: int
+    seed: int
+
+
+def write_model_grid(out_dir: str | os.PathLike[str], grid: ModelGrid, command: str = "") -> Path:
+    """``results.csv``, ``heatmap.png``, ``scenes.png``, ``result.json`` and ``summary.md`` of a :class:`ModelGrid`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rows, s1, s2, scene = grid.rows, grid.sigma1s, grid.sigma2s, grid.scene
     write_results_csv(rows, out / "results.csv")
-    grid = rows_to_grid(rows, sigma1s, sigma2s)
-    swapped, matched = rows_to_grid(rows, sigma1s, sigma2s, "swapped"), rows_to_grid(rows, sigma1s, sigma2s,
-                                                                                       "matched_iou")
-    figures = write_grid_figures(out, grid, scene, sigma1s, sigma2s, f"Held-out IoU of {model_dir}", seed)
-    trained = "the model's training scene"
-    text = f"""# Difficulty grid of one saved model
-
-The model of `{model_dir}` evaluated in eval mode on {count} held-out scenes per cell (seed
-{seed}; the same partitions in every cell), N={scene.image_size}, partition sigma
-{scene.partition_sigma:g}, smoothing {scene.smoothing_sigma} (otherwise {trained}). Rows: sigma1
-(texture width in Omega_1); columns: sigma2 (Omega_2).
-
-## Command
-
-```bash
-{command}
-```
-
-## Held-out IoU
-
-Mean IoU over the two regions with the labels as trained (0 = the Omega_1 texture). A cell
-marked *swapped* separates the regions but names them the other way round (its IoU after
-matching predicted to true labels is given): the model tells the textures apart, it does
-not fail.
-
-{grid_table(grid, sigma1s, sigma2s, swapped=swapped.astype(bool), matched=matched)}
-
-""" + "\n\n".join(f"**{t}**\n\n![{t}]({f})" for t, f in figures) + \
-        "\n\n`results.csv` holds every metric of every cell.\n"
-    atomic_write_text(out / "summary.md", text)
-    if (note := write_report_or_note(out)) is not None:  # report.html: a convenience, never an error
-        print(f"warning: {note}", file=sys.stderr)
-    return out / "summary.md"
+    means = rows_to_grid(rows, s1, s2)
+    swapped, matched = rows_to_grid(rows, s1, s2, "swapped"), rows_to_grid(rows, s1, s2, "matched_iou")
+    figures = write_grid_figures(out, means, scene, s1, s2, f"Held-out IoU of {grid.model_dir}", grid.seed)
+    doc = {"title": "Difficulty grid of one saved model", "command": command, "description": [
+        f"The model of `{grid.model_dir}` evaluated in eval mode on {grid.count} held-out scenes per cell (seed "
+        f"{grid.seed}; the same partitions in every cell), N={scene.image_size}, partition sigma "
+        f"{scene.partition_sigma:g}, smoothing {scene.smoothing_sigma} (otherwise the model's training scene). "
+        "Rows: sigma1 (texture width in Omega_1); columns: sigma2 (Omega_2)."],
+        "sections": [{"heading": "Held-out IoU", "paragraphs": [
+            "Mean IoU over the two regions with the labels as trained (0 = the Omega_1 texture). A cell marked "
+            "*swapped* separates the regions but names them the other way round (its IoU after matching "
+            "predicted to true labels is given): the model tells the textures apart, it does not fail."],
+            "table": grid_table(means, s1, s2, swapped=swapped.astype(bool), matched=matched)}],
+        "figures": [list(f) for f in figures], "footer": "`results.csv` holds every metric of every cell.",
+        "rows": list(rows)}
+    write_result(out, "table", doc)
+    return write_table_summary(out)

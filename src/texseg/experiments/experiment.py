@@ -1,7 +1,8 @@
 """An experiment: trials plus what they mean; running it writes one folder.
 
-``<out>/results.csv``, ``<out>/curves.png``, ``<out>/final.png``, ``<out>/summary.md``
-and ``<out>/runs/<trial>/`` (the runs themselves). Every kind of experiment (sweeps,
+``<out>/results.csv``, ``<out>/curves.png``, ``<out>/final.png``, ``<out>/result.json`` (the
+typed :class:`ExperimentResult`), ``<out>/summary.md`` and ``<out>/report.html`` (both rendered
+from result.json) and ``<out>/runs/<trial>/`` (the runs themselves). Every kind of experiment (sweeps,
 comparisons, difficulty grids) is built as an :class:`Experiment` and goes through
 :func:`run_experiment`; only the list of trials differs.
 """
@@ -9,29 +10,24 @@ comparisons, difficulty grids) is built as an :class:`Experiment` and goes throu
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from texseg.experiments.figures import curves_figure, final_figure
 from texseg.experiments.report import (
-    GroupStats,
-    SummaryInputs,
-    Verdict,
-    best_group,
+    ExperimentResult,
+    TrialRecord,
     group_stats,
     rank,
     result_rows,
-    verdict,
+    summary_markdown,
     write_results_csv,
-    write_summary,
 )
-from texseg.experiments.runner import FAILED, Logger, RunOutcome, Trial, run_trials
-from texseg.io import atomic_write_json, read_json
+from texseg.experiments.runner import Logger, Trial, run_trials
+from texseg.io import atomic_write_json, atomic_write_text, read_json
 from texseg.plots import save_figure
-from texseg.report import write_report_or_note
+from texseg.result_file import read_result, write_result
 from texseg.training.config import TrainConfig
 
 RESULTS, SUMMARY_MD, CURVES_PNG, FINAL_PNG = "results.csv", "summary.md", "curves.png", "final.png"
@@ -66,36 +62,6 @@ class Experiment:
         for t in self.trials:
             out.setdefault(t.label, []).append(out_dir / "runs" / t.trial_id)
         return out
-
-
-@dataclass
-class ExperimentResult:
-    """A finished (or interrupted) experiment: its rows and ranked settings."""
-
-    out_dir: Path
-    rows: list[dict[str, Any]]
-    ranked: list[GroupStats]
-    outcome: RunOutcome
-    metric: str = "iou"
-
-    @property
-    def best(self) -> GroupStats | None:
-        """The best setting (see :func:`best_group`)."""
-        return best_group(self.ranked, self.metric)
-
-    @property
-    def verdict(self) -> Verdict:
-        """What the data resolve (see :func:`~texseg.experiments.report.verdict`)."""
-        return verdict(self.ranked, self.metric)
-
-    @property
-    def interrupted(self) -> bool:
-        return self.outcome.interrupted
-
-    @property
-    def failed(self) -> int:
-        """Trials that raised an error."""
-        return sum(r.status == FAILED for r in self.outcome.results)
 
 
 def claim_folder(out: Path, experiment: Experiment) -> None:
@@ -146,16 +112,22 @@ def run_experiment(experiment: Experiment, out_dir: str | os.PathLike[str], *, j
     ranked = rank(group_stats(rows, experiment.varied), experiment.metric)
     save_figure(curves_figure(experiment.runs_by_label(out), experiment.title), out / CURVES_PNG)
     save_figure(final_figure(ranked, experiment.metric, experiment.varied, experiment.title), out / FINAL_PNG)
-    return ExperimentResult(out, rows, ranked, outcome, experiment.metric)
+    trials = [TrialRecord.from_result(r, out) for r in outcome.results]
+    return ExperimentResult(out, experiment.title, experiment.description, experiment.command, experiment.varied,
+                            experiment.base, experiment.metric, trials, rows, ranked, outcome.interrupted,
+                            outcome=outcome)
 
 
 def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *, sections: Sequence[str] = (),
                              figures: Sequence[tuple[str, str]] = (), best_section: str | None = None) -> Path:
-    """Write ``summary.md``: description, command, settings, ranked table, best, figures, failures.
+    """Write ``result.json``, then ``summary.md`` rendered from it.
+
+    ``report.html`` is rendered from the same result.json by whoever wants the page, once per
+    experiment: ``texseg.report.write_report(result.out_dir)`` (the CLI does).
 
     Args:
         experiment: the experiment that ran.
-        result: what :func:`run_experiment` returned.
+        result: what :func:`run_experiment` returned (its figures, sections and best section are set here).
         sections: extra markdown sections, placed after the best choice.
         figures: extra ``(title, file name in out_dir)`` figures, placed after the standard ones.
         best_section: a markdown section replacing the verdict (a tuning's pick is not a claim of "best").
@@ -163,16 +135,29 @@ def write_experiment_summary(experiment: Experiment, result: ExperimentResult, *
     Returns:
         The path of ``summary.md``.
     """
-    path = result.out_dir / SUMMARY_MD
     standard = [("Final held-out metric per setting", FINAL_PNG),
                 ("Learning curves: validation IoU and training loss against iterations and training time",
                  CURVES_PNG)]
-    write_summary(path, SummaryInputs(
-        title=experiment.title, description=experiment.description, command=experiment.command,
-        base=experiment.base, varied=experiment.varied, rows=result.rows, results=result.outcome.results,
-        ranked=result.ranked, metric=experiment.metric, figures=[*standard, *figures], sections=sections,
-        interrupted=result.interrupted, best_section=best_section,
-    ))
-    if (note := write_report_or_note(result.out_dir)) is not None:  # report.html: a convenience, never an error
-        print(f"warning: {note}", file=sys.stderr)
+    result.figures, result.sections, result.best_section = [*standard, *figures], list(sections), best_section
+    write_result(result.out_dir, "experiment", result.to_dict())
+    return render_experiment_summary(result.out_dir)
+
+
+def read_experiment_result(out_dir: str | os.PathLike[str]) -> ExperimentResult:
+    """The :class:`ExperimentResult` an experiment folder's ``result.json`` holds.
+
+    Raises:
+        ValueError: the folder has no result.json (an older texseg, or the experiment never finished), or
+            it is not an experiment's.
+    """
+    data = read_result(out_dir, "experiment")
+    if data is None:
+        raise ValueError(f"out_dir: {out_dir} holds no result.json (run the experiment's command again to write it)")
+    return ExperimentResult.from_dict(data, out_dir)
+
+
+def render_experiment_summary(out_dir: str | os.PathLike[str]) -> Path:
+    """(Re)write ``summary.md`` from the folder's ``result.json`` alone; returns its path."""
+    path = Path(out_dir) / SUMMARY_MD
+    atomic_write_text(path, summary_markdown(read_experiment_result(out_dir)))
     return path

@@ -8,6 +8,7 @@ if no setting completed on every seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections import Counter
@@ -19,8 +20,9 @@ from typing import Any
 from texseg.evaluation.names import METRIC_ORDER as _METRIC_ORDER
 from texseg.evaluation.names import TABLE_METRICS, lower_is_better
 from texseg.evaluation.stats import Interval, mean_ci
-from texseg.experiments.runner import FAILED, NOT_RUN, TrialResult
+from texseg.experiments.runner import FAILED, NOT_RUN, RunOutcome, TrialResult
 from texseg.io import atomic_write_text, write_csv
+from texseg.result_file import number, read_result
 from texseg.training import engine
 from texseg.training.config import TrainConfig
 from texseg.training.rundir import RunStatus
@@ -100,6 +102,22 @@ class GroupStats:
         """``3/3``, or ``2/3 (1 diverged)``."""
         others = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()) if s != COMPLETED)
         return f"{self.completed}/{self.n}" + (f" ({others})" if others else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The setting's statistics as JSON-ready values (result.json's ``ranked`` entries)."""
+        return {"label": self.label, "values": dict(self.values), "statuses": dict(self.statuses),
+                "metrics": {k: v.to_dict() for k, v in self.metrics.items()}, "worst": dict(self.worst),
+                "train_seconds": self.train_seconds.to_dict(), "iterations": self.iterations.to_dict(),
+                "trivial": self.trivial, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GroupStats:
+        """The inverse of :meth:`to_dict`."""
+        return cls(str(data["label"]), dict(data["values"]), Counter(data.get("statuses", {})),
+                   {k: Interval.from_dict(v) for k, v in data.get("metrics", {}).items()},
+                   {k: number(v) for k, v in data.get("worst", {}).items()},
+                   Interval.from_dict(data["train_seconds"]), Interval.from_dict(data["iterations"]),
+                   int(data.get("trivial", 0)), [str(w) for w in data.get("warnings", [])])
 
 
 def group_stats(rows: Sequence[dict[str, Any]], varied: Sequence[str], confidence: float = 0.95) -> list[GroupStats]:
@@ -234,44 +252,143 @@ def verdict(ranked: Sequence[GroupStats], metric: str = "iou") -> Verdict:
                    f"best: {best.label} ({metric} {m.format(4)}), its interval clear of every other setting's" + note)
 
 
-# -------------------------------------------------------------------------- summary.md
+# ------------------------------------------------------------------- the typed result
 @dataclass
-class SummaryInputs:
-    """Everything ``summary.md`` says, gathered by the caller."""
+class TrialRecord:
+    """One trial as the experiment's result records it (result.json's ``trials`` entries).
 
+    Attributes:
+        trial_id, label, seed: which trial (its run is ``<out>/<run_dir>``).
+        status: ``completed``, ``diverged``, ``interrupted``, ``failed``, ``not run``, ...
+        error: why it did not complete (empty when it did).
+        action: what this invocation did (``new``, ``resumed``, ``restarted``, ``skipped``, ``not run``).
+        run_dir: its run directory, relative to the experiment folder.
+        warnings: the run's warnings (a trivial model, too few steps).
+        val: its final held-out metrics (empty when it left none).
+        train_seconds, iterations: what its training cost.
+    """
+
+    trial_id: str
+    label: str
+    seed: int
+    status: str
+    error: str
+    action: str
+    run_dir: str
+    warnings: list[str] = field(default_factory=list)
+    val: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = math.nan
+    iterations: int = 0
+
+    @classmethod
+    def from_result(cls, r: TrialResult, exp_dir: Path) -> TrialRecord:
+        """The record of a trial the runner returned (its run summary read once, here)."""
+        s = r.summary
+        return cls(r.trial_id, r.label, r.seed, r.status, r.error, r.action, os.path.relpath(r.run_dir, exp_dir),
+                   [str(w) for w in s.get("warnings", [])], dict(s.get("val", {})),
+                   float(s.get("train_seconds", math.nan)), int(s.get("iterations", 0)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
+        """A record from result.json (null numbers read as NaN)."""
+        return cls(**{**data, "val": {k: number(v) for k, v in data.get("val", {}).items()},
+                      "train_seconds": number(data.get("train_seconds"))})
+
+
+@dataclass
+class ExperimentResult:
+    """A finished (or interrupted) experiment: what it asked, every trial, the ranked settings.
+
+    Written once to ``result.json`` (:meth:`to_dict`); ``summary.md`` and ``report.html`` are
+    rendered from it (:func:`summary_markdown`, :mod:`texseg.report`).
+
+    Attributes:
+        out_dir: the experiment folder.
+        title, description, command: what was asked, in words and as a command line.
+        varied: the config fields that differ between settings; base: the shared config.
+        metric: the held-out metric that ranks settings.
+        trials: every trial, in the experiment's order.
+        rows: one flat row per trial, as in results.csv.
+        ranked: per setting, its statistics over seeds (means with intervals), best first.
+        interrupted: a stop signal ended it with work left (run it again to finish).
+        figures: ``(title, file name)`` of its figures; sections: extra Markdown sections.
+        best_section: a Markdown section replacing the verdict (a tuning's pick is not a claim of "best").
+        outcome: the runner's own results (this invocation only; not in result.json).
+    """
+
+    out_dir: Path
     title: str
     description: str
     command: str
+    varied: tuple[str, ...]
     base: TrainConfig
-    varied: Sequence[str]
-    rows: Sequence[dict[str, Any]]
-    results: Sequence[TrialResult]
-    ranked: Sequence[GroupStats]
-    metric: str = "iou"
-    figures: Sequence[tuple[str, str]] = ()
-    sections: Sequence[str] = ()
+    metric: str
+    trials: list[TrialRecord]
+    rows: list[dict[str, Any]]
+    ranked: list[GroupStats]
     interrupted: bool = False
-    best_section: str | None = None  # replaces the "Best choice" section (e.g. a tuning's pick)
+    figures: list[tuple[str, str]] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    best_section: str | None = None
+    outcome: RunOutcome | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def best(self) -> GroupStats | None:
+        """The best setting (see :func:`best_group`)."""
+        return best_group(self.ranked, self.metric)
+
+    @property
+    def verdict(self) -> Verdict:
+        """What the data resolve (see :func:`verdict`)."""
+        return verdict(self.ranked, self.metric)
+
+    @property
+    def failed(self) -> int:
+        """Trials that raised an error."""
+        return sum(t.status == FAILED for t in self.trials)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values (result.json, kind ``experiment``)."""
+        return {"title": self.title, "description": self.description, "command": self.command,
+                "varied": list(self.varied), "base": self.base.to_dict(), "metric": self.metric,
+                "trials": [dataclasses.asdict(t) for t in self.trials], "rows": list(self.rows),
+                "ranked": [g.to_dict() for g in self.ranked], "interrupted": self.interrupted,
+                "figures": [list(f) for f in self.figures], "sections": list(self.sections),
+                "best_section": self.best_section, "verdict": self.verdict.headline}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], out_dir: str | os.PathLike[str]) -> ExperimentResult:
+        """The result read back from result.json (``verdict`` is recomputed from ``ranked``)."""
+        rows = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in data["rows"]]
+        return cls(Path(out_dir), str(data["title"]), str(data["description"]), str(data["command"]),
+                   tuple(data["varied"]), TrainConfig.from_dict(data["base"]), str(data["metric"]),
+                   [TrialRecord.from_dict(t) for t in data["trials"]], rows,
+                   [GroupStats.from_dict(g) for g in data["ranked"]], bool(data.get("interrupted", False)),
+                   [(str(t), str(f)) for t, f in data.get("figures", [])], [str(x) for x in data.get("sections", [])],
+                   data.get("best_section"))
 
 
-def write_summary(path: str | os.PathLike[str], s: SummaryInputs) -> None:
-    """Write ``summary.md``, a report that reads on its own."""
+# -------------------------------------------------------------------------- summary.md
+def summary_markdown(r: ExperimentResult) -> str:
+    """``summary.md`` of an experiment, a report that reads on its own, rendered from its result alone."""
     # The verdict is the headline (as in the terminal and report.html); a section that replaces it replaces it here too.
-    headline = "" if s.best_section else f"**{verdict(s.ranked, s.metric).headline}**.\n"
-    parts = [f"# {s.title}\n", headline, s.description.strip() + "\n", _command_section(s.command),
-             _settings_section(s.base, s.varied), _trials_section(s.results),
-             _table_section(s.ranked, s.varied, s.metric),
-             s.best_section or _best_section(s.ranked, s.metric)]
-    parts += [sec.strip() + "\n" for sec in s.sections]
-    if s.figures:
-        parts.append("## Figures\n\n" + "\n\n".join(f"**{title}**\n\n![{title}]({name})" for title, name in s.figures)
+    headline = "" if r.best_section else f"**{r.verdict.headline}**.\n"
+    parts = [f"# {r.title}\n", headline, r.description.strip() + "\n", _command_section(r.command),
+             _settings_section(r.base, r.varied), _trials_section(r.trials),
+             _table_section(r.ranked, r.varied, r.metric),
+             r.best_section or _best_section(r.ranked, r.metric)]
+    parts += [sec.strip() + "\n" for sec in r.sections]
+    if r.figures:
+        parts.append("## Figures\n\n" + "\n\n".join(f"**{title}**\n\n![{title}]({name})" for title, name in r.figures)
                      + "\n")
-    parts.append(_failures_section(s.results, s.interrupted))
+    parts.append(_failures_section(r.trials, r.interrupted))
     parts.append("## Files\n\n- `results.csv`: one row per trial (label, seed, varied values, status, error, "
                  "final held-out metrics, training seconds, iterations, run directory).\n"
+                 "- `result.json`: everything this summary and report.html say, as data (rows, statistics with "
+                 "intervals, verdict).\n"
                  "- `runs/<trial>/`: ordinary run directories (`texseg eval runs/<trial>`, "
-                 "`texseg.load_model(...)`), each with its `metrics.csv` and `curves.png`.\n")
-    atomic_write_text(path, "\n".join(p for p in parts if p))
+                 "`texseg.load_model(...)`), each with its `metrics.csv`.\n")
+    return "\n".join(p for p in parts if p)
 
 
 def _command_section(command: str) -> str:
@@ -302,7 +419,7 @@ def _md_value(config: TrainConfig, name: str) -> str:
     return format_value(v)
 
 
-def _trials_section(results: Sequence[TrialResult]) -> str:
+def _trials_section(results: Sequence[TrialRecord]) -> str:
     statuses = Counter(r.status for r in results)
     actions = Counter(r.action for r in results)
     status_text = ", ".join(f"{n} {s}" for s, n in statuses.most_common())
@@ -310,20 +427,49 @@ def _trials_section(results: Sequence[TrialResult]) -> str:
     return f"## Trials\n\n{len(results)} trials: {status_text}. This invocation: {action_text}.\n"
 
 
-def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str) -> str:
+@dataclass
+class RankedTable:
+    """The ranked settings as text cells: the one model of summary.md's table and report.html's."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def ranked_table(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str = "iou", *,
+                 html: bool = False) -> RankedTable:
+    """One row per setting, best first: rank, label, varied values, metrics with intervals, worst seed, cost.
+
+    Args:
+        ranked: the settings, best first.
+        varied: the varied config fields (columns).
+        metric: the ranking metric (first among the metrics).
+        html: the page's variant: a varied value that is its setting's whole label (``adam``) is not
+            repeated, no separate interval column, intervals that wrap only before their bracket.
+    """
     conf = next((g.metrics[metric].confidence for g in ranked if metric in g.metrics), 0.95)
     metrics = [metric] + [m for m in TABLE_METRICS if m != metric]
-    head = ["rank", "setting", *varied, *[f"{m} (mean, {conf:.0%} interval)" for m in metrics],
-            f"{metric} {conf:.0%} interval", f"worst seed {metric}", "completed", "iterations", "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown = [k for k in varied if not html or any(format_value(g.values[k]) != g.label for g in ranked)]
+    columns = ["rank", "setting", *shown, *[m if html else f"{m} (mean, {conf:.0%} interval)" for m in metrics],
+               *([] if html else [f"{metric} {conf:.0%} interval"]), f"worst seed {metric}", "completed",
+               "steps" if html else "iterations", "train s"]
+    rows = []
     for i, g in enumerate(ranked, 1):
         m = g.metrics.get(metric, mean_ci([]))
-        cells = [str(i), g.label, *[format_value(g.values[k]) for k in varied],
-                 *[g.metrics.get(k, mean_ci([])).format(4 if k != "loss" else 5) for k in metrics],
-                 m.format_bounds(4), f"{g.worst[metric]:.4f}" if metric in g.worst else "—", g.status_text(),
-                 f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
-                 f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"]
-        lines.append("| " + " | ".join(cells) + " |")
+        texts = [g.metrics.get(k, mean_ci([])).format(4 if k != "loss" else 5) for k in metrics]
+        rows.append([str(i), g.label, *[format_value(g.values[k]) for k in shown],
+                     *[t.replace(", ", ",\u00a0").replace("± ", "±\u00a0") if html else t for t in texts],
+                     *([] if html else [m.format_bounds(4)]),
+                     f"{g.worst[metric]:.4f}" if metric in g.worst else "—", g.status_text(),
+                     f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
+                     f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"])
+    return RankedTable(columns, rows)
+
+
+def _table_section(ranked: Sequence[GroupStats], varied: Sequence[str], metric: str) -> str:
+    conf = next((g.metrics[metric].confidence for g in ranked if metric in g.metrics), 0.95)
+    table = ranked_table(ranked, varied, metric)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table.rows]
     order = "lowest" if lower_is_better(metric) else "highest"
     return (f"## Results, ranked by held-out {metric} ({order} first)\n\nMean over the completed seeds and the "
             f"{conf:.0%} interval of the mean: for metrics in [0, 1] the Student-t interval of the seeds' logits "
@@ -343,9 +489,9 @@ def _best_section(ranked: Sequence[GroupStats], metric: str) -> str:
     return text + "\n"
 
 
-def _failures_section(results: Sequence[TrialResult], interrupted: bool) -> str:
+def _failures_section(results: Sequence[TrialRecord], interrupted: bool) -> str:
     bad = [r for r in results if r.status != COMPLETED]
-    trivial = [r for r in results if r.status == COMPLETED and r.summary.get("warnings")]
+    trivial = [r for r in results if r.status == COMPLETED and r.warnings]
     lines = []
     if interrupted:
         lines.append("**The experiment was interrupted**; run the same command again to finish it.\n")
@@ -353,9 +499,9 @@ def _failures_section(results: Sequence[TrialResult], interrupted: bool) -> str:
         kind = {FAILED: "raised an error", NOT_RUN: "was not started", INTERRUPTED: "was interrupted (resumable)"}
         lines.append(f"- `{r.trial_id}` {kind.get(r.status, r.status)}: {r.error or 'no message'}")
     for r in trivial:  # completed, but not a model that learnt the task: its scores are not results
-        lines.append(f"- `{r.trial_id}` completed as a **trivial model**: {'; '.join(r.summary['warnings'])}")
+        lines.append(f"- `{r.trial_id}` completed as a **trivial model**: {'; '.join(r.warnings)}")
     for r in results:  # not flagged, yet no better than one region everywhere: it learnt nothing either
-        val = r.summary.get("val", {})
+        val = r.val
         if r.status == COMPLETED and r not in trivial and not _beats_baseline(val):
             lines.append(f"- `{r.trial_id}` completed but its held-out IoU {val.get('iou', math.nan):.4f} does not "
                          f"beat one region everywhere ({val.get('trivial_iou', math.nan):.4f}): it learnt nothing")
@@ -375,3 +521,32 @@ def _beats_baseline(val: dict[str, Any]) -> bool:
     if not isinstance(iou, (int, float)) or not isinstance(base, (int, float)):
         return True
     return iou > base + BASELINE_MARGIN
+
+
+# ------------------------------------------------------------ an experiment without trials
+def table_markdown(doc: dict[str, Any]) -> str:
+    """``summary.md`` of a result of kind ``table`` (a saved model over a grid, a range test), from its result.json.
+
+    Args:
+        doc: ``title``, ``description`` (paragraphs), ``command``, ``sections`` (each ``heading``,
+            ``paragraphs`` and optionally ``table``, Markdown), ``figures`` (``[title, file]``), ``footer``.
+    """
+    parts = [f"# {doc['title']}", *doc.get("description", [])]
+    if doc.get("command"):
+        parts.append("## Command\n\n```bash\n" + doc["command"] + "\n```")
+    for sec in doc.get("sections", []):
+        parts += [f"## {sec['heading']}", *sec.get("paragraphs", [])] + ([sec["table"]] if sec.get("table") else [])
+    parts += [f"**{title}**\n\n![{title}]({name})" for title, name in doc.get("figures", [])]
+    if doc.get("footer"):
+        parts.append(doc["footer"])
+    return "\n\n".join(parts) + "\n"
+
+
+def write_table_summary(out_dir: str | os.PathLike[str]) -> Path:
+    """(Re)write ``summary.md`` of a ``table`` result from the folder's result.json alone; returns its path."""
+    doc = read_result(out_dir, "table")
+    if doc is None:
+        raise ValueError(f"out_dir: {out_dir} holds no result.json")
+    path = Path(out_dir) / "summary.md"
+    atomic_write_text(path, table_markdown(doc))
+    return path

@@ -62,6 +62,7 @@ class Trial:
         config: its configuration (``seed`` and ``threads`` are set by the engine).
         seed: the run's seed (initial weights and training stream).
     """
+
     label: str
     config: TrainConfig
     seed: int
@@ -84,6 +85,7 @@ class TrialResult:
     ``action`` is ``new``, ``resumed``, ``restarted`` (a run directory without a usable
     checkpoint, trained again from scratch), ``skipped`` (already ended) or ``not run``.
     """
+
     trial_id: str
     label: str
     seed: int
@@ -97,6 +99,7 @@ class TrialResult:
 @dataclass
 class RunOutcome:
     """The results of :func:`run_trials`, in the order of the trials."""
+
     results: list[TrialResult]
     interrupted: bool
 
@@ -218,6 +221,32 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
             directory of another configuration (all checked before any training).
     """
     exp_dir = Path(exp_dir)
+    jobs = _check_trials(trials, jobs)
+    dirs = [exp_dir / RUNS / t.trial_id for t in trials]
+    record = _Recorder(len(trials), log)
+    with _experiment_lock(exp_dir):
+        plans = [plan_trial(t, d) for t, d in zip(trials, dirs)]  # may refuse: nothing has run yet
+        (exp_dir / RUNS).mkdir(exist_ok=True)
+        for t, d, p in zip(trials, dirs, plans):
+            if p == "skip":
+                record(_ended_result(t, d))
+        todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
+        workers = max(1, min(jobs, len(todo)))
+        if workers == 1:  # threads None: each trial takes every core, or one on a busy machine (build_trainer)
+            _run_serial(todo, None, progress, record)
+        else:
+            _run_parallel(todo, workers, threads_per_worker(workers), record)
+    # Interrupted means work is left: a stop signal after the last trial ended changes nothing.
+    ordered = [record.results[t.trial_id] for t in trials]
+    return RunOutcome(ordered, any(r.action == NOT_RUN or r.status == INTERRUPTED for r in ordered))
+
+
+def _check_trials(trials: Sequence[Trial], jobs: int | str) -> int:
+    """The number of jobs (``"auto"`` resolved), once the trials' ids and configs are checked.
+
+    Raises:
+        ValueError: bad ``jobs``, duplicate trial ids, or an invalid config.
+    """
     if jobs == "auto":
         jobs = auto_jobs(max((estimate_training_bytes(t.run_config()) for t in trials), default=0), len(trials))
     check_int("jobs", jobs, minimum=1, maximum=256)
@@ -227,38 +256,27 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
         raise ValueError(f"two trials share the id {dupes[0]!r}: labels must differ once made file names")
     for t in trials:
         t.run_config().validate()
-    dirs = [exp_dir / RUNS / t.trial_id for t in trials]
-    results: dict[str, TrialResult] = {}
-    done = [0]
+    return int(jobs)
 
-    def record(r: TrialResult) -> None:
-        results[r.trial_id] = r
+
+class _Recorder:
+    """Keeps each trial's result and logs one line per finished trial (``[3/8] adam seed 1: completed ...``)."""
+
+    def __init__(self, total: int, log: Logger | None) -> None:
+        self.results: dict[str, TrialResult] = {}
+        self.total, self.log, self.done = total, log, 0
+
+    def __call__(self, r: TrialResult) -> None:
+        self.results[r.trial_id] = r
         if r.action == NOT_RUN:
             return
-        done[0] += 1
-        if log is not None:
+        self.done += 1
+        if self.log is not None:
             iou = r.summary.get("val", {}).get("iou")
             score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
             warn = " - TRIVIAL: " + "; ".join(r.summary["warnings"]) if r.summary.get("warnings") else ""
-            log(f"[{done[0]}/{len(trials)}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
-                + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
-
-    with _experiment_lock(exp_dir):
-        plans = [plan_trial(t, d) for t, d in zip(trials, dirs)]  # may refuse: nothing has run yet
-        (exp_dir / RUNS).mkdir(exist_ok=True)
-        for t, d, p in zip(trials, dirs, plans):
-            if p == "skip":
-                record(_ended_result(t, d))
-        todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
-        workers = max(1, min(jobs, len(todo)))
-        threads = threads_per_worker(workers)
-        if workers == 1:  # threads None: each trial takes every core, or one on a busy machine (build_trainer)
-            _run_serial(todo, None, progress, record)
-        else:
-            _run_parallel(todo, workers, threads, record)
-    # Interrupted means work is left: a stop signal after the last trial ended changes nothing.
-    ordered = [results[i] for i in ids]
-    return RunOutcome(ordered, any(r.action == NOT_RUN or r.status == INTERRUPTED for r in ordered))
+            self.log(f"[{self.done}/{self.total}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
+                     + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
 
 
 def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int | None, progress: bool,
@@ -315,6 +333,7 @@ def _worker_main(conn: Connection, threads: int) -> None:
 @dataclass
 class _Worker:
     """A worker process, its pipe, and the trial it is running (None when idle)."""
+
     proc: mp.process.BaseProcess
     conn: Connection
     task: tuple[Trial, Path, str] | None = None

@@ -9,7 +9,6 @@ optimizer, generator) and none of the training loop's bookkeeping.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,11 +19,10 @@ from tqdm.auto import tqdm
 
 from texseg._validate import check_int, check_positive
 from texseg.experiments.experiment import Experiment
-from texseg.experiments.report import format_value, write_results_csv
+from texseg.experiments.report import format_value, write_results_csv, write_table_summary
 from texseg.experiments.runner import Trial
-from texseg.io import atomic_write_text
 from texseg.plots import save_figure
-from texseg.report import write_report_or_note
+from texseg.result_file import write_result
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.engine import build_trainer, train_step
@@ -191,36 +189,22 @@ def write_range_test(result: RangeTestResult, config: TrainConfig, rt: RangeTest
     write_results_csv(rows, out / "results.csv")
     save_figure(range_figure(result, config), out / "lr-range.png")
     fmt = lambda v: "none (too few steps)" if v is None else f"{v:.3g}"  # noqa: E731
-    text = f"""# Learning-rate range test
-
-One run of `{config.model}` with `{config.optimizer}` (loss {config.loss_name}, batch {result.batch_size},
-seed {config.seed}): the learning rate grows exponentially from {rt.min_lr:g} to {rt.max_lr:g} over
-{rt.steps} steps, one batch per step, and the training loss is smoothed with a bias-corrected
-exponential average (beta {rt.beta:g}). It stopped after {len(result.lrs)} steps: {result.stop_reason}.
-
-## Command
-
-```bash
-{command}
-```
-
-## Suggested learning rates
-
-- **steepest descent of the smoothed loss: {fmt(result.steepest_lr)}** (where the loss falls fastest
-  per decade of learning rate, searched up to the minimum);
-- a tenth of the lr of the minimum smoothed loss: {fmt(result.min_lr_10)}.
-
-These are starting points, not answers: the loss here is a training loss under a moving
-learning rate. Confirm with `texseg sweep lr` around them (held-out metrics, several seeds).
-
-![loss against learning rate](lr-range.png)
-
-`results.csv` holds every step (lr, loss, smoothed loss).
-"""
-    atomic_write_text(out / "summary.md", text)
-    if (note := write_report_or_note(out)) is not None:  # report.html: a convenience, never an error
-        print(f"warning: {note}", file=sys.stderr)
-    return out / "summary.md"
+    doc = {"title": "Learning-rate range test", "command": command, "description": [
+        f"One run of `{config.model}` with `{config.optimizer}` (loss {config.loss_name}, batch {result.batch_size}, "
+        f"seed {config.seed}): the learning rate grows exponentially from {rt.min_lr:g} to {rt.max_lr:g} over "
+        f"{rt.steps} steps, one batch per step, and the training loss is smoothed with a bias-corrected "
+        f"exponential average (beta {rt.beta:g}). It stopped after {len(result.lrs)} steps: {result.stop_reason}."],
+        "sections": [{"heading": "Suggested learning rates", "paragraphs": [
+            f"- **steepest descent of the smoothed loss: {fmt(result.steepest_lr)}** (where the loss falls fastest "
+            "per decade of learning rate, searched up to the minimum);",
+            f"- a tenth of the lr of the minimum smoothed loss: {fmt(result.min_lr_10)}.",
+            "These are starting points, not answers: the loss here is a training loss under a moving learning "
+            "rate. Confirm with `texseg sweep lr` around them (held-out metrics, several seeds)."]}],
+        "figures": [["loss against learning rate", "lr-range.png"]],
+        "footer": "`results.csv` holds every step (lr, loss, smoothed loss).",
+        "suggested": {"steepest_lr": result.steepest_lr, "min_lr_10": result.min_lr_10}}
+    write_result(out, "table", doc)
+    return write_table_summary(out)
 
 
 def range_figure(result: RangeTestResult, config: TrainConfig) -> Figure:

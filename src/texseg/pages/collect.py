@@ -289,41 +289,6 @@ def inline_markdown(text: str) -> Markup:
     return Markup(html)
 
 
-def markdown_parts(path: Path) -> tuple[str, list[Markup], str]:
-    """``(title, paragraphs before the first section, first bash code block)`` of a summary.md."""
-    if not path.is_file():
-        return "", [], ""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return "", [], ""
-    title = next((re.sub(r"`([^`]*)`", r"'\1'", line[2:].strip()) for line in text.splitlines()
-                  if line.startswith("# ")), "")
-    intro = text.split("\n## ", 1)[0]
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", intro)]
-    paragraphs = [p for p in paragraphs if p and not p.startswith("# ")]
-    command = re.search(r"```(?:bash|sh)?\n(.*?)\n```", text, flags=re.S)
-    return title, [inline_markdown(p) for p in paragraphs], command.group(1).strip() if command else ""
-
-
-def markdown_sections(path: Path, skip: tuple[str, ...] = ("Command", "Files")) -> list[tuple[str, list[Markup]]]:
-    """``(heading, paragraphs)`` of each ``## `` section of a summary.md; tables, images and code left out."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return []
-    out = []
-    for block in text.split("\n## ")[1:]:
-        heading, _, body = block.partition("\n")
-        if heading.strip() in skip:
-            continue
-        body = re.sub(r"```.*?```", "", body, flags=re.S)
-        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n|\n(?=- )", body)]
-        paragraphs = [p for p in paragraphs if p and not p.startswith(("|", "!["))]
-        out.append((heading.strip(), [inline_markdown(p) for p in paragraphs]))
-    return out
-
-
 # ----------------------------------------------------------------------------- figures
 def folder_figures(path: Path) -> list[FigureData]:
     """Every PNG directly in ``path``: known figures first in reading order, then the rest by name."""

@@ -6,17 +6,24 @@ A run's page is :func:`texseg.training.report.run_page` (the training loop write
 from __future__ import annotations
 
 import math
-from html import unescape
 from pathlib import Path
 from typing import Any
+
+from markupsafe import Markup
 
 from texseg.evaluation.names import (
     BASELINE,
     BENCHMARK_TABLE_METRICS,
-    TABLE_METRICS,
     metric_label,
 )
-from texseg.evaluation.stats import mean_ci
+from texseg.experiments.report import (
+    ExperimentResult,
+    TrialRecord,
+    group_stats,
+    rank,
+    ranked_table,
+    verdict,
+)
 from texseg.pages.collect import (
     Card,
     Page,
@@ -30,35 +37,33 @@ from texseg.pages.collect import (
     folder_figures,
     inline_markdown,
     machine_rows,
-    markdown_parts,
-    markdown_sections,
     overall_status,
     read_csv_rows,
     read_json_file,
     read_json_or_empty,
     to_float,
 )
+from texseg.result_file import RESULT_JSON, read_result
+from texseg.training.config import TrainConfig
 from texseg.training.report import cell_text, config_rows, run_page
 
 
 # ----------------------------------------------------------------------- an experiment
 def experiment_page(path: Path) -> Page:
-    """An experiment folder: its question, the ranked settings with intervals, the trials, figures."""
-    # Late while experiments/ writes report.html itself (#21 item 2): at the top, an import-time circle.
-    from texseg.experiments.report import format_value, group_stats, rank, verdict
+    """An experiment folder: its question, the ranked settings with intervals, the trials, figures.
 
-    if not (path / "experiment.json").is_file():
+    Everything comes from the folder's result.json (the typed result summary.md is rendered from);
+    a folder written before result.json existed is read from results.csv and experiment.json.
+    """
+    if not (path / "experiment.json").is_file():  # a table of results (a saved model over a grid, a range test)
         return results_page(path)
-    record = read_json_file(path / "experiment.json", {"varied": list, "title": str})
-    varied = [str(v) for v in record.get("varied", [])]
-    rows = [_numeric_row(r) for r in read_csv_rows(path / "results.csv")]
-    title, description, command = markdown_parts(path / "summary.md")
-    statuses = [r["status"] for r in rows]
+    result = _experiment_result(path)
+    statuses = [t.status for t in result.trials]
     status, detail = overall_status(statuses)
-    page = Page("experiment", title or str(record.get("title", path.name)), str(path), status,
-                description=description, command=command, status_detail=detail)
-    metric = "iou"
-    ranked = rank(group_stats(rows, varied), metric)
+    page = Page("experiment", result.title or path.name, str(path), status, command=result.command,
+                description=[inline_markdown(result.description)] if result.description else [],
+                status_detail=detail)
+    ranked, metric = result.ranked, result.metric
     v = verdict(ranked, metric)  # the words of summary.md and the terminal
     best = v.best
     if v.resolved and best is not None:
@@ -67,25 +72,14 @@ def experiment_page(path: Path) -> Page:
         page.cards.append(Card("verdict", "all trials trivial" if v.all_trivial else "not resolved"
                                if best is not None else "no best", v.headline))
     page.verdict = v.headline
-    # summary.md opens with the verdict: here it is the page's headline, not part of the question.
-    page.description = [p for p in page.description if v.headline not in unescape(str(p))]
-    page.cards.append(Card("trials", str(len(rows)), counts_text(statuses)))
-    page.cards.append(Card("settings", str(len(ranked)), f"varied: {', '.join(varied) or '—'}"))
-    # A varied field whose value is the setting's whole label (optimizer=adam labelled "adam") is not repeated.
-    shown = [k for k in varied if any(format_value(g.values[k]) != g.label for g in ranked)]
-    columns = ["rank", "setting", *shown, *TABLE_METRICS, f"worst seed {metric}", "completed", "steps", "train s"]
-    table_rows = []
-    for i, g in enumerate(ranked, 1):
-        table_rows.append([str(i), g.label, *[format_value(g.values[k]) for k in shown],
-                           *[_keep_interval(g.metrics.get(m, mean_ci([])).format(4 if m != "loss" else 5))
-                             for m in TABLE_METRICS],
-                           fmt(g.worst.get(metric, math.nan)), g.status_text(),
-                           f"{g.iterations.mean:.0f}" if g.iterations.n else "—",
-                           f"{g.train_seconds.mean:.1f}" if g.train_seconds.n else "—"])
+    page.cards.append(Card("trials", str(len(statuses)), counts_text(statuses)))
+    page.cards.append(Card("settings", str(len(ranked)), f"varied: {', '.join(result.varied) or '—'}"))
+    table = ranked_table(ranked, result.varied, metric, html=True)
     caption = (f"Settings ranked by held-out {metric}: mean over completed seeds [95% interval] (for [0, 1] "
                "metrics a t-interval of the logits, mapped back; ± for the loss; none for one seed)")
-    page.tables.append(Table(columns, table_rows, caption,
+    page.tables.append(Table(table.columns, table.rows, caption,
                              highlight={ranked.index(best)} if best is not None and v.resolved else set()))
+    rows = result.rows
     trial_columns = ["trial", "seed", "status", "val iou", "steps", "train s", "warning or error", "run"]
     page.details.append(Table(trial_columns, [
         [r["trial"], str(r["seed"]), r["status"], fmt(r.get("val_iou", math.nan)), fmt(r["iterations"], 0),
@@ -94,23 +88,43 @@ def experiment_page(path: Path) -> Page:
     page.status_items = [("trials", counts_text(statuses) or "none"), ("settings", str(len(ranked)))]
     page.warnings = sorted({f"{r['trial']}: {r['warning']}" for r in rows if r.get("warning")})
     page.notes += [f"{r['trial']}: {r['error']}" for r in rows if r.get("error")]
+    _shared_settings(page, path, rows, result.varied)
+    page.figures = folder_figures(path)
+    page.notes += [f"also in this folder: the experiment {sub.name}/ (its summary.md and result.json)"
+                   for sub in sorted(path.iterdir()) if (sub / "experiment.json").is_file()]
+    return page
+
+
+def _experiment_result(path: Path) -> ExperimentResult:
+    """The folder's typed result: result.json, or (an older folder) results.csv with experiment.json."""
+    try:
+        data = read_result(path, "experiment")
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    if data is not None:
+        try:
+            return ExperimentResult.from_dict(data, path)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ReportError(f"{path / RESULT_JSON}: malformed ({type(e).__name__}: {e})") from None
+    record = read_json_file(path / "experiment.json", {"varied": list, "title": str})
+    varied = tuple(str(v) for v in record.get("varied", []))
+    rows = [_numeric_row(r) for r in read_csv_rows(path / "results.csv")]
+    trials = [TrialRecord(r["trial"], r["label"], int(to_float(r.get("seed")) if r.get("seed") else 0), r["status"],
+                          r.get("error", ""), "", r.get("run_dir", "")) for r in rows]
+    return ExperimentResult(path, str(record.get("title", path.name)), "", "", varied, TrainConfig(), "iou", trials,
+                            rows, rank(group_stats(rows, varied), "iou"))
+
+
+def _shared_settings(page: Page, path: Path, rows: list[dict[str, Any]], varied: tuple[str, ...]) -> None:
+    """The first trial's config without the varied fields, what its device chose, and the environment."""
     first = _first_run(path, rows)
     if first is not None:
         page.config_title = "Settings shared by every trial (first trial's config.json without the varied fields)"
         filled = device_filled(read_json_or_empty(first / "summary.json"))
         page.config = config_rows(read_json_or_empty(first / "config.json"), set(varied) | {"seed"}, filled)
         page.device_filled = [(k, fmt_config(v)) for k, v in filled.items() if k not in varied]
-    page.figures = folder_figures(path)
     page.environment = environment_rows(read_json_or_empty(first / "summary.json") if first else {},
                                         "first trial")
-    page.notes += [f"also in this folder: the experiment {sub.name}/ (its own report.html)"
-                   for sub in sorted(path.iterdir()) if (sub / "experiment.json").is_file()]
-    return page
-
-
-def _keep_interval(text: str) -> str:
-    """``0.61 [0.05, 0.97]`` that wraps only before its interval (no-break spaces inside it)."""
-    return text.replace(", ", ",\u00a0").replace("± ", "±\u00a0")
 
 
 def _numeric_row(row: dict[str, str]) -> dict[str, Any]:
@@ -136,9 +150,11 @@ def _first_run(path: Path, rows: list[dict[str, Any]]) -> Path | None:
 def results_page(path: Path, max_rows: int = 40) -> Page:
     """An experiment folder without trials (a difficulty grid, a range test): its summary.md and results.csv."""
     rows = read_csv_rows(path / "results.csv")
-    title, description, command = markdown_parts(path / "summary.md")
-    page = Page("experiment", title or path.name, str(path), "completed", description=description, command=command,
-                sections=markdown_sections(path / "summary.md"))
+    doc = _result_doc(path, "table")
+    page = Page("experiment", _title(doc) or path.name, str(path), "completed", description=_paragraphs(doc),
+                command=str(doc.get("command", "")),
+                sections=[(str(sec.get("heading", "")), [inline_markdown(str(p)) for p in sec.get("paragraphs", [])])
+                          for sec in doc.get("sections", []) if isinstance(sec, dict)])
     columns = list(rows[0]) if rows else []
     table = Table(columns, [[cell_text(r.get(c) or "") for c in columns] for r in rows],
                   f"results.csv ({len(rows)} rows)")
@@ -154,7 +170,8 @@ def search_page(path: Path) -> Page:
     """A search folder: the best trial, the top trials, the status of every trial, the plots."""
     best = read_json_file(path / "best.json", {"value": (int, float), "params": dict, "metric": str})
     trials = read_csv_rows(path / "trials.csv")
-    title, description, _ = markdown_parts(path / "summary.md")
+    doc = _result_doc(path, "search")
+    title, description = _title(doc), _paragraphs(doc)
     statuses = [t.get("status", "") for t in trials]
     status, detail = overall_status(statuses)
     page = Page("search", title or f"Search {path.name}", str(path), "completed" if status == "empty" else status,
@@ -212,10 +229,13 @@ def _search_run(path: Path, run_dir: Any) -> Path | None:
 # ------------------------------------------------------------------------ a benchmark
 def benchmark_page(path: Path) -> Page:
     """A benchmark folder (``leaderboard.csv``): one table per suite, mean and interval per metric."""
-    rows = read_csv_rows(path / "leaderboard.csv")
+    doc = _result_doc(path, "benchmark")
+    # result.json's rows are leaderboard.csv's (an older folder has only the CSV).
+    rows = [{k: "" if v is None else str(v) for k, v in r.items()} for r in doc.get("rows", [])] \
+        or read_csv_rows(path / "leaderboard.csv")
     if not rows:
         raise ReportError(f"{path / 'leaderboard.csv'}: no rows")
-    title, description, command = markdown_parts(path / "leaderboard.md")
+    title, description, command = _title(doc), _paragraphs(doc), str(doc.get("command", ""))
     statuses = [r.get("status", "") for r in rows]
     status, detail = overall_status(statuses, done="done", what="cells")
     page = Page("benchmark", title or f"Benchmark {path.name}", str(path), status, description=description,
@@ -230,21 +250,7 @@ def benchmark_page(path: Path) -> Page:
         suites.setdefault(r.get("suite", ""), []).append(r)
     speed = [c for c in ("images_per_s", "s_per_megapixel") if c in columns]
     for suite, members in suites.items():
-        head = metrics[0] if metrics else None
-        methods = [i for i, r in enumerate(members) if r.get("segmenter") != BASELINE]
-        best = max(methods, key=lambda i: _finite(members[i].get(head))) if head and methods else None
-        if best is not None and not _clear_of_others(members, best, head):
-            best = None  # highlighted only when the data resolve it
-        page.tables.append(Table(
-            ["segmenter", *map(metric_label, metrics), *[s.replace("_", " ") for s in speed], "status"],
-            [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in metrics], *[r.get(s) or "—" for s in speed],
-              r.get("status", "")] for r in members],
-            f"Suite {suite or '—'}: mean over images [95% interval]; {BASELINE}: what a model that learnt nothing "
-            "scores", highlight={best} if best is not None else set()))
-        if others:
-            page.details.append(Table(["segmenter", *map(metric_label, others)],
-                                      [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in others]]
-                                       for r in members], f"Suite {suite or '—'}: the other metrics"))
+        _suite_tables(page, suite, members, metrics, others, speed)
     scored = [r for r in rows if r.get("segmenter") != BASELINE]
     if metrics and scored:
         head = metrics[0]
@@ -263,6 +269,26 @@ def benchmark_page(path: Path) -> Page:
     page.figures = folder_figures(path)
     page.environment = machine_rows()
     return page
+
+
+def _suite_tables(page: Page, suite: str, members: list[dict[str, str]], metrics: list[str], others: list[str],
+                  speed: list[str]) -> None:
+    """A suite's leaderboard (the best highlighted only when the data resolve it) and its other metrics."""
+    head = metrics[0] if metrics else None
+    methods = [i for i, r in enumerate(members) if r.get("segmenter") != BASELINE]
+    best = max(methods, key=lambda i: _finite(members[i].get(head))) if head and methods else None
+    if best is not None and not _clear_of_others(members, best, head):
+        best = None
+    page.tables.append(Table(
+        ["segmenter", *map(metric_label, metrics), *[s.replace("_", " ") for s in speed], "status"],
+        [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in metrics], *[r.get(s) or "—" for s in speed],
+          r.get("status", "")] for r in members],
+        f"Suite {suite or '—'}: mean over images [95% interval]; {BASELINE}: what a model that learnt nothing "
+        "scores", highlight={best} if best is not None else set()))
+    if others:
+        page.details.append(Table(["segmenter", *map(metric_label, others)],
+                                  [[r.get("segmenter", "?"), *[_with_interval(r, m) for m in others]]
+                                   for r in members], f"Suite {suite or '—'}: the other metrics"))
 
 
 def _clear_of_others(rows: list[dict[str, str]], top: int, metric: str) -> bool:
@@ -285,6 +311,24 @@ def _with_interval(row: dict[str, str], metric: str) -> str:
     if math.isnan(mean):
         return "—"
     return f"{mean:.3f}" + ("" if math.isnan(low) or math.isnan(high) else f" [{low:.3f}, {high:.3f}]")
+
+
+def _result_doc(path: Path, kind: str) -> dict[str, Any]:
+    """The folder's result.json of ``kind``; ``{}`` for a folder an older texseg wrote (none there)."""
+    try:
+        return read_result(path, kind) or {}
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+
+
+def _title(doc: dict[str, Any]) -> str:
+    return str(doc.get("title", "")).replace("`", "'")
+
+
+def _paragraphs(doc: dict[str, Any]) -> list[Markup]:
+    """The result's description (a list of Markdown paragraphs) as escaped HTML with inline markup."""
+    text = doc.get("description", [])
+    return [inline_markdown(str(p)) for p in ([text] if isinstance(text, str) else text) if p]
 
 
 PAGES = {"run": run_page, "experiment": experiment_page, "search": search_page, "benchmark": benchmark_page}

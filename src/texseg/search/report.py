@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from texseg.io import atomic_write_json, atomic_write_text, write_csv
 from texseg.plots import save_figure
-from texseg.report import write_report_or_note
+from texseg.result_file import write_result
 from texseg.search.settings import SearchSettings
 from texseg.search.space import METRIC, SEARCHABLE, SearchSpace
 from texseg.search.storage import (
@@ -68,7 +68,7 @@ def _seconds(t: optuna.trial.FrozenTrial) -> float | None:
 
 def write_reports(study: optuna.Study, settings: SearchSettings, base: TrainConfig,
                   space: SearchSpace) -> tuple[list[Path], list[str], dict[str, Any] | None]:
-    """Write best.json, trials.csv, history.png, importance.png and summary.md.
+    """Write best.json, trials.csv, history.png, importance.png, result.json and summary.md.
 
     Returns:
         ``(files written, notes, best)``; a note says why a plot was left out.
@@ -90,10 +90,12 @@ def write_reports(study: optuna.Study, settings: SearchSettings, base: TrainConf
     else:
         (out / "importance.png").unlink(missing_ok=True)  # never leave an outdated picture
         notes.append(f"no parameter-importance plot: {why}")
+    title, intro = _intro(trials, settings, base)
+    files.append(write_result(out, "search", {"title": title, "description": [" ".join(intro)], "best": best,
+                                              "study_name": settings.study_name}))
     atomic_write_text(out / "summary.md", _summary_md(trials, settings, base, space, best, importances, why))
     files.append(out / "summary.md")
-    note = write_report_or_note(out)  # report.html: a convenience, never an error
-    files, notes = (files + [out / "report.html"], notes) if note is None else (files, notes + [note])
+    # report.html is the caller's to write (the CLI does, once, from result.json): search sits below report.
     return files, notes, best
 
 
@@ -208,9 +210,9 @@ def _importance_figure(importances: Mapping[str, float]) -> Any:
     return fig
 
 
-def _summary_md(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSettings, base: TrainConfig,
-                space: SearchSpace, best: dict[str, Any] | None, importances: Mapping[str, float],
-                why_no_importance: str) -> str:
+def _intro(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSettings,
+           base: TrainConfig) -> tuple[str, list[str]]:
+    """The title of a search's summary.md and report.html, and the lines of its opening paragraph."""
     by_status: dict[str, int] = {}
     for t in trials:
         by_status[_trial_status(t)] = by_status.get(_trial_status(t), 0) + 1
@@ -218,9 +220,7 @@ def _summary_md(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSett
     budget = " and ".join(x for x in (f"{base.time_budget:g} s of training" if base.time_budget else "",
                                       f"{base.iterations} steps" if base.iterations else "") if x)
     wall = sum(s for t in trials if (s := _seconds(t)) is not None)
-    lines = [
-        f"# texseg search `{settings.study_name}`",
-        "",
+    return f"texseg search `{settings.study_name}`", [
         f"{counted} of {settings.trials} trials finished "
         f"({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}); {wall:.0f} s of trial time in all.",
         f"Objective: validation IoU (eval mode, {base.val_size} held-out images, val seed {base.val_seed}) at "
@@ -228,6 +228,17 @@ def _summary_md(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSett
         f"sigma1={base.sigma1:g}, sigma2={base.sigma2:g}, {base.regions} regions.",
         f"Sampler: TPE (seed {settings.seed}); pruner: {settings.pruner} (on val IoU per tenth of the budget). "
         f"Diverged trials count as IoU 0. Storage: `{storage_label(settings)}`.",
+    ]
+
+
+def _summary_md(trials: Sequence[optuna.trial.FrozenTrial], settings: SearchSettings, base: TrainConfig,
+                space: SearchSpace, best: dict[str, Any] | None, importances: Mapping[str, float],
+                why_no_importance: str) -> str:
+    title, intro = _intro(trials, settings, base)
+    lines = [
+        f"# {title}",
+        "",
+        *intro,
         "",
         "## Best",
         "",

@@ -97,9 +97,40 @@ __all__ = ["SearchResult", "run_search"]
 
 
 # ------------------------------------------------------------------- the result
+def _work_with(workers: list[Any], study: optuna.Study, settings: SearchSettings, space: SearchSpace,
+               base: TrainConfig, log: Callable[[str], None] | None) -> _Outcome:
+    """This process's share of the trials beside the worker processes; they are stopped with it and joined."""
+    outcome = _Outcome()
+    try:
+        _work(study, settings, space, base, log or (lambda line: None), outcome)
+        if outcome.interrupted:  # a signal to this process alone (SIGTERM): the workers stop too
+            for proc in workers:
+                send_signal(proc, signal.SIGINT)
+    except BaseException:
+        for proc in workers:  # stop them as Ctrl-C would: their running trials end as FAIL
+            send_signal(proc, signal.SIGINT)
+        raise
+    finally:
+        for proc in workers:
+            proc.join()
+    return outcome
+
+
 @dataclass
 class SearchResult:
-    """What :func:`run_search` returns."""
+    """What :func:`run_search` returns: what ran, the best trial, the files written.
+
+    Attributes:
+        out: the search folder (best.json, trials.csv, result.json, summary.md, figures; the CLI adds report.html).
+        study_name, storage: the Optuna study and where it lives (credentials redacted).
+        ran: trials this call ran (all its workers); counted: finished trials of the study that count
+            toward ``trials``; running: trials other workers are still running.
+        trials: the study's target number of finished trials.
+        interrupted: a stop signal ended it (run it again to continue).
+        best: the best trial (``number``, ``value``, ``params``, ``run_dir``, ...; as best.json), or None.
+        files: the files written; notes: why a plot was left out, failed workers.
+    """
+
     out: Path
     study_name: str
     storage: str  # redacted
@@ -125,15 +156,13 @@ def run_search(
 
     Args:
         settings: how to search.
-        fixed: TrainConfig fields given by the user, passed to every trial and never
-            searched (e.g. ``{"image_size": 64, "time_budget": 10}``). ``seed`` is ignored:
-            ``settings.seed`` is the training seed of every trial.
+        fixed: TrainConfig fields given by the user, passed to every trial and never searched (e.g.
+            ``{"image_size": 64, "time_budget": 10}``); ``seed`` is ignored (``settings.seed`` is every trial's).
         log: called with one line per finished trial (default: silent).
-        pruner: overrides ``settings.pruner`` in this process (extra ``jobs`` workers use
-            ``settings.pruner``).
+        pruner: overrides ``settings.pruner`` in this process (extra ``jobs`` workers use ``settings.pruner``).
 
     Returns:
-        A :class:`SearchResult`; the reports in ``settings.out`` are up to date.
+        A :class:`SearchResult`; the files in ``settings.out`` are up to date.
 
     Raises:
         ValueError: a bad setting or option, or a study made with other settings.
@@ -153,19 +182,7 @@ def run_search(
         workers = _start_workers(settings, fixed, settings.jobs - 1, verbose=log is not None)
         if settings.jobs > 1 and base.threads is None:
             base = replace(base, threads=threads_per_worker(settings.jobs))
-        outcome = _Outcome()
-        try:
-            _work(study, settings, space, base, log or (lambda line: None), outcome)
-            if outcome.interrupted:  # a signal to this process alone (SIGTERM): the workers stop too
-                for proc in workers:
-                    send_signal(proc, signal.SIGINT)
-        except BaseException:
-            for proc in workers:  # stop them as Ctrl-C would: their running trials end as FAIL
-                send_signal(proc, signal.SIGINT)
-            raise
-        finally:
-            for proc in workers:
-                proc.join()
+        outcome = _work_with(workers, study, settings, space, base, log)
         ids = {_worker_id(os.getpid())} | {_worker_id(proc.pid) for proc in workers}
         trials = study.get_trials(deepcopy=False)
         ran = sum(1 for t in trials if t.number >= first and t.user_attrs.get("worker") in ids
@@ -174,10 +191,10 @@ def run_search(
         files, notes, best = write_reports(study, settings, base, space)
         notes += [f"worker process {proc.pid} failed (exit code {proc.exitcode}); see its message above"
                   for proc in workers if proc.exitcode not in (0, ExitCode.INTERRUPTED)]
-    counted = sum(1 for t in trials if counts_toward_total(t))
-    running = sum(1 for t in trials if t.state.name == "RUNNING")
-    return SearchResult(settings.out, settings.study_name, storage_label(settings), ran, counted, running,
-                        settings.trials, interrupted, best, files, notes)
+    return SearchResult(settings.out, settings.study_name, storage_label(settings), ran,
+                        sum(1 for t in trials if counts_toward_total(t)),
+                        sum(1 for t in trials if t.state.name == "RUNNING"), settings.trials, interrupted, best,
+                        files, notes)
 
 
 @dataclass

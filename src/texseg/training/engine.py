@@ -305,6 +305,23 @@ def evaluation_affordable(config: TrainConfig, overhead_seconds: float, train_se
     return overhead_seconds + expected_seconds <= EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds
 
 
+# Default cadence: an interim evaluation writes a checkpoint (weights, resume state, summary; each file
+# fsynced) only if the last one is at least this many seconds of wall time old. A Ctrl-C still saves
+# the run where it stopped; a killed short run loses at most these seconds, and a trial of a few
+# seconds (an experiment's) is not made half bookkeeping. An explicit ``eval_every`` checkpoints every time.
+CHECKPOINT_SECONDS = 10.0
+
+
+def checkpoint_due(config: TrainConfig, since_last: float | None) -> bool:
+    """Whether an interim evaluation also writes a checkpoint.
+
+    Args:
+        config: the run (an explicit ``eval_every`` checkpoints at every evaluation).
+        since_last: wall seconds since this process's last checkpoint (None: none yet).
+    """
+    return config.eval_every is not None or since_last is None or since_last >= CHECKPOINT_SECONDS
+
+
 def expected_evaluation_seconds(images: int, per_image: float | None, step_seconds: float, batch_size: int) -> float:
     """Time an evaluation of ``images`` held-out images will take: as the last ones took per image, or
     before any, half a training step per ``batch_size`` images (a forward pass is about a third of a step)."""

@@ -48,6 +48,7 @@ from texseg.training.engine import (
     Window,
     all_finite,
     build_trainer,
+    checkpoint_due,
     cpu_share,
     evaluation_affordable,
     evaluation_due,
@@ -96,6 +97,7 @@ class RunState:
     wall_seconds: float = 0.0
     overhead_seconds: float = 0.0  # evaluating and checkpointing in this process (for the evaluation budget)
     eval_per_image: float | None = None  # what the last evaluation and checkpoint took per held-out image
+    checkpointed_at: float | None = None  # perf_counter of this process's last interim checkpoint
 
     def stop(self, status: RunStatus, message: str) -> None:
         self.status, self.message = status, message
@@ -155,6 +157,7 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
         if board is not None:
             stack.callback(board.close)
         state = _restore(run, t) if resume else _start(run, t)
+        state.checkpointed_at = time.perf_counter()  # the start's checkpoint (or the one resumed from)
         for note in state.notes if main else []:
             print(f"warning: {note}", file=sys.stderr)
         c = state.counters
@@ -184,8 +187,9 @@ def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bo
 
             fraction = progress_fraction(config, c.step, c.train_seconds)
             n = interim_images(config, config.val_size, fraction >= 1.0)
-            expected = expected_evaluation_seconds(n, state.eval_per_image, state.wall_seconds / max(c.step, 1),
-                                                   config.batch_size)
+            # This evaluation, plus the full one the end will need: the share covers both (issue 20).
+            expected = expected_evaluation_seconds(n + config.val_size, state.eval_per_image,
+                                                   state.wall_seconds / max(c.step, 1), config.batch_size)
             if evaluation_due(config, c.step, fraction, state.last_eval_fraction) and (
                     fraction >= 1.0 or t.dist.active  # ranks decide alike: on steps alone
                     or evaluation_affordable(config, state.overhead_seconds, state.wall_seconds, expected)):
@@ -392,7 +396,10 @@ def _evaluate_and_checkpoint(run: RunDir | None, t: Trainer, state: RunState, im
         else:
             if board is not None:
                 board.scalars(run.rows[-1])
-            _checkpoint(run, t, state, data_states)
+            if checkpoint_due(t.config, None if state.checkpointed_at is None
+                              else time.perf_counter() - state.checkpointed_at):
+                _checkpoint(run, t, state, data_states)
+                state.checkpointed_at = time.perf_counter()
             c = state.counters
             if on_eval is not None and on_eval(c.step, c.train_seconds, state.last_val):
                 verdict = (RunStatus.PRUNED, f"stopped by the caller after step {c.step}")
