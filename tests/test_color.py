@@ -278,11 +278,12 @@ def test_a_colour_folder_suite_is_read_in_colour_and_a_grey_one_as_before(tmp_pa
 
 
 def test_benchmark_runs_classical_methods_and_a_colour_network_on_real_color(colour_model, tmp_path):
-    from texseg.benchmark.runner import run_benchmark
+    from texseg.benchmark import BenchmarkSettings, run_benchmark
 
     suite = get_suite("real-color")
     small = type(suite)(suite.name, suite.description, 2, 8, suite.spec, suite.seed)
-    result = run_benchmark(["local-energy", str(colour_model)], [small], tmp_path, progress=False, report=False)
+    result = run_benchmark(["local-energy", str(colour_model)], [small], tmp_path, BenchmarkSettings(progress=False),
+                           report=False)
     done = {c.segmenter: c for c in result.cells}
     assert {c.status for c in done.values()} == {"done"}
     assert all(len(c.per_image["miou"]) == 8 for c in done.values())

@@ -49,7 +49,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     scene, rows = evaluate_grid(run, [0.2, 1.0], [1.2], count=2)
     write_model_grid(grid, ModelGrid(str(run), scene, rows, [0.2, 1.0], [1.2], count=2, seed=2024),
                      command="texseg difficulty ...")
-    for folder in (experiment, grid):  # the caller writes the page (the CLI does), once per experiment
+    for folder in (experiment, grid, search):  # the caller writes the page (the CLI does), once per folder
         write_report(folder)
     return {"run": run, "experiment": experiment, "search": search, "benchmark": _benchmark_folder(root / "bench"),
             "grid": grid}
