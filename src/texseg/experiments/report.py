@@ -54,18 +54,18 @@ def result_rows(results: Sequence[TrialResult], configs: Sequence[TrainConfig],
     """
     metric_names: list[str] = []
     for r in results:
-        metric_names += [k for k in r.summary.get("val", {}) if k not in metric_names]
+        metric_names += [k for k in (r.summary.val if r.summary else {}) if k not in metric_names]
     metric_names.sort(key=lambda k: (_METRIC_ORDER.index(k) if k in _METRIC_ORDER else len(_METRIC_ORDER), k))
     rows = []
     for r, cfg in zip(results, configs):
         row: dict[str, Any] = {"trial": r.trial_id, "label": r.label, "seed": r.seed}
         row.update({name: getattr(cfg, name) for name in varied})
         row.update({"status": r.status, "error": r.error})
-        val = r.summary.get("val", {})
+        val = (r.summary.val if r.summary else {})
         row.update({f"val_{k}": val.get(k, math.nan) for k in metric_names})
-        row["warning"] = "; ".join(r.summary.get("warnings", []))
-        row["train_seconds"] = r.summary.get("train_seconds", math.nan)
-        row["iterations"] = r.summary.get("iterations", 0)
+        row["warning"] = "; ".join(r.summary.warnings if r.summary else [])
+        row["train_seconds"] = r.summary.train_seconds if r.summary else math.nan
+        row["iterations"] = r.summary.iterations if r.summary else 0
         row["run_dir"] = os.path.relpath(r.run_dir, exp_dir)
         rows.append(row)
     return rows
@@ -352,7 +352,7 @@ def _best_section(ranked: Sequence[GroupStats], metric: str) -> str:
 
 def _failures_section(results: Sequence[TrialResult], interrupted: bool) -> str:
     bad = [r for r in results if r.status != COMPLETED]
-    trivial = [r for r in results if r.status == COMPLETED and r.summary.get("warnings")]
+    trivial = [r for r in results if r.status == COMPLETED and r.summary is not None and r.summary.warnings]
     lines = []
     if interrupted:
         lines.append("**The experiment was interrupted**; run the same command again to finish it.\n")
@@ -360,9 +360,9 @@ def _failures_section(results: Sequence[TrialResult], interrupted: bool) -> str:
         kind = {FAILED: "raised an error", NOT_RUN: "was not started", INTERRUPTED: "was interrupted (resumable)"}
         lines.append(f"- `{r.trial_id}` {kind.get(r.status, r.status)}: {r.error or 'no message'}")
     for r in trivial:  # completed, but not a model that learnt the task: its scores are not results
-        lines.append(f"- `{r.trial_id}` completed as a **trivial model**: {'; '.join(r.summary['warnings'])}")
+        lines.append(f"- `{r.trial_id}` completed as a **trivial model**: {'; '.join(r.summary.warnings)}")
     for r in results:  # not flagged, yet no better than one region everywhere: it learnt nothing either
-        val = r.summary.get("val", {})
+        val = (r.summary.val if r.summary else {})
         if r.status == COMPLETED and r not in trivial and not _beats_baseline(val):
             lines.append(f"- `{r.trial_id}` completed but its held-out IoU {val.get('iou', math.nan):.4f} does not "
                          f"beat one region everywhere ({val.get('trivial_iou', math.nan):.4f}): it learnt nothing")

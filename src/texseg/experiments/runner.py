@@ -27,7 +27,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,13 @@ from texseg import signals
 from texseg._validate import check_int
 from texseg.checkpoint import RESUME_STATE
 from texseg.errors import CheckpointError
-from texseg.io import exclusive_lock, read_json
+from texseg.io import exclusive_lock
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.defaults import DEVICE_FIELDS, PINNED_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
+from texseg.training.summary import RunSummary
 from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
 
 COMPLETED, INTERRUPTED = RunStatus.COMPLETED, RunStatus.INTERRUPTED
@@ -92,7 +93,7 @@ class TrialResult:
     error: str
     action: str
     run_dir: Path
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None  # None: the trial never wrote one (failed or not run)
 
 
 @dataclass
@@ -147,10 +148,10 @@ def plan_trial(trial: Trial, run_dir: Path) -> str:
 
 
 def _ended_result(trial: Trial, run_dir: Path) -> TrialResult:
-    summary = read_json(run_dir / SUMMARY)
-    status = summary.get("status", "")
+    summary = RunSummary.from_file(run_dir / SUMMARY)
+    status = summary.status
     return TrialResult(trial.trial_id, trial.label, trial.seed, status,
-                       "" if status == COMPLETED else summary.get("message", ""), "skipped", run_dir, summary)
+                       "" if status == COMPLETED else summary.message, "skipped", run_dir, summary)
 
 
 # ---------------------------------------------------------------------------- executing
@@ -183,7 +184,7 @@ def execute_trial(trial: Trial, run_dir: Path, plan: str, threads: int | None,
         message = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         return TrialResult(trial.trial_id, trial.label, trial.seed, FAILED, message, action, run_dir)
     status = result.status
-    error = "" if status == COMPLETED else result.summary.get("message", "")
+    error = "" if status == COMPLETED else result.summary.message
     return TrialResult(trial.trial_id, trial.label, trial.seed, status, error, action, run_dir, result.summary)
 
 
@@ -241,9 +242,9 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
             return
         done[0] += 1
         if log is not None:
-            iou = r.summary.get("val", {}).get("iou")
+            iou = r.summary.val.get("iou") if r.summary else None
             score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
-            warn = " - TRIVIAL: " + "; ".join(r.summary["warnings"]) if r.summary.get("warnings") else ""
+            warn = " - TRIVIAL: " + "; ".join(r.summary.warnings) if r.summary and r.summary.warnings else ""
             log(f"[{done[0]}/{len(trials)}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
                 + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
 
