@@ -25,7 +25,7 @@ import re
 import shutil
 import signal
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -94,6 +94,10 @@ class TrialResult:
     action: str
     run_dir: Path
     summary: RunSummary | None = None  # None: the trial never wrote one (failed or not run)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.summary, Mapping):  # a summary.json's contents, as this held before RunSummary
+            self.summary = RunSummary.from_dict(self.summary) if self.summary else None
 
 
 @dataclass
