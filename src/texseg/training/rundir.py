@@ -8,10 +8,10 @@ Contents::
     model.safetensors  the latest good weights
     resume.pt          model, optimizer, RNG states, counters (see texseg.checkpoint)
     metrics.csv        step, train_seconds, lr, train_loss, val_* (one row per evaluation)
-    summary.json       final metrics, status, timings
-    samples.png        input | true mask | prediction on validation images
-    curves.png         loss and val IoU against steps and against training time
-    report.html        the run on one page (texseg.report), written when it ends
+    summary.json       final metrics, status, timings (texseg.training.summary.RunSummary)
+    samples.png        input | true mask | prediction on validation images   } written by the default
+    curves.png         loss and val IoU against steps and against training time } callbacks
+    report.html        the run on one page (texseg.report), written when it ends } (texseg.training.callbacks)
     .texseg-run        marks the folder as a run texseg created (so its leftovers are its own)
     .lock              held while a process writes the run
 """
