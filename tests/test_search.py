@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -18,8 +19,10 @@ import pytest
 from conftest import run_main
 from texseg.search import SearchSettings, build_space, run_search, write_reports
 from texseg.search.storage import STALE_AFTER_S, is_stale, open_storage
-from texseg.search.study import _PruningCallback
+from texseg.search.study import OptunaPruning
 from texseg.training.config import TrainConfig
+from texseg.training.rundir import RunStatus
+from texseg.training.state import Evaluation
 
 # Tiny trials: 32 px, 3 steps, an evaluation after each step, 4 validation images.
 TINY = ["--image-size", "32", "--iterations", "3", "--eval-every", "1", "--val-size", "4", "--quiet"]
@@ -113,7 +116,13 @@ def test_pruning_callback_reports_per_tenth_of_the_budget_and_never_at_the_end()
             return True
 
     trial = FakeTrial()
-    cb = _PruningCallback(trial, TrainConfig(iterations=None, time_budget=10.0))
+    pruning = OptunaPruning(trial)
+    state = SimpleNamespace(config=TrainConfig(iterations=None, time_budget=10.0))  # all it reads of the state
+
+    def cb(step, seconds, metrics):  # the stop it returns, as the loop sees it
+        answer = pruning.on_evaluation(state, Evaluation(step, seconds, metrics, {}, False, 4))
+        return answer is not None and answer.status == RunStatus.PRUNED
+
     assert cb(5, 0.5, {"iou": 0.1}) is True  # 5 % of the budget: tenth 0
     assert cb(9, 0.9, {"iou": 0.2}) is False  # still tenth 0: Optuna keeps one value per step
     assert cb(40, 4.2, {"iou": float("nan")}) is False  # a NaN is not reported

@@ -23,6 +23,7 @@ from texseg.cli._options import (
 from texseg.errors import ExitCode, TexsegError
 from texseg.io import read_json
 from texseg.training.config import TrainConfig, override_scene
+from texseg.training.summary import RunSummary
 
 
 @cli.command()
@@ -120,23 +121,23 @@ def train(ctx: click.Context, config_file: str | None, out: str | None, resume: 
     if int(os.environ.get("RANK", "0")) != 0:  # a distributed run: rank 0 reports
         return ExitCode.OK if result.status == RunStatus.COMPLETED else ExitCode.INTERRUPTED
     s = result.summary
-    click.echo(f"\nrun: {result.run_dir}   status: {result.status}" + (f" ({s['message']})" if s["message"] else ""))
-    rows = [("model", f"{s['model']} ({s['parameters']:,} parameters)"),
-            ("iterations", f"{s['iterations']}"),
-            ("training time", f"{s['train_seconds']:.1f} s ({s['it_per_s']:.1f} it/s)"),
-            ("evaluation time", f"{s['eval_seconds']:.1f} s"),
-            ("hardware path", f"{s['device']}, {s['precision']}, {s['threads']} thread(s)"
-                              + (", torch.compile" if s.get("compiled") else "")),
-            ("batch, lr", f"{s['batch_size']}, {s['lr']:g}" + _from_device(s)),
+    click.echo(f"\nrun: {result.run_dir}   status: {result.status}" + (f" ({s.message})" if s.message else ""))
+    rows = [("model", f"{s.model} ({s.parameters:,} parameters)"),
+            ("iterations", f"{s.iterations}"),
+            ("training time", f"{s.train_seconds:.1f} s ({s.it_per_s:.1f} it/s)"),
+            ("evaluation time", f"{s.eval_seconds:.1f} s"),
+            ("hardware path", f"{s.device}, {s.precision}, {s.threads} thread(s)"
+                              + (", torch.compile" if s.compiled else "")),
+            ("batch, lr", f"{s.batch_size}, {s.lr:g}" + _from_device(s)),
             ("held-out set", _held_out_text(result.run_dir, s)),
-            ("labels", "fixed (label k is region k)" if s.get("label_mode", "fixed") == "fixed" else
+            ("labels", "fixed (label k is region k)" if s.label_mode == "fixed" else
                        "any (loss and scores after the best matching of predicted to true labels)")]
     folder = bool(read_json_or_none(result.run_dir / "config.json").get("data"))
-    rows += [(f"val {k}", v) for k, v in metric_rows(s["val"], folder=folder)]
+    rows += [(f"val {k}", v) for k, v in metric_rows(s.val, folder=folder)]
     click.echo(table(rows))
-    for note in s["notes"]:
+    for note in s.notes:
         click.echo(f"note: {note}")
-    for warning in s.get("warnings", []):
+    for warning in s.warnings:
         click.echo(f"warning: {warning}")
     return {RunStatus.COMPLETED: ExitCode.OK, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(result.status,
                                                                                      ExitCode.INTERRUPTED)
@@ -151,13 +152,13 @@ def read_json_or_none(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _held_out_text(run_dir: Path, s: dict[str, Any]) -> str:
+def _held_out_text(run_dir: Path, s: RunSummary) -> str:
     """What the held-out set of a run is: generated scenes, or crops of a folder's held-out images."""
     from texseg.data.folder import find_pairs
 
     config = read_json_or_none(run_dir / "config.json")
     if not config.get("data"):
-        return f"{s['val_size']} scenes of the training scene, seed {s['val_seed']} (`texseg eval` draws another)"
+        return f"{s.val_size} scenes of the training scene, seed {s.val_seed} (`texseg eval` draws another)"
     if config.get("val_data"):
         n = len(find_pairs(config["val_data"])[0])
         where = f"{n} images of {config['val_data']}"
@@ -165,7 +166,7 @@ def _held_out_text(run_dir: Path, s: dict[str, Any]) -> str:
         total = len(find_pairs(config["data"])[0])
         n = min(total - 1, max(1, round(config["val_fraction"] * total)))
         where = f"{n} held-out images of {config['data']} ({config['val_fraction']:g} of its {total}, never trained on)"
-    return f"{s['val_size']} crops of {where}, seed {s['val_seed']} (`texseg eval --data` scores whole images)"
+    return f"{s.val_size} crops of {where}, seed {s.val_seed} (`texseg eval --data` scores whole images)"
 
 
 def _launch_torchrun(nproc: int, args: list[str]) -> None:
@@ -198,11 +199,11 @@ def _launch_torchrun(nproc: int, args: list[str]) -> None:
     raise SystemExit(ExitCode.OK)
 
 
-def _from_device(summary: dict[str, Any]) -> str:
+def _from_device(summary: RunSummary) -> str:
     """`` (device defaults: batch_size, lr)`` when the device chose some of the run's settings."""
-    filled = (summary.get("defaults") or {}).get("filled") or {}
+    filled = (summary.defaults or {}).get("filled") or {}
     chosen = [k for k in ("batch_size", "lr") if k in filled]
-    return f"   ({', '.join(chosen)} from the {summary['defaults']['hardware']} defaults)" if chosen else ""
+    return f"   ({', '.join(chosen)} from the {summary.defaults['hardware']} defaults)" if chosen else ""
 
 
 @cli.command(name="eval")

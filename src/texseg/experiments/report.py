@@ -49,18 +49,18 @@ def result_rows(results: Sequence[TrialResult], configs: Sequence[TrainConfig],
     """
     metric_names: list[str] = []
     for r in results:
-        metric_names += [k for k in r.summary.get("val", {}) if k not in metric_names]
+        metric_names += [k for k in (r.summary.val if r.summary else {}) if k not in metric_names]
     metric_names.sort(key=lambda k: (_METRIC_ORDER.index(k) if k in _METRIC_ORDER else len(_METRIC_ORDER), k))
     rows = []
     for r, cfg in zip(results, configs):
         row: dict[str, Any] = {"trial": r.trial_id, "label": r.label, "seed": r.seed}
         row.update({name: getattr(cfg, name) for name in varied})
         row.update({"status": r.status, "error": r.error})
-        val = r.summary.get("val", {})
+        val = (r.summary.val if r.summary else {})
         row.update({f"val_{k}": val.get(k, math.nan) for k in metric_names})
-        row["warning"] = "; ".join(r.summary.get("warnings", []))
-        row["train_seconds"] = r.summary.get("train_seconds", math.nan)
-        row["iterations"] = r.summary.get("iterations", 0)
+        row["warning"] = "; ".join(r.summary.warnings if r.summary else [])
+        row["train_seconds"] = r.summary.train_seconds if r.summary else math.nan
+        row["iterations"] = r.summary.iterations if r.summary else 0
         row["run_dir"] = os.path.relpath(r.run_dir, exp_dir)
         rows.append(row)
     return rows

@@ -25,9 +25,9 @@ import re
 import shutil
 import signal
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,14 @@ from texseg import signals
 from texseg._validate import check_int
 from texseg.checkpoint import RESUME_STATE
 from texseg.errors import CheckpointError
-from texseg.io import exclusive_lock, read_json
+from texseg.io import exclusive_lock
 from texseg.signals import catch_stop_signals
 from texseg.training.config import TrainConfig
 from texseg.training.defaults import DEVICE_FIELDS, PINNED_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
 from texseg.training.memory import estimate_training_bytes
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
+from texseg.training.summary import RunSummary
 from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
 
 COMPLETED, INTERRUPTED = RunStatus.COMPLETED, RunStatus.INTERRUPTED
@@ -93,7 +94,11 @@ class TrialResult:
     error: str
     action: str
     run_dir: Path
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None  # None: the trial never wrote one (failed or not run)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.summary, Mapping):  # a summary.json's contents, as this held before RunSummary
+            self.summary = RunSummary.from_dict(self.summary) if self.summary else None
 
 
 @dataclass
@@ -148,10 +153,10 @@ def plan_trial(trial: Trial, run_dir: Path) -> str:
 
 
 def _ended_result(trial: Trial, run_dir: Path) -> TrialResult:
-    summary = read_json(run_dir / SUMMARY)
-    status = summary.get("status", "")
+    summary = RunSummary.from_file(run_dir / SUMMARY)
+    status = summary.status
     return TrialResult(trial.trial_id, trial.label, trial.seed, status,
-                       "" if status == COMPLETED else summary.get("message", ""), "skipped", run_dir, summary)
+                       "" if status == COMPLETED else summary.message, "skipped", run_dir, summary)
 
 
 # ---------------------------------------------------------------------------- executing
@@ -184,7 +189,7 @@ def execute_trial(trial: Trial, run_dir: Path, plan: str, threads: int | None,
         message = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         return TrialResult(trial.trial_id, trial.label, trial.seed, FAILED, message, action, run_dir)
     status = result.status
-    error = "" if status == COMPLETED else result.summary.get("message", "")
+    error = "" if status == COMPLETED else result.summary.message
     return TrialResult(trial.trial_id, trial.label, trial.seed, status, error, action, run_dir, result.summary)
 
 
@@ -272,9 +277,9 @@ class _Recorder:
             return
         self.done += 1
         if self.log is not None:
-            iou = r.summary.get("val", {}).get("iou")
+            iou = r.summary.val.get("iou") if r.summary else None
             score = f", val IoU {iou:.4f}" if isinstance(iou, float) else ""
-            warn = " - TRIVIAL: " + "; ".join(r.summary["warnings"]) if r.summary.get("warnings") else ""
+            warn = " - TRIVIAL: " + "; ".join(r.summary.warnings) if r.summary and r.summary.warnings else ""
             self.log(f"[{self.done}/{self.total}] {r.label} seed {r.seed}: {r.status}{score} ({r.action})"
                      + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
 

@@ -84,9 +84,12 @@ from texseg.search.storage import (
     trial_state,
     write_folder_file,
 )
-from texseg.training import RunStatus, train
+from texseg.training.callbacks import Callback, default_callbacks
 from texseg.training.config import TrainConfig
 from texseg.training.engine import progress_fraction
+from texseg.training.loop import train
+from texseg.training.rundir import RunStatus
+from texseg.training.state import Evaluation, LoopState, Stop
 from texseg.workers import send_signal, start_worker, threads_per_worker, worker_setup
 
 if TYPE_CHECKING:
@@ -246,12 +249,12 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, bas
     with Heartbeat(trial):
         config = space.suggest(trial, base)
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        result = train(config, run_dir, progress=False, on_eval=_PruningCallback(trial, config))
+        result = train(config, run_dir, [OptunaPruning(trial), *default_callbacks(config)], progress=False)
         s = result.summary
-        value = float(s["val"].get(METRIC, math.nan))
-        for key in ("train_seconds", "iterations"):
-            trial.set_user_attr(key, s[key])
-        trial.set_user_attr("warning", "; ".join(s.get("warnings", [])))
+        value = float(s.val.get(METRIC, math.nan))
+        trial.set_user_attr("train_seconds", s.train_seconds)
+        trial.set_user_attr("iterations", s.iterations)
+        trial.set_user_attr("warning", "; ".join(s.warnings))
     if result.status == RunStatus.COMPLETED and math.isfinite(value):
         status, told = _finish(study, trial, COMPLETED, value=value)
     elif result.status == RunStatus.PRUNED:
@@ -288,23 +291,27 @@ def _tag_failed(study: optuna.Study, trial: optuna.Trial, status: str, error: Ba
         pass
 
 
-class _PruningCallback:
-    """``on_eval`` hook: report val IoU per tenth of the budget, ask the pruner."""
-    def __init__(self, trial: optuna.Trial, config: TrainConfig) -> None:
-        self.trial, self.config = trial, config
+class OptunaPruning(Callback):
+    """A search's pruning as a training callback: report the val IoU of the first evaluation in each tenth
+    of the budget to the Optuna trial and stop the run (status ``pruned``) when its pruner says so."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
         self.reported: set[int] = set()
 
-    def __call__(self, step: int, train_seconds: float, metrics: dict[str, float]) -> bool:
-        done = progress_fraction(self.config, step, train_seconds)
+    def on_evaluation(self, state: LoopState, evaluation: Evaluation) -> Stop | None:
+        done = progress_fraction(state.config, evaluation.step, evaluation.train_seconds)
         if done >= 1.0:
-            return False  # the run has finished anyway: keep it as a completed trial
+            return None  # the run has finished anyway: keep it as a completed trial
         bucket = int(done * PRUNE_STEPS)
-        value = metrics.get(METRIC, math.nan)
+        value = evaluation.metrics.get(METRIC, math.nan)
         if bucket in self.reported or not math.isfinite(value):
-            return False  # Optuna keeps one value per step: the first eval in each tenth
+            return None  # Optuna keeps one value per step: the first eval in each tenth
         self.reported.add(bucket)
         self.trial.report(value, bucket)
-        return self.trial.should_prune()
+        if self.trial.should_prune():
+            return Stop(f"stopped by the caller after step {evaluation.step}", RunStatus.PRUNED)
+        return None
 
 
 @contextmanager

@@ -33,11 +33,13 @@ from texseg.training.distributed import Distributed
 from texseg.training.losses import PermutationInvariantLoss, create_loss
 from texseg.training.memory import check_training_memory
 from texseg.training.optim import create_optimizer, lr_factor, set_lr
+from texseg.training.summary import RunSummary
 from texseg.workers import available_cores
 
 
 class BatchSource(Protocol):
     """Where training batches come from: reproducible from a seed, its position saveable."""
+
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """``(images (B,1,H,W) float, labels (B,1,H,W) int64)`` on the training device."""
         ...
@@ -67,6 +69,7 @@ class SceneStream:
         streams: the stream ids to draw from (a distributed rank ``r`` draws from ``[r]``;
             one process replaying an N-rank run from ``[0, ..., N-1]``).
     """
+
     def __init__(self, scene: SceneSpec, batch_size: int, seed: int, device: torch.device,
                  streams: tuple[int, ...] = (0,)) -> None:
         self.scene, self.device = scene, device
@@ -89,6 +92,7 @@ class SceneStream:
 
 class FolderStream:
     """Batches of random crops (flips, rotations) of an image folder, drawn from a seeded generator."""
+
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, seed: int, device: torch.device,
                  stream: int = 0) -> None:
         self.dataset, self.batch_size, self.device = dataset, batch_size, device
@@ -138,6 +142,7 @@ class Trainer:
     ``config`` is the run's config with the device's defaults filled in (what ``config.json``
     records); ``defaults`` says which values came from the device and where they were measured.
     """
+
     config: TrainConfig
     device: torch.device
     num_regions: int
@@ -186,6 +191,37 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
     Raises:
         ValueError: an invalid config, a missing device, or a run that cannot fit in memory.
     """
+    config, device, d, defaults = _resolve_device(config)
+    notes = pinned_notes(config, device, available_cores())
+    check_training_memory(config, device)  # refuse up front rather than crash halfway
+    torch.manual_seed(config.seed)  # initial weights: the same on every rank
+    model = create_model(config.model, **config.model_init_kwargs)
+    if config.init_from is not None:
+        _load_initial_weights(model, config)
+    # channels_last is the layout oneDNN/cuDNN convolutions are fastest in.
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = create_optimizer(model, config)
+    if d.active:
+        if config.sync_batchnorm:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # Compiled (or not) forward of what trains; the module itself stays what is saved and evaluated.
+    forward = torch.compile(model) if config.compile else model
+    k, any_labels = config.regions, config.labels == "any"
+    return Trainer(
+        config=config, device=device, num_regions=k, model=model, optimizer=optimizer,
+        loss_fn=PermutationInvariantLoss(config.loss_name, k) if any_labels else create_loss(config.loss_name, k),
+        amp_dtype=autocast_dtype(config.precision, device), data=_batch_source(config, data, device, d),
+        dist=d, matching="image" if any_labels else "none", defaults=defaults, forward=forward, notes=notes,
+    )
+
+
+def _resolve_device(config: TrainConfig) -> tuple[TrainConfig, torch.device, Distributed, dict[str, Any]]:
+    """The device, the ranks and the config with the device's defaults filled in and pinned; torch's threads set.
+
+    Returns:
+        ``(config, device, dist, defaults)``: what :class:`Trainer` records.
+    """
     config.validate()
     device = resolve_device(config.device)
     d = distributed.from_environment(device.type, config.dist_timeout)
@@ -202,36 +238,18 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
         torch.set_num_threads(config.threads)
     elif device.type == "cpu" and not d.active:  # a busy machine: one thread, not threads waiting for cores
         torch.set_num_threads(choose_threads(available_cores()))
-    config = pin_config(config, device)  # config.json records what this machine decided
-    notes = pinned_notes(config, device, available_cores())
-    check_training_memory(config, device)  # refuse up front rather than crash halfway
-    torch.manual_seed(config.seed)  # initial weights: the same on every rank
-    model = create_model(config.model, **config.model_init_kwargs)
-    if config.init_from is not None:
-        _load_initial_weights(model, config)
-    # channels_last is the layout oneDNN/cuDNN convolutions are fastest in.
-    model.to(device, memory_format=torch.channels_last)
-    optimizer = create_optimizer(model, config)
-    if d.active:
-        if config.sync_batchnorm:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # Compiled (or not) forward of what trains; the module itself stays what is saved and evaluated.
-    forward = torch.compile(model) if config.compile else model
+    return pin_config(config, device), device, d, defaults  # config.json records what this machine decided
+
+
+def _batch_source(config: TrainConfig, data: BatchSource | None, device: torch.device,
+                  d: Distributed) -> BatchSource:
+    """``data`` if given, else crops of the folder ``config.data``, else generated scenes (one stream per rank)."""
     streams = (d.rank,) if d.active else tuple(range(config.streams))
     if data is None and config.data is not None:
         if len(streams) > 1:
             raise ValueError("streams must be 1 when training on `data`")
         data = FolderStream(_folder_sets(config)[0], config.batch_size, config.seed, device, streams[0])
-    k, any_labels = config.regions, config.labels == "any"
-    return Trainer(
-        config=config, device=device, num_regions=k, model=model, optimizer=optimizer,
-        loss_fn=PermutationInvariantLoss(config.loss_name, k) if any_labels else create_loss(config.loss_name, k),
-        amp_dtype=autocast_dtype(config.precision, device),
-        data=data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device,
-                                                       streams),
-        dist=d, matching="image" if any_labels else "none", defaults=defaults, forward=forward, notes=notes,
-    )
+    return data if data is not None else SceneStream(config.scene(), config.batch_size, config.seed, device, streams)
 
 
 def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
@@ -351,6 +369,7 @@ class StepResult:
         applied: whether the optimizer stepped (a guarded step with a non-finite loss or
             gradient is not applied).
     """
+
     loss: Tensor
     grad_norm: Tensor
     applied: bool = True
@@ -407,6 +426,7 @@ def train_step(t: Trainer, lr: float, *, guard: bool = False) -> StepResult:
 @dataclass
 class Window:
     """What the steps since the last read amount to (from :meth:`StepTally.read`)."""
+
     steps: int
     seconds: float  # wall-clock time they took, the device's work included
     cpu_seconds: float  # CPU time this process got meanwhile (all its threads)
@@ -424,6 +444,7 @@ class StepTally:
     a CPU costs nothing; on a GPU the loop reads every few steps (see
     :func:`texseg.training.defaults.sync_interval`).
     """
+
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._reset()
@@ -516,24 +537,22 @@ def run_warnings(steps: int, metrics: dict[str, float], share: float | None = No
 
 
 def run_summary(t: Trainer, c: Counters, status: str, message: str, last_val: dict[str, float],
-                notes: list[str], share: float | None = None) -> dict[str, Any]:
+                notes: list[str], share: float | None = None) -> RunSummary:
     """The ``summary.json`` of a run as it stands (a pure function of its state).
 
     Args:
         share: the share of its threads' CPU time the run got while training (:func:`cpu_share`).
     """
     config, threads = t.config, torch.get_num_threads()
-    return {
-        "status": str(status), "message": message, "model": config.model,
-        "model_kwargs": config.model_init_kwargs,
-        "parameters": count_parameters(t.module), "iterations": c.step, "world_size": t.dist.world_size,
-        "train_seconds": round(c.train_seconds, 3), "eval_seconds": round(c.eval_seconds, 3),
-        "it_per_s": round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
-        "skipped_steps": c.skipped_steps, "val": last_val, "val_size": config.val_size, "val_seed": config.val_seed,
-        "device": str(t.device),
-        "precision": t.precision, "threads": threads, "torch": torch.__version__,
-        "cpu_share": None if share is None else round(share, 3),
-        "texseg": texseg.__version__, "notes": notes, "label_mode": config.labels,
-        "warnings": run_warnings(c.step, last_val, share, threads) if last_val else [],
-        "defaults": t.defaults, "compiled": bool(config.compile), "batch_size": config.batch_size, "lr": config.lr,
-    }
+    return RunSummary(
+        status=str(status), message=message, model=config.model,
+        model_kwargs=config.model_init_kwargs,
+        parameters=count_parameters(t.module), iterations=c.step, world_size=t.dist.world_size,
+        train_seconds=round(c.train_seconds, 3), eval_seconds=round(c.eval_seconds, 3),
+        it_per_s=round(c.step / c.train_seconds, 3) if c.train_seconds else 0.0,
+        skipped_steps=c.skipped_steps, val=last_val, val_size=config.val_size, val_seed=config.val_seed,
+        device=str(t.device), precision=t.precision, threads=threads, torch_version=torch.__version__,
+        cpu_share=None if share is None else round(share, 3), texseg_version=texseg.__version__, notes=notes,
+        label_mode=config.labels, warnings=run_warnings(c.step, last_val, share, threads) if last_val else [],
+        defaults=t.defaults, compiled=bool(config.compile), batch_size=config.batch_size, lr=config.lr,
+    )

@@ -313,6 +313,36 @@ def _lr(config: GeneralConfig, fraction: float) -> float:
 
 # ---------------------------------------------------------------- the loop
 
+@dataclass
+class _GeneralRun:
+    """A texnet run in progress: what :func:`train_general`'s stages share."""
+
+    config: GeneralConfig
+    run: Path
+    model: TextureEmbeddingNet
+    opt: torch.optim.Optimizer
+    data_gen: torch.Generator
+    collage: CollageSpec
+    folder: ImageFolderDataset | None = None
+    sets: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    seconds: float = 0.0
+    eval_seconds: float = 0.0
+    best: tuple[int, float] = (0, -1.0)
+    last_val: dict[str, float] = field(default_factory=dict)
+
+    def save_weights(self, folder: Path) -> None:
+        save_model(self.model, folder, name="texnet", kwargs=self.config.model_kwargs(), num_regions=2,
+                   scene={"collage": asdict(self.collage)})
+
+    def checkpoint(self) -> None:
+        self.save_weights(self.run)
+        _save_resume(self.run, self.model, self.opt, self.data_gen, self.step, self.seconds, self.best)
+        atomic_write_json(self.run / "metrics.json", self.rows)
+        write_csv(self.run / "metrics.csv", self.rows)
+
+
 def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
                   log: Callable[[str], None] | None = None) -> GeneralResult:
     """Train a texnet on procedural collages; see the module docstring.
@@ -328,6 +358,35 @@ def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, res
     """
     run = Path(run_dir)
     say = log or (lambda line: None)
+    _check_run_dir(config, run, resume)
+    # set-up
+    r = _start_general(config, run, resume)
+    status = "completed"
+    while r.step < config.steps:
+        # one step
+        loss = _general_step(r)
+        if loss is None:
+            status = "diverged"
+            break
+        out_of_time = config.time_budget is not None and r.seconds >= config.time_budget
+        # validation, keep-best, checkpoint
+        if r.step % config.eval_every == 0 or r.step == config.steps or out_of_time or stop_requested():
+            _validate_general(r, loss)
+            say(f"step {r.step}/{config.steps}  {r.seconds:.0f} s  loss {loss:.4f}  "
+                + "  ".join(f"{k} {v:.3f}" for k, v in r.last_val.items()))
+        if out_of_time or stop_requested():
+            status = "stopped"
+            break
+    # finish
+    r.checkpoint()
+    result = GeneralResult(str(run), status, r.step, round(r.seconds, 1), round(r.eval_seconds, 1), r.best[0],
+                           round(r.best[1], 4), r.last_val)
+    atomic_write_json(run / "summary.json", asdict(result))
+    return result
+
+
+def _check_run_dir(config: GeneralConfig, run: Path, resume: bool) -> None:
+    """Refuse a folder that holds a run (unless ``resume``), or a resume with other settings than the run's."""
     if resume:
         if not (run / RESUME).is_file():
             raise ValueError(f"resume: {run} holds no {RESUME} to continue from")
@@ -340,82 +399,66 @@ def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, res
     elif (run / CONFIG).exists():
         raise ValueError(f"run_dir: {run} already holds a run; resume it or choose another folder")
 
-    # set-up
+
+def _start_general(config: GeneralConfig, run: Path, resume: bool) -> _GeneralRun:
+    """Model, optimizer and data stream: new (``config.json`` written), or restored from ``resume.pt``."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model = TextureEmbeddingNet(**config.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    data_gen = torch.Generator().manual_seed(config.seed + 1)
-    step, seconds, best = 0, 0.0, (0, -1.0)
+    r = _GeneralRun(config, run, model, opt, torch.Generator().manual_seed(config.seed + 1), config.collage())
     if resume:
         state = torch.load(run / RESUME, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        data_gen.set_state(state["data_rng"])
+        r.data_gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
-        step, seconds, best = state["step"], state["seconds"], (state["best_step"], state["best_score"])
+        r.step, r.seconds, r.best = state["step"], state["seconds"], (state["best_step"], state["best_score"])
     else:
         if config.init_from:
             _load_initial(model, config.init_from)
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / CONFIG, config.to_dict())
-    sets = validation_sets(config)
-    rows: list[dict[str, Any]] = read_json(run / "metrics.json") if resume and (run / "metrics.json").is_file() \
-        else []
-    eval_seconds, status, last_val = 0.0, "completed", {}
-    collage = config.collage()
-    folder = folder_split(config)[0] if config.data else None
+    r.sets = validation_sets(config)
+    if resume and (run / "metrics.json").is_file():
+        r.rows = read_json(run / "metrics.json")
+    r.folder = folder_split(config)[0] if config.data else None
     model.train()
+    return r
 
-    def checkpoint() -> None:
-        save_model(model, run, name="texnet", kwargs=config.model_kwargs(), num_regions=2,
-                   scene={"collage": asdict(collage)})
-        _save_resume(run, model, opt, data_gen, step, seconds, best)
-        atomic_write_json(run / "metrics.json", rows)
-        write_csv(run / "metrics.csv", rows)
 
-    while step < config.steps:
-        # one step
-        start = time.perf_counter()
-        images, labels = _batch(config, collage, folder, data_gen)
-        fraction = step / config.steps
-        if config.time_budget:
-            fraction = max(fraction, seconds / config.time_budget)
-        for group in opt.param_groups:
-            group["lr"] = _lr(config, fraction)
-        loss = discriminative_loss(model(images), labels, config.delta_v, config.delta_d)
-        if not torch.isfinite(loss):
-            status = "diverged"
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
-        seconds += time.perf_counter() - start
-        out_of_time = config.time_budget is not None and seconds >= config.time_budget
+def _general_step(r: _GeneralRun) -> float | None:
+    """One optimisation step; its loss, or None (nothing applied) when the loss is not finite."""
+    config, opt = r.config, r.opt
+    start = time.perf_counter()
+    images, labels = _batch(config, r.collage, r.folder, r.data_gen)
+    fraction = r.step / config.steps
+    if config.time_budget:
+        fraction = max(fraction, r.seconds / config.time_budget)
+    for group in opt.param_groups:
+        group["lr"] = _lr(config, fraction)
+    loss = discriminative_loss(r.model(images), labels, config.delta_v, config.delta_d)
+    if not torch.isfinite(loss):
+        return None
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(r.model.parameters(), 5.0)
+    opt.step()
+    r.step += 1
+    r.seconds += time.perf_counter() - start
+    return float(loss.detach())
 
-        # validation, keep-best, checkpoint
-        if step % config.eval_every == 0 or step == config.steps or out_of_time or stop_requested():
-            t0 = time.perf_counter()
-            last_val = validate_general(model, sets)
-            eval_seconds += time.perf_counter() - t0
-            rows.append({"step": step, "seconds": round(seconds, 1), "loss": float(loss.detach()),
-                         "lr": opt.param_groups[0]["lr"], **{k: round(v, 4) for k, v in last_val.items()}})
-            if last_val["score"] > best[1]:
-                best = (step, last_val["score"])
-                (run / "best").mkdir(exist_ok=True)
-                save_model(model, run / "best", name="texnet", kwargs=config.model_kwargs(), num_regions=2,
-                           scene={"collage": asdict(collage)})
-            checkpoint()
-            say(f"step {step}/{config.steps}  {seconds:.0f} s  loss {float(loss.detach()):.4f}  "
-                + "  ".join(f"{k} {v:.3f}" for k, v in last_val.items()))
-        if out_of_time or stop_requested():
-            status = "stopped"
-            break
-    checkpoint()
-    result = GeneralResult(str(run), status, step, round(seconds, 1), round(eval_seconds, 1), best[0],
-                           round(best[1], 4), last_val)
-    atomic_write_json(run / "summary.json", asdict(result))
-    return result
+
+def _validate_general(r: _GeneralRun, loss: float) -> None:
+    """Score the validation sets, keep the best weights in ``best/``, save a checkpoint."""
+    t0 = time.perf_counter()
+    r.last_val = validate_general(r.model, r.sets)
+    r.eval_seconds += time.perf_counter() - t0
+    r.rows.append({"step": r.step, "seconds": round(r.seconds, 1), "loss": loss,
+                   "lr": r.opt.param_groups[0]["lr"], **{k: round(v, 4) for k, v in r.last_val.items()}})
+    if r.last_val["score"] > r.best[1]:
+        r.best = (r.step, r.last_val["score"])
+        (r.run / "best").mkdir(exist_ok=True)
+        r.save_weights(r.run / "best")
+    r.checkpoint()

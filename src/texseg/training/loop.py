@@ -11,35 +11,31 @@ Every evaluation is also a checkpoint: ``model.safetensors`` (the deliverable),
 written atomically, so a run killed at any moment can be loaded, read and resumed from
 its last checkpoint. A run exists once ``config.json`` is written, after its first
 checkpoint; a folder killed before that is started afresh.
+
+The loop writes nothing else: figures, ``report.html``, TensorBoard events, the best
+weights, early stopping and a search's pruning are callbacks (:mod:`texseg.training.callbacks`),
+told of the run's start, each evaluation and its end through one :class:`LoopState`.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from texseg.checkpoint import (
-    RESUME_STATE,
-    Counters,
-    ResumeState,
-    load_resume_state,
-    save_model,
-    save_resume_state,
-)
+from texseg.checkpoint import RESUME_STATE, ResumeState, load_resume_state, save_resume_state
 from texseg.errors import CheckpointError, DataError, ImageReadError, NonFiniteError, RunDirError
-from texseg.evaluation import evaluate, predict_labels
+from texseg.evaluation import evaluate
 from texseg.io import read_json
 from texseg.models import model_spec
-from texseg.plots import run_curves_figure, samples_figure, save_figure
 from texseg.signals import StopFlag, catch_stop_signals, stop_point
 from texseg.training import distributed
+from texseg.training.callbacks import Callback, EvalCallback, EvalHook, default_callbacks
 from texseg.training.config import TrainConfig
 from texseg.training.defaults import pin_config, sync_interval
 from texseg.training.engine import (
@@ -49,63 +45,30 @@ from texseg.training.engine import (
     all_finite,
     build_trainer,
     checkpoint_due,
-    cpu_share,
     evaluation_affordable,
     evaluation_due,
     expected_evaluation_seconds,
     interim_images,
     progress_fraction,
-    run_summary,
     scheduled_lr,
     train_step,
     validation_set,
 )
 from texseg.training.progress import Progress
-from texseg.training.report import write_report_or_note
-from texseg.training.rundir import BEST, CONFIG, RunDir, RunStatus, default_run_dir, read_status
-from texseg.training.tensorboard import TensorBoardLogger
+from texseg.training.rundir import CONFIG, RunDir, RunStatus, default_run_dir, read_status
+from texseg.training.state import Evaluation, LoopState, Stop, TrainResult
 
-EvalCallback = Callable[[int, float, dict[str, float]], bool]
+__all__ = ["EvalCallback", "LoopState", "StorageError", "TrainResult", "resume_training", "train"]
 
 
 class StorageError(RunDirError):
     """A run's files could not be written (a full disk, say); the last checkpoint is kept."""
 
 
-@dataclass
-class TrainResult:
-    """What :func:`train` returns: where the run is and how it ended."""
-
-    run_dir: Path
-    status: RunStatus
-    summary: dict[str, Any]
-
-
-@dataclass
-class RunState:
-    """A run in progress: counters (saved in checkpoints), status and the latest metrics."""
-
-    counters: Counters
-    status: RunStatus = RunStatus.RUNNING
-    message: str = ""
-    last_val: dict[str, float] = field(default_factory=dict)
-    last_eval_fraction: float = 0.0  # the run's progress at its last evaluation (for the cadence)
-    lr: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    # CPU and wall time of the training windows of this process (not saved: a resumed run measures anew)
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    overhead_seconds: float = 0.0  # evaluating and checkpointing in this process (for the evaluation budget)
-    eval_per_image: float | None = None  # what the last evaluation and checkpoint took per held-out image
-    checkpointed_at: float | None = None  # perf_counter of this process's last interim checkpoint
-
-    def stop(self, status: RunStatus, message: str) -> None:
-        self.status, self.message = status, message
-
-
 def train(
     config: TrainConfig,
     run_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] | None = None,
     *,
     progress: bool = True,
     resume: bool = False,
@@ -117,11 +80,15 @@ def train(
         config: the run's settings (validated here).
         run_dir: output folder; default ``runs/<timestamp>-<model>``. It must not already
             hold a run unless ``resume``.
+        callbacks: what the run writes or decides besides its checkpoint, ``metrics.csv`` and
+            ``summary.json`` (:mod:`texseg.training.callbacks`); default
+            :func:`~texseg.training.callbacks.default_callbacks` of the config; ``[]``: nothing else.
         progress: show a progress bar (loss, latest val IoU, it/s).
         resume: continue the unfinished run in ``run_dir`` from its last checkpoint
             (use :func:`resume_training` to take the config from the run itself).
         on_eval: called as ``on_eval(step, train_seconds, val_metrics)`` after each
-            evaluation; returning True stops the run with status ``pruned``.
+            evaluation; returning True stops the run with status ``pruned`` (run before ``callbacks``;
+            a shorthand for :class:`~texseg.training.callbacks.EvalHook`).
 
     Returns:
         A :class:`TrainResult`; ``status`` is ``completed``, ``diverged`` (non-finite loss,
@@ -134,106 +101,125 @@ def train(
         texseg.signals.Interrupted: a stop signal arrived before the run directory was made.
     """
     with catch_stop_signals() as stop:
-        # --- set-up: trainer (device, seeds, model, optimizer, data, ranks), held-out set --
+        # --- set-up: trainer (device, seeds, model, optimizer, data, ranks), callbacks -----
         t = build_trainer(config)
         try:
-            result = _run(t, run_dir, stop, progress=progress, resume=resume, on_eval=on_eval)
+            chosen = default_callbacks(t.config) if callbacks is None else list(callbacks)
+            hooks = ([EvalHook(on_eval)] if on_eval is not None else []) + chosen
+            result = _run(t, run_dir, stop, hooks, progress=progress, resume=resume)
         finally:
             distributed.close(t.dist)
     return result
 
 
-def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, *, progress: bool, resume: bool,
-         on_eval: EvalCallback | None) -> TrainResult:
-    """The body of :func:`train` once the trainer exists; rank 0 alone writes the run directory."""
+def _run(t: Trainer, run_dir: str | Path | None, stop: StopFlag, callbacks: list[Callback], *, progress: bool,
+         resume: bool) -> TrainResult:
+    """The body of :func:`train` once the trainer exists; rank 0 alone writes the run directory and
+    calls the callbacks."""
     config, main = t.config, t.dist.is_main
     val_images, val_targets = validation_set(config, t.device) if main else (None, None)
-    if config.tensorboard:
-        TensorBoardLogger.writer_class()  # missing package: refused before anything is written
     stop_point()  # stopped during set-up: nothing has been written
     path = Path(run_dir) if run_dir is not None else default_run_dir(config.model)
+    hooks = callbacks if main else []
     with (RunDir(path, resume=resume) if main else nullcontext()) as run, ExitStack() as stack:
-        board = TensorBoardLogger(run.path) if config.tensorboard and main else None
-        if board is not None:
-            stack.callback(board.close)
-        state = _restore(run, t) if resume else _start(run, t)
-        state.checkpointed_at = time.perf_counter()  # the start's checkpoint (or the one resumed from)
+        # --- start: a new run's first checkpoint and config.json, or a resumed run restored --
+        for hook in reversed(hooks):
+            stack.callback(hook.close)
+        state = LoopState(t, path, run, val_images, val_targets, lr=config.lr, notes=_notes(t))
+        if resume:
+            _restore(state)
+        else:
+            _start(state)
+        state.timings.checkpointed_at = time.perf_counter()  # the start's checkpoint (or the one resumed from)
         for note in state.notes if main else []:
             print(f"warning: {note}", file=sys.stderr)
+        for hook in hooks:
+            hook.on_start(state)
         c = state.counters
         bar = Progress(config.iterations or config.time_budget, c.step if config.iterations else c.train_seconds,
                        "it" if config.iterations else "s", enabled=progress and main)
-
-        # --- loop: steps are queued on the device and read back every few (see StepTally) --
-        tally, every = StepTally(t.device), sync_interval(t.profile, config, None)
-        while progress_fraction(config, c.step, c.train_seconds) < 1.0:
-            if not t.dist.active and stop.signal is not None:  # ranks agree on a stop when they read
-                if tally.steps and not _read_and_count(t, tally, stop, state, bar):
-                    break
-                state.stop(RunStatus.INTERRUPTED, f"stopped by {stop.name} after step {c.step}; resumable")
-                break
-            state.lr = scheduled_lr(config, _ahead(t, tally, state), t.lr_factor)
-            try:
-                queued = train_step(t, state.lr, guard=config.skip_nonfinite)
-            except (ImageReadError, DataError) as e:  # a data file broke after it was checked
-                bar.close()
-                _data_failure(run, t, state, e, c.step + tally.steps + 1)
-            tally.add(queued, c.step + tally.steps + 1)
-            if not _read_due(t, tally, every, state, stop):
-                continue
-            if not _read_and_count(t, tally, stop, state, bar):
-                break
-            every = sync_interval(t.profile, config, c.train_seconds / max(c.step, 1))
-
-            fraction = progress_fraction(config, c.step, c.train_seconds)
-            n = interim_images(config, config.val_size, fraction >= 1.0)
-            # This evaluation, plus the full one the end will need: the share covers both (issue 20).
-            expected = expected_evaluation_seconds(n + config.val_size, state.eval_per_image,
-                                                   state.wall_seconds / max(c.step, 1), config.batch_size)
-            if evaluation_due(config, c.step, fraction, state.last_eval_fraction) and (
-                    fraction >= 1.0 or t.dist.active  # ranks decide alike: on steps alone
-                    or evaluation_affordable(config, state.overhead_seconds, state.wall_seconds, expected)):
-                state.last_eval_fraction = fraction
-                # --- evaluate and checkpoint (rank 0; timed apart from training) ---------
-                started = time.perf_counter()
-                verdict = _evaluate_and_checkpoint(run, t, state, val_images[:n] if main else None,
-                                                   val_targets[:n] if main else None, board, on_eval)
-                state.overhead_seconds += time.perf_counter() - started
-                state.eval_per_image = (time.perf_counter() - started) / n
-                if verdict is not None:
-                    state.stop(*verdict)
-                    break
-                if main:
-                    bar.set(loss=f"{run.rows[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
-                            it_s=f"{c.step / c.train_seconds:.1f}")
-                tally.restart_clock()  # evaluation time is not training time
+        # --- train, evaluating and checkpointing as the cadence says -----------------------
+        _loop(state, stop, hooks, bar)
         bar.close()
-
-        # --- finish: final checkpoint, figures, summary ----------------------------------
-        if state.status == RunStatus.RUNNING:
-            state.status = RunStatus.COMPLETED
-        if state.status == RunStatus.DIVERGED:
-            if main:
-                run.write_summary(_summary(t, state))  # the weights on disk stay the last good ones
-        else:
-            _checkpoint(run, t, state)  # an interrupted run keeps the steps since its last evaluation
-        if config.figures and main:
-            _write_figures(run, t, state, val_images[:4], val_targets[:4], board)
-        if board is not None:
-            board.hparams(config.to_dict(), state.last_val)
-        if main and state.status in (RunStatus.COMPLETED, RunStatus.PRUNED):
-            run.file(RESUME_STATE).unlink(missing_ok=True)  # ended for good: nothing to resume, MBs saved
-        if config.figures and main:
-            _write_report(run, t, state)
-    return TrainResult(path, state.status, _summary(t, state))
+        # --- finish: final checkpoint and summary, then the callbacks' outputs ------------
+        return _finish(state, hooks)
 
 
-def resume_training(run_dir: str | Path, *, progress: bool = True,
+def _loop(state: LoopState, stop: StopFlag, hooks: list[Callback], bar: Progress) -> None:
+    """Train until the budget is spent or the run must stop (``state.status`` then says why)."""
+    t, config, c = state.trainer, state.config, state.counters
+    # Steps are queued on the device and read back every few (see StepTally).
+    tally, every = StepTally(t.device), sync_interval(t.profile, config, None)
+    while progress_fraction(config, c.step, c.train_seconds) < 1.0:
+        if not t.dist.active and stop.signal is not None:  # ranks agree on a stop when they read
+            if tally.steps and not _read_and_count(state, tally, stop, bar):
+                break
+            state.stop(RunStatus.INTERRUPTED, f"stopped by {stop.name} after step {c.step}; resumable")
+            break
+        # --- one step (not waited for) --------------------------------------------------
+        state.lr = scheduled_lr(config, _ahead(state, tally), t.lr_factor)
+        try:
+            queued = train_step(t, state.lr, guard=config.skip_nonfinite)
+        except (ImageReadError, DataError) as e:  # a data file broke after it was checked
+            bar.close()
+            _data_failure(state, e, c.step + tally.steps + 1)
+        tally.add(queued, c.step + tally.steps + 1)
+        # --- read the queued steps back when due ------------------------------------------
+        if not _read_due(state, tally, every, stop):
+            continue
+        if not _read_and_count(state, tally, stop, bar):
+            break
+        every = sync_interval(t.profile, config, c.train_seconds / max(c.step, 1))
+        # --- evaluate and checkpoint (rank 0; timed apart from training) ---------------------
+        n = _evaluation_images(state)
+        if not n:
+            continue
+        started = time.perf_counter()
+        verdict = _evaluate_and_checkpoint(state, n, hooks)
+        state.timings.add_evaluation(time.perf_counter() - started, n)
+        if verdict is not None:
+            state.stop(*verdict)
+            break
+        if state.run is not None:
+            bar.set(loss=f"{state.history[-1]['train_loss']:.4f}", val_iou=f"{state.last_val['iou']:.4f}",
+                    it_s=f"{c.step / c.train_seconds:.1f}")
+        tally.restart_clock()  # evaluation time is not training time
+
+
+def _finish(state: LoopState, hooks: list[Callback]) -> TrainResult:
+    """The final checkpoint (or, diverged, the summary alone), then each callback's ``on_end``."""
+    run = state.run
+    if state.status == RunStatus.RUNNING:
+        state.status = RunStatus.COMPLETED
+    if state.status == RunStatus.DIVERGED:
+        if run is not None:
+            run.write_summary(state.summary())  # the weights on disk stay the last good ones
+    else:
+        _checkpoint(state)  # an interrupted run keeps the steps since its last evaluation
+    if run is not None and state.status in (RunStatus.COMPLETED, RunStatus.PRUNED):
+        run.file(RESUME_STATE).unlink(missing_ok=True)  # ended for good: nothing to resume, MBs saved
+    for hook in hooks:
+        notes = hook.on_end(state, state.result())
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr)
+        if notes and run is not None:
+            state.notes.extend(notes)
+            run.write_summary_best_effort(state.summary())
+    return state.result()
+
+
+def resume_training(run_dir: str | Path, callbacks: Sequence[Callback] | None = None, *, progress: bool = True,
                     on_eval: EvalCallback | None = None) -> TrainResult:
     """Continue an interrupted, failed or killed run from its last checkpoint, with its own config.
 
     An iteration-bounded run on CPU ends exactly as if it had never stopped; a
     time-budgeted run gets the training time it had left.
+
+    Args:
+        run_dir: the run.
+        callbacks: as for :func:`train` (default: those its config asks for).
+        progress: show a progress bar.
+        on_eval: as for :func:`train`.
 
     Raises:
         RunDirError: ``run_dir`` holds no run, or a finished one.
@@ -249,21 +235,20 @@ def resume_training(run_dir: str | Path, *, progress: bool = True,
     status = read_status(run_dir)
     if status is not None and status.ended:
         raise RunDirError(f"{run_dir} has already ended (status {status}); nothing to resume")
-    return train(config, run_dir, progress=progress, resume=True, on_eval=on_eval)
+    return train(config, run_dir, callbacks, progress=progress, resume=True, on_eval=on_eval)
 
 
 # ------------------------------------------------------------------------------ helpers
-def _start(run: RunDir | None, t: Trainer) -> RunState:
+def _start(state: LoopState) -> None:
     """A new run: a loadable, resumable checkpoint of step 0, then ``config.json`` (the run now exists)."""
-    state = RunState(Counters(), lr=t.config.lr, notes=_notes(t))
-    _checkpoint(run, t, state)
-    if run is not None:
-        run.write_config(t.config.to_dict())
-    return state
+    _checkpoint(state)
+    if state.run is not None:
+        state.run.write_config(state.config.to_dict())
 
 
-def _restore(run: RunDir | None, t: Trainer) -> RunState:
+def _restore(state: LoopState) -> None:
     """Load the run's resume state (rank 0 reads it, every rank gets it); metrics.csv back to its rows."""
+    t, run = state.trainer, state.run
     saved = load_resume_state(run.file(RESUME_STATE), _saved_config(run, t)) if run is not None else None
     saved = t.dist.broadcast(saved)
     if saved.world_size != t.dist.world_size:
@@ -284,10 +269,11 @@ def _restore(run: RunDir | None, t: Trainer) -> RunState:
         run.rows = saved.rows
         if saved.rows:
             run.rewrite_metrics()  # metrics.csv as of the checkpoint, dropping rows written after it
-    last = {k[4:]: v for k, v in saved.rows[-1].items() if k.startswith("val_")} if saved.rows else {}
-    at = progress_fraction(t.config, int(saved.rows[-1]["step"]), saved.rows[-1]["train_seconds"]) \
-        if saved.rows else 0.0
-    return RunState(saved.counters, last_val=last, last_eval_fraction=at, lr=t.config.lr, notes=_notes(t))
+    state.counters = saved.counters
+    if saved.rows:
+        last = saved.rows[-1]
+        state.last_val = {k[4:]: v for k, v in last.items() if k.startswith("val_")}
+        state.last_eval_fraction = progress_fraction(t.config, int(last["step"]), last["train_seconds"])
 
 
 def _saved_config(run: RunDir, t: Trainer) -> dict[str, Any]:
@@ -317,28 +303,28 @@ def _notes(t: Trainer) -> list[str]:
     return notes + list(t.notes)
 
 
-def _read_due(t: Trainer, tally: StepTally, every: int, state: RunState, stop: StopFlag) -> bool:
+def _read_due(state: LoopState, tally: StepTally, every: int, stop: StopFlag) -> bool:
     """Whether to read the queued steps now: every ``every`` steps, at the run's last step and
     at evaluation steps; in one process also whenever the host's clock (which the device can
     only be behind) says the budget or an evaluation may be reached, or a stop signal arrived.
     Ranks of a distributed run decide from step counts alone, so they all read at the same step."""
-    config, c = t.config, state.counters
+    t, config, c = state.trainer, state.config, state.counters
     step = c.step + tally.steps
     if tally.steps >= every or (config.iterations and step >= config.iterations) or \
             (config.eval_every and step % config.eval_every == 0):
         return True
     if t.dist.active:
         return False
-    ahead = _ahead(t, tally, state)
+    ahead = _ahead(state, tally)
     return stop.signal is not None or ahead >= 1.0 or evaluation_due(config, step, ahead, state.last_eval_fraction)
 
 
-def _ahead(t: Trainer, tally: StepTally, state: RunState) -> float:
+def _ahead(state: LoopState, tally: StepTally) -> float:
     """The run's progress including the queued steps; the host's clock counts in one process only
     (ranks must agree on everything that depends on progress, the learning rate first)."""
     c = state.counters
-    seconds = c.train_seconds if t.dist.active else c.train_seconds + tally.elapsed()
-    return progress_fraction(t.config, c.step + tally.steps, seconds)
+    seconds = c.train_seconds if state.trainer.dist.active else c.train_seconds + tally.elapsed()
+    return progress_fraction(state.config, c.step + tally.steps, seconds)
 
 
 def _read(t: Trainer, tally: StepTally, stop: StopFlag, steps_before: int) -> tuple[Window, str | None]:
@@ -358,17 +344,17 @@ def _read(t: Trainer, tally: StepTally, stop: StopFlag, steps_before: int) -> tu
     return agreed, (stop.name or "a signal to another rank") if stopped else None
 
 
-def _read_and_count(t: Trainer, tally: StepTally, stop: StopFlag, state: RunState, bar: Progress) -> bool:
+def _read_and_count(state: LoopState, tally: StepTally, stop: StopFlag, bar: Progress) -> bool:
     """Read the queued steps and account for them; False when the run must end (diverged, or a
     stop agreed by the ranks of a distributed run)."""
-    window, stopped = _read(t, tally, stop, state.counters.step)
-    if window.problem is not None and not t.config.skip_nonfinite:
+    window, stopped = _read(state.trainer, tally, stop, state.counters.step)
+    if window.problem is not None and not state.config.skip_nonfinite:
         state.stop(RunStatus.DIVERGED, _diverged(state, window.problem, window.first_bad))
         return False
-    c = state.counters
+    c, tm = state.counters, state.timings
     first = c.step + 1
     c.step, c.train_seconds = c.step + window.steps, c.train_seconds + window.seconds
-    state.cpu_seconds, state.wall_seconds = state.cpu_seconds + window.cpu_seconds, state.wall_seconds + window.seconds
+    tm.cpu_seconds, tm.wall_seconds = tm.cpu_seconds + window.cpu_seconds, tm.wall_seconds + window.seconds
     c.window_loss, c.window_steps = c.window_loss + window.loss_sum, c.window_steps + window.finite_steps
     if window.problem is not None:  # skip_nonfinite: those steps were not applied
         c.skipped_steps += window.steps - window.finite_steps
@@ -380,153 +366,118 @@ def _read_and_count(t: Trainer, tally: StepTally, stop: StopFlag, state: RunStat
     return True
 
 
-def _diverged(state: RunState, problem: str, step: int) -> str:
+def _diverged(state: LoopState, problem: str, step: int) -> str:
     return f"{problem} at step {step} (lr {state.lr:.3g}); kept the weights of step {state.counters.saved_step}"
 
 
-def _evaluate_and_checkpoint(run: RunDir | None, t: Trainer, state: RunState, images: torch.Tensor | None,
-                             targets: torch.Tensor | None, board: TensorBoardLogger | None,
-                             on_eval: EvalCallback | None) -> tuple[RunStatus, str] | None:
-    """Rank 0 evaluates and saves a checkpoint; every rank gets its verdict (None: carry on)."""
+def _evaluation_images(state: LoopState) -> int:
+    """Held-out images to score now (0: no evaluation yet): when one is due by the cadence and, in one process
+    before the end, affordable (ranks decide alike: on steps alone)."""
+    t, config, c, tm = state.trainer, state.config, state.counters, state.timings
+    fraction = progress_fraction(config, c.step, c.train_seconds)
+    n = interim_images(config, config.val_size, fraction >= 1.0)
+    if not evaluation_due(config, c.step, fraction, state.last_eval_fraction):
+        return 0
+    # This evaluation, plus the full one the end will need: the share covers both (issue 20).
+    expected = expected_evaluation_seconds(n + config.val_size, tm.eval_per_image, tm.wall_seconds / max(c.step, 1),
+                                           config.batch_size)
+    if not (fraction >= 1.0 or t.dist.active
+            or evaluation_affordable(config, tm.overhead_seconds, tm.wall_seconds, expected)):
+        return 0
+    state.last_eval_fraction = fraction
+    return n
+
+
+def _evaluate_and_checkpoint(state: LoopState, images: int, hooks: list[Callback]) -> tuple[RunStatus, str] | None:
+    """Rank 0 evaluates ``images`` held-out images, tells the callbacks and saves a checkpoint; every rank
+    gets the verdict (None: carry on)."""
+    t = state.trainer
     data_states = t.dist.gather(t.data.get_state())  # every rank's stream position, for the checkpoint
     verdict = None
-    if run is not None:
-        if not _evaluate(run, t, state, images, targets):
+    if state.run is not None:
+        evaluation = _evaluate(state, images)
+        if evaluation is None:
             verdict = (state.status, state.message)
         else:
-            if board is not None:
-                board.scalars(run.rows[-1])
-            if checkpoint_due(t.config, None if state.checkpointed_at is None
-                              else time.perf_counter() - state.checkpointed_at):
-                _checkpoint(run, t, state, data_states)
-                state.checkpointed_at = time.perf_counter()
-            c = state.counters
-            if on_eval is not None and on_eval(c.step, c.train_seconds, state.last_val):
-                verdict = (RunStatus.PRUNED, f"stopped by the caller after step {c.step}")
-            elif t.config.early_stop is not None and c.stale_evals >= t.config.early_stop:
-                verdict = (RunStatus.COMPLETED, f"stopped early after step {c.step}: no better held-out IoU in "
-                                                f"{c.stale_evals} evaluations (best {c.best_iou:.4f} at step "
-                                                f"{c.best_step})")
+            stops: list[Stop] = [s for s in (h.on_evaluation(state, evaluation) for h in hooks) if s is not None]
+            last = state.timings.checkpointed_at
+            since = None if last is None else time.perf_counter() - last
+            if checkpoint_due(state.config, since):
+                _checkpoint(state, data_states)
+                state.timings.checkpointed_at = time.perf_counter()
+            if stops:
+                verdict = (stops[0].status, stops[0].reason)
     return t.dist.broadcast(verdict)
 
 
-def _evaluate(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, targets: torch.Tensor) -> bool:
-    """Score the held-out set and append a metrics row; False (and status diverged) if the model broke."""
-    c = state.counters
+def _evaluate(state: LoopState, images: int) -> Evaluation | None:
+    """Score the first ``images`` held-out images and append a metrics row; None (and status diverged) if
+    the model broke."""
+    t, c, run = state.trainer, state.counters, state.run
     start = time.perf_counter()
     if not all_finite(t.module):  # a finite step can still overflow the weights
         state.stop(RunStatus.DIVERGED, _diverged(state, "weights became non-finite", c.step))
-        return False
+        return None
     try:
-        state.last_val = evaluate(t.module, images, targets, t.num_regions, batch_size=t.profile.eval_batch,
-                                  loss_fn=t.loss_fn, matching=t.matching)
+        state.last_val = evaluate(t.module, state.val_images[:images], state.val_targets[:images], t.num_regions,
+                                  batch_size=t.profile.eval_batch, loss_fn=t.loss_fn, matching=t.matching)
     except NonFiniteError:
         state.stop(RunStatus.DIVERGED, _diverged(state, "the model's outputs became NaN", c.step))
-        return False
+        return None
     run.append_metrics({
         "step": c.step, "train_seconds": c.train_seconds, "lr": state.lr,
         "train_loss": c.window_loss / c.window_steps if c.window_steps else float("nan"),
         **{f"val_{name}": v for name, v in state.last_val.items()},
     })
     c.window_loss, c.window_steps = 0.0, 0
-    if state.last_val["iou"] > c.best_iou or c.best_step == 0:
+    improved = state.last_val["iou"] > c.best_iou or c.best_step == 0
+    if improved:
         c.best_iou, c.best_step, c.stale_evals = state.last_val["iou"], c.step, 0
-        if t.config.keep_best:
-            run.file(BEST).mkdir(exist_ok=True)
-            save_model(t.module, run.file(BEST), name=t.config.model, kwargs=_model_kwargs(t),
-                       num_regions=t.num_regions, scene=t.config.scene().to_dict())
     else:
         c.stale_evals += 1
     c.eval_seconds += time.perf_counter() - start
-    return True
+    return Evaluation(c.step, c.train_seconds, state.last_val, run.rows[-1], improved, images)
 
 
-def _model_kwargs(t: Trainer) -> dict[str, Any]:
-    return t.config.model_init_kwargs
-
-
-def _summary(t: Trainer, state: RunState) -> dict[str, Any]:
-    share = cpu_share(state.cpu_seconds, state.wall_seconds, torch.get_num_threads())
-    return run_summary(t, state.counters, state.status, state.message, state.last_val, state.notes, share)
-
-
-def _checkpoint(run: RunDir | None, t: Trainer, state: RunState, data_states: list[torch.Tensor] | None = None) -> None:
+def _checkpoint(state: LoopState, data_states: list[torch.Tensor] | None = None) -> None:
     """Save weights, resume state and summary (rank 0); on a write failure record it and raise StorageError.
 
     A collective in a distributed run: every rank calls it (its data stream's position is saved too).
     """
+    t, c, run = state.trainer, state.counters, state.run
     if data_states is None:
         data_states = t.dist.gather(t.data.get_state())
-    c = state.counters
     previous = c.saved_step
     c.saved_step = c.step
     if run is None:
         return
     try:
-        save_model(t.module, run.path, name=t.config.model, kwargs=_model_kwargs(t), num_regions=t.num_regions,
-                   scene=t.config.scene().to_dict())
+        state.save_weights(run.path)
         save_resume_state(run.file(RESUME_STATE), ResumeState(
             model=t.module.state_dict(), optimizer=t.optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
             rng_data=torch.cat(data_states), world_size=t.dist.world_size,
             rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             counters=c, rows=run.rows, config=t.config.to_dict()))
-        run.write_summary(_summary(t, state))
+        run.write_summary(state.summary())
     except OSError as e:
         c.saved_step = previous
         why = f"{e.strerror or e} while writing {e.filename}" if e.filename else str(e.strerror or e)
         state.stop(RunStatus.FAILED, f"{why}; stopped after step {c.step}, the last complete checkpoint "
                                      f"(step {previous}) is kept; resumable once the problem is fixed")
-        run.write_summary_best_effort(_summary(t, state))
+        run.write_summary_best_effort(state.summary())
         raise StorageError(f"{run.path}: {state.message}") from None
 
 
-def _data_failure(run: RunDir | None, t: Trainer, state: RunState, error: Exception, step: int) -> None:
+def _data_failure(state: LoopState, error: Exception, step: int) -> None:
     """A training file that could not be read mid-run: the run ends ``failed`` at ``step``, resumable, like a full disk.
 
     Raises:
         DataError: naming the run, the file and the step (one line).
     """
-    c = state.counters
     why = str(error).splitlines()[0] if str(error) else type(error).__name__
     state.stop(RunStatus.FAILED, f"{why}; stopped at step {step}, the last complete checkpoint (step "
-                                 f"{c.saved_step}) is kept; resumable once the file is fixed")
-    if run is None:
+                                 f"{state.counters.saved_step}) is kept; resumable once the file is fixed")
+    if state.run is None:
         raise DataError(state.message) from None
-    run.write_summary_best_effort(_summary(t, state))
-    raise DataError(f"{run.path}: {state.message}") from None
-
-
-def _write_figures(run: RunDir, t: Trainer, state: RunState, images: torch.Tensor, targets: torch.Tensor,
-                   board: TensorBoardLogger | None = None) -> None:
-    """samples.png (input | truth | eval-mode prediction) and curves.png; a failure is a note, not an error."""
-    if not run.rows:
-        return
-    try:
-        # No prediction panel from diverged weights: they are not what is saved.
-        if state.status != RunStatus.DIVERGED:
-            t.module.eval()
-            with torch.no_grad():
-                pred = predict_labels(t.module(images))
-            t.module.train()
-            truth = targets if t.num_regions > 2 else targets.long()
-            fig = samples_figure(images.cpu(), truth.cpu(), pred.cpu(), num_regions=t.num_regions,
-                                 suptitle=f"{t.config.model}: validation samples (eval mode)",
-                                 masks=t.num_regions == 2)
-            save_figure(fig, run.file("samples.png"))
-            if board is not None:
-                board.figure("samples", fig, state.counters.step)
-        save_figure(run_curves_figure(run.rows, t.config.model), run.file("curves.png"))
-    except OSError as e:  # the run itself is saved; its pictures are a convenience
-        note = f"figures not written: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
-        print(f"warning: {note}", file=sys.stderr)
-        state.notes.append(note)
-        run.write_summary_best_effort(_summary(t, state))
-
-
-def _write_report(run: RunDir, t: Trainer, state: RunState) -> None:
-    """report.html, written last (it shows the finished run); a failure is a note, not an error."""
-    note = write_report_or_note(run.path)
-    if note is not None:
-        print(f"warning: {note}", file=sys.stderr)
-        state.notes.append(note)
-        run.write_summary_best_effort(_summary(t, state))
+    state.run.write_summary_best_effort(state.summary())
+    raise DataError(f"{state.run.path}: {state.message}") from None

@@ -93,28 +93,8 @@ class SegmentationLoss(nn.Module):
         Returns:
             Scalar float32 tensor.
         """
+        target = self._checked(logits, target)
         k = self.num_classes
-        channels = 1 if k == 2 else k
-        if not isinstance(logits, Tensor) or logits.ndim != 4 or logits.shape[1] != channels:
-            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(
-                f"logits must have shape (B, {channels}, H, W) for num_classes={k}, got {got}"
-            )
-        if not isinstance(target, Tensor):
-            raise ValueError(f"target must be a tensor, got {type(target).__name__}")
-        if target.ndim == 3:
-            target = target.unsqueeze(1)
-        expected = (logits.shape[0], 1, *logits.shape[2:])
-        if tuple(target.shape) != expected:
-            raise ValueError(
-                f"target must have shape {expected} or {(expected[0], *expected[2:])}, "
-                f"got {tuple(target.shape)}"
-            )
-        if k > 2 and (target.is_floating_point() or target.is_complex()):
-            raise ValueError(
-                f"target must be an integer label map for num_classes={k}, got {target.dtype}"
-            )
-
         # fp32 even under autocast: the sums over H*W pixels lose precision in fp16/bf16.
         logits = logits.float()
         needs_probs = "mse" in self.terms or "dice" in self.terms
@@ -137,6 +117,31 @@ class SegmentationLoss(nn.Module):
             else:  # dice
                 losses.append(_soft_dice_loss(probs, dense))
         return torch.stack(losses).sum()
+
+    def _checked(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``target`` as (B, 1, H, W) once both fit the loss; a ValueError naming the argument otherwise."""
+        k = self.num_classes
+        channels = 1 if k == 2 else k
+        if not isinstance(logits, Tensor) or logits.ndim != 4 or logits.shape[1] != channels:
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(
+                f"logits must have shape (B, {channels}, H, W) for num_classes={k}, got {got}"
+            )
+        if not isinstance(target, Tensor):
+            raise ValueError(f"target must be a tensor, got {type(target).__name__}")
+        if target.ndim == 3:
+            target = target.unsqueeze(1)
+        expected = (logits.shape[0], 1, *logits.shape[2:])
+        if tuple(target.shape) != expected:
+            raise ValueError(
+                f"target must have shape {expected} or {(expected[0], *expected[2:])}, "
+                f"got {tuple(target.shape)}"
+            )
+        if k > 2 and (target.is_floating_point() or target.is_complex()):
+            raise ValueError(
+                f"target must be an integer label map for num_classes={k}, got {target.dtype}"
+            )
+        return target
 
 
 def create_loss(name: str, num_classes: int = 2) -> Callable[[Tensor, Tensor], Tensor]:

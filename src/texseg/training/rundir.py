@@ -8,10 +8,10 @@ Contents::
     model.safetensors  the latest good weights
     resume.pt          model, optimizer, RNG states, counters (see texseg.checkpoint)
     metrics.csv        step, train_seconds, lr, train_loss, val_* (one row per evaluation)
-    summary.json       final metrics, status, timings
-    samples.png        input | true mask | prediction on validation images
-    curves.png         loss and val IoU against steps and against training time
-    report.html        the run on one page (texseg.report), written when it ends
+    summary.json       final metrics, status, timings (texseg.training.summary.RunSummary)
+    samples.png        input | true mask | prediction on validation images   } written by the default
+    curves.png         loss and val IoU against steps and against training time } callbacks
+    report.html        the run on one page (texseg.report), written when it ends } (texseg.training.callbacks)
     .texseg-run        marks the folder as a run texseg created (so its leftovers are its own)
     .lock              held while a process writes the run
 """
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from texseg.errors import RunDirError
-from texseg.io import atomic_write_json, atomic_write_text, exclusive_lock, overwrite_in_place, read_json, write_csv
+from texseg.io import atomic_write_json, atomic_write_text, exclusive_lock, overwrite_in_place, write_csv
+from texseg.training.summary import RunSummary
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -66,8 +67,8 @@ class RunStatus(str, Enum):
 def read_status(run_dir: str | os.PathLike[str]) -> RunStatus | None:
     """The status in a run's ``summary.json``; None when it has none or it is unreadable."""
     try:
-        return RunStatus(read_json(Path(run_dir) / SUMMARY).get("status"))
-    except (ValueError, AttributeError):
+        return RunStatus(RunSummary.from_file(Path(run_dir) / SUMMARY).status)
+    except ValueError:
         return None
 
 
@@ -82,8 +83,8 @@ def run_label_mode(model_path: str | os.PathLike[str], scene: dict[str, Any] | N
     folder = path if path.is_dir() else path.parent
     for candidate in (folder, folder.parent) if folder.name == BEST else (folder,):
         try:
-            mode = read_json(candidate / SUMMARY).get("label_mode")
-        except (ValueError, AttributeError, OSError):
+            mode = RunSummary.from_file(candidate / SUMMARY).label_mode
+        except (ValueError, OSError):
             continue
         if mode in ("fixed", "any"):
             return str(mode)
@@ -165,10 +166,10 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.path / CONFIG, config)
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.path / SUMMARY, summary)
+    def write_summary(self, summary: RunSummary) -> None:
+        summary.write(self.path / SUMMARY)
 
-    def write_summary_best_effort(self, summary: dict[str, Any]) -> None:
+    def write_summary_best_effort(self, summary: RunSummary) -> None:
         """Write the summary even on a full disk if at all possible (for recording a failure; never raises)."""
         try:
             self.write_summary(summary)
@@ -176,7 +177,8 @@ class RunDir:
             if e.errno != errno.ENOSPC or not (self.path / SUMMARY).exists():
                 return
             try:
-                overwrite_in_place(self.path / SUMMARY, json.dumps(summary, sort_keys=True) + "\n")  # compact: fits
+                compact = json.dumps(summary.to_dict(), sort_keys=True) + "\n"  # fits where the indented one did not
+                overwrite_in_place(self.path / SUMMARY, compact)
             except OSError:
                 pass
 
