@@ -283,10 +283,11 @@ class TrialRecord:
     @classmethod
     def from_result(cls, r: TrialResult, exp_dir: Path) -> TrialRecord:
         """The record of a trial the runner returned (its run summary read once, here)."""
-        s = r.summary
+        s = r.summary  # None: the trial never wrote one (not run, or stopped before its first checkpoint)
+        if s is None:
+            return cls(r.trial_id, r.label, r.seed, r.status, r.error, r.action, os.path.relpath(r.run_dir, exp_dir))
         return cls(r.trial_id, r.label, r.seed, r.status, r.error, r.action, os.path.relpath(r.run_dir, exp_dir),
-                   [str(w) for w in s.get("warnings", [])], dict(s.get("val", {})),
-                   float(s.get("train_seconds", math.nan)), int(s.get("iterations", 0)))
+                   [str(w) for w in s.warnings], dict(s.val), float(s.train_seconds), int(s.iterations))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
