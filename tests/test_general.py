@@ -102,6 +102,21 @@ def test_grouping_finds_the_regions_with_k_given_and_with_k_estimated(k):
     assert region_metrics(truth, estimated, k)["miou"] > 0.95
 
 
+
+def test_k_estimated_keeps_a_small_but_valid_region():
+    # A region of 4% of the image (above MIN_AREA), well apart from the others, is a region:
+    # the K-free rule must count it, not fold it into its neighbour.
+    n = 160
+    truth = np.zeros((n, n), dtype=np.int64)
+    truth[:, 77:] = 1
+    truth[:, 154:] = 2  # 6 columns of 160: 3.75%
+    gen = torch.Generator().manual_seed(3)
+    centres = torch.randn(3, 6, generator=gen) * 3
+    emb = centres[torch.from_numpy(truth)].permute(2, 0, 1) + 0.1 * torch.randn(6, n, n, generator=gen)
+    estimated = cluster_embeddings(emb, None).numpy()
+    assert len(np.unique(estimated)) == 3
+    assert region_metrics(truth, estimated, 3)["miou"] > 0.95
+
 def test_reference_mask_marks_where_the_reference_texture_is():
     emb, truth = _blobs(3)
     patch = emb[:, 10:30, 2:14]  # inside region 0
