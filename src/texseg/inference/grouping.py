@@ -7,7 +7,17 @@ Three ways, all per image:
   pixels that jump cluster are noise);
 - with K unknown (``k=None``): k-means for K = 2..8, keeping the K with the best
   silhouette score (scikit-learn; chosen over a fixed-radius rule on the ``tune`` splits
-  of the ``k2to5`` and ``families`` suites);
+  of the ``k2to5`` and ``families`` suites). Kept after trying the rules the loss geometry
+  suggests (``benchmarks/kfree_grouping.py``; K right on the tune splits, k2to5 /
+  families): silhouette 40.6% / 57.8%; over-cluster (8 or 12) then merge centres closer
+  than 0.8..3.0 (single, average, complete, centroid linkage) at best 43.8% / 53.1%; the
+  largest K whose centres are all >= 1.9 apart 46.9% / 60.9% but a sharp peak in the
+  threshold, 40.6% / 62.5% on test, so not kept; Calinski-Harabasz, Davies-Bouldin, inertia
+  elbow, 13x13 smoothing, spatial coherence of the clusters: no better. On these images
+  the two closest centres of the true K's clustering are 2.2 apart (median; training
+  pushes means 3 apart) and 1.5 with one cluster more, but the two overlap widely (the
+  true K's lower quartile 1.77, the other's upper 1.76): many true regions' means are as
+  close as one region's halves, so the network, not the grouping, is what is short;
 - :func:`reference_mask` (one-shot): the pixels whose embedding is near the mean
   embedding of a reference patch, re-centred on the image's own pixels nearest it, split
   from the rest by Otsu's threshold on the distance -- "where is this texture?".
