@@ -102,6 +102,21 @@ def test_grouping_finds_the_regions_with_k_given_and_with_k_estimated(k):
     assert region_metrics(truth, estimated, k)["miou"] > 0.95
 
 
+
+def test_k_estimated_keeps_a_small_but_valid_region():
+    # A region of 4% of the image (above MIN_AREA), well apart from the others, is a region:
+    # the K-free rule must count it, not fold it into its neighbour.
+    n = 160
+    truth = np.zeros((n, n), dtype=np.int64)
+    truth[:, 77:] = 1
+    truth[:, 154:] = 2  # 6 columns of 160: 3.75%
+    gen = torch.Generator().manual_seed(3)
+    centres = torch.randn(3, 6, generator=gen) * 3
+    emb = centres[torch.from_numpy(truth)].permute(2, 0, 1) + 0.1 * torch.randn(6, n, n, generator=gen)
+    estimated = cluster_embeddings(emb, None).numpy()
+    assert len(np.unique(estimated)) == 3
+    assert region_metrics(truth, estimated, 3)["miou"] > 0.95
+
 def test_reference_mask_marks_where_the_reference_texture_is():
     emb, truth = _blobs(3)
     patch = emb[:, 10:30, 2:14]  # inside region 0
@@ -110,6 +125,26 @@ def test_reference_mask_marks_where_the_reference_texture_is():
     with pytest.raises(ValueError, match="embedding dimensions"):
         reference_mask(emb, torch.zeros(3))
 
+
+
+def test_reference_mask_finds_the_region_when_the_reference_lands_off_its_mean():
+    # A patch embedded beside the image lands off its region's mean (on real photos by about as
+    # much as two regions' means are apart): here 40% of the way towards region 1, and off the
+    # plane of the three means. Otsu on the distance to that point alone puts region 1 with
+    # region 0; re-centring on the image's nearest pixels first finds region 0 alone.
+    n = 144
+    truth = np.zeros((n, n), dtype=np.int64)
+    truth[:, n // 3:] = 1
+    truth[:, 2 * n // 3:] = 2
+    centres = torch.zeros(3, 6)
+    centres[1, 0] = 3.0
+    centres[2, 0], centres[2, 1] = 1.5, 3.0 * 3 ** 0.5 / 2  # the three means 3 apart
+    gen = torch.Generator().manual_seed(0)
+    emb = centres[torch.from_numpy(truth)].permute(2, 0, 1) + 0.1 * torch.randn(6, n, n, generator=gen)
+    off = centres[0] + 0.4 * (centres[1] - centres[0])
+    off[3] = 1.5
+    mask = reference_mask(emb, off).numpy()
+    assert (mask == (truth == 0)).mean() > 0.95
 
 def test_texnet_maps_any_size_to_embeddings_and_checks_its_input():
     net = TextureEmbeddingNet(width=8, dilations=(1, 2), embedding_dim=4)
