@@ -37,7 +37,7 @@ _EXPORTS = {
     "load_segmenter": "texseg.segmenters",
     "predict": "texseg.inference.predict",
     "PredictSettings": "texseg.inference.predict",
-    "export_onnx": "texseg.inference.onnx",
+    "export_onnx": "texseg.deploy",
     "predict_file": "texseg.inference.predict",
     "TrainConfig": "texseg.training",
     "train": "texseg.training",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ def save_onnx(model: nn.Module, path: str | os.PathLike[str], info: dict[str, An
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=16),
             3: torch.export.Dim("width", min=16)}
     try:
-        with torch.no_grad(), atomic_path(path) as tmp:
+        # torch's exporter warns about its own internals (pytree specs): nothing a user can act on.
+        with torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
             program = torch.onnx.export(model, (example,), None, dynamo=True, input_names=["image"],
                                         output_names=["output"], dynamic_shapes=({**dims},),
                                         opset_version=OPSET, verbose=False)
