@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 import texseg
+from conftest import run_main
 from test_predict import _scene, _train_tiny_cnn
+from texseg.checkpoint import save_model
 from texseg.device import fast_bf16
 from texseg.inference.embedding import segment_embedded
 from texseg.inference.inferer import forward, resolve_precision
@@ -68,3 +71,23 @@ def test_general_model_bf16_labels_agree_with_fp32():
     fp32 = segment_embedded(general, image.copy(), regions=2, precision="fp32")
     bf16 = segment_embedded(general, image.copy(), regions=2, precision="bf16")
     assert _agreement_up_to_permutation(fp32, bf16) >= 0.999
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16"),
+    ({"tile": 8}, "tile"), ({"overlap": 0.95}, "overlap"), ({"batch_size": 0}, "batch_size"),
+    ({"window": "box"}, "window must be one of gaussian, ramp"), ({"scale": 0}, "scale"),
+])
+def test_predict_settings_refuse_bad_values_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        texseg.PredictSettings(**kwargs)
+
+
+def test_cli_precision_flag_is_checked_in_one_line(capsys, tmp_path):
+    save_model(texseg.create_model("cnn"), tmp_path / "run", name="cnn", kwargs={}, num_regions=2)
+    image, _ = _scene(32, seed=1)
+    Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    code, _, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"), "--out",
+                            str(tmp_path / "o"), "--precision", "half")
+    assert code == 2 and err.startswith("texseg: error: --precision must be one of auto, fp32, bf16")
+    assert len(err.splitlines()) == 1

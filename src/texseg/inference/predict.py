@@ -492,8 +492,8 @@ def predict_file(
         regions, reference: texture-embedding models only (see above).
 
     Raises:
-        ImageReadError: the file cannot be used (message names it). ValueError: it would
-            not fit in memory at this ``scale`` / ``tile``, or an output would replace the input.
+        ImageReadError: the file cannot be used. ValueError: it would not fit in memory, or
+            an output would replace the input.
     """
     start, path, settings = time.perf_counter(), Path(path), settings or PredictSettings()
     general = is_embedding_model(model)
@@ -509,21 +509,26 @@ def predict_file(
     image = read_image(path, max_pixels=settings.max_pixels)
     stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
     result.shape = image.shape
-    if general:
-        probs, labels = None, segment_embedded(model, image, regions=regions, reference=reference,
-                                               scale=settings.scale, precision=settings.precision)
-        normalize_image(image)  # the overlay shows the image as the model saw it
-    else:
-        probs = _predict_checked(model, image, settings)
-        labels = labels_from_probs(probs)
+    probs, labels = _segment(model, image, settings, general, regions, reference)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if "prob" in todo:
         _write_npy(todo["prob"], probs[0] if probs.shape[0] == 1 else probs)
     del probs  # C full-size planes: freed before the overlay is encoded
     _write_images(todo, image, labels)
-    result.written = list(todo.values())
-    result.seconds = time.perf_counter() - start
+    result.written, result.seconds = list(todo.values()), time.perf_counter() - start
     return result
+
+
+def _segment(model: nn.Module, image: np.ndarray, settings: PredictSettings, general: bool, regions: int | None,
+             reference: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
+    """(probabilities or None for an embedding model, labels) of one image; ``image`` ends normalised."""
+    if general:
+        labels = segment_embedded(model, image, regions=regions, reference=reference, scale=settings.scale,
+                                  precision=settings.precision)
+        normalize_image(image)  # the overlay shows the image as the model saw it
+        return None, labels
+    probs = _predict_checked(model, image, settings)
+    return probs, labels_from_probs(probs)
 
 
 def _plan_outputs(path: Path, out_dir: str | os.PathLike[str], general: bool, overwrite: bool
