@@ -84,6 +84,7 @@ def test_predict_settings_refuse_bad_values_by_name(kwargs, match):
 
 
 def test_cli_precision_flag_is_checked_in_one_line(capsys, tmp_path):
+    (tmp_path / "run").mkdir()
     save_model(texseg.create_model("cnn"), tmp_path / "run", name="cnn", kwargs={}, num_regions=2)
     image, _ = _scene(32, seed=1)
     Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "a.png")
