@@ -49,15 +49,15 @@ def _vm_hwm_mib() -> float:
 
 def child(args: argparse.Namespace) -> None:
     import texseg
-    from texseg.inference.predict import predict_file
+    from texseg.inference.predict import PredictSettings, predict_file
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = texseg.create_model(args.model).eval()
     before = _rss_mib()
     t0 = time.perf_counter()
-    predict_file(model, args.image, args.out, tile=args.tile, overlap=0.25, batch_size=args.batch_size,
-                 overwrite=True)
+    predict_file(model, args.image, args.out,
+                 PredictSettings(tile=args.tile, overlap=0.25, batch_size=args.batch_size, overwrite=True))
     seconds = time.perf_counter() - t0
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"seconds": seconds, "peak_rss_mib": _vm_hwm_mib(), "ru_maxrss_mib": maxrss,

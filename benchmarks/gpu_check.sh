@@ -11,6 +11,9 @@
 #               steps, % of the chip's peak; compile on/off at one batch size               (~3 min)
 #   target      `texseg train --device cuda` for 10 s and 60 s, held-out IoU on 256 images
 #               (targets: >= 0.99 in 10 s, >= 0.995 in 60 s)                                 (~2.5 min)
+#   inference   megapixels/s of texseg.predict on 1024x1024 and 4096x4096 images, every model and
+#               texseg:general, model on the GPU (bf16 where supported), before/after not run  (~1 min)
+#   train       training images/s (`texseg train --device cuda`, 20 s, device defaults) per model    (~1.5 min)
 #   generator   scene generation on the GPU                                                 (~0.5 min)
 #   cpu         the machine's CPU: it/s against threads (1..16) and data-parallel processes (~2 min)
 # Logs and run directories go to ${OUT:-/tmp/gpu_check}; every section prints its own table.
@@ -18,7 +21,7 @@ set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
-sections=${*:-tests throughput target generator cpu}
+sections=${*:-tests throughput target inference train generator cpu}
 want() { [[ " $sections " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
@@ -56,6 +59,34 @@ if want target; then
   done
   diff <(cut -d, -f1,4- "$OUT/det-a/metrics.csv") <(cut -d, -f1,4- "$OUT/det-b/metrics.csv") \
     && echo "identical metrics" || echo "metrics differ between identical CUDA runs"
+fi
+
+if want inference; then
+  echo "== inference megapixels/s on CUDA (texseg.predict; --precision auto = bf16 where the GPU has it)"
+  for size in 1024 4096; do
+    python3 benchmarks/bench_inference.py --device cuda --no-onnx --before "" --rounds 1 --size "$size" \
+      --repeats 5 | tee "$OUT/inference-$size.txt"
+  done
+fi
+
+if want train; then
+  echo "== training images/s on CUDA (texseg train, device defaults, 20 s each)"
+  for model in cnn unet; do
+    rm -rf "$OUT/train-$model"
+    python3 -m texseg train --device cuda --model "$model" --time-budget 20 --quiet --no-figures \
+      --out "$OUT/train-$model" >/dev/null 2>&1
+    python3 - "$OUT/train-$model" "$model" <<'PY'
+import csv, json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+rows = list(csv.DictReader(open(run / "metrics.csv")))
+cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+last = rows[-1]
+steps, secs = float(last.get("step", 0)), float(last.get("train_seconds", 0) or 1)
+batch = cfg.get("batch_size") or cfg.get("config", {}).get("batch_size") or 0
+print(f"  {sys.argv[2]}: {steps:.0f} steps in {secs:.1f} s, batch {batch}: {steps * float(batch or 0) / secs:.0f} images/s")
+PY
+  done
 fi
 
 if want generator; then

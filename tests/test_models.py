@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+import texseg
 from notebook_reference import MyFirtsCNN
 from texseg.models import count_parameters, create_model, list_models, model_spec, register_model
 from texseg.models.base import SegmentationModel
@@ -137,7 +138,7 @@ def test_every_model_shares_the_base_checks(name):
     assert m.num_regions == 3
     with pytest.raises(ValueError, match=r"input must have shape \(B, 1, H, W\)"):
         m(torch.zeros(1, 2, 16, 16))
-    probs = m.predict(torch.rand(2, 1, 16, 16))
+    probs = texseg.predict(m, torch.rand(2, 1, 16, 16))
     assert probs.shape == (2, 3, 16, 16) and torch.allclose(probs.sum(1), torch.ones(2, 16, 16), atol=1e-5)
 
 

@@ -94,8 +94,10 @@ def test_tensor_input_is_unchanged(model):
     x = torch.rand(3, 1, 37, 53)
     with torch.no_grad():
         expected = torch.sigmoid(model(x))
-    assert torch.allclose(texseg.predict(model, x), expected, atol=1e-6)
-    assert torch.equal(texseg.checkpoint.predict(model, x, batch_size=2), texseg.predict(model, x))
+    assert torch.allclose(texseg.predict(model, x, precision="fp32"), expected, atol=1e-6)
+    fp32 = texseg.predict(model, x, precision="fp32")
+    assert torch.equal(texseg.predict(model, x, batch_size=2, precision="fp32"), fp32)
+    assert not hasattr(texseg.checkpoint, "predict") and not hasattr(model, "predict")  # one predict path
     assert texseg.predict(model, x[0, 0]).shape == (1, 1, 37, 53)
 
 
@@ -159,7 +161,7 @@ def test_tiled_probabilities_are_a_weighted_mean_without_seams(model):
     # With a model whose output depends on each pixel only (1x1 conv), tiling changes nothing.
     m = torch.nn.Conv2d(1, 1, 1)
     image = torch.rand(100, 70)
-    tiled = predict_tiled(m, image, tile=32, overlap=0.3)
+    tiled = predict_tiled(m, image, tile=32, overlap=0.3, precision="fp32")
     with torch.no_grad():
         whole = torch.sigmoid(m(image[None, None]))[0].numpy()
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
@@ -168,8 +170,8 @@ def test_tiled_probabilities_are_a_weighted_mean_without_seams(model):
 def test_normalisation_is_over_the_whole_image_not_per_tile(model):
     # An affine change of intensities is undone by the whole-image min-max: same probabilities.
     image, _ = _scene(96, seed=3)
-    a = predict_image(model, image.copy(), tile=32)
-    b = predict_image(model, image * 0.3 + 0.5, tile=32)
+    a = predict_image(model, image.copy(), tile=32, precision="fp32")
+    b = predict_image(model, image * 0.3 + 0.5, tile=32, precision="fp32")
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 

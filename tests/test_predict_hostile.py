@@ -82,7 +82,7 @@ def test_predict_file_refuses_to_write_over_its_input(run_dir, tmp_path):
     (tmp_path / "o" / "x.mask.png").symlink_to(tmp_path / "x.png")  # an output that *is* the input
     before = (tmp_path / "x.png").read_bytes()
     with pytest.raises(ValueError, match=r"x\.png: its output x\.mask\.png would replace the input itself"):
-        texseg.predict_file(model, tmp_path / "x.png", tmp_path / "o", overwrite=True)
+        texseg.predict_file(model, tmp_path / "x.png", tmp_path / "o", texseg.PredictSettings(overwrite=True))
     assert (tmp_path / "x.png").read_bytes() == before
 
 

@@ -182,18 +182,6 @@ def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.M
     return model
 
 
-def predict(model: nn.Module, images: Any, batch_size: int = 32, **kwargs: Any) -> torch.Tensor:
-    """Class probabilities of ``images``; see :func:`texseg.inference.predict` (this delegates to it).
-
-    A float tensor (B, 1, H, W) or (H, W) gives (B, 1, H, W) probabilities of Omega_1 for a
-    two-region model or (B, K, H, W) for K regions, on the tensor's device, as always;
-    numpy arrays, PIL images and image paths are accepted too.
-    """
-    from texseg.inference.predict import predict as _predict
-
-    return _predict(model, images, batch_size, **kwargs)
-
-
 # --------------------------------------------------------------------------- resume state
 RESUME_STATE = "resume.pt"
 RESUME_VERSION = 2

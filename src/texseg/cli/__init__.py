@@ -25,7 +25,7 @@ from texseg import signals, threads
 from texseg.errors import ExitCode, TexsegError
 
 # Modules that register commands on `cli` when imported (after the signal handlers are in place).
-COMMAND_MODULES = ("commands", "experiments", "search", "predict", "benchmark", "report", "general")
+COMMAND_MODULES = ("commands", "experiments", "search", "predict", "benchmark", "report", "general", "export")
 
 
 class UserError(click.ClickException):

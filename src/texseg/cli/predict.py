@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -59,6 +60,8 @@ def _is_memory_error(e: BaseException) -> bool:
 @click.option("--scale", type=click.FLOAT, default=1.0, show_default=True,
               help="resample each image by this factor before predicting (result at the input's size)")
 @click.option("--batch-size", type=click.INT, default=1, show_default=True, help="windows per forward pass")
+@click.option("--precision", default="auto", show_default=True,
+              help="auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32 or bf16")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--max-pixels", type=click.INT, default=MAX_PIXELS, show_default=True,
               help="refuse images over this many pixels, from their header (decompression bombs); 0: no limit")
@@ -69,8 +72,8 @@ def _is_memory_error(e: BaseException) -> bool:
 @click.option("--overwrite", is_flag=True, help="replace existing outputs (default: keep them)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, overlap: float, scale: float,
-            batch_size: int, device: str, max_pixels: int, regions: int | None, reference: str | None,
-            overwrite: bool, quiet: bool) -> int:
+            batch_size: int, precision: str, device: str, max_pixels: int, regions: int | None,
+            reference: str | None, overwrite: bool, quiet: bool) -> int:
     """Segment image files (PNG, JPEG, TIFF 8/16-bit/float, BMP, GIF, WebP; gray, RGB or RGBA).
 
     INPUTS are image files or folders of them (a folder's NAME.mask.png and
@@ -81,94 +84,111 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     gets one error line; the others are still processed and the exit code is 2.
     Ctrl-C or SIGTERM stops between files and between window batches (exit 130).
 
-    RUN_DIR is a run folder of `texseg train` or `texseg train-general`, or a shipped
-    model such as `texseg:general` (see `texseg models`): a texture-embedding model finds
-    the regions of textures it never saw, with --regions K, K estimated, or --reference.
+    RUN_DIR is a run folder of `texseg train` or `texseg train-general`, a shipped model
+    such as `texseg:general` (see `texseg models`), or an ONNX file of `texseg export`
+    (run by onnxruntime; the onnx extra). A texture-embedding model finds the regions of
+    textures it never saw, with --regions K, K estimated, or --reference.
     """
-    from texseg._validate import check_int, check_positive
-    from texseg.checkpoint import load_model, load_pretrained
-    from texseg.device import resolve_device
-    from texseg.errors import TexsegError
+    from texseg._validate import check_int
     from texseg.images import read_image
-    from texseg.inference.embedding import is_embedding_model
-    from texseg.inference.predict import output_paths, predict_file
-    from texseg.models.pretrained import is_pretrained_name
-    from texseg.signals import Interrupted, stop_point
-    from texseg.training.progress import Progress
+    from texseg.inference.predict import PredictSettings
 
-    if tile is not None and tile != 0:
-        check_int("--tile", tile, minimum=16)
-    check_positive("--overlap", overlap, allow_zero=True)
-    if overlap > 0.9:
-        raise ValueError(f"--overlap must be a fraction in [0, 0.9], got {overlap}")
-    check_positive("--scale", scale)
-    check_int("--batch-size", batch_size, minimum=1)
-    check_int("--max-pixels", max_pixels, minimum=0)
+    flags = _flag_names(click.get_current_context())
+    settings = PredictSettings(tile=tile, overlap=overlap, scale=scale, batch_size=batch_size, precision=precision,
+                               overwrite=overwrite, max_pixels=check_int("--max-pixels", max_pixels, minimum=0) or None)
     if regions is not None:
         check_int("--regions", regions, 2, 8)
-    flags = _flag_names(click.get_current_context())
     _check_out(Path(out), inputs)
-    model = (load_pretrained if is_pretrained_name(run_dir) else load_model)(run_dir, device=resolve_device(device))
-    if not is_embedding_model(model) and (regions is not None or reference is not None):
-        raise ValueError(f"--regions and --reference apply to texture-embedding models (texseg:general); "
-                         f"{run_dir} segments {model.run_info['num_regions']} regions")
+    model = _load(run_dir, device, regions is not None or reference is not None)
     patch = read_image(reference) if reference is not None else None
     files, skipped = _expand(inputs)
     if not files:
         raise ValueError(f"no image files in {', '.join(inputs)}")
     Path(out).mkdir(parents=True, exist_ok=True)
+    counts = _predict_all(model, files, out, settings, {"regions": regions, "reference": patch}, flags, quiet,
+                          skipped)
+    return ExitCode.USAGE if counts["failed"] else ExitCode.OK
+
+
+def _load(run_dir: str, device: str, grouping: bool) -> Any:
+    """The model of RUN_DIR (run folder, ``texseg:NAME`` or ``.onnx`` file); refuses --regions for a logits model."""
+    from texseg.checkpoint import load_model, load_pretrained
+    from texseg.device import resolve_device
+    from texseg.inference.embedding import is_embedding_model
+    from texseg.inference.onnx import load_onnx
+    from texseg.models.pretrained import is_pretrained_name
+
+    if run_dir.endswith(".onnx"):
+        model = load_onnx(run_dir)
+    else:
+        model = (load_pretrained if is_pretrained_name(run_dir) else load_model)(run_dir, device=resolve_device(device))
+    if grouping and not is_embedding_model(model):
+        regions = (model.run_info or {}).get("num_regions", "its")
+        raise ValueError(f"--regions and --reference apply to texture-embedding models (texseg:general); "
+                         f"{run_dir} segments {regions} regions")
+    return model
+
+
+def _predict_all(model: Any, files: list[Path], out: str, settings: Any, grouping: dict[str, Any],
+                 flags: dict[str, str], quiet: bool, skipped: int) -> dict[str, int]:
+    """Predict every file, one error line per failure; print the summary. Returns the counts."""
+    from texseg.signals import Interrupted, stop_point
+    from texseg.training.progress import Progress
+
+    counts = {"written": 0, "kept": 0, "failed": 0, "skipped": skipped}
     inputs_resolved = {p.resolve() for p in files if p.exists()}
-    failed, written, kept = 0, 0, 0
     seen: dict[Path, Path] = {}
-
-    def error(message: str) -> None:
-        nonlocal failed
-        failed += 1
-        bar.write(f"texseg: error: {as_cli_message(message, flags)}")
-
-    def summary(end: str = "") -> None:
-        note = " (their outputs exist; --overwrite replaces them)" if kept else ""
-        skip = f", {skipped} of texseg's own outputs skipped" if skipped else ""
-        click.echo(f"{written} segmented, {kept} kept{note}, {failed} failed{skip}{end} -> {out}")
-
     # A bar on a terminal, plain lines in a log (never carriage returns), as `texseg train` does.
     bar = Progress(len(files), 0, "img", enabled=not quiet and len(files) > 1, what="image", desc="predict")
     try:
         for done, path in enumerate(files, 1):
             stop_point()  # between two files
             try:
-                targets = output_paths(path, out)
-                mask_path = targets["mask"]
-                try:
-                    if mask_path in seen:
-                        raise ValueError(f"{path}: same output name as {seen[mask_path]}; rename one of them")
-                    seen[mask_path] = path
-                    clash = [p for p in targets.values() if p.exists() and p.resolve() in inputs_resolved]
-                    if clash:
-                        raise ValueError(f"{path}: its output {clash[0]} is also an input; choose another `out`")
-                    result = predict_file(model, path, out, tile=tile, overlap=overlap, scale=scale,
-                                          batch_size=batch_size, overwrite=overwrite, max_pixels=max_pixels or None,
-                                          regions=regions, reference=patch)
-                except (TexsegError, ValueError) as e:
-                    error(str(e))
-                    continue
-                except OSError as e:
-                    error(f"{e.filename or path}: {e.strerror or e}")
-                    continue
-                except (MemoryError, RuntimeError) as e:
-                    if not _is_memory_error(e):
-                        raise
-                    error(f"{path}: not enough memory ({str(e).splitlines()[0][:200] if str(e) else 'MemoryError'}); "
-                          "use a smaller `scale` or `tile`")
-                    continue
-                written += bool(result.written)
-                kept += not result.written
+                message = _predict_one(model, path, out, settings, grouping, seen, inputs_resolved, counts)
             finally:  # counted once handled, whatever the outcome
                 bar.update(1, done)
+            if message:
+                counts["failed"] += 1
+                bar.write(f"texseg: error: {as_cli_message(message, flags)}")
     except Interrupted:
         bar.close()
-        summary(", stopped early")
+        _summary(counts, out, ", stopped early")
         raise
     bar.close()
-    summary()
-    return ExitCode.USAGE if failed else ExitCode.OK
+    _summary(counts, out)
+    return counts
+
+
+def _summary(counts: dict[str, int], out: str, end: str = "") -> None:
+    note = " (their outputs exist; --overwrite replaces them)" if counts["kept"] else ""
+    skip = f", {counts['skipped']} of texseg's own outputs skipped" if counts["skipped"] else ""
+    click.echo(f"{counts['written']} segmented, {counts['kept']} kept{note}, {counts['failed']} failed{skip}{end} "
+               f"-> {out}")
+
+
+def _predict_one(model: Any, path: Path, out: str, settings: Any, grouping: dict[str, Any], seen: dict[Path, Path],
+                 inputs_resolved: set[Path], counts: dict[str, int]) -> str | None:
+    """Predict one file; the error message when it failed (None when it did not)."""
+    from texseg.errors import TexsegError
+    from texseg.inference.predict import output_paths, predict_file
+
+    targets = output_paths(path, out)
+    try:
+        if targets["mask"] in seen:
+            raise ValueError(f"{path}: same output name as {seen[targets['mask']]}; rename one of them")
+        seen[targets["mask"]] = path
+        clash = [p for p in targets.values() if p.exists() and p.resolve() in inputs_resolved]
+        if clash:
+            raise ValueError(f"{path}: its output {clash[0]} is also an input; choose another `out`")
+        result = predict_file(model, path, out, settings, **grouping)
+    except (TexsegError, ValueError) as e:
+        return str(e)
+    except OSError as e:
+        return f"{e.filename or path}: {e.strerror or e}"
+    except (MemoryError, RuntimeError) as e:
+        if not _is_memory_error(e):
+            raise
+        return (f"{path}: not enough memory ({str(e).splitlines()[0][:200] if str(e) else 'MemoryError'}); "
+                "use a smaller `scale` or `tile`")
+    counts["written" if result.written else "kept"] += 1
+    return None

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from texseg._validate import check_int, check_positive
 from texseg.images import MIN_SIZE, normalize_image
 from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
+from texseg.inference.inferer import forward
 from texseg.models.texnet import TextureEmbeddingNet
 
 __all__ = ["REFERENCE_SIDE", "embed", "embed_with_reference", "is_embedding_model", "segment_embedded"]
@@ -24,19 +25,21 @@ MAX_PIXELS = 4096 * 4096
 
 
 def is_embedding_model(model: nn.Module) -> bool:
-    """Whether ``model`` outputs texture embeddings (to be grouped) rather than logits."""
-    return isinstance(model, TextureEmbeddingNet)
+    """Whether ``model`` outputs texture embeddings (to be grouped) rather than logits (an ONNX one too)."""
+    return isinstance(model, TextureEmbeddingNet) or getattr(model, "outputs", None) == "embeddings"
 
 
-@torch.no_grad()
-def embed(model: TextureEmbeddingNet, images: Tensor, batch_size: int = 8) -> Tensor:
-    """(B, 1, H, W) images -> (B, D, H, W) embeddings (eval mode, on the images' device)."""
+def embed(model: TextureEmbeddingNet, images: Tensor, batch_size: int = 8, precision: str = "auto") -> Tensor:
+    """(B, 1, H, W) images -> (B, D, H, W) float32 embeddings (eval mode, on the images' device).
+
+    ``precision``: ``auto`` (bf16 where the hardware has native bf16), ``fp32`` or ``bf16``;
+    see :func:`texseg.inference.inferer.forward`.
+    """
     check_int("batch_size", batch_size, minimum=1)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
-        return torch.cat([model(images[s:s + batch_size].to(device)).to(images.device)
+        return torch.cat([forward(model, images[s:s + batch_size], precision).to(images.device)
                           for s in range(0, images.shape[0], batch_size)])
     finally:
         model.train(was_training)
@@ -46,8 +49,8 @@ def embed(model: TextureEmbeddingNet, images: Tensor, batch_size: int = 8) -> Te
 REFERENCE_SIDE = 96
 
 
-def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: np.ndarray, scale: float = 1.0
-                         ) -> tuple[Tensor, Tensor]:
+def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: np.ndarray, scale: float = 1.0,
+                         precision: str = "auto") -> tuple[Tensor, Tensor]:
     """Embeddings of ``image`` and the mean embedding of the texture of ``patch``, in one pass.
 
     The patch is mirrored out (no seams) into a strip as tall as the image and set beside
@@ -68,7 +71,7 @@ def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: n
     side = max(REFERENCE_SIDE, pw)
     top, left = (h - ph) // 2, (side - pw) // 2
     strip = np.pad(patch, ((top, h - ph - top), (left, side - pw - left)), mode="symmetric")
-    emb = _embed_image(model, np.concatenate([np.asarray(image, dtype=np.float32), strip], axis=1), scale)
+    emb = _embed_image(model, np.concatenate([np.asarray(image, dtype=np.float32), strip], axis=1), scale, precision)
     width = emb.shape[-1] * w // (w + side)
     y0, y1 = round(top * scale), round((top + ph) * scale)
     x0, x1 = width + round(left * scale), width + round((left + pw) * scale)
@@ -76,7 +79,7 @@ def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: n
     return emb[:, :, :width], inner.reshape(inner.shape[0], -1).mean(1)
 
 
-def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float) -> Tensor:
+def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float, precision: str = "auto") -> Tensor:
     check_positive("scale", scale)
     h, w = image.shape
     size = (round(h * scale), round(w * scale))
@@ -90,11 +93,12 @@ def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float) ->
     x = torch.from_numpy(normalize_image(image.copy()))[None, None]
     if size != (h, w):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-    return embed(model, x)[0]
+    return embed(model, x, precision=precision)[0]
 
 
 def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: int | None = None,
-                     reference: np.ndarray | None = None, scale: float = 1.0, seed: int = 0) -> np.ndarray:
+                     reference: np.ndarray | None = None, scale: float = 1.0, seed: int = 0,
+                     precision: str = "auto") -> np.ndarray:
     """Labels of one (H, W) luminance image.
 
     Args:
@@ -105,6 +109,7 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
             1 where that texture is, 0 elsewhere; ``regions`` is then ignored.
         scale: resample the image (and the patch) by this factor first; labels are at (H, W).
         seed: fixes k-means.
+        precision: of the forward pass: ``auto``, ``fp32`` or ``bf16`` (see :func:`embed`).
 
     Returns:
         (H, W) uint8 labels.
@@ -112,10 +117,10 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
     if regions is not None:
         check_int("regions", regions, 2, MAX_REGIONS)
     if reference is not None:
-        emb, ref = embed_with_reference(model, image, reference, scale)
+        emb, ref = embed_with_reference(model, image, reference, scale, precision)
         labels = reference_mask(emb, ref)
     else:
-        emb = _embed_image(model, image, scale)
+        emb = _embed_image(model, image, scale, precision)
         labels = cluster_embeddings(emb, regions, seed=seed)
     if labels.shape != image.shape:
         labels = F.interpolate(labels[None, None].float(), size=image.shape, mode="nearest")[0, 0].long()

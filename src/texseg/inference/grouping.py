@@ -81,8 +81,8 @@ def cluster_embeddings(embeddings: Tensor, k: int | None, *, seed: int = 0) -> T
     if k is not None:
         check_int("num_regions", k, 2, MAX_REGIONS)
     d, h, w = embeddings.shape
-    points = smooth_embeddings(embeddings).reshape(d, -1).T.detach().cpu().double().numpy()
-    sample = _sample(points, seed)
+    points = smooth_embeddings(embeddings).reshape(d, -1).T.detach().cpu()
+    sample = _sample(points.numpy(), seed).astype(np.float64)
     if k is not None:
         km = _kmeans(sample, k, seed)
     else:
@@ -93,7 +93,10 @@ def cluster_embeddings(embeddings: Tensor, k: int | None, *, seed: int = 0) -> T
             scores = [silhouette_score(sample, f.labels_)
                       if np.bincount(f.labels_).min() >= MIN_AREA * len(sample) else -1.0 for f in fits]
         km = fits[int(np.argmax(scores))]
-    labels = km.predict(points)
+    # Every pixel to its nearest centre, in torch (float32, all threads): k-means' own predict
+    # on a million float64 rows took longer than the network's forward pass.
+    centres = torch.from_numpy(km.cluster_centers_).float()
+    labels = torch.cdist(points.float()[None], centres[None])[0].argmin(1).numpy()
     # Number regions by decreasing area, so label numbers are reproducible.
     counts = np.bincount(labels, minlength=len(km.cluster_centers_))
     order = np.argsort(-counts, kind="stable")

@@ -3,7 +3,7 @@
 ``predict(model, x)`` is the one entry point from Python:
 
 * a torch tensor (B, 1, H, W) or (H, W) is used as it is (values like the training
-  data), exactly as :func:`texseg.checkpoint.predict` always did;
+  data), run through :func:`texseg.inference.inferer.forward` (the one forward pass);
 * a numpy array (H, W) or (H, W, C), a PIL image or a path to an image file is turned
   into luminance (RGB for a colour model: ``model.in_channels == 3``) and min-max
   normalised as a whole (see :mod:`texseg.inference.io`),
@@ -31,7 +31,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 from torch import nn
 
-from texseg._validate import check_int, check_positive
+from texseg._validate import check_choice, check_int, check_positive
 from texseg.data.export import write_label_png
 from texseg.device import check_memory
 from texseg.images import (
@@ -47,7 +47,8 @@ from texseg.images import (
     to_luminance,
 )
 from texseg.inference.embedding import is_embedding_model, segment_embedded
-from texseg.inference.tiling import predict_tiled
+from texseg.inference.inferer import PRECISIONS, forward_probs, model_device
+from texseg.inference.tiling import WINDOWS, predict_tiled
 from texseg.io import atomic_path
 from texseg.signals import stop_point
 
@@ -57,6 +58,7 @@ __all__ = [
     "OUTPUT_IMAGE_SUFFIXES",
     "WHOLE_IMAGE_PIXELS",
     "PredictResult",
+    "PredictSettings",
     "check_predict_memory",
     "estimate_predict_bytes",
     "labels_from_probs",
@@ -84,19 +86,52 @@ _ROWS = 512
 _OVERLAY_ROWS = 128
 
 
-def _probs_of(logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+@dataclass(frozen=True)
+class PredictSettings:
+    """How :func:`predict_file` (and ``texseg predict``) segments an image; checked when made.
+
+    Attributes:
+        tile: None: whole image up to :data:`WHOLE_IMAGE_PIXELS`, else windows of
+            :data:`DEFAULT_TILE`; N >= 16: windows of N when the image is larger; 0: always whole.
+        overlap: window overlap fraction in [0, 0.9].
+        scale: resample the image by this factor before predicting (> 0); results are at the input's size.
+        batch_size: windows per forward pass (>= 1).
+        precision: ``auto`` (bf16 where the CPU or GPU has native bf16, else fp32), ``fp32`` or ``bf16``.
+        window: blending window of the tiles, ``gaussian`` or ``ramp``.
+        overwrite: replace existing outputs (default: keep them).
+        max_pixels: the pixel limit of an input file (None: none; see :data:`texseg.images.MAX_PIXELS`).
+    """
+
+    tile: int | None = None
+    overlap: float = DEFAULT_OVERLAP
+    scale: float = 1.0
+    batch_size: int = 1
+    precision: str = "auto"
+    window: str = "gaussian"
+    overwrite: bool = False
+    max_pixels: int | None = MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and self.tile != 0:
+            check_int("tile", self.tile, minimum=16)
+        check_positive("overlap", self.overlap, allow_zero=True)
+        if self.overlap > 0.9:
+            raise ValueError(f"overlap must be a fraction in [0, 0.9], got {self.overlap!r}")
+        check_positive("scale", self.scale)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("window", self.window, WINDOWS)
+        if self.max_pixels is not None:
+            check_int("max_pixels", self.max_pixels, minimum=1)
 
 
-@torch.no_grad()
-def _predict_tensor(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The historical tensor path: (B, C, H, W), (C, H, W) or (H, W) in, (B, C, H, W) probabilities out."""
+def _predict_tensor(model: nn.Module, images: torch.Tensor, batch_size: int, precision: str = "auto") -> torch.Tensor:
+    """The tensor path: (B, C, H, W), (C, H, W) or (H, W) in, (B, C, H, W) probabilities out (on the images' device)."""
     if images.ndim == 2:
         images = images[None, None]
     elif images.ndim == 3:
         images = images[None]
-    device = next(model.parameters()).device
-    out = [_probs_of(model(images[s:s + batch_size].to(device))).to(images.device)
+    out = [forward_probs(model, images[s:s + batch_size], precision).to(images.device)
            for s in range(0, images.shape[0], batch_size)]
     return torch.cat(out)
 
@@ -166,8 +201,7 @@ def _activation_bytes_per_pixel(model: nn.Module) -> tuple[int, int]:
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        out = model(torch.zeros(1, getattr(model, "in_channels", 1), _PROBE, _PROBE, device=device))
+        out = model(torch.zeros(1, getattr(model, "in_channels", 1), _PROBE, _PROBE, device=model_device(model)))
     finally:
         model.train(was_training)
         for h in hooks:
@@ -206,7 +240,7 @@ def check_predict_memory(model: nn.Module, height: int, width: int, *, tile: int
     how = f"in windows of {use_tile}" if use_tile else "whole"
     scaled = f", {ww}x{wh} at scale {scale:g}" if scale != 1.0 else ""
     advice = ("use a smaller `scale`" if use_tile else "use a smaller `scale` or a `tile` such as 512")
-    device = next(model.parameters()).device
+    device = model_device(model)
     check_memory(estimate_predict_bytes(model, height, width, tile=tile, scale=scale, batch_size=batch_size),
                  device if device.type == "cuda" else torch.device("cpu"),
                  f"predicting {name} ({width}x{height}{scaled}) {how}", advice)
@@ -228,6 +262,7 @@ def predict_image(
     scale: float = 1.0,
     batch_size: int = 1,
     window: str = "gaussian",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Probabilities of one (H, W) luminance image; it is min-max normalised *in place*.
 
@@ -242,38 +277,37 @@ def predict_image(
             are resampled back to (H, W).
         batch_size: windows per forward pass.
         window: blending window, ``gaussian`` or ``ramp``.
+        precision: ``auto``, ``fp32`` or ``bf16`` (see :class:`PredictSettings`).
 
     Returns:
         (C, H, W) float32: C = 1 (probability of label 0) for two regions, else K.
     """
-    if tile is not None and tile != 0:
-        check_int("tile", tile, minimum=16)
-    check_positive("scale", scale)
+    settings = PredictSettings(tile=tile, overlap=overlap, scale=scale, batch_size=batch_size, window=window,
+                               precision=precision)
     check_predict_memory(model, *image.shape[:2], tile=tile, scale=scale, batch_size=batch_size)
-    return _predict_checked(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=batch_size,
-                            window=window)
+    return _predict_checked(model, image, settings)
 
 
-def _predict_checked(model: nn.Module, image: np.ndarray, *, tile: int | None, overlap: float, scale: float,
-                     batch_size: int, window: str = "gaussian") -> np.ndarray:
+def _predict_checked(model: nn.Module, image: np.ndarray, settings: PredictSettings) -> np.ndarray:
     """:func:`predict_image` once its arguments and memory are checked."""
     h, w = image.shape[:2]
     work = image
-    if scale != 1.0:
-        work = _resize(torch.from_numpy(image_planes(image)), _scaled_size(h, w, scale)).numpy()
+    if settings.scale != 1.0:
+        work = _resize(torch.from_numpy(image_planes(image)), _scaled_size(h, w, settings.scale)).numpy()
         work = work[0] if image.ndim == 2 else np.ascontiguousarray(np.moveaxis(work, 0, -1))
     normalize_image(work)
     if work is not image:
         normalize_image(image)  # callers (the overlay) see the image as the model saw it
-    use_tile = _tile_for(tile, *work.shape[:2])
+    use_tile = _tile_for(settings.tile, *work.shape[:2])
     was_training = model.training
     model.eval()
     try:
         x = torch.from_numpy(image_planes(work))  # (C, H, W)
         if use_tile:
-            probs = predict_tiled(model, x, use_tile, overlap, batch_size=batch_size, window=window)
+            probs = predict_tiled(model, x, use_tile, settings.overlap, batch_size=settings.batch_size,
+                                  window=settings.window, precision=settings.precision)
         else:
-            probs = _predict_tensor(model, x, 1)[0].float().cpu().numpy()
+            probs = _predict_tensor(model, x, 1, settings.precision)[0].cpu().numpy()
     finally:
         model.train(was_training)
     if probs.shape[-2:] != (h, w):
@@ -289,6 +323,7 @@ def predict(
     tile: int | None = None,
     overlap: float = DEFAULT_OVERLAP,
     scale: float = 1.0,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Class probabilities of ``x``, at ``x``'s size.
 
@@ -305,6 +340,7 @@ def predict(
             sides < 16 pixels (ValueError); unreadable files (ImageReadError).
         batch_size: images (tensor input) or windows (other inputs) per forward pass.
         tile, overlap, scale: see :func:`predict_image`.
+        precision: ``auto`` (bf16 where the hardware has native bf16, else fp32), ``fp32`` or ``bf16``.
 
     Returns:
         (B, C, H, W) probabilities for a tensor (on its device); (1, C, H, W) float32 CPU
@@ -312,6 +348,7 @@ def predict(
         else K (softmax).
     """
     check_int("batch_size", batch_size, minimum=1)
+    check_choice("precision", precision, PRECISIONS)
     if isinstance(x, torch.Tensor):
         x = _as_batch(x)
         channels = getattr(model, "in_channels", 1)
@@ -321,11 +358,12 @@ def predict(
         was_training = model.training
         model.eval()
         try:
-            return _predict_tensor(model, x, batch_size)
+            return _predict_tensor(model, x, batch_size, precision)
         finally:
             model.train(was_training)
     image = _as_luminance(x, model_color(model))
-    probs = predict_image(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=min(batch_size, 8))
+    probs = predict_image(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=min(batch_size, 8),
+                          precision=precision)
     return torch.from_numpy(probs)[None]
 
 
@@ -447,78 +485,81 @@ def predict_file(
     model: nn.Module,
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
+    settings: PredictSettings | None = None,
     *,
-    tile: int | None = None,
-    overlap: float = DEFAULT_OVERLAP,
-    scale: float = 1.0,
-    batch_size: int = 1,
-    overwrite: bool = False,
-    max_pixels: int | None = MAX_PIXELS,
     regions: int | None = None,
     reference: np.ndarray | None = None,
 ) -> PredictResult:
     """Segment one image file and write its three outputs into ``out_dir`` atomically.
 
-    Outputs for ``NAME.ext``: ``NAME.mask.png`` (uint8 labels 0..K-1, the input's size),
-    ``NAME.prob.npy`` (float32 probabilities, (H, W) = P(label 0) for two regions,
-    (K, H, W) otherwise) and ``NAME.overlay.png`` (boundaries over the image). Outputs
-    that already exist are kept unless ``overwrite``; when all three exist nothing is read.
-    An output path that is the input itself is refused.
-
-    The memory the prediction needs is estimated from the file's header before anything
-    is decoded (:func:`check_predict_memory`); a stop signal is honoured between window
-    batches (:class:`texseg.signals.Interrupted`; nothing half-written is left).
-
-    A texture-embedding model (``texseg:general``, a ``train-general`` run) has no
-    probabilities: its labels come from grouping its embeddings (K ``regions``, K
-    estimated when None, or where the texture of ``reference`` is; see
-    :func:`texseg.inference.embedding.segment_embedded`), the whole image at once
-    (``tile`` does not apply), and no ``NAME.prob.npy`` is written.
+    ``NAME.mask.png`` (uint8 labels 0..K-1, the input's size), ``NAME.prob.npy`` (float32,
+    (H, W) = P(label 0) for two regions, else (K, H, W)) and ``NAME.overlay.png``. Existing
+    outputs are kept unless ``settings.overwrite`` (all three there: nothing is read); an
+    output that is the input itself is refused. Memory is checked from the file's header
+    before decoding; a stop signal is honoured between window batches. A texture-embedding
+    model (``texseg:general``) groups its embeddings instead (K ``regions``, estimated, or
+    the texture of ``reference``: :func:`texseg.inference.embedding.segment_embedded`),
+    the whole image at once, and writes no ``NAME.prob.npy``.
 
     Args:
-        max_pixels: the pixel limit of the input (None: none; see :data:`texseg.images.MAX_PIXELS`).
+        settings: tiling, scale, precision, overwrite and pixel limit (default :class:`PredictSettings`).
         regions, reference: texture-embedding models only (see above).
 
     Raises:
-        ImageReadError: the file cannot be used (message names it). ValueError: it would
-            not fit in memory at this ``scale`` / ``tile``, or an output would replace the input.
+        ImageReadError: the file cannot be used. ValueError: it would not fit in memory, or
+            an output would replace the input.
     """
-    start = time.perf_counter()
-    path = Path(path)
-    result = PredictResult(path)
+    start, path, settings = time.perf_counter(), Path(path), settings or PredictSettings()
     color = model_color(model)  # a model of another channel count is refused before any file is touched
     general = is_embedding_model(model)
     if not general and (regions is not None or reference is not None):
         raise ValueError("regions and reference apply to texture-embedding models (texseg:general) only")
+    result, todo = _plan_outputs(path, out_dir, general, settings.overwrite)
+    if not todo:
+        return result
+    layout = read_layout(path)
+    check_layout(path, layout, max_pixels=settings.max_pixels)  # the pixel limit first: a bomb is named as one
+    check_predict_memory(model, layout.height, layout.width, tile=0 if general else settings.tile,
+                         scale=settings.scale, batch_size=settings.batch_size, name=str(path))
+    image = read_image(path, max_pixels=settings.max_pixels, color=color)  # as the model was trained
+    stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
+    result.shape = image.shape
+    probs, labels = _segment(model, image, settings, general, regions, reference)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if "prob" in todo:
+        _write_npy(todo["prob"], probs[0] if probs.shape[0] == 1 else probs)
+    del probs  # C full-size planes: freed before the overlay is encoded
+    _write_images(todo, image, labels)
+    result.written, result.seconds = list(todo.values()), time.perf_counter() - start
+    return result
+
+
+def _segment(model: nn.Module, image: np.ndarray, settings: PredictSettings, general: bool, regions: int | None,
+             reference: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
+    """(probabilities or None for an embedding model, labels) of one image; ``image`` ends normalised."""
+    if general:
+        labels = segment_embedded(model, image, regions=regions, reference=reference, scale=settings.scale,
+                                  precision=settings.precision)
+        normalize_image(image)  # the overlay shows the image as the model saw it
+        return None, labels
+    probs = _predict_checked(model, image, settings)
+    return probs, labels_from_probs(probs)
+
+
+def _plan_outputs(path: Path, out_dir: str | os.PathLike[str], general: bool, overwrite: bool
+                  ) -> tuple[PredictResult, dict[str, Path]]:
+    """The result (outputs kept) and the outputs to write; refuses an output that is the input."""
     targets = {k: p for k, p in output_paths(path, out_dir).items() if not (general and k == "prob")}
     clash = [p for p in targets.values() if _same_file(p, path)]
     if clash:
         raise ValueError(f"{path}: its output {clash[0].name} would replace the input itself; choose another `out`")
     todo = {k: p for k, p in targets.items() if overwrite or not p.exists()}
-    result.kept = [p for k, p in targets.items() if k not in todo]
-    if not todo:
-        return result
-    layout = read_layout(path)
-    check_layout(path, layout, max_pixels=max_pixels)  # the pixel limit first: a bomb is named as one
-    check_predict_memory(model, layout.height, layout.width, tile=0 if general else tile, scale=scale,
-                         batch_size=batch_size, name=str(path))
-    image = read_image(path, max_pixels=max_pixels, color=color)  # as the model was trained
-    stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
-    result.shape = image.shape
-    if general:
-        labels = segment_embedded(model, image, regions=regions, reference=reference, scale=scale)
-        normalize_image(image)  # the overlay shows the image as the model saw it
-    else:
-        probs = _predict_checked(model, image, tile=tile, overlap=overlap, scale=scale, batch_size=batch_size)
-        labels = labels_from_probs(probs)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    if "prob" in todo:
-        _write_npy(todo["prob"], probs[0] if probs.shape[0] == 1 else probs)
-        del probs
+    return PredictResult(path, kept=[p for k, p in targets.items() if k not in todo]), todo
+
+
+def _write_images(todo: dict[str, Path], image: np.ndarray, labels: np.ndarray) -> None:
+    """Write the mask and overlay named in ``todo``, each atomically."""
     if "mask" in todo:
         write_label_png(todo["mask"], labels)
     if "overlay" in todo:
         write_overlay(todo["overlay"], image, labels)
-    result.written = list(todo.values())
-    result.seconds = time.perf_counter() - start
-    return result

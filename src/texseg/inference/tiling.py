@@ -18,9 +18,13 @@ import torch
 from torch import nn
 
 from texseg._validate import check_int, check_positive
+from texseg.inference.inferer import forward_probs
 from texseg.signals import stop_point
 
-__all__ = ["n_windows", "predict_tiled", "tile_starts", "weight_window"]
+__all__ = ["WINDOWS", "n_windows", "predict_tiled", "tile_starts", "weight_window"]
+
+#: Blending windows of the tiles.
+WINDOWS = ("gaussian", "ramp")
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -66,7 +70,6 @@ def _coverage(length: int, tile: int, starts: list[int], profile: np.ndarray) ->
     return total
 
 
-@torch.no_grad()
 def predict_tiled(
     model: nn.Module,
     image: torch.Tensor,
@@ -75,6 +78,7 @@ def predict_tiled(
     *,
     batch_size: int = 1,
     window: str = "gaussian",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Class probabilities of one large image by blended sliding windows.
 
@@ -85,33 +89,24 @@ def predict_tiled(
         overlap: fraction of the window shared with its neighbour, in [0, 0.9].
         batch_size: windows per forward pass.
         window: ``gaussian`` or ``ramp`` blending weights.
+        precision: ``auto``, ``fp32`` or ``bf16`` (see :func:`texseg.inference.inferer.forward`).
 
     Returns:
         (C, H, W) float32 numpy probabilities (sigmoid for C = 1, softmax otherwise).
     """
-    check_int("tile", tile, minimum=16)
-    check_positive("overlap", overlap, allow_zero=True)
-    if overlap > 0.9:
-        raise ValueError(f"overlap must be a fraction in [0, 0.9], got {overlap!r}")
-    check_int("batch_size", batch_size, minimum=1)
-    if image.ndim == 2:
-        image = image[None]
-    if image.ndim != 3:
-        raise ValueError(f"image must be a (H, W) or (C, H, W) tensor, got shape {tuple(image.shape)}")
+    image = _check_tiling(image, tile, overlap, batch_size)
     h, w = image.shape[-2:]
     th, tw = min(tile, h), min(tile, w)
     py, px = _profile(th, window), _profile(tw, window)
     weights = torch.from_numpy(np.outer(py, px))
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     boxes = [(y, x) for y in ys for x in xs]
-    device = next(model.parameters()).device
     acc: np.ndarray | None = None
     for start in range(0, len(boxes), batch_size):
         stop_point()  # a stop signal ends a long image between two window batches
         chunk = boxes[start:start + batch_size]
-        x = torch.stack([image[:, y:y + th, x0:x0 + tw] for y, x0 in chunk]).to(device)
-        logits = model(x)
-        probs = (torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)).float().cpu()
+        x = torch.stack([image[:, y:y + th, x0:x0 + tw] for y, x0 in chunk])
+        probs = forward_probs(model, x, precision).cpu()
         if acc is None:
             acc = np.zeros((probs.shape[1], h, w), dtype=np.float32)
         for (y, x0), p in zip(chunk, (probs * weights).numpy()):
@@ -123,6 +118,20 @@ def predict_tiled(
     for r in range(0, h, 256):
         acc[:, r:r + 256] /= cov_y[r:r + 256, None] * cov_x[None, :]
     return acc
+
+
+def _check_tiling(image: torch.Tensor, tile: int, overlap: float, batch_size: int) -> torch.Tensor:
+    """Refuse (ValueError naming the argument) what :func:`predict_tiled` cannot use; ``image`` as (C, H, W)."""
+    check_int("tile", tile, minimum=16)
+    check_positive("overlap", overlap, allow_zero=True)
+    if overlap > 0.9:
+        raise ValueError(f"overlap must be a fraction in [0, 0.9], got {overlap!r}")
+    check_int("batch_size", batch_size, minimum=1)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"image must be a (H, W) or (C, H, W) tensor, got shape {tuple(image.shape)}")
+    return image
 
 
 def n_windows(height: int, width: int, tile: int, overlap: float) -> int:

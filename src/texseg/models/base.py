@@ -1,8 +1,9 @@
 """``SegmentationModel``: what every texseg model shares.
 
 As segmentation_models_pytorch's base class does, it owns the checks every model needs
-(``in_channels`` and ``num_classes``), the input check of ``forward`` and ``predict``,
-so an architecture file only builds its layers and implements :meth:`logits`.
+(``in_channels`` and ``num_classes``) and the input check of ``forward``, so an
+architecture file only builds its layers and implements :meth:`logits`. Probabilities
+come from :func:`texseg.predict` (:mod:`texseg.inference`), the one inference path.
 
 Vocabulary: ``num_classes`` is the number of output channels (1 for two regions: the
 logit of Omega_1; K for K > 2 regions) and ``num_regions`` is K.
@@ -52,17 +53,3 @@ class SegmentationModel(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The architecture's forward pass (inputs already checked)."""
         raise NotImplementedError
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities in eval mode: ``(B, 1, H, W)`` P(Omega_1) for two regions, else ``(B, K, H, W)`` softmax.
-
-        The train/eval mode is restored afterwards.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            logits = self(x)
-        finally:
-            self.train(was_training)
-        return torch.sigmoid(logits) if self.num_classes == 1 else torch.softmax(logits, dim=1)

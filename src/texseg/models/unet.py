@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from texseg._validate import check_choice, check_int
@@ -43,7 +44,12 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     Built from ``flip`` + ``cat`` because ``F.pad(mode="reflect")`` has no deterministic
     backward on CUDA. A reflection adds at most ``size - 1`` rows, so tiny inputs (e.g.
     16x16 at depth 6) are padded in steps, each reflecting the previous result.
+    While being exported (ONNX, with symbolic H and W) it is one reflect pad, whose amount
+    stays symbolic (the loop would fix it to the example's size); that needs each side
+    to be more than ``multiple - 1`` pixels, which every input of >= 16 pixels is at depth <= 4.
     """
+    if torch.compiler.is_exporting():
+        return F.pad(x, (0, -x.shape[-1] % multiple, 0, -x.shape[-2] % multiple), mode="reflect")
     for dim in (-2, -1):
         while missing := -x.shape[dim] % multiple:
             size = x.shape[dim]
