@@ -79,8 +79,7 @@ def samples_figure(
     Returns:
         The matplotlib Figure, with a legend naming each label's colour.
     """
-    cols = 3 if predictions is not None else 2
-    rows = images.shape[0]
+    cols, rows = (3 if predictions is not None else 2), images.shape[0]
     fig = Figure(figsize=(3.0 * cols, 3.0 * rows + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     headers = ["input image", "true regions", "prediction"]

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -253,38 +254,26 @@ def _resize(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_image(
-    model: nn.Module,
-    image: np.ndarray,
-    *,
-    tile: int | None = None,
-    overlap: float = DEFAULT_OVERLAP,
-    scale: float = 1.0,
-    batch_size: int = 1,
-    window: str = "gaussian",
-    precision: str = "auto",
-) -> np.ndarray:
+def predict_image(model: nn.Module, image: np.ndarray, settings: PredictSettings | None = None,
+                  **options: Any) -> np.ndarray:
     """Probabilities of one (H, W) luminance image; it is min-max normalised *in place*.
 
     Args:
         model: segmentation model (put in eval mode for the call).
         image: (H, W) float32 luminance, e.g. from :func:`texseg.inference.io.read_image`;
             (H, W, 3) RGB for a colour model (``read_image(path, color=True)``).
-        tile: None: whole image up to :data:`WHOLE_IMAGE_PIXELS`, else windows of
-            :data:`DEFAULT_TILE`; N >= 16: windows of N when the image is larger; 0: always whole.
-        overlap: window overlap fraction in [0, 0.9].
-        scale: resample the image by this factor before predicting (> 0); probabilities
-            are resampled back to (H, W).
-        batch_size: windows per forward pass.
-        window: blending window, ``gaussian`` or ``ramp``.
-        precision: ``auto``, ``fp32`` or ``bf16`` (see :class:`PredictSettings`).
+        settings: tiling, scale, batch size, window and precision (default :class:`PredictSettings`;
+            ``overwrite`` and ``max_pixels`` do not apply to an image in memory).
+        **options: fields of :class:`PredictSettings` that override ``settings``, e.g. ``tile=0``
+            (always whole), ``tile=256``, ``scale=0.5`` (probabilities are resampled back to (H, W)),
+            ``precision="fp32"``.
 
     Returns:
         (C, H, W) float32: C = 1 (probability of label 0) for two regions, else K.
     """
-    settings = PredictSettings(tile=tile, overlap=overlap, scale=scale, batch_size=batch_size, window=window,
-                               precision=precision)
-    check_predict_memory(model, *image.shape[:2], tile=tile, scale=scale, batch_size=batch_size)
+    settings = dataclasses.replace(settings or PredictSettings(), **options)
+    check_predict_memory(model, *image.shape[:2], tile=settings.tile, scale=settings.scale,
+                         batch_size=settings.batch_size)
     return _predict_checked(model, image, settings)
 
 
@@ -510,8 +499,7 @@ def predict_file(
             an output would replace the input.
     """
     start, path, settings = time.perf_counter(), Path(path), settings or PredictSettings()
-    color = model_color(model)  # a model of another channel count is refused before any file is touched
-    general = is_embedding_model(model)
+    general, color = is_embedding_model(model), model_color(model)  # wrong channel count: refused before any file
     if not general and (regions is not None or reference is not None):
         raise ValueError("regions and reference apply to texture-embedding models (texseg:general) only")
     result, todo = _plan_outputs(path, out_dir, general, settings.overwrite)
