@@ -56,8 +56,9 @@ def test_lab_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert f"outputs of this execution: lab-runs/{runs.name}" in text
     assert "rmtree" not in "".join(c.source for c in nb.cells)
     for path in ("unet/report.html", "lr-sweep/report.html", "lr-sweep/summary.md", "optimizers/report.html",
-                 "optimizers/lr-tuning/report.html",
+                 "optimizers/result.json",
                  "predicted/scene.mask.png", "predicted/scene.prob.npy", "predicted/scene.overlay.png"):
         assert (runs / path).is_file(), path
+    assert not (runs / "optimizers/lr-tuning/report.html").exists()  # one page per experiment, not per sweep
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 5  # the data, the U-Net's samples, the lr sweep, the comparison, the prediction
