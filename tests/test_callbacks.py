@@ -147,3 +147,16 @@ def test_run_summary_reads_an_old_format_file(tmp_path):
         RunSummary.from_dict([1, 2])
     with pytest.raises(ValueError, match="does not exist"):
         RunSummary.from_file(tmp_path / "nowhere")
+
+
+def test_report_pages_read_a_summary_as_written_through_run_summary(tmp_path):
+    from texseg.pages.collect import ReportError
+
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed", "val": {"iou": 0.9}}))
+    as_written = RunSummary.read_as_written(tmp_path)
+    assert as_written == {"status": "completed", "val": {"iou": 0.9}}  # no defaults filled in: a page shows the file
+    assert "iterations" in RunSummary.from_file(tmp_path)  # the typed summary fills them
+    (tmp_path / "summary.json").write_text(json.dumps({"iterations": "many"}))
+    with pytest.raises(ReportError, match="iterations"):
+        RunSummary.read_as_written(tmp_path)
+    assert RunSummary.read_as_written(tmp_path / "missing", missing_ok=True) == {}

@@ -46,6 +46,7 @@ from texseg.pages.collect import (
 from texseg.result_file import RESULT_JSON, read_result
 from texseg.training.config import TrainConfig
 from texseg.training.report import cell_text, config_rows, run_page
+from texseg.training.summary import RunSummary
 
 
 # ----------------------------------------------------------------------- an experiment
@@ -120,10 +121,10 @@ def _shared_settings(page: Page, path: Path, rows: list[dict[str, Any]], varied:
     first = _first_run(path, rows)
     if first is not None:
         page.config_title = "Settings shared by every trial (first trial's config.json without the varied fields)"
-        filled = device_filled(read_json_or_empty(first / "summary.json"))
+        filled = device_filled(RunSummary.read_as_written(first, missing_ok=True))
         page.config = config_rows(read_json_or_empty(first / "config.json"), set(varied) | {"seed"}, filled)
         page.device_filled = [(k, fmt_config(v)) for k, v in filled.items() if k not in varied]
-    page.environment = environment_rows(read_json_or_empty(first / "summary.json") if first else {},
+    page.environment = environment_rows(RunSummary.read_as_written(first, missing_ok=True) if first else {},
                                         "first trial")
 
 
@@ -207,7 +208,7 @@ def search_page(path: Path) -> Page:
         page.config_title = f"Configuration of the best trial ({run.name}/config.json)"
         page.config = config_rows(read_json_or_empty(run / "config.json"))
     page.figures = folder_figures(path)
-    page.environment = environment_rows(read_json_or_empty(run / "summary.json") if run else {}, "best trial")
+    page.environment = environment_rows(RunSummary.read_as_written(run, missing_ok=True) if run else {}, "best trial")
     return page
 
 

@@ -25,6 +25,7 @@ from texseg.pages.collect import (
     to_float,
 )
 from texseg.training.config import TrainConfig
+from texseg.training.summary import RunSummary
 
 __all__ = ["cell_text", "config_rows", "run_page", "write_report_or_note", "write_run_report"]
 
@@ -34,18 +35,10 @@ _RUN_METRICS = METRIC_ORDER[1:]
 _HISTORY_SKIP = ("val_iou_", "val_trivial_", "val_majority")
 
 
-# What a run's summary.json must hold where it holds it (texseg writes it; a hand edit may not).
-_NUMBER = (int, float)
-_SUMMARY_TYPES: dict[str, type | tuple[type, ...]] = {
-    "val": dict, "val.*": _NUMBER, "warnings": list, "notes": list, "status": str, "message": str,
-    "model": str, "parameters": int, "iterations": _NUMBER, "train_seconds": _NUMBER, "eval_seconds": _NUMBER,
-    "it_per_s": _NUMBER, "skipped_steps": _NUMBER, "label_mode": str}
-
-
 # ------------------------------------------------------------------------------- a run
 def run_page(path: Path) -> Page:
     """A run directory: its config, final metrics against the trivial baseline, history, figures."""
-    summary = read_json_file(path / "summary.json", _SUMMARY_TYPES)
+    summary = RunSummary.read_as_written(path / "summary.json")  # as written: a hand edit shows as it is
     config = read_json_file(path / "config.json")
     val: dict[str, Any] = summary.get("val") or {}
     model = summary.get("model", config.get("model", "?"))

@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from texseg.io import atomic_write_json, read_json
+from texseg.pages.collect import ReportError, read_json_file
+
+# The type of each value a reader may rely on, where present and not null (a hand edit may break it).
+_NUMBER = (int, float)
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "val": dict, "val.*": _NUMBER, "warnings": list, "notes": list, "status": str, "message": str,
+    "model": str, "parameters": int, "iterations": _NUMBER, "train_seconds": _NUMBER, "eval_seconds": _NUMBER,
+    "it_per_s": _NUMBER, "skipped_steps": _NUMBER, "label_mode": str}
 
 SCHEMA_VERSION = 1
 # Fields whose key in the file differs from the attribute's name (the file's keys predate the class).
@@ -122,6 +130,31 @@ class RunSummary:
         if path.is_dir():
             path = path / "summary.json"
         return cls.from_dict(read_json(path))
+
+    @staticmethod
+    def read_as_written(path: str | os.PathLike[str], *, missing_ok: bool = False) -> dict[str, Any]:
+        """The keys a ``summary.json`` holds, as written (no defaults filled in), each present value
+        checked against the type this class gives it: what a report page shows of a run, which
+        must show a hand-edited or older file as it is rather than with defaults.
+
+        Args:
+            path: a run folder or its ``summary.json``.
+            missing_ok: an absent or unreadable file gives ``{}`` (a report's optional part).
+
+        Raises:
+            ReportError: the file cannot be read, is not a JSON object, or a value has the wrong type
+                (the message names the file and the key); never with ``missing_ok`` for the first two.
+        """
+        path = Path(path)
+        path = path / "summary.json" if path.is_dir() or path.suffix != ".json" else path
+        if missing_ok and not path.is_file():
+            return {}
+        try:
+            return read_json_file(path, _TYPES)
+        except ReportError:
+            if missing_ok:
+                return {}
+            raise
 
     # --------------------------------------------- scripts written against the dict
     def __getitem__(self, key: str) -> Any:
