@@ -1,7 +1,8 @@
 """Score a texture-embedding model (texseg:general or a train-general run) against the classical methods.
 
 Prints, per suite, the per-image matched mIoU (mean and 95% t-interval over the images)
-of the model with K given, of ``gabor-kmeans``, ``local-energy`` and the constant
+of the model with K given (its embeddings with the image's Gabor energies beside them, the
+default grouping; with ``--embeddings-alone`` also without them), of ``gabor-kmeans``, ``local-energy`` and the constant
 baseline, each method's megapixels/s measured in this run, then the K-free mode (the
 fraction of images whose number of regions it estimates right, on K = 2..5 scenes) and
 the one-shot mode (mIoU of "where is the texture of this patch", the patch a 24 x 24
@@ -11,6 +12,7 @@ Usage::
 
     python benchmarks/general_eval.py --model texseg:general --folders suites/oa-val suites/gimp
     python benchmarks/general_eval.py --model RUN --suites notebook --methods --no-kfree
+    python benchmarks/general_eval.py --embeddings-alone ...   # also K given without the Gabor energies
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def main() -> None:
     parser.add_argument("--suites", default=",".join(NAMED), help="named suites, comma-separated ('' for none)")
     parser.add_argument("--folders", nargs="*", default=[], help="folder suites (images/ + masks/)")
     parser.add_argument("--methods", action="store_true", help="also score gabor-kmeans and local-energy")
+    parser.add_argument("--embeddings-alone", action="store_true",
+                        help="also score the model grouping its embeddings alone (gabor_weight=0), K given")
     parser.add_argument("--no-kfree", action="store_true")
     parser.add_argument("--split", default="test", choices=("test", "tune"),
                         help="K-free suites' split: tune for choosing how K is estimated, test for the figures")
@@ -88,6 +92,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = load_segmenter(args.model)
     segmenters = {args.model: model, "constant": None}
+    if args.embeddings_alone:
+        segmenters[f"{args.model} (embeddings alone)"] = load_segmenter(args.model, gabor_weight=0)
     if args.methods:
         segmenters.update({m: load_segmenter(m) for m in ("gabor-kmeans", "local-energy")})
     print(f"# {cpu_description()}; load average {os.getloadavg()[0]:.1f}")

@@ -11,7 +11,8 @@ import torch
 from conftest import run_main
 from texseg.data.procedural import FAMILIES, CollageSpec, family_texture, generate_collage
 from texseg.evaluation.region_metrics import region_metrics
-from texseg.inference.grouping import cluster_embeddings, reference_mask
+from texseg.inference.embedding import segment_embedded
+from texseg.inference.grouping import GABOR_WEIGHT, GroupOptions, cluster_embeddings, reference_mask, with_gabor
 from texseg.models.texnet import TextureEmbeddingNet
 from texseg.training.general import GeneralConfig, discriminative_loss, train_general
 
@@ -101,6 +102,55 @@ def test_grouping_finds_the_regions_with_k_given_and_with_k_estimated(k):
     assert len(np.unique(estimated)) == k
     assert region_metrics(truth, estimated, k)["miou"] > 0.95
 
+
+
+def _two_gaussian_textures(n: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A left/right image of two stationary textures of different frequency, and its truth."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((n, n), dtype=np.int64)
+    truth[:, n // 2:] = 1
+    coarse = ndimage.gaussian_filter(rng.standard_normal((n, n)), 3.0)
+    fine = ndimage.gaussian_filter(rng.standard_normal((n, n)), 0.7)
+    image = np.where(truth == 0, coarse / coarse.std(), fine / fine.std())
+    return image, truth
+
+
+def test_gabor_energies_beside_drifting_embeddings_keep_a_stationary_texture_together():
+    # Embeddings whose strongest variation is a drift across the image (top to bottom), with
+    # a weak region signal: k-means on them alone splits the drift. The image's Gabor
+    # energies tell the two textures apart, so set beside the embeddings they find the regions.
+    image, truth = _two_gaussian_textures()
+    n = truth.shape[0]
+    ramp = torch.linspace(-1.5, 1.5, n)[:, None].expand(n, n)
+    emb = torch.stack([ramp, torch.from_numpy(truth).float()])
+    alone = cluster_embeddings(emb, 2).numpy()
+    assert region_metrics(truth, alone, 2)["miou"] < 0.6
+    features = with_gabor(emb, image)
+    assert features.shape == (2 + 12, n, n) and features.dtype == torch.float32
+    both = cluster_embeddings(features, 2).numpy()
+    assert region_metrics(truth, both, 2)["miou"] > 0.8
+    # weight 0: the standardised embeddings alone, grouped as the embeddings are
+    assert with_gabor(emb, image, 0).shape == emb.shape
+    assert np.array_equal(cluster_embeddings(with_gabor(emb, image, 0), 2).numpy(), alone)
+    with pytest.raises(ValueError, match="gabor_weight"):
+        with_gabor(emb, image, -1)
+    with pytest.raises(ValueError, match="image must have the embeddings' size"):
+        with_gabor(emb, image[:50])
+
+
+def test_gabor_kmeans_and_the_hybrid_grouping_share_one_filter_bank():
+    from texseg.inference.gabor import gabor_energies
+    from texseg.segmenters.classical import GaborKMeans
+
+    image, _ = _two_gaussian_textures(64)
+    energies = gabor_energies(image)
+    assert energies.shape == (12, 64, 64)
+    features = GaborKMeans(coordinates=0.0).features(image)
+    standardised = (energies.reshape(12, -1).T - energies.reshape(12, -1).mean(1)) / energies.reshape(12, -1).std(1)
+    assert np.allclose(features, standardised)
+    assert np.allclose(gabor_energies(image, dtype=np.float32), energies, atol=1e-4)
 
 
 def test_k_estimated_keeps_a_small_but_valid_region():
@@ -202,7 +252,16 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
         assert int(labels.max()) <= k - 1
     assert seg.estimate(images).shape == images.shape
     assert set(torch.unique(seg.find(images, images[:1, :, :8, :8])).tolist()) <= {0, 1}
-    assert seg.describe()["model"] == "texnet"
+    assert seg.describe()["model"] == "texnet" and seg.describe()["gabor_weight"] == GABOR_WEIGHT
+    # K given: the Gabor energies beside the embeddings by default; gabor_weight=0 the embeddings alone
+    alone = load_segmenter(str(tmp_path / "run"), gabor_weight=0)
+    emb = alone.embeddings(images)
+    assert torch.equal(alone.segment(images, 3)[:, 0], torch.stack([cluster_embeddings(with_gabor(e, i[0], 0), 3)
+                                                                   for e, i in zip(emb, images)]))
+    assert torch.equal(seg.segment(images, 3)[:, 0], torch.stack([cluster_embeddings(with_gabor(e, i[0]), 3)
+                                                                 for e, i in zip(emb, images)]))
+    with pytest.raises(ValueError, match="takes batch_size, gabor_weight, seed"):
+        load_segmenter(str(tmp_path / "run"), window=3)
     # the CLI: predict with K given, refused options, a clear error for a bad K
     from PIL import Image
 
@@ -221,6 +280,18 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
     code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
                               "--out", str(tmp_path / "o2"), "--regions", "9")
     assert code == 2 and "--regions" in err and "Traceback" not in err
+    code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
+                              "--out", str(tmp_path / "o3"), "--regions", "3", "--gabor-weight", "-1")
+    assert code == 2 and "--gabor-weight" in err and "Traceback" not in err and not (tmp_path / "o3").exists()
+    code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
+                              "--out", str(tmp_path / "o4"), "--regions", "3", "--gabor-weight", "0", "--quiet")
+    assert code == 0, err
+    plain = segment_embedded(seg.model, np.asarray(Image.open(tmp_path / "a.png"), dtype=np.float32), regions=3,
+                             options=GroupOptions(gabor_weight=0))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o4" / "a.mask.png")), plain)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.mask.png")),
+                          segment_embedded(seg.model, np.asarray(Image.open(tmp_path / "a.png"), dtype=np.float32),
+                                           regions=3))
 
 
 def test_fine_tuning_starts_from_the_given_weights_and_learns_from_a_folder(tmp_path):

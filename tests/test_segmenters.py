@@ -107,5 +107,5 @@ def test_a_run_directory_is_a_segmenter_in_the_generators_label_convention(run_d
     assert int(seg.segment(images, 2).max()) == 0
     seg.model = ConstantLogit(-5.0)
     assert int(seg.segment(images, 2).min()) == 1
-    with pytest.raises(ValueError, match="^method arguments apply to classical methods only"):
+    with pytest.raises(ValueError, match="^method arguments apply to classical methods and texture-embedding models"):
         load_segmenter(run_dir, window=3)

@@ -69,11 +69,14 @@ def _is_memory_error(e: BaseException) -> bool:
               help="texnet models (texseg:general): the number of regions, 2..8 [default: estimated per image]")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="texnet models: an image patch of the texture to find (one-shot); the mask is 1 where it is")
+@click.option("--gabor-weight", type=click.FLOAT, default=1.0, show_default=True,
+              help="texnet models with --regions: weight of the image's Gabor filter-bank energies beside the "
+                   "embeddings; 0: the embeddings alone (faster)")
 @click.option("--overwrite", is_flag=True, help="replace existing outputs (default: keep them)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, overlap: float, scale: float,
             batch_size: int, precision: str, device: str, max_pixels: int, regions: int | None,
-            reference: str | None, overwrite: bool, quiet: bool) -> int:
+            reference: str | None, gabor_weight: float, overwrite: bool, quiet: bool) -> int:
     """Segment image files (PNG, JPEG, TIFF 8/16-bit/float, BMP, GIF, WebP; gray, RGB or RGBA).
 
     INPUTS are image files or folders of them (a folder's NAME.mask.png and
@@ -89,8 +92,9 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     (run by onnxruntime; the onnx extra). A texture-embedding model finds the regions of
     textures it never saw, with --regions K, K estimated, or --reference.
     """
-    from texseg._validate import check_int
+    from texseg._validate import check_int, check_positive
     from texseg.images import read_image
+    from texseg.inference.grouping import GroupOptions
     from texseg.inference.predict import PredictSettings
 
     flags = _flag_names(click.get_current_context())
@@ -98,6 +102,7 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
                                overwrite=overwrite, max_pixels=check_int("--max-pixels", max_pixels, minimum=0) or None)
     if regions is not None:
         check_int("--regions", regions, 2, 8)
+    options = GroupOptions(gabor_weight=check_positive("--gabor-weight", gabor_weight, allow_zero=True))
     _check_out(Path(out), inputs)
     model = _load(run_dir, device, regions is not None or reference is not None)
     patch = read_image(reference) if reference is not None else None
@@ -105,7 +110,8 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     if not files:
         raise ValueError(f"no image files in {', '.join(inputs)}")
     Path(out).mkdir(parents=True, exist_ok=True)
-    counts = _predict_all(model, files, out, settings, {"regions": regions, "reference": patch}, flags, quiet,
+    counts = _predict_all(model, files, out, settings, {"regions": regions, "reference": patch,
+                                                                 "grouping": options}, flags, quiet,
                           skipped)
     return ExitCode.USAGE if counts["failed"] else ExitCode.OK
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from texseg._validate import check_int, check_positive
 from texseg.images import MIN_SIZE, normalize_image
-from texseg.inference.grouping import MAX_REGIONS, cluster_embeddings, reference_mask
+from texseg.inference.grouping import MAX_REGIONS, GroupOptions, cluster_embeddings, reference_mask, with_gabor
 from texseg.inference.inferer import forward
 from texseg.models.texnet import TextureEmbeddingNet
 
@@ -80,6 +80,11 @@ def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: n
 
 
 def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float, precision: str = "auto") -> Tensor:
+    return embed(model, _network_input(image, scale), precision=precision)[0]
+
+
+def _network_input(image: np.ndarray, scale: float) -> Tensor:
+    """(1, 1, H', W'): the image normalised and resampled by ``scale``, as the network sees it."""
     check_positive("scale", scale)
     h, w = image.shape
     size = (round(h * scale), round(w * scale))
@@ -93,12 +98,12 @@ def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float, pr
     x = torch.from_numpy(normalize_image(image.copy()))[None, None]
     if size != (h, w):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-    return embed(model, x, precision=precision)[0]
+    return x
 
 
 def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: int | None = None,
-                     reference: np.ndarray | None = None, scale: float = 1.0, seed: int = 0,
-                     precision: str = "auto") -> np.ndarray:
+                     reference: np.ndarray | None = None, scale: float = 1.0, precision: str = "auto",
+                     options: GroupOptions | None = None) -> np.ndarray:
     """Labels of one (H, W) luminance image.
 
     Args:
@@ -108,20 +113,25 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
         reference: a (h, w) luminance patch of the texture to find (one-shot): the result is
             1 where that texture is, 0 elsewhere; ``regions`` is then ignored.
         scale: resample the image (and the patch) by this factor first; labels are at (H, W).
-        seed: fixes k-means.
         precision: of the forward pass: ``auto``, ``fp32`` or ``bf16`` (see :func:`embed`).
+        options: k-means' seed and, K given, the weight of the image's Gabor energies beside
+            the embeddings (default :class:`~texseg.inference.grouping.GroupOptions`).
 
     Returns:
         (H, W) uint8 labels.
     """
     if regions is not None:
         check_int("regions", regions, 2, MAX_REGIONS)
+    options = options or GroupOptions()
     if reference is not None:
         emb, ref = embed_with_reference(model, image, reference, scale, precision)
         labels = reference_mask(emb, ref)
     else:
-        emb = _embed_image(model, image, scale, precision)
-        labels = cluster_embeddings(emb, regions, seed=seed)
+        x = _network_input(image, scale)
+        emb = embed(model, x, precision=precision)[0]
+        if regions is not None and options.gabor_weight:  # K estimated groups the embeddings alone (GABOR_WEIGHT)
+            emb = with_gabor(emb, x[0, 0], options.gabor_weight)
+        labels = cluster_embeddings(emb, regions, seed=options.seed)
     if labels.shape != image.shape:
         labels = F.interpolate(labels[None, None].float(), size=image.shape, mode="nearest")[0, 0].long()
     return labels.numpy().astype(np.uint8)

@@ -48,6 +48,7 @@ from texseg.images import (
     to_luminance,
 )
 from texseg.inference.embedding import is_embedding_model, segment_embedded
+from texseg.inference.grouping import GroupOptions
 from texseg.inference.inferer import PRECISIONS, forward_probs, model_device
 from texseg.inference.tiling import WINDOWS, predict_tiled
 from texseg.io import atomic_path
@@ -471,13 +472,9 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def predict_file(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    settings: PredictSettings | None = None,
-    *,
-    regions: int | None = None,
-    reference: np.ndarray | None = None,
+    model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+    settings: PredictSettings | None = None, *,
+    regions: int | None = None, reference: np.ndarray | None = None, grouping: GroupOptions | None = None,
 ) -> PredictResult:
     """Segment one image file and write its three outputs into ``out_dir`` atomically.
 
@@ -492,7 +489,7 @@ def predict_file(
 
     Args:
         settings: tiling, scale, precision, overwrite and pixel limit (default :class:`PredictSettings`).
-        regions, reference: texture-embedding models only (see above).
+        regions, reference, grouping: embedding models only (:func:`~texseg.inference.embedding.segment_embedded`).
 
     Raises:
         ImageReadError: the file cannot be used. ValueError: it would not fit in memory, or
@@ -512,7 +509,8 @@ def predict_file(
     image = read_image(path, max_pixels=settings.max_pixels, color=color)  # as the model was trained
     stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
     result.shape = image.shape
-    probs, labels = _segment(model, image, settings, general, regions, reference)
+    how = {"regions": regions, "reference": reference, "options": grouping}
+    probs, labels = _segment(model, image, settings, general, how)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if "prob" in todo:
         _write_npy(todo["prob"], probs[0] if probs.shape[0] == 1 else probs)
@@ -522,12 +520,14 @@ def predict_file(
     return result
 
 
-def _segment(model: nn.Module, image: np.ndarray, settings: PredictSettings, general: bool, regions: int | None,
-             reference: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
-    """(probabilities or None for an embedding model, labels) of one image; ``image`` ends normalised."""
+def _segment(model: nn.Module, image: np.ndarray, settings: PredictSettings, general: bool,
+             grouping: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray]:
+    """(probabilities or None for an embedding model, labels) of one image; ``image`` ends normalised.
+
+    ``grouping``: ``regions``, ``reference`` and ``options`` of an embedding model.
+    """
     if general:
-        labels = segment_embedded(model, image, regions=regions, reference=reference, scale=settings.scale,
-                                  precision=settings.precision)
+        labels = segment_embedded(model, image, scale=settings.scale, precision=settings.precision, **grouping)
         normalize_image(image)  # the overlay shows the image as the model saw it
         return None, labels
     probs = _predict_checked(model, image, settings)

@@ -24,9 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy import ndimage
-from scipy.signal import fftconvolve
 from skimage.feature import multiscale_basic_features
-from skimage.filters import difference_of_gaussians, gabor_kernel, threshold_otsu
+from skimage.filters import difference_of_gaussians, threshold_otsu
 from skimage.future import fit_segmenter, predict_segmenter
 from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier
@@ -34,6 +33,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from texseg._validate import check_int, check_positive
+from texseg.inference.gabor import DEFAULT_FREQUENCIES, DEFAULT_ORIENTATIONS, gabor_bank, gabor_energies
 from texseg.segmenters.base import Segmenter, as_channels, check_images, register_segmenter
 
 __all__ = ["GaborKMeans", "LocalEnergy", "RandomForest"]
@@ -111,8 +111,8 @@ class LocalEnergy(Segmenter):
 class GaborKMeans(Segmenter):
     """Gabor filter-bank features clustered with k-means (Jain & Farrokhnia 1991)."""
     name: ClassVar[str] = "gabor-kmeans"
-    frequencies: tuple[float, ...] = _param((0.1, 0.2, 0.35), "filter frequencies, cycles per pixel")
-    orientations: int = _param(4, "orientations per frequency, evenly spaced over 180 degrees")
+    frequencies: tuple[float, ...] = _param(DEFAULT_FREQUENCIES, "filter frequencies, cycles per pixel")
+    orientations: int = _param(DEFAULT_ORIENTATIONS, "orientations per frequency, evenly spaced over 180 degrees")
     bandwidth: float = _param(1.0, "frequency bandwidth of each filter, octaves")
     alpha: float = _param(1.0, "slope of the tanh non-linearity, per standardised response")
     smoothing: float = _param(1.0, "Gaussian window sigma as a multiple of each filter's period 1/f")
@@ -129,26 +129,16 @@ class GaborKMeans(Segmenter):
         self.smoothing = check_positive("gabor-kmeans.smoothing", self.smoothing)
         self.coordinates = check_positive("gabor-kmeans.coordinates", self.coordinates, allow_zero=True)
         self.seed = check_int("gabor-kmeans.seed", self.seed, minimum=0, maximum=2**32 - 1)
-        self._kernels: list[tuple[float, np.ndarray]] | None = None
 
-    def kernels(self) -> list[tuple[float, np.ndarray]]:
+    def kernels(self) -> tuple[tuple[float, np.ndarray], ...]:
         """(frequency, real Gabor kernel) for every filter of the bank."""
-        if self._kernels is None:
-            thetas = np.pi * np.arange(self.orientations) / self.orientations
-            self._kernels = [(f, np.real(gabor_kernel(f, theta=t, bandwidth=self.bandwidth)))
-                             for f in self.frequencies for t in thetas]
-        return self._kernels
+        return gabor_bank(self.frequencies, self.orientations, self.bandwidth)
 
     def features(self, image: np.ndarray) -> np.ndarray:
         """(H * W, F) standardised features of one (H, W) image."""
         h, w = image.shape
-        feats = []
-        for freq, kernel in self.kernels():
-            pad = max(kernel.shape) // 2
-            padded = np.pad(image - image.mean(), pad, mode="reflect")
-            response = fftconvolve(padded, kernel, mode="same")[pad:pad + h, pad:pad + w]
-            response = np.tanh(self.alpha * response / (response.std() + 1e-12))
-            feats.append(ndimage.gaussian_filter(np.abs(response), self.smoothing / freq, mode="reflect").ravel())
+        energies = gabor_energies(image, self.kernels(), alpha=self.alpha, smoothing=self.smoothing)
+        feats = list(energies.reshape(len(energies), -1))
         if self.coordinates > 0:
             yy, xx = np.mgrid[0:h, 0:w]
             feats += [yy.ravel().astype(np.float64), xx.ravel().astype(np.float64)]

@@ -17,6 +17,9 @@ from texseg.segmenters.model import ModelSegmenter
 
 __all__ = ["load_segmenter"]
 
+#: What :func:`load_segmenter` passes on to an :class:`EmbeddingSegmenter`.
+_EMBEDDING_ARGS = ("batch_size", "gabor_weight", "seed")
+
 
 def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.device | None = None,
                    **method_args: Any) -> Segmenter:
@@ -27,7 +30,9 @@ def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.
             ``texseg train`` or ``texseg train-general`` (holding ``model.json`` and
             ``model.safetensors``), or a shipped model ``texseg:<name>`` (e.g. ``texseg:general``).
         device: where a trained model runs (default CPU); classical methods run on the CPU.
-        **method_args: parameters of a classical method (see :func:`segmenter_params`).
+        **method_args: parameters of a classical method (see :func:`segmenter_params`), or of
+            a texture-embedding model's grouping: ``gabor_weight``, ``seed``, ``batch_size``
+            (see :class:`~texseg.segmenters.general.EmbeddingSegmenter`).
 
     Raises:
         ValueError: unknown name, unknown parameter or a value out of range (one line).
@@ -35,10 +40,15 @@ def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.
     """
     text = os.fspath(name_or_run_dir)
     if text not in _registered() and (Path(text).is_dir() or is_pretrained_name(text)):
-        if method_args:
-            raise ValueError(f"method arguments apply to classical methods only, not to {text}")
         if is_pretrained_name(text) or read_model_json(text).get("name") == "texnet":
-            return EmbeddingSegmenter(text, device=device)
+            unknown = sorted(set(method_args) - set(_EMBEDDING_ARGS))
+            if unknown:
+                raise ValueError(f"method argument {unknown[0]!r}: a texture-embedding model takes "
+                                 f"{', '.join(_EMBEDDING_ARGS)}")
+            return EmbeddingSegmenter(text, device=device, **method_args)
+        if method_args:
+            raise ValueError(f"method arguments apply to classical methods and texture-embedding models only, "
+                             f"not to {text}")
         return ModelSegmenter(text, device=device)
     cls = segmenter_class(text)  # a wrong name: the one-line list of valid ones
     allowed = {p.name for p in segmenter_params(text)}
