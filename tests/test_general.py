@@ -260,7 +260,7 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
                                                                    for e, i in zip(emb, images)]))
     assert torch.equal(seg.segment(images, 3)[:, 0], torch.stack([cluster_embeddings(with_gabor(e, i[0]), 3)
                                                                  for e, i in zip(emb, images)]))
-    with pytest.raises(ValueError, match="takes batch_size, gabor_weight, seed"):
+    with pytest.raises(ValueError, match="takes batch_size, gabor_weight, reference_gabor_weight, seed"):
         load_segmenter(str(tmp_path / "run"), window=3)
     # the CLI: predict with K given, refused options, a clear error for a bad K
     from PIL import Image

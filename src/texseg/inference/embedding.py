@@ -50,7 +50,7 @@ REFERENCE_SIDE = 96
 
 
 def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: np.ndarray, scale: float = 1.0,
-                         precision: str = "auto") -> tuple[Tensor, Tensor]:
+                         precision: str = "auto", gabor_weight: float = 0.0) -> tuple[Tensor, Tensor]:
     """Embeddings of ``image`` and the mean embedding of the texture of ``patch``, in one pass.
 
     The patch is mirrored out (no seams) into a strip as tall as the image and set beside
@@ -61,6 +61,8 @@ def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: n
     Args:
         image: (H, W) luminance; patch: (h, w) luminance in the same units (e.g. both read
             from files; cropped to H rows if taller). They are normalised together.
+        gabor_weight: > 0: the Gabor energies of image and strip set beside the embeddings
+            (:func:`texseg.inference.grouping.with_gabor`), so D grows by the bank's 12 filters.
 
     Returns:
         (D, H', W') embeddings of the image (H', W' the scaled size) and the reference's (D,) mean.
@@ -71,7 +73,10 @@ def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: n
     side = max(REFERENCE_SIDE, pw)
     top, left = (h - ph) // 2, (side - pw) // 2
     strip = np.pad(patch, ((top, h - ph - top), (left, side - pw - left)), mode="symmetric")
-    emb = _embed_image(model, np.concatenate([np.asarray(image, dtype=np.float32), strip], axis=1), scale, precision)
+    x = _network_input(np.concatenate([np.asarray(image, dtype=np.float32), strip], axis=1), scale)
+    emb = embed(model, x, precision=precision)[0]
+    if gabor_weight:
+        emb = with_gabor(emb, x[0, 0], gabor_weight)
     width = emb.shape[-1] * w // (w + side)
     y0, y1 = round(top * scale), round((top + ph) * scale)
     x0, x1 = width + round(left * scale), width + round((left + pw) * scale)
@@ -124,7 +129,7 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
         check_int("regions", regions, 2, MAX_REGIONS)
     options = options or GroupOptions()
     if reference is not None:
-        emb, ref = embed_with_reference(model, image, reference, scale, precision)
+        emb, ref = embed_with_reference(model, image, reference, scale, precision, options.reference_gabor_weight)
         labels = reference_mask(emb, ref)
     else:
         x = _network_input(image, scale)

@@ -10,10 +10,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from texseg._validate import check_positive
 from texseg.checkpoint import WEIGHTS, load_model, load_pretrained
 from texseg.inference.embedding import embed, embed_with_reference, is_embedding_model
-from texseg.inference.grouping import GABOR_WEIGHT, MAX_REGIONS, cluster_embeddings, reference_mask, with_gabor
+from texseg.inference.grouping import (
+    GABOR_WEIGHT,
+    MAX_REGIONS,
+    REFERENCE_GABOR_WEIGHT,
+    GroupOptions,
+    cluster_embeddings,
+    reference_mask,
+    with_gabor,
+)
 from texseg.models.pretrained import PREFIX, is_pretrained_name
 from texseg.segmenters.base import Segmenter, as_channels, check_images
 
@@ -31,13 +38,16 @@ class EmbeddingSegmenter(Segmenter):
         gabor_weight: K given, the weight of each image's Gabor energies beside its
             embeddings (:func:`texseg.inference.grouping.with_gabor`); 0: the embeddings alone
             (faster, and what a network's validation measures).
+        reference_gabor_weight: the same for the one-shot mode (:meth:`find`).
     """
 
     supervised = False
 
     def __init__(self, source: str | os.PathLike[str], device: str | torch.device | None = None,
-                 batch_size: int = 8, seed: int = 0, gabor_weight: float = GABOR_WEIGHT) -> None:
-        self.gabor_weight = check_positive("gabor_weight", gabor_weight, allow_zero=True)
+                 batch_size: int = 8, seed: int = 0, gabor_weight: float = GABOR_WEIGHT,
+                 reference_gabor_weight: float = REFERENCE_GABOR_WEIGHT) -> None:
+        options = GroupOptions(seed=seed, gabor_weight=gabor_weight, reference_gabor_weight=reference_gabor_weight)
+        self.gabor_weight, self.reference_gabor_weight = options.gabor_weight, options.reference_gabor_weight
         text = os.fspath(source)
         self.model = load_pretrained(text, device=device) if is_pretrained_name(text) else load_model(text, device)
         if not is_embedding_model(self.model):
@@ -73,7 +83,8 @@ class EmbeddingSegmenter(Segmenter):
         check_images(images, 2)
         check_images(reference, 2)
         patch = as_channels(reference, 1)[0, 0].detach().cpu().numpy()
-        out = [reference_mask(*embed_with_reference(self.model, image[0].detach().cpu().numpy(), patch))
+        out = [reference_mask(*embed_with_reference(self.model, image[0].detach().cpu().numpy(), patch,
+                                                    gabor_weight=self.reference_gabor_weight))
                for image in as_channels(images, 1)]
         return torch.stack(out)[:, None].to(images.device)
 
@@ -90,4 +101,5 @@ class EmbeddingSegmenter(Segmenter):
         digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in state.values())).hexdigest()
         return {"name": self.name, "source": self.source if self.source.startswith(PREFIX)
                 else str(Path(self.source).resolve() / WEIGHTS), "model": "texnet", "weights_sha256": digest[:16],
-                "seed": self.seed, "gabor_weight": self.gabor_weight}
+                "seed": self.seed, "gabor_weight": self.gabor_weight,
+                "reference_gabor_weight": self.reference_gabor_weight}

@@ -18,7 +18,7 @@ from texseg.segmenters.model import ModelSegmenter
 __all__ = ["load_segmenter"]
 
 #: What :func:`load_segmenter` passes on to an :class:`EmbeddingSegmenter`.
-_EMBEDDING_ARGS = ("batch_size", "gabor_weight", "seed")
+_EMBEDDING_ARGS = ("batch_size", "gabor_weight", "reference_gabor_weight", "seed")
 
 
 def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.device | None = None,
@@ -31,7 +31,7 @@ def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.
             ``model.safetensors``), or a shipped model ``texseg:<name>`` (e.g. ``texseg:general``).
         device: where a trained model runs (default CPU); classical methods run on the CPU.
         **method_args: parameters of a classical method (see :func:`segmenter_params`), or of
-            a texture-embedding model's grouping: ``gabor_weight``, ``seed``, ``batch_size``
+            a texture-embedding model's grouping: ``gabor_weight``, ``reference_gabor_weight``, ``seed``, ``batch_size``
             (see :class:`~texseg.segmenters.general.EmbeddingSegmenter`).
 
     Raises:
