@@ -153,6 +153,26 @@ def test_gabor_kmeans_and_the_hybrid_grouping_share_one_filter_bank():
     assert np.allclose(gabor_energies(image, dtype=np.float32), energies, atol=1e-4)
 
 
+def test_one_shot_sets_the_gabor_energies_of_image_and_reference_strip_beside_the_embeddings():
+    from texseg.inference.embedding import embed_with_reference
+
+    net = TextureEmbeddingNet(width=8, dilations=(1, 2), embedding_dim=4)
+    image, truth = _two_gaussian_textures(64)
+    patch = image[20:44, 40:64]  # inside region 1
+    emb, ref = embed_with_reference(net, image, patch)
+    assert emb.shape == (4, 64, 64) and ref.shape == (4,)
+    feats, ref_feats = embed_with_reference(net, image, patch, gabor_weight=0.5)
+    assert feats.shape == (4 + 12, 64, 64) and ref_feats.shape == (16,)
+    # the reference strip is the fine texture: its Gabor energies are those of region 1, not region 0
+    g = feats[4:].reshape(12, -1)
+    right, left = g[:, truth.ravel() == 1].mean(1), g[:, truth.ravel() == 0].mean(1)
+    assert (ref_feats[4:] - right).norm() < (ref_feats[4:] - left).norm()
+    with pytest.raises(ValueError, match="reference_gabor_weight"):
+        GroupOptions(reference_gabor_weight=-0.5)
+    with pytest.raises(ValueError, match="seed"):
+        GroupOptions(seed=-1)
+
+
 def test_k_estimated_keeps_a_small_but_valid_region():
     # A region of 4% of the image (above MIN_AREA), well apart from the others, is a region:
     # the K-free rule must count it, not fold it into its neighbour.
