@@ -173,6 +173,13 @@ def test_one_shot_sets_the_gabor_energies_of_image_and_reference_strip_beside_th
         GroupOptions(seed=-1)
 
 
+def test_the_cli_default_gabor_weight_is_the_librarys():
+    from texseg.cli.predict import predict
+
+    (option,) = [p for p in predict.params if p.name == "gabor_weight"]
+    assert option.default == GABOR_WEIGHT
+
+
 def test_k_estimated_keeps_a_small_but_valid_region():
     # A region of 4% of the image (above MIN_AREA), well apart from the others, is a region:
     # the K-free rule must count it, not fold it into its neighbour.
