@@ -23,6 +23,7 @@ from torch import nn
 
 from texseg._validate import check_choice
 from texseg.device import fast_bf16
+from texseg.inference.fusion import channels_last, inference_model
 
 __all__ = ["PRECISIONS", "forward", "forward_probs", "model_device", "probs_of", "resolve_precision"]
 
@@ -60,11 +61,13 @@ def forward(model: nn.Module, x: torch.Tensor, precision: str = "auto") -> torch
     """
     device = model_device(model)
     dtype = resolve_precision(precision, device)
-    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    net = inference_model(model, dtype or torch.float32)
+    x = channels_last(x.to(device))
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = model(x)
-    # Cloned outside inference mode: callers (and users of texseg.predict) get an ordinary tensor.
-    return out.float().clone(memory_format=torch.contiguous_format)
+        out = net(x)
+    # Made outside inference mode: callers (and users of texseg.predict) get an ordinary tensor.
+    result = out.to(torch.float32, memory_format=torch.contiguous_format)
+    return out.clone(memory_format=torch.contiguous_format) if result is out else result
 
 
 def probs_of(logits: torch.Tensor) -> torch.Tensor:
