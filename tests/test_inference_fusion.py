@@ -142,3 +142,14 @@ def test_memory_probe_runs_once_per_model():
     check_predict_memory(model, 1024, 768)
     assert len(calls) == 1
     assert model_cache.get(model, "activation_bytes", lambda: None) is not None
+
+
+def test_cache_clear_after_a_change_through_data():
+    torch.manual_seed(0)
+    model = _with_batchnorm_statistics(texseg.create_model("cnn"))
+    x = torch.rand(1, 1, 32, 32)
+    forward(model, x, precision="fp32")
+    model.out.bias.data.add_(1.0)  # .data: no version counter sees it
+    model_cache.clear(model)
+    with torch.no_grad():
+        assert torch.allclose(forward(model, x, precision="fp32"), model(x), atol=1e-4)

@@ -21,7 +21,8 @@ function with fewer passes over memory, for :func:`texseg.inference.inferer.forw
 The results are the model's up to float rounding (tests/test_inference_fusion.py: within
 1e-4 in fp32). The copy is cached per model object and rebuilt when a parameter, buffer or
 submodule of the model changes (training steps and ``load_state_dict`` bump the tensors'
-version counters); the user's model is never modified. Models in train mode, models
+version counters; after an in-place change through ``param.data``, which bypasses them, call
+``model_cache.clear(model)``); the user's model is never modified. Models in train mode, models
 without parameters (an ONNX session) and models that cannot be copied run as they are.
 """
 
@@ -31,6 +32,7 @@ import copy
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,7 +42,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from texseg.models.cnn import CNN
 
-__all__ = ["ConvAct", "channels_last", "inference_model", "model_cache"]
+__all__ = ["ConvAct", "InputShift", "build_inference_model", "channels_last", "inference_model", "model_cache",
+           "model_state_key"]
 
 
 def channels_last(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -58,35 +61,47 @@ def _fused_relu_available(device: torch.device) -> bool:
         torch.ops.mkldnn, "_convolution_pointwise")
 
 
+@dataclass(frozen=True)
+class InputShift:
+    """An affine map folded into a convolution's input: it is given ``r`` and stands for ``y = sign * r + shift``.
+
+    Attributes:
+        sign, shift: (C_in,) float32, per input channel.
+        weight, bias: the convolution acting on ``y`` (for the border rows and columns).
+    """
+
+    sign: torch.Tensor
+    shift: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+
 class ConvAct(nn.Module):
     """A 2-D convolution with an optional fused ReLU and an optional affine map folded into its input.
 
-    With ``shift`` (the previous layer's output ``r`` stands for ``y = sign * r + shift``,
-    per channel), ``weight``/``bias`` act on ``r`` and ``border_weight``/``border_bias`` on
+    With ``border`` (the previous layer's output ``r`` stands for ``y = sign * r + shift``,
+    per channel), ``weight``/``bias`` act on ``r`` and ``border.weight``/``border.bias`` on
     ``y``: the ``2 * padding`` border rows and columns are recomputed from ``y`` so that
     the zero padding pads ``y``, as in the model.
 
     Args:
         weight, bias: the convolution acting on the input it is given.
-        padding, stride, dilation, groups: as ``nn.Conv2d``'s.
+        like: the ``nn.Conv2d`` whose padding, stride, dilation and groups it has.
         relu: apply a ReLU to the output.
-        sign, shift: (C_in,) affine map folded in (stride 1, dilation 1, groups 1 only).
-        border_weight, border_bias: the convolution acting on ``y`` (with ``shift``).
+        border: the affine map folded in (stride 1, dilation 1, groups 1 and "same" padding only).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, padding: tuple[int, int],
-                 stride: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1), groups: int = 1,
-                 relu: bool = False, sign: torch.Tensor | None = None, shift: torch.Tensor | None = None,
-                 border_weight: torch.Tensor | None = None, border_bias: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, like: nn.Conv2d, relu: bool = False,
+                 border: InputShift | None = None) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
-        self.padding, self.stride, self.dilation, self.groups = list(padding), list(stride), list(dilation), groups
+        self.padding, self.stride = list(like.padding), list(like.stride)
+        self.dilation, self.groups = list(like.dilation), like.groups
         self.relu = relu
-        self.shifted = shift is not None
-        for name, t in (("sign", sign), ("shift", shift), ("border_weight", border_weight),
-                        ("border_bias", border_bias)):
-            self.register_buffer(name, t)
+        self.shifted = border is not None
+        for name in ("sign", "shift", "border_weight", "border_bias"):
+            self.register_buffer(name, None if border is None else getattr(border, name.removeprefix("border_")))
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         x = x.to(weight.dtype)
@@ -200,15 +215,13 @@ def _fuse_chain(mods: list[nn.Module], dtype: torch.dtype) -> list[nn.Module]:
             w, b = w * scale.abs().view(-1, 1, 1, 1), b * scale.abs()
             after = (torch.where(scale < 0, -1.0, 1.0).to(scale), shift)
             j += 1
-        kwargs: dict[str, Any] = {"padding": m.padding, "stride": m.stride, "dilation": m.dilation,
-                                  "groups": m.groups, "relu": relu}
+        border = None
         if pending is not None:
             sign, shift = pending
-            kwargs.update(sign=sign.to(torch.float32), shift=shift.to(torch.float32),
-                          border_weight=channels_last(w, dtype), border_bias=b.to(dtype))
+            border = InputShift(sign.to(torch.float32), shift.to(torch.float32), channels_last(w, dtype), b.to(dtype))
             b = b + (w * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
             w = w * sign.view(1, -1, 1, 1)
-        out.append(ConvAct(channels_last(w, dtype), b.to(dtype), **kwargs))
+        out.append(ConvAct(channels_last(w, dtype), b.to(dtype), m, relu, border))
         pending = after
         i = j
     if pending is not None:
@@ -288,6 +301,12 @@ class _Cache:
         with self._lock:
             self._entries.setdefault(model, {})[tag] = (key, value)
         return value
+
+    def clear(self, model: nn.Module) -> None:
+        """Forget what was cached for ``model`` (after changing its weights through ``.data``, which no
+        version counter sees)."""
+        with self._lock:
+            self._entries.pop(model, None)
 
 
 def model_state_key(model: nn.Module) -> tuple | None:

@@ -5,8 +5,11 @@
 inferer is shared by validation and deployment). It runs the model
 
 * under ``torch.inference_mode`` (no autograd bookkeeping, no version counters);
-* on a channels-last input (oneDNN's blocked convolutions; the weights are left as they
-  are, so a model that is trained or saved afterwards is unchanged);
+* on a channels-last input (oneDNN's blocked convolutions), its strides set explicitly
+  (:func:`texseg.inference.fusion.channels_last`: a one-channel image's otherwise read as NCHW);
+* through the model's fused inference copy (:func:`texseg.inference.fusion.inference_model`:
+  BatchNorm folded, ReLU fused, weights channels-last in the working dtype), so the
+  user's model is left as it is and trains or saves unchanged;
 * in bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX) or the GPU
   supports it (``precision="auto"``).
 
