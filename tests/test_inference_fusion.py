@@ -153,3 +153,28 @@ def test_cache_clear_after_a_change_through_data():
     model_cache.clear(model)
     with torch.no_grad():
         assert torch.allclose(forward(model, x, precision="fp32"), model(x), atol=1e-4)
+
+
+class _Counting(nn.Module):
+    """A model of the user's own making that keeps state when called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.calls = nn.Conv2d(1, 1, 3, padding=1), nn.BatchNorm2d(1), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.bn(self.conv(x))
+
+
+def test_foreign_modules_and_hooked_models_run_as_they_are():
+    counting = _Counting().eval()
+    assert inference_model(counting) is counting
+    forward(counting, torch.rand(1, 1, 16, 16))
+    assert counting.calls == 1
+    model = texseg.create_model("cnn").eval()
+    seen = []
+    model.blocks[0][2].register_forward_hook(lambda *a: seen.append(1))  # a hook on a BatchNorm folded away
+    assert inference_model(model) is model
+    forward(model, torch.rand(1, 1, 16, 16))
+    assert seen == [1]

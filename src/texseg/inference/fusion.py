@@ -23,7 +23,8 @@ The results are the model's up to float rounding (tests/test_inference_fusion.py
 submodule of the model changes (training steps and ``load_state_dict`` bump the tensors'
 version counters; after an in-place change through ``param.data``, which bypasses them, call
 ``model_cache.clear(model)``); the user's model is never modified. Models in train mode, models
-without parameters (an ONNX session) and models that cannot be copied run as they are.
+without parameters (an ONNX session), models with forward hooks and models holding modules
+other than torch.nn's and texseg's own (which may keep state or act when called) run as they are.
 """
 
 from __future__ import annotations
@@ -326,6 +327,16 @@ def model_state_key(model: nn.Module) -> tuple | None:
 model_cache = _Cache()
 
 
+def _copyable(model: nn.Module) -> bool:
+    """Whether running a copy is the same as running ``model``: only torch.nn layers and texseg's modules, no hooks.
+
+    A module of another origin may keep state or act when called (count its calls, send
+    a signal), and a hook expects to see the model's own modules: those run as they are.
+    """
+    return all(type(m).__module__.split(".")[0] in ("torch", "texseg") and not (m._forward_hooks or
+               m._forward_pre_hooks) for m in model.modules())
+
+
 def inference_model(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """The cached fused copy of ``model`` for inference in ``dtype`` (``model`` itself where none applies).
 
@@ -336,6 +347,7 @@ def inference_model(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.
     Returns:
         A module computing what ``model`` computes up to float rounding.
     """
-    if model.training or next(model.parameters(), None) is None or model_state_key(model) is None:
+    if model.training or next(model.parameters(), None) is None or not _copyable(model) or \
+            model_state_key(model) is None:
         return model
     return model_cache.get(model, ("fused", dtype), lambda: build_inference_model(model, dtype))
