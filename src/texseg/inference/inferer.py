@@ -14,9 +14,9 @@ inferer is shared by validation and deployment). It runs the model
   supports it (``precision="auto"``).
 
 ``benchmarks/bench_inference.py`` measured it on a 2-core AMD EPYC (AVX-512, avx512_bf16),
-1024x1024, against the former fp32 no-grad path: see ``docs/how-to/deploy.md``. bf16 masks
+1024x1024, against the code without the inference copy: see ``docs/how-to/deploy.md``. bf16 masks
 agree with fp32 masks on >= 99.9% of the pixels of a trained model (tests/test_predict_fast.py);
-``precision="fp32"`` gives the exact fp32 result.
+``precision="fp32"`` gives the fp32 result (the model's up to float rounding: BatchNorm is folded).
 """
 
 from __future__ import annotations
