@@ -178,3 +178,16 @@ def test_foreign_modules_and_hooked_models_run_as_they_are():
     assert inference_model(model) is model
     forward(model, torch.rand(1, 1, 16, 16))
     assert seen == [1]
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch's own, from mkldnn.flags
+def test_without_onednn_the_fused_copy_runs_plain_convolutions():
+    torch.manual_seed(0)
+    model = _with_batchnorm_statistics(texseg.create_model("cnn"))
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        want = model(x)
+        fused = build_inference_model(model)
+        with torch.backends.mkldnn.flags(enabled=False):  # the F.conv2d + relu_ path (CUDA's too)
+            got = fused(channels_last(x))
+    assert torch.allclose(got, want, atol=1e-4)

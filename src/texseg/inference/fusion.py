@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from texseg.device import fast_bf16
 from texseg.models.cnn import CNN
 
 __all__ = ["ConvAct", "InputShift", "build_inference_model", "channels_last", "inference_model", "model_cache",
@@ -57,9 +58,11 @@ def channels_last(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Te
                        memory_format=torch.channels_last).copy_(t)
 
 
-def _fused_relu_available(device: torch.device) -> bool:
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(
-        torch.ops.mkldnn, "_convolution_pointwise")
+def _fused_relu_available(x: torch.Tensor) -> bool:
+    """Whether oneDNN's fused convolution runs ``x``: a CPU with oneDNN enabled, float32, or bf16 where native."""
+    return (x.device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and fast_bf16(x.device))))
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class ConvAct(nn.Module):
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         x = x.to(weight.dtype)
-        if _fused_relu_available(x.device):
+        if _fused_relu_available(x):
             return torch.ops.mkldnn._convolution_pointwise(
                 x, weight, bias, self.padding, self.stride, self.dilation, self.groups,
                 "relu" if self.relu else "none", [], "")
