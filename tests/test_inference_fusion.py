@@ -191,3 +191,11 @@ def test_without_onednn_the_fused_copy_runs_plain_convolutions():
         with torch.backends.mkldnn.flags(enabled=False):  # the F.conv2d + relu_ path (CUDA's too)
             got = fused(channels_last(x))
     assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_texseg_models_get_the_fused_copy():
+    for name in ("cnn", "unet", "seed-cnn"):
+        model = texseg.create_model(name).eval()
+        assert inference_model(model) is not model, name
+    general = texseg.load_pretrained("general")
+    assert inference_model(general) is not general

@@ -336,7 +336,7 @@ def _copyable(model: nn.Module) -> bool:
     A module of another origin may keep state or act when called (count its calls, send
     a signal), and a hook expects to see the model's own modules: those run as they are.
     """
-    return all(type(m).__module__.split(".")[0] in ("torch", "texseg") and not (m._forward_hooks or
+    return all(type(m).__module__.startswith(("torch.nn.", "texseg.")) and not (m._forward_hooks or
                m._forward_pre_hooks) for m in model.modules())
 
 
