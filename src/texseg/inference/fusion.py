@@ -277,7 +277,7 @@ def build_inference_model(model: nn.Module, dtype: torch.dtype = torch.float32) 
         A new module in eval mode, its tensors without gradients.
     """
     fused = copy.deepcopy(model).eval().requires_grad_(False)
-    if isinstance(fused, CNN):  # CNN.logits is out(blocks(x)): one chain, so the last BatchNorm folds too
+    if type(fused) is CNN:  # CNN.logits is out(blocks(x)): one chain, so the last BatchNorm folds too
         fused.blocks = nn.Sequential(*_fuse_chain([*_flatten(fused.blocks), fused.out], dtype))
         fused.out = nn.Identity()
     _fuse_module(fused, dtype)
