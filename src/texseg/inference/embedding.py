@@ -39,8 +39,9 @@ def embed(model: TextureEmbeddingNet, images: Tensor, batch_size: int = 8, preci
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([forward(model, images[s:s + batch_size], precision).to(images.device)
-                          for s in range(0, images.shape[0], batch_size)])
+        out = [forward(model, images[s:s + batch_size], precision).to(images.device)
+               for s in range(0, images.shape[0], batch_size)]
+        return out[0] if len(out) == 1 else torch.cat(out)  # one batch: no (B, D, H, W) copy
     finally:
         model.train(was_training)
 

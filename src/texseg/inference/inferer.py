@@ -5,15 +5,18 @@
 inferer is shared by validation and deployment). It runs the model
 
 * under ``torch.inference_mode`` (no autograd bookkeeping, no version counters);
-* on a channels-last input (oneDNN's blocked convolutions; the weights are left as they
-  are, so a model that is trained or saved afterwards is unchanged);
+* on a channels-last input (oneDNN's blocked convolutions), its strides set explicitly
+  (:func:`texseg.inference.fusion.channels_last`: a one-channel image's otherwise read as NCHW);
+* through the model's fused inference copy (:func:`texseg.inference.fusion.inference_model`:
+  BatchNorm folded, ReLU fused, weights channels-last in the working dtype), so the
+  user's model is left as it is and trains or saves unchanged;
 * in bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX) or the GPU
   supports it (``precision="auto"``).
 
 ``benchmarks/bench_inference.py`` measured it on a 2-core AMD EPYC (AVX-512, avx512_bf16),
-1024x1024, against the former fp32 no-grad path: see ``docs/how-to/deploy.md``. bf16 masks
+1024x1024, against the code without the inference copy: see ``docs/how-to/deploy.md``. bf16 masks
 agree with fp32 masks on >= 99.9% of the pixels of a trained model (tests/test_predict_fast.py);
-``precision="fp32"`` gives the exact fp32 result.
+``precision="fp32"`` gives the fp32 result (the model's up to float rounding: BatchNorm is folded).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 
 from texseg._validate import check_choice
 from texseg.device import fast_bf16
+from texseg.inference.fusion import channels_last, inference_model
 
 __all__ = ["PRECISIONS", "forward", "forward_probs", "model_device", "probs_of", "resolve_precision"]
 
@@ -60,11 +64,13 @@ def forward(model: nn.Module, x: torch.Tensor, precision: str = "auto") -> torch
     """
     device = model_device(model)
     dtype = resolve_precision(precision, device)
-    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    net = inference_model(model, dtype or torch.float32)
+    x = channels_last(x.to(device))
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = model(x)
-    # Cloned outside inference mode: callers (and users of texseg.predict) get an ordinary tensor.
-    return out.float().clone(memory_format=torch.contiguous_format)
+        out = net(x)
+    # Made outside inference mode: callers (and users of texseg.predict) get an ordinary tensor.
+    result = out.to(torch.float32, memory_format=torch.contiguous_format)
+    return out.clone(memory_format=torch.contiguous_format) if result is out else result
 
 
 def probs_of(logits: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ from texseg.images import (
     to_luminance,
 )
 from texseg.inference.embedding import is_embedding_model, segment_embedded
+from texseg.inference.fusion import model_cache
 from texseg.inference.grouping import GroupOptions
 from texseg.inference.inferer import PRECISIONS, forward_probs, model_device
 from texseg.inference.tiling import WINDOWS, predict_tiled
@@ -135,7 +136,7 @@ def _predict_tensor(model: nn.Module, images: torch.Tensor, batch_size: int, pre
         images = images[None]
     out = [forward_probs(model, images[s:s + batch_size], precision).to(images.device)
            for s in range(0, images.shape[0], batch_size)]
-    return torch.cat(out)
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def model_color(model: nn.Module) -> bool:
@@ -186,13 +187,20 @@ def _tile_for(tile: int | None, wh: int, ww: int) -> int:
     return tile if max(wh, ww) > tile else 0
 
 
-@torch.no_grad()
 def _activation_bytes_per_pixel(model: nn.Module) -> tuple[int, int]:
     """(output channels, bytes per input pixel a no-grad forward pass holds), from a small probe pass.
 
     The largest module output per pixel, three times (an input, an output and a skip
     connection live at once), as the training estimate counts evaluation batches.
+    Cached per model (:data:`texseg.inference.fusion.model_cache`): the probe's many
+    small operations cost a sizeable share of a 1024x1024 prediction on a busy 2-core CPU.
     """
+    return model_cache.get(model, "activation_bytes", lambda: _probe_activation_bytes(model))
+
+
+@torch.no_grad()
+def _probe_activation_bytes(model: nn.Module) -> tuple[int, int]:
+    """:func:`_activation_bytes_per_pixel`, measured."""
     largest = [0]
 
     def count(module: nn.Module, inputs: object, output: object) -> None:

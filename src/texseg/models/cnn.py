@@ -72,4 +72,5 @@ class CNN(SegmentationModel):
         self.out = nn.Conv2d(num_channels, self.num_classes, kernel_size, 1, pad, bias=bias)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        # texseg.inference.fusion folds this as one chain (blocks, then out): keep it a chain.
         return self.out(self.blocks(x))
