@@ -577,3 +577,62 @@ def test_a_short_run_checkpoints_once_before_the_end_on_the_default_cadence(monk
     saved.clear()
     texseg.train(tiny(iterations=8, eval_every=2), tmp_path / "b", progress=False)
     assert len(saved) == len(read_csv(tmp_path / "b" / "metrics.csv")) + 2 == 6  # and every evaluation's
+
+
+# ------------------------------------------------- per-trial overhead of lr tuning (issue 20)
+def test_lr_tuning_runs_are_scored_once_at_their_end_and_write_no_figures(tmp_path, untrivial):
+    """A tuning run of a couple of seconds is mostly training: one evaluation (the final one, on its whole
+    held-out set: what the choice is made on), no interim checkpoint, no figures or report, even when the
+    comparison's own runs ask for figures and evaluate every 2 steps."""
+    from texseg.experiments import ComparisonSettings, run_comparison
+
+    out = tmp_path / "cmp"
+    got = run_comparison(tiny(figures=True, keep_best=True), "optimizer", ["sgd", "adam"], out,
+                         ComparisonSettings(seeds=1, tune=TuneSettings(tune_lrs=(1e-2, 1e-1), tune_fraction=1.0)))
+    assert got.lrs is not None and len(got.tuning.trials) == 4
+    for run in (out / "lr-tuning" / "runs").iterdir():
+        rows = read_metrics(run)
+        assert [int(r["step"]) for r in rows] == [4]  # the final evaluation only
+        assert json.loads((run / "summary.json").read_text())["val_size"] == 4  # every held-out image
+        config = json.loads((run / "config.json").read_text())
+        assert config["evals"] == 1 and config["eval_every"] is None and config["val_seed"] == tiny().val_seed + 1
+        written = {p.name for p in run.iterdir()}
+        assert not written & {"samples.png", "curves.png", "report.html", "best", "resume.pt"}, written
+    compared = next((out / "runs").iterdir())  # the comparison's runs keep what they asked for
+    assert len(read_metrics(compared)) == 2 and (compared / "curves.png").is_file()
+
+
+def test_a_serial_experiment_measures_the_machines_load_once_not_before_every_trial(tmp_path, monkeypatch):
+    """Counting the busy cores takes 80 ms, 4% of a 2-s tuning run: trials one after another reuse a
+    measurement for 30 s (texseg.threads.ThreadChooser)."""
+    from texseg import threads
+
+    calls = []
+    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (calls.append(1), 0.0)[1])
+    outcome = run_trials([Trial("a", tiny(), 0), Trial("b", tiny(), 0), Trial("c", tiny(), 0)], tmp_path / "exp")
+    assert [r.status for r in outcome.results] == ["completed"] * 3
+    assert len(calls) == 1
+    clock = iter([0.0, 10.0, 31.0, 32.0])
+    choose = threads.ThreadChooser(max_age=30.0, clock=lambda: next(clock))
+    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (calls.append(1), 4.0)[1])
+    assert [choose(2) for _ in range(4)] == [1, 1, 1, 1] and choose.measurements == 2  # again after 30 s
+
+
+def test_evals_sets_how_often_a_run_is_scored_and_does_not_change_a_trials_identity(tmp_path, monkeypatch):
+    from texseg.training import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "EVAL_SHARE", 0.9)  # every due evaluation is affordable
+    train(tiny(iterations=12, eval_every=None, evals=4), tmp_path / "four", progress=False)
+    assert [int(r["step"]) for r in read_metrics(tmp_path / "four")] == [3, 6, 9, 12]
+    train(tiny(iterations=12, eval_every=None, evals=1), tmp_path / "one", progress=False)
+    assert [int(r["step"]) for r in read_metrics(tmp_path / "one")] == [12]
+    with pytest.raises(ValueError, match="evals"):
+        tiny(evals=0).validate()
+    # A run of an older texseg (no `evals` in its config.json) is the same trial: skipped, not refused.
+    exp = tmp_path / "exp"
+    run_trials([Trial("a", tiny(), 0)], exp)
+    config = exp / "runs" / "a-seed0" / "config.json"
+    written = json.loads(config.read_text())
+    del written["evals"]
+    config.write_text(json.dumps(written))
+    assert [r.action for r in run_trials([Trial("a", tiny(evals=1), 0)], exp).results] == ["skipped"]

@@ -11,6 +11,7 @@ import pytest
 import texseg.device
 from conftest import run_main
 from texseg.device import _cgroup_available, cpu_available_bytes
+from texseg.training.config import TrainConfig
 
 
 def test_cgroup_v2_limits_of_the_group_and_its_parents(tmp_path):
@@ -77,3 +78,20 @@ def test_a_json_suite_too_large_to_generate_is_refused_naming_count(tmp_path, tw
     with pytest.raises(ValueError, match=r"suite big: generating its 100000 images of 256x256 needs about .* "
                                          r"use a smaller count"):
         resolve_suite(path).load()
+
+
+def test_the_training_memory_estimate_builds_the_model_once_per_process_for_the_same_shapes(monkeypatch):
+    """An experiment's trials share their model and input sizes: the meta-device count (25 ms) is not
+    repeated before every trial (issue 20)."""
+    from texseg.training import memory
+
+    built = []
+    real = memory.create_model
+    monkeypatch.setattr(memory, "create_model", lambda *a, **k: (built.append(a[0]), real(*a, **k))[1])
+    memory._model_elements.cache_clear()
+    config = TrainConfig(model="cnn", image_size=32, batch_size=2, val_size=4)
+    first = memory.estimate_training_bytes(config)
+    n = len(built)
+    assert memory.estimate_training_bytes(config) == first and len(built) == n  # nothing counted again
+    assert memory.estimate_training_bytes(TrainConfig(model="cnn", image_size=64, batch_size=2, val_size=4)) > first
+    assert len(built) > n  # another image size is counted anew

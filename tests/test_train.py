@@ -492,3 +492,22 @@ def test_run_label_mode_reads_the_run_or_the_scene(tmp_path):
     assert run_label_mode(tmp_path / "bare", {"texture": "mixed"}) == "any"
     assert run_label_mode(tmp_path / "bare", {"texture": "gaussian"}) == "fixed"
     assert run_label_mode(tmp_path / "bare") == "fixed"
+
+
+def test_runs_of_one_process_draw_a_shared_validation_set_once_and_each_gets_its_own_copy(monkeypatch):
+    """An experiment's trials share their held-out set (issue 20): drawn once per process, copied per run."""
+    from texseg.training import engine
+
+    drawn = []
+    real = engine.generate
+    monkeypatch.setattr(engine, "generate", lambda *a, **k: (drawn.append(a[1]), real(*a, **k))[1])
+    engine._cached_validation_set.cache_clear()
+    config = TrainConfig(image_size=32, val_size=6, val_seed=12345)
+    images, targets = engine.validation_set(config, torch.device("cpu"))
+    images.zero_()  # a run may do what it likes with its copy
+    again, targets2 = engine.validation_set(config, torch.device("cpu"))
+    assert drawn == [6] and again.abs().sum() > 0 and torch.equal(targets, targets2)
+    fresh = torch.Generator().manual_seed(12345)
+    assert torch.equal(again, real(config.scene(), 6, generator=fresh)[0])  # the same set as drawn anew
+    engine.validation_set(TrainConfig(image_size=32, val_size=6, val_seed=54321), torch.device("cpu"))
+    assert drawn == [6, 6]  # another seed is another set

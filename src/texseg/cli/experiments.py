@@ -22,7 +22,7 @@ from texseg.errors import ExitCode
 from texseg.training.config import TrainConfig
 
 # Train options the range test has no use for: it sets the lr itself and evaluates nothing.
-RANGE_UNUSED = ("lr", "schedule", "warmup", "time_budget", "eval_every", "val_size", "val_seed")
+RANGE_UNUSED = ("lr", "schedule", "warmup", "time_budget", "eval_every", "evals", "val_size", "val_seed")
 DIFFICULTY_VARIED = ("sigma1", "sigma2", "sigmas", "regions")
 
 

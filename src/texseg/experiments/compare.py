@@ -85,6 +85,12 @@ def check_lr_map(lrs: dict[str, float], labels: Sequence[str]) -> dict[str, floa
     return {label: check_values("lrs", [lrs[label]])[0] for label in labels}
 
 
+# What the learning-rate tuning's runs change in the comparison's config besides the budget and val_seed:
+# one evaluation (the final one, on every held-out image), and none of a run's optional outputs.
+TUNING_RUN: dict[str, Any] = {"eval_every": None, "evals": 1, "early_stop": None, "figures": False,
+                              "tensorboard": False, "keep_best": False}
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     """The short learning-rate sweep that chooses each value's lr (``lrs="auto"``).
@@ -110,10 +116,15 @@ class TuneSettings:
 
 def tuning_experiment(base: TrainConfig, name: str, values: Sequence[Any], tune: TuneSettings,
                       command: str = "") -> Experiment:
-    """The short sweep: every value x every candidate lr, on a shortened budget and its own validation set."""
+    """The short sweep: every value x every candidate lr, on a shortened budget and its own validation set.
+
+    Its runs are scored once, at their end, on their whole held-out set (what the choice is made on), and
+    write nothing a choice does not need (:data:`TUNING_RUN`): no interim evaluations or checkpoints,
+    figures, TensorBoard events or best weights, so a run of a couple of seconds is mostly training.
+    """
     tune.validate()
     fraction = tune.tune_fraction
-    short = replace(base, val_seed=base.val_seed + 1,
+    short = replace(base, val_seed=base.val_seed + 1, **TUNING_RUN,
                     iterations=None if base.iterations is None else max(1, math.ceil(base.iterations * fraction)),
                     time_budget=None if base.time_budget is None else base.time_budget * fraction)
     seeds = [base.seed + i for i in range(tune.tune_seeds)]
@@ -121,7 +132,8 @@ def tuning_experiment(base: TrainConfig, name: str, values: Sequence[Any], tune:
               for v in values for lr in tune.tune_lrs for s in seeds]
     desc = (f"Learning-rate selection for the comparison of {name} values in the parent folder: every value x "
             f"every candidate lr, {budget_text(short)} ({fraction:g} of the comparison's budget), "
-            f"{tune.tune_seeds} seed(s), scored on a separate held-out set (val_seed {short.val_seed}).")
+            f"{tune.tune_seeds} seed(s), each scored once at its end on a separate held-out set (val_seed "
+            f"{short.val_seed}, {short.val_size} images).")
     return Experiment(f"Learning-rate selection per {name}", desc, trials, (name, "lr"), short, command)
 
 

@@ -38,13 +38,21 @@ from texseg.checkpoint import RESUME_STATE
 from texseg.errors import CheckpointError
 from texseg.io import exclusive_lock
 from texseg.signals import catch_stop_signals
+from texseg.threads import ThreadChooser
 from texseg.training.config import TrainConfig
 from texseg.training.defaults import DEVICE_FIELDS, PINNED_FIELDS
 from texseg.training.loop import StorageError, resume_training, train
 from texseg.training.memory import estimate_training_bytes
 from texseg.training.rundir import CONFIG, SUMMARY, RunStatus, read_status
 from texseg.training.summary import RunSummary
-from texseg.workers import auto_jobs, send_signal, start_worker, threads_per_worker, worker_setup
+from texseg.workers import (
+    auto_jobs,
+    available_cores,
+    send_signal,
+    start_worker,
+    threads_per_worker,
+    worker_setup,
+)
 
 COMPLETED, INTERRUPTED = RunStatus.COMPLETED, RunStatus.INTERRUPTED
 FAILED = RunStatus.FAILED  # the trial raised an exception
@@ -120,6 +128,8 @@ def _comparable(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """A config as a dict without the fields that do not change results' meaning."""
     d = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     d.pop("threads", None)  # the thread count follows --jobs and may change between runs
+    if d.get("early_stop") is None:  # then how often a run is scored does not change what it trains
+        d.pop("evals", None)  # (and runs of an older texseg lack the key)
     return d
 
 
@@ -237,8 +247,8 @@ def run_trials(trials: Sequence[Trial], exp_dir: str | os.PathLike[str], *, jobs
                 record(_ended_result(t, d))
         todo = [(t, d, p) for t, d, p in zip(trials, dirs, plans) if p != "skip"]
         workers = max(1, min(jobs, len(todo)))
-        if workers == 1:  # threads None: each trial takes every core, or one on a busy machine (build_trainer)
-            _run_serial(todo, None, progress, record)
+        if workers == 1:  # each trial takes every core, or one on a busy machine (measured every 30 s)
+            _run_serial(todo, ThreadChooser(), progress, record)
         else:
             _run_parallel(todo, workers, threads_per_worker(workers), record)
     # Interrupted means work is left: a stop signal after the last trial ended changes nothing.
@@ -284,9 +294,13 @@ class _Recorder:
                      + (f" - {r.error}" if r.error and r.status != COMPLETED else "") + warn)
 
 
-def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int | None, progress: bool,
+def _run_serial(todo: list[tuple[Trial, Path, str]], threads: Callable[[int], int], progress: bool,
                 record: Callable[[TrialResult], None]) -> None:
-    """Trials one after another in this process, until a stop signal (the rest are recorded as not run)."""
+    """Trials one after another in this process, until a stop signal (the rest are recorded as not run).
+
+    Args:
+        threads: the torch threads of a new trial, given the cores (a :class:`~texseg.threads.ThreadChooser`).
+    """
     queue = deque(todo)
     with catch_stop_signals() as stop:
         while queue and not stop.count:
@@ -294,7 +308,7 @@ def _run_serial(todo: list[tuple[Trial, Path, str]], threads: int | None, progre
             # A signal inside training stops the run (status interrupted); one during a
             # trial's set-up stops it before its run directory exists (not run).
             try:
-                r = execute_trial(trial, run_dir, plan, threads, progress)
+                r = execute_trial(trial, run_dir, plan, threads(available_cores()), progress)
             except signals.Interrupted:
                 queue.appendleft((trial, run_dir, plan))
                 break

@@ -111,8 +111,11 @@ class TrainConfig:
     time_budget: float | None = _opt("stop after this many seconds of training (eval excluded)", gt=0,
                                      default=30.0)
     # evaluation
-    eval_every: int | None = _opt("evaluate on the validation set every N steps; default: about "
-                                  f"{EVALS_PER_RUN} times per run, whatever its length", ge=1, default=None)
+    eval_every: int | None = _opt("evaluate on the validation set every N steps; default: about `evals` times per "
+                                  "run, whatever its length", ge=1, default=None)
+    evals: int = _opt("evaluations per run when eval_every is not given, the last one at its end on the whole "
+                      "validation set (1: only that one, as an experiment's learning-rate tuning runs do)", ge=1,
+                      le=10_000, default=EVALS_PER_RUN)
     val_size: int = _opt("images in the held-out validation set", ge=1, le=100_000, default=64)
     val_seed: int = _opt("seed of the validation set (never the training stream)", ge=0, le=MAX_SEED,
                          default=987654321)

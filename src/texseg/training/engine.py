@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Protocol
 
 import torch
@@ -27,7 +27,7 @@ from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
 from texseg.threads import choose_threads
 from texseg.training import distributed
-from texseg.training.config import EVALS_PER_RUN, TrainConfig
+from texseg.training.config import TrainConfig
 from texseg.training.defaults import DeviceProfile, device_profile, pin_config, pinned_notes, resolve_defaults
 from texseg.training.distributed import Distributed
 from texseg.training.losses import PermutationInvariantLoss, create_loss
@@ -265,13 +265,34 @@ def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
 
 def validation_set(config: TrainConfig, device: torch.device) -> tuple[Tensor, Tensor]:
     """The run's fixed held-out set, as (images, targets): ``val_size`` scenes drawn from ``val_seed``,
-    or ``val_size`` crops of the held-out images when training on a folder."""
-    gen = torch.Generator().manual_seed(config.val_seed)
+    or ``val_size`` crops of the held-out images when training on a folder.
+
+    Generated scenes are drawn once per process for each (scene, size, seed) and copied for each run
+    (:func:`generated_validation_set`): an experiment's trials share their held-out set.
+    """
     if config.data is not None:
-        images, labels = _folder_sets(config)[1].sample(config.val_size, gen)
+        images, labels = _folder_sets(config)[1].sample(config.val_size, torch.Generator().manual_seed(config.val_seed))
     else:
-        images, labels = generate(config.scene(), config.val_size, generator=gen)
-    return images.to(device), target_from_labels(labels, config.regions).to(device)
+        images, labels = generated_validation_set(config.scene(), config.val_size, config.val_seed)
+    return images.to(device, copy=True), target_from_labels(labels, config.regions).to(device)
+
+
+# Held-out sets up to this size are kept for the next run of the process (a few MB for the defaults).
+CACHED_VALIDATION_BYTES = 64 * 2**20
+
+
+def generated_validation_set(scene: SceneSpec, size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``size`` scenes drawn from ``seed`` (``(images, labels)`` on the CPU, not to be modified): drawn once
+    per process while small (:data:`CACHED_VALIDATION_BYTES`), so the trials of an experiment, which share
+    their held-out set, do not draw it again each."""
+    if size * scene.image_size**2 * (3 if scene.color else 1) * 4 > CACHED_VALIDATION_BYTES:
+        return generate(scene, size, generator=torch.Generator().manual_seed(seed))
+    return _cached_validation_set(scene, size, seed)
+
+
+@lru_cache(maxsize=4)
+def _cached_validation_set(scene: SceneSpec, size: int, seed: int) -> tuple[Tensor, Tensor]:
+    return generate(scene, size, generator=torch.Generator().manual_seed(seed))
 
 
 def progress_fraction(config: TrainConfig, step: int, train_seconds: float) -> float:
@@ -285,7 +306,7 @@ def progress_fraction(config: TrainConfig, step: int, train_seconds: float) -> f
 
 
 def evaluation_due(config: TrainConfig, step: int, fraction: float, last_fraction: float) -> bool:
-    """Whether to evaluate after ``step``: every ``eval_every`` steps, else at each 1/20 of the run.
+    """Whether to evaluate after ``step``: every ``eval_every`` steps, else at each ``1/evals`` of the run.
 
     Args:
         config: the run's settings.
@@ -297,7 +318,7 @@ def evaluation_due(config: TrainConfig, step: int, fraction: float, last_fractio
         return True  # the end of the run is always evaluated
     if config.eval_every is not None:
         return step % config.eval_every == 0
-    return int(fraction * EVALS_PER_RUN) > int(last_fraction * EVALS_PER_RUN)
+    return int(fraction * config.evals) > int(last_fraction * config.evals)
 
 
 # Default evaluation cadence (no eval_every): interim evaluations score the first INTERIM_VAL held-out

@@ -3,7 +3,7 @@
 Batches come from the trainer's data source (scenes generated on the fly by default);
 the run stops at ``iterations`` and/or ``time_budget`` seconds of training (evaluation
 time is measured separately and excluded); the model is evaluated in eval mode on a
-fixed held-out set drawn from its own seed about 20 times per run (or every ``eval_every``
+fixed held-out set drawn from its own seed about ``evals`` (20) times per run (or every ``eval_every``
 steps) and at the end.
 
 Every evaluation is also a checkpoint: ``model.safetensors`` (the deliverable),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
 import torch
 
 from texseg.data.scene import estimate_memory_bytes
@@ -15,20 +18,7 @@ def activation_bytes(config: TrainConfig, batch_size: int, bytes_per_element: in
     largest one (what a no-grad pass holds at a time, roughly), counted on the meta
     device, so nothing is allocated however large the request.
     """
-    total, largest = 0, 0
-
-    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
-        nonlocal total, largest
-        if isinstance(output, torch.Tensor):
-            total += output.numel()
-            largest = max(largest, output.numel())
-
-    model = _meta_model(config)
-    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    with torch.device("meta"):
-        model(torch.empty(batch_size, config.model_in_channels, config.image_size, config.image_size))
-    for h in hooks:
-        h.remove()
+    total, largest, _ = _model_elements(*_model_key(config), batch_size)
     return total * bytes_per_element, largest * bytes_per_element
 
 
@@ -42,7 +32,7 @@ def estimate_training_bytes(config: TrainConfig) -> int:
     """
     n2 = config.image_size**2
     eval_batch = min(32, config.val_size)
-    params = sum(p.numel() for p in _meta_model(config).parameters())
+    params = _model_elements(*_model_key(config), 1)[2]
     return (2 * activation_bytes(config, config.batch_size)[0]
             + 3 * activation_bytes(config, eval_batch)[1]
             + config.val_size * n2 * 12
@@ -66,6 +56,32 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
     check_memory(needed, device, what, advice)
 
 
-def _meta_model(config: TrainConfig) -> torch.nn.Module:
+def _model_key(config: TrainConfig) -> tuple[str, str, int, int]:
+    """What the model's sizes depend on: name, constructor arguments (as JSON), input channels, image side."""
+    return (config.model, json.dumps(config.model_init_kwargs, sort_keys=True), config.model_in_channels,
+            config.image_size)
+
+
+@lru_cache(maxsize=64)
+def _model_elements(model: str, kwargs: str, channels: int, image_size: int, batch_size: int) -> tuple[int, int, int]:
+    """(elements of all module outputs, of the largest one, parameters) of one forward pass on the meta device.
+
+    Counted once per process and input size (about 25 ms each time otherwise: an experiment's
+    trials, which mostly share them, paid it before every run).
+    """
+    total, largest = 0, 0
+
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
+        nonlocal total, largest
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+            largest = max(largest, output.numel())
+
     with torch.device("meta"):
-        return create_model(config.model, **config.model_init_kwargs)
+        net = create_model(model, **json.loads(kwargs))
+    hooks = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    with torch.device("meta"):
+        net(torch.empty(batch_size, channels, image_size, image_size))
+    for h in hooks:
+        h.remove()
+    return total, largest, sum(p.numel() for p in net.parameters())
