@@ -127,7 +127,7 @@ def test_gabor_energies_beside_drifting_embeddings_keep_a_stationary_texture_tog
     emb = torch.stack([ramp, torch.from_numpy(truth).float()])
     alone = cluster_embeddings(emb, 2).numpy()
     assert region_metrics(truth, alone, 2)["miou"] < 0.6
-    features = with_gabor(emb, image)
+    features = with_gabor(emb, image, 1.0)
     assert features.shape == (2 + 12, n, n) and features.dtype == torch.float32
     both = cluster_embeddings(features, 2).numpy()
     assert region_metrics(truth, both, 2)["miou"] > 0.8
@@ -280,13 +280,13 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
     assert seg.estimate(images).shape == images.shape
     assert set(torch.unique(seg.find(images, images[:1, :, :8, :8])).tolist()) <= {0, 1}
     assert seg.describe()["model"] == "texnet" and seg.describe()["gabor_weight"] == GABOR_WEIGHT
-    # K given: the Gabor energies beside the embeddings by default; gabor_weight=0 the embeddings alone
-    alone = load_segmenter(str(tmp_path / "run"), gabor_weight=0)
-    emb = alone.embeddings(images)
-    assert torch.equal(alone.segment(images, 3)[:, 0], torch.stack([cluster_embeddings(with_gabor(e, i[0], 0), 3)
-                                                                   for e, i in zip(emb, images)]))
-    assert torch.equal(seg.segment(images, 3)[:, 0], torch.stack([cluster_embeddings(with_gabor(e, i[0]), 3)
-                                                                 for e, i in zip(emb, images)]))
+    # K given: the embeddings alone by default; gabor_weight=1 sets the Gabor energies beside them
+    assert GABOR_WEIGHT == 0
+    hybrid = load_segmenter(str(tmp_path / "run"), gabor_weight=1)
+    emb = seg.embeddings(images)
+    assert torch.equal(seg.segment(images, 3)[:, 0], torch.stack([cluster_embeddings(e, 3) for e in emb]))
+    assert torch.equal(hybrid.segment(images, 3)[:, 0], torch.stack([cluster_embeddings(with_gabor(e, i[0], 1), 3)
+                                                                    for e, i in zip(emb, images)]))
     with pytest.raises(ValueError, match="takes batch_size, gabor_weight, reference_gabor_weight, seed"):
         load_segmenter(str(tmp_path / "run"), window=3)
     # the CLI: predict with K given, refused options, a clear error for a bad K
@@ -311,11 +311,11 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
                               "--out", str(tmp_path / "o3"), "--regions", "3", "--gabor-weight", "-1")
     assert code == 2 and "--gabor-weight" in err and "Traceback" not in err and not (tmp_path / "o3").exists()
     code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
-                              "--out", str(tmp_path / "o4"), "--regions", "3", "--gabor-weight", "0", "--quiet")
+                              "--out", str(tmp_path / "o4"), "--regions", "3", "--gabor-weight", "1", "--quiet")
     assert code == 0, err
-    plain = segment_embedded(seg.model, np.asarray(Image.open(tmp_path / "a.png"), dtype=np.float32), regions=3,
-                             options=GroupOptions(gabor_weight=0))
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "o4" / "a.mask.png")), plain)
+    beside = segment_embedded(seg.model, np.asarray(Image.open(tmp_path / "a.png"), dtype=np.float32), regions=3,
+                              options=GroupOptions(gabor_weight=1))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o4" / "a.mask.png")), beside)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.mask.png")),
                           segment_embedded(seg.model, np.asarray(Image.open(tmp_path / "a.png"), dtype=np.float32),
                                            regions=3))

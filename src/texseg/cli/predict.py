@@ -69,9 +69,9 @@ def _is_memory_error(e: BaseException) -> bool:
               help="texnet models (texseg:general): the number of regions, 2..8 [default: estimated per image]")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="texnet models: an image patch of the texture to find (one-shot); the mask is 1 where it is")
-@click.option("--gabor-weight", type=click.FLOAT, default=1.0, show_default=True,
-              help="texnet models with --regions: weight of the image's Gabor filter-bank energies beside the "
-                   "embeddings; 0: the embeddings alone (faster)")
+@click.option("--gabor-weight", type=click.FLOAT, default=0.0, show_default=True,
+              help="texnet models with --regions: weight of the image's Gabor filter-bank energies set beside the "
+                   "embeddings (e.g. 1; slower); 0: the embeddings alone")
 @click.option("--overwrite", is_flag=True, help="replace existing outputs (default: keep them)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, overlap: float, scale: float,

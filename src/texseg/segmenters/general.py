@@ -36,8 +36,8 @@ class EmbeddingSegmenter(Segmenter):
         batch_size: images per forward pass.
         seed: fixes k-means.
         gabor_weight: K given, the weight of each image's Gabor energies beside its
-            embeddings (:func:`texseg.inference.grouping.with_gabor`); 0: the embeddings alone
-            (faster, and what a network's validation measures).
+            embeddings (:func:`texseg.inference.grouping.with_gabor`); 0 (the default): the
+            embeddings alone, as a network's validation measures them.
         reference_gabor_weight: the same for the one-shot mode (:meth:`find`).
     """
 
