@@ -12,8 +12,7 @@ import torch
 
 import texseg
 from conftest import run_main
-from test_predict import _scene, _train_tiny_cnn
-from texseg.checkpoint import save_model
+from test_predict import _save_tiny_run, _scene, _train_tiny_cnn
 from texseg.data.folder import read_labels
 from texseg.errors import CheckpointError
 from texseg.inference.embedding import segment_embedded
@@ -33,9 +32,7 @@ def trained():
 
 @pytest.fixture(scope="module")
 def run_dir(trained, tmp_path_factory):
-    d = tmp_path_factory.mktemp("run")
-    save_model(trained, d, name="cnn", kwargs={"num_channels": 8}, num_regions=2)
-    return d
+    return _save_tiny_run(trained, tmp_path_factory)
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [("cnn", {}), ("unet", {}), ("unet", {"num_classes": 3}),

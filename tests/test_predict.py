@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -49,6 +50,13 @@ def _train_tiny_cnn(steps: int = 250, lr: float = 3e-3) -> torch.nn.Module:
     return model.eval()
 
 
+def _save_tiny_run(model: torch.nn.Module, tmp_path_factory) -> Path:
+    """A run folder (model.json + weights) of the tiny cnn, in a fresh temporary folder."""
+    d = tmp_path_factory.mktemp("run")
+    save_model(model, d, name="cnn", kwargs={"num_channels": 8}, num_regions=2)
+    return d
+
+
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     return _train_tiny_cnn()
@@ -56,9 +64,7 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def run_dir(model, tmp_path_factory):
-    d = tmp_path_factory.mktemp("run")
-    save_model(model, d, name="cnn", kwargs={"num_channels": 8}, num_regions=2)
-    return d
+    return _save_tiny_run(model, tmp_path_factory)
 
 
 run = run_main
