@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from texseg._validate import check_int, check_positive
 from texseg.images import MIN_SIZE, normalize_image
-from texseg.inference.grouping import MAX_REGIONS, GroupOptions, cluster_embeddings, reference_mask, with_gabor
+from texseg.inference.grouping import MAX_REGIONS, GroupOptions, group_embeddings, reference_mask, with_gabor
 from texseg.inference.inferer import forward
 from texseg.models.texnet import TextureEmbeddingNet
 
@@ -85,10 +85,6 @@ def embed_with_reference(model: TextureEmbeddingNet, image: np.ndarray, patch: n
     return emb[:, :, :width], inner.reshape(inner.shape[0], -1).mean(1)
 
 
-def _embed_image(model: TextureEmbeddingNet, image: np.ndarray, scale: float, precision: str = "auto") -> Tensor:
-    return embed(model, _network_input(image, scale), precision=precision)[0]
-
-
 def _network_input(image: np.ndarray, scale: float) -> Tensor:
     """(1, 1, H', W'): the image normalised and resampled by ``scale``, as the network sees it."""
     check_positive("scale", scale)
@@ -134,10 +130,7 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
         labels = reference_mask(emb, ref)
     else:
         x = _network_input(image, scale)
-        emb = embed(model, x, precision=precision)[0]
-        if regions is not None and options.gabor_weight:  # K estimated groups the embeddings alone (GABOR_WEIGHT)
-            emb = with_gabor(emb, x[0, 0], options.gabor_weight)
-        labels = cluster_embeddings(emb, regions, seed=options.seed)
+        labels = group_embeddings(embed(model, x, precision=precision)[0], x[0, 0], regions, options)
     if labels.shape != image.shape:
         labels = F.interpolate(labels[None, None].float(), size=image.shape, mode="nearest")[0, 0].long()
     return labels.numpy().astype(np.uint8)

@@ -43,7 +43,7 @@ from texseg.inference.gabor import gabor_energies
 
 __all__ = ["GABOR_WEIGHT", "MAX_REGIONS", "MIN_AREA", "REFERENCE_GABOR_WEIGHT", "REFERENCE_SEED", "REFERENCE_STEPS",
            "GroupOptions",
-           "cluster_embeddings", "reference_mask", "smooth_embeddings", "with_gabor"]
+           "cluster_embeddings", "group_embeddings", "reference_mask", "smooth_embeddings", "with_gabor"]
 
 MAX_REGIONS = 8
 #: K estimated: the smallest region, as a fraction of the image (the training collages' too).
@@ -182,6 +182,24 @@ def cluster_embeddings(embeddings: Tensor, k: int | None, *, seed: int = 0) -> T
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return torch.from_numpy(rank[labels].reshape(h, w).astype(np.int64))
+
+
+def group_embeddings(embeddings: Tensor, image: np.ndarray | Tensor, k: int | None,
+                     options: GroupOptions | None = None) -> Tensor:
+    """Label map of one image: :func:`cluster_embeddings`, with K given after :func:`with_gabor`
+    when ``options.gabor_weight`` > 0 (K estimated always groups the embeddings alone).
+
+    Args:
+        embeddings: (D, H, W); image: (H, W) luminance they were computed from; k: K or None.
+        options: seed and Gabor weight (default :class:`GroupOptions`).
+
+    Returns:
+        (H, W) int64 labels, as :func:`cluster_embeddings`.
+    """
+    options = options or GroupOptions()
+    if k is not None and options.gabor_weight:
+        embeddings = with_gabor(embeddings, image, options.gabor_weight)
+    return cluster_embeddings(embeddings, k, seed=options.seed)
 
 
 #: One-shot: the fraction of the image's pixels nearest the reference that re-centre it.

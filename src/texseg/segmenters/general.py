@@ -17,9 +17,8 @@ from texseg.inference.grouping import (
     MAX_REGIONS,
     REFERENCE_GABOR_WEIGHT,
     GroupOptions,
-    cluster_embeddings,
+    group_embeddings,
     reference_mask,
-    with_gabor,
 )
 from texseg.models.pretrained import PREFIX, is_pretrained_name
 from texseg.segmenters.base import Segmenter, as_channels, check_images
@@ -46,15 +45,19 @@ class EmbeddingSegmenter(Segmenter):
     def __init__(self, source: str | os.PathLike[str], device: str | torch.device | None = None,
                  batch_size: int = 8, seed: int = 0, gabor_weight: float = GABOR_WEIGHT,
                  reference_gabor_weight: float = REFERENCE_GABOR_WEIGHT) -> None:
-        options = GroupOptions(seed=seed, gabor_weight=gabor_weight, reference_gabor_weight=reference_gabor_weight)
-        self.gabor_weight, self.reference_gabor_weight = options.gabor_weight, options.reference_gabor_weight
+        self.options = GroupOptions(seed=seed, gabor_weight=gabor_weight, reference_gabor_weight=reference_gabor_weight)
         text = os.fspath(source)
         self.model = load_pretrained(text, device=device) if is_pretrained_name(text) else load_model(text, device)
         if not is_embedding_model(self.model):
             raise ValueError(f"{text} is not a texture-embedding model (texnet); use it as a run folder")
         self.source = text
         self.name = text if is_pretrained_name(text) else Path(text).resolve().name
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size = batch_size
+
+    @property
+    def seed(self) -> int:
+        """The seed of k-means (``options.seed``)."""
+        return self.options.seed
 
     def supports(self, num_regions: int) -> bool:
         return 2 <= num_regions <= MAX_REGIONS
@@ -84,16 +87,13 @@ class EmbeddingSegmenter(Segmenter):
         check_images(reference, 2)
         patch = as_channels(reference, 1)[0, 0].detach().cpu().numpy()
         out = [reference_mask(*embed_with_reference(self.model, image[0].detach().cpu().numpy(), patch,
-                                                    gabor_weight=self.reference_gabor_weight))
+                                                    gabor_weight=self.options.reference_gabor_weight))
                for image in as_channels(images, 1)]
         return torch.stack(out)[:, None].to(images.device)
 
     def _group(self, images: Tensor, k: int | None) -> Tensor:
         grey = as_channels(images, 1)[:, 0].detach().cpu()
-        # The Gabor energies help K given only (see GABOR_WEIGHT); K estimated groups the embeddings alone.
-        out = [cluster_embeddings(e if k is None or not self.gabor_weight else with_gabor(e, image, self.gabor_weight),
-                                  k, seed=self.seed)
-               for e, image in zip(self.embeddings(images), grey)]
+        out = [group_embeddings(e, image, k, self.options) for e, image in zip(self.embeddings(images), grey)]
         return torch.stack(out)[:, None].to(images.device)
 
     def describe(self) -> dict[str, Any]:
@@ -101,5 +101,5 @@ class EmbeddingSegmenter(Segmenter):
         digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in state.values())).hexdigest()
         return {"name": self.name, "source": self.source if self.source.startswith(PREFIX)
                 else str(Path(self.source).resolve() / WEIGHTS), "model": "texnet", "weights_sha256": digest[:16],
-                "seed": self.seed, "gabor_weight": self.gabor_weight,
-                "reference_gabor_weight": self.reference_gabor_weight}
+                "seed": self.options.seed, "gabor_weight": self.options.gabor_weight,
+                "reference_gabor_weight": self.options.reference_gabor_weight}
