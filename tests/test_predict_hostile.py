@@ -166,6 +166,25 @@ def test_whole_image_prediction_is_estimated_first_and_names_tile(capsys, run_di
                     "--tile", "128", "--quiet")[0] == 0
 
 
+@pytest.mark.parametrize("extra,gabor", [([], False), (["--regions", "2", "--gabor-weight", "1"], True)])
+def test_the_general_model_is_refused_when_grouping_would_not_fit(capsys, tmp_path, monkeypatch, extra, gabor):
+    """The estimate counts what grouping the embeddings holds (measured 343 bytes per pixel at 2048x2048,
+    426 with the Gabor energies), not only the network's forward pass (233): with memory between the two,
+    the image is refused before it is decoded."""
+    from texseg.checkpoint import load_pretrained
+    from texseg.inference.predict import estimate_predict_bytes
+
+    model = load_pretrained("general")
+    grouped = estimate_predict_bytes(model, 2048, 2048, tile=0, gabor=gabor)  # predicted whole, as predict does
+    assert grouped >= (426 if gabor else 343) * 2048 * 2048  # the peaks measured above
+    _png(tmp_path / "big.png", 0, (2048, 2048))
+    _limit_memory(monkeypatch, int(0.95 * grouped))
+    code, out, err = run_main(capsys, "predict", "texseg:general", str(tmp_path / "big.png"), "--out",
+                              str(tmp_path / "o"), "--quiet", *extra)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "big.png (2048x2048) whole needs about" in err and not (tmp_path / "o" / "big.mask.png").exists()
+
+
 def test_a_memory_failure_on_one_file_does_not_abort_the_others(capsys, run_dir, tmp_path, monkeypatch):
     _png(tmp_path / "in" / "a.png", 0)
     _png(tmp_path / "in" / "b.png", 1)

@@ -49,6 +49,7 @@ from texseg.images import (
 )
 from texseg.inference.embedding import is_embedding_model, segment_embedded
 from texseg.inference.fusion import model_cache
+from texseg.inference.gabor import DEFAULT_FREQUENCIES, DEFAULT_ORIENTATIONS
 from texseg.inference.grouping import GroupOptions
 from texseg.inference.inferer import PRECISIONS, forward_probs, model_device
 from texseg.inference.tiling import WINDOWS, predict_tiled
@@ -221,12 +222,14 @@ def _probe_activation_bytes(model: nn.Module) -> tuple[int, int]:
 
 
 def estimate_predict_bytes(model: nn.Module, height: int, width: int, *, tile: int | None = None,
-                           scale: float = 1.0, batch_size: int = 1) -> int:
+                           scale: float = 1.0, batch_size: int = 1, gabor: bool = False) -> int:
     """Rough peak memory of :func:`predict_file` for a (height, width) image, before anything is allocated.
 
     The float32 image, its resampled copy, the C probability planes at both sizes, the
     labels and the overlay, plus the model's activations for one window batch (or the
-    whole image when it is predicted whole).
+    whole image when it is predicted whole); for a texture-embedding model also what
+    grouping its embeddings holds (:func:`_grouping_bytes_per_pixel`; ``gabor``: with the
+    image's Gabor energies beside them).
     """
     check_positive("scale", scale)
     wh, ww = _scaled_size(height, width, scale) if scale != 1.0 else (height, width)
@@ -236,11 +239,26 @@ def estimate_predict_bytes(model: nn.Module, height: int, width: int, *, tile: i
     forward = per_pixel * (batch_size * min(use_tile, wh) * min(use_tile, ww) if use_tile else work)
     resampled = (work * 4 + channels * pixels * 4) if scale != 1.0 else 0
     image = pixels * 4 * getattr(model, "in_channels", 1)  # float32 luminance, or RGB for a colour model
-    return int(image + resampled + channels * work * 4 + pixels * (1 + 4) + forward)
+    grouping = _grouping_bytes_per_pixel(channels, gabor) * work if is_embedding_model(model) else 0
+    return int(image + resampled + channels * work * 4 + pixels * (1 + 4) + forward + grouping)
+
+
+def _grouping_bytes_per_pixel(dims: int, gabor: bool) -> int:
+    """Bytes per pixel that grouping D-dimensional embeddings holds beside them (:mod:`texseg.inference.grouping`).
+
+    The smoothed embeddings, their per-pixel copy for the nearest-centre search and the
+    int64 labels (twice); with the Gabor energies, the bank's responses and their
+    standardised copy. Measured peak at 2048x2048 with ``texseg:general`` (D = 8): 343
+    bytes per pixel (K given), 426 with the energies, 361 one-shot; the whole estimate
+    gives 345 and 441 (it said 233 before grouping was counted).
+    """
+    filters = DEFAULT_ORIENTATIONS * len(DEFAULT_FREQUENCIES)
+    return 3 * 4 * dims + 2 * 8 + (2 * 4 * filters if gabor else 0)
 
 
 def check_predict_memory(model: nn.Module, height: int, width: int, *, tile: int | None = None,
-                         scale: float = 1.0, batch_size: int = 1, name: str = "the image") -> None:
+                         scale: float = 1.0, batch_size: int = 1, name: str = "the image",
+                         gabor: bool = False) -> None:
     """Refuse up front (ValueError naming ``scale`` and ``tile``) a prediction that cannot fit in memory."""
     if tile is not None and tile != 0:
         check_int("tile", tile, minimum=16)
@@ -251,7 +269,8 @@ def check_predict_memory(model: nn.Module, height: int, width: int, *, tile: int
     scaled = f", {ww}x{wh} at scale {scale:g}" if scale != 1.0 else ""
     advice = ("use a smaller `scale`" if use_tile else "use a smaller `scale` or a `tile` such as 512")
     device = model_device(model)
-    check_memory(estimate_predict_bytes(model, height, width, tile=tile, scale=scale, batch_size=batch_size),
+    check_memory(estimate_predict_bytes(model, height, width, tile=tile, scale=scale, batch_size=batch_size,
+                                        gabor=gabor),
                  device if device.type == "cuda" else torch.device("cpu"),
                  f"predicting {name} ({width}x{height}{scaled}) {how}", advice)
 
@@ -512,8 +531,11 @@ def predict_file(
         return result
     layout = read_layout(path)
     check_layout(path, layout, max_pixels=settings.max_pixels)  # the pixel limit first: a bomb is named as one
+    grouping = grouping or GroupOptions()
+    gabor = general and bool(grouping.reference_gabor_weight if reference is not None else
+                             regions is not None and grouping.gabor_weight)
     check_predict_memory(model, layout.height, layout.width, tile=0 if general else settings.tile,
-                         scale=settings.scale, batch_size=settings.batch_size, name=str(path))
+                         scale=settings.scale, batch_size=settings.batch_size, name=str(path), gabor=gabor)
     image = read_image(path, max_pixels=settings.max_pixels, color=color)  # as the model was trained
     stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
     result.shape = image.shape
