@@ -13,6 +13,7 @@ Usage::
     python benchmarks/general_eval.py --model texseg:general --folders suites/oa-val suites/gimp
     python benchmarks/general_eval.py --model RUN --suites notebook --methods --no-kfree
     python benchmarks/general_eval.py --embeddings-alone ...   # also K given without the Gabor energies
+    python benchmarks/general_eval.py --gabor-weight 1 ...     # also K given with them at weight 1
 """
 
 from __future__ import annotations
@@ -84,9 +85,12 @@ def main() -> None:
     parser.add_argument("--methods", action="store_true", help="also score gabor-kmeans and local-energy")
     parser.add_argument("--embeddings-alone", action="store_true",
                         help="also score the model grouping its embeddings alone (gabor_weight=0), K given")
+    parser.add_argument("--gabor-weight", type=float, action="append", default=[],
+                        help="also score the model, K given, with the Gabor energies at this weight (repeatable)")
     parser.add_argument("--no-kfree", action="store_true")
     parser.add_argument("--split", default="test", choices=("test", "tune"),
-                        help="K-free suites' split: tune for choosing how K is estimated, test for the figures")
+                        help="named suites' split (K given, K-free and one-shot): tune for choosing, test for the "
+                             "figures; a folder suite is scored on its own images whatever the split")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -94,13 +98,15 @@ def main() -> None:
     segmenters = {args.model: model, "constant": None}
     if args.embeddings_alone:
         segmenters[f"{args.model} (embeddings alone)"] = load_segmenter(args.model, gabor_weight=0)
+    for weight in args.gabor_weight:
+        segmenters[f"{args.model} --gabor-weight {weight:g}"] = load_segmenter(args.model, gabor_weight=weight)
     if args.methods:
         segmenters.update({m: load_segmenter(m) for m in ("gabor-kmeans", "local-energy")})
     print(f"# {cpu_description()}; load average {os.getloadavg()[0]:.1f}")
     results: dict[str, dict[str, object]] = {}
     for name in [s for s in args.suites.split(",") if s] + args.folders:
         suite = resolve_suite(name)
-        images, labels = suite.load("test")
+        images, labels = suite.load("test" if name in args.folders else args.split)
         ks = suite.regions_per_image(labels)
         row: dict[str, object] = {}
         for seg_name, seg in segmenters.items():

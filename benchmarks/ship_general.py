@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/ship_general.py RUN --scores scores.json --command "texseg train-general ..." \\
-        --commit COMMIT --hardware "2-core AMD EPYC ..."
+        --commit COMMIT --hardware "2-core AMD EPYC ..." [--note "..." ...]
 
 ``scores.json`` is what ``benchmarks/general_eval.py --json`` wrote for the run's best
 weights. The card records the recipe, the training (steps, seconds, hardware, commit),
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the exact recipe command")
     parser.add_argument("--commit", required=True, help="the texseg commit the run trained with")
     parser.add_argument("--hardware", required=True)
-    parser.add_argument("--notes", default="")
+    parser.add_argument("--note", action="append", default=[], help="a line of the card's notes (repeatable)")
     args = parser.parse_args()
     run = Path(args.run)
     summary = json.loads((run / "summary.json").read_text())
@@ -43,8 +43,9 @@ def main() -> None:
         "name": "general",
         "architecture": "texnet",
         "summary": "Texture-agnostic per-pixel embeddings; regions by k-means per image (K given), K estimated, "
-                   "or the region of a reference patch. Trained only on texseg's procedural collages "
-                   "(no texture images), so every real texture is an unseen texture.",
+                   "or the region of a reference patch (the image's Gabor energies set beside the embeddings "
+                   "there). Trained only on texseg's procedural collages (no texture images), so every real "
+                   "texture is an unseen texture.",
         "recipe": args.command,
         "config": config,
         "training": {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
@@ -53,7 +54,7 @@ def main() -> None:
         "checkpoint": {"step": summary["best_step"], "chosen_by": "mean per-image matched mIoU (k-means, true K) "
                        "over the validation sets below", "validation": best},
         "scores": json.loads(Path(args.scores).read_text()),
-        "notes": args.notes,
+        "notes": args.note,
     }
     (DEST / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     print(f"shipped step {summary['best_step']} of {run} -> {DEST}")
