@@ -310,6 +310,14 @@ def test_a_train_general_run_is_a_segmenter_for_any_k_and_predict_writes_its_mas
     code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
                               "--out", str(tmp_path / "o3"), "--regions", "3", "--gabor-weight", "-1")
     assert code == 2 and "--gabor-weight" in err and "Traceback" not in err and not (tmp_path / "o3").exists()
+    # options that would be silently ignored are refused, before anything is written
+    for extra, names in ((["--regions", "3", "--reference", str(tmp_path / "patch.png")], ("--regions", "--reference")),
+                         (["--gabor-weight", "1"], ("--gabor-weight", "--regions")),
+                         (["--reference", str(tmp_path / "patch.png"), "--gabor-weight", "1"], ("--gabor-weight",))):
+        code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
+                                  "--out", str(tmp_path / "o5"), *extra)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert all(n in err for n in names) and not (tmp_path / "o5").exists()
     code, out, err = run_main(capsys, "predict", str(tmp_path / "run"), str(tmp_path / "a.png"),
                               "--out", str(tmp_path / "o4"), "--regions", "3", "--gabor-weight", "1", "--quiet")
     assert code == 0, err

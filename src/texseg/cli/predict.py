@@ -103,6 +103,14 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     if regions is not None:
         check_int("--regions", regions, 2, 8)
     options = GroupOptions(gabor_weight=check_positive("--gabor-weight", gabor_weight, allow_zero=True))
+    # Each of these would be silently ignored: --reference finds one texture (two labels), and only
+    # K given sets the Gabor energies beside the embeddings.
+    if regions is not None and reference is not None:
+        raise ValueError("--regions and --reference exclude each other: --reference finds where one texture is "
+                         "(labels 0 and 1); give one of them")
+    if gabor_weight and regions is None:
+        raise ValueError("--gabor-weight applies with --regions K only (K estimated and --reference group the "
+                         "embeddings without it); add --regions or drop --gabor-weight")
     _check_out(Path(out), inputs)
     model = _load(run_dir, device, regions is not None or reference is not None)
     patch = read_image(reference) if reference is not None else None
