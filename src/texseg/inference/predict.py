@@ -256,20 +256,25 @@ def _grouping_bytes_per_pixel(dims: int, gabor: bool) -> int:
     return 3 * 4 * dims + 2 * 8 + (2 * 4 * filters if gabor else 0)
 
 
-def check_predict_memory(model: nn.Module, height: int, width: int, *, tile: int | None = None,
-                         scale: float = 1.0, batch_size: int = 1, name: str = "the image",
-                         gabor: bool = False) -> None:
-    """Refuse up front (ValueError naming ``scale`` and ``tile``) a prediction that cannot fit in memory."""
-    if tile is not None and tile != 0:
-        check_int("tile", tile, minimum=16)
-    check_positive("scale", scale)
+def check_predict_memory(model: nn.Module, height: int, width: int, settings: PredictSettings | None = None, *,
+                         name: str = "the image", gabor: bool = False) -> None:
+    """Refuse up front (ValueError naming ``scale`` and ``tile``) a prediction that cannot fit in memory.
+
+    Args:
+        model: the model; height, width: the image's size.
+        settings: its tile, scale and batch size (default :class:`PredictSettings`).
+        name: the image, for the message. gabor: a texture-embedding model groups with the
+            image's Gabor energies (:func:`estimate_predict_bytes`).
+    """
+    settings = settings or PredictSettings()
+    tile, scale = settings.tile, settings.scale
     wh, ww = _scaled_size(height, width, scale) if scale != 1.0 else (height, width)
     use_tile = _tile_for(tile, wh, ww)
     how = f"in windows of {use_tile}" if use_tile else "whole"
     scaled = f", {ww}x{wh} at scale {scale:g}" if scale != 1.0 else ""
     advice = ("use a smaller `scale`" if use_tile else "use a smaller `scale` or a `tile` such as 512")
     device = model_device(model)
-    check_memory(estimate_predict_bytes(model, height, width, tile=tile, scale=scale, batch_size=batch_size,
+    check_memory(estimate_predict_bytes(model, height, width, tile=tile, scale=scale, batch_size=settings.batch_size,
                                         gabor=gabor),
                  device if device.type == "cuda" else torch.device("cpu"),
                  f"predicting {name} ({width}x{height}{scaled}) {how}", advice)
@@ -300,8 +305,7 @@ def predict_image(model: nn.Module, image: np.ndarray, settings: PredictSettings
         (C, H, W) float32: C = 1 (probability of label 0) for two regions, else K.
     """
     settings = dataclasses.replace(settings or PredictSettings(), **options)
-    check_predict_memory(model, *image.shape[:2], tile=settings.tile, scale=settings.scale,
-                         batch_size=settings.batch_size)
+    check_predict_memory(model, *image.shape[:2], settings)
     return _predict_checked(model, image, settings)
 
 
@@ -534,8 +538,8 @@ def predict_file(
     grouping = grouping or GroupOptions()
     gabor = general and bool(grouping.reference_gabor_weight if reference is not None else
                              regions is not None and grouping.gabor_weight)
-    check_predict_memory(model, layout.height, layout.width, tile=0 if general else settings.tile,
-                         scale=settings.scale, batch_size=settings.batch_size, name=str(path), gabor=gabor)
+    check_predict_memory(model, layout.height, layout.width, dataclasses.replace(settings, tile=0) if general
+                         else settings, name=str(path), gabor=gabor)  # texnets embed the whole image at once
     image = read_image(path, max_pixels=settings.max_pixels, color=color)  # as the model was trained
     stop_point()  # decoding a large file takes a while: a stop signal that came meanwhile ends here
     result.shape = image.shape
