@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from texseg.cli import _flag_names, as_cli_message, cli
 from texseg.errors import ExitCode
@@ -108,7 +109,8 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     if regions is not None and reference is not None:
         raise ValueError("--regions and --reference exclude each other: --reference finds where one texture is "
                          "(labels 0 and 1); give one of them")
-    if gabor_weight and regions is None:
+    given = click.get_current_context().get_parameter_source("gabor_weight") == ParameterSource.COMMANDLINE
+    if given and regions is None:
         raise ValueError("--gabor-weight applies with --regions K only (K estimated and --reference group the "
                          "embeddings without it); add --regions or drop --gabor-weight")
     _check_out(Path(out), inputs)
