@@ -126,7 +126,7 @@ def segment_embedded(model: TextureEmbeddingNet, image: np.ndarray, *, regions: 
         check_int("regions", regions, 2, MAX_REGIONS)
     options = options or GroupOptions()
     if reference is not None:
-        emb, ref = embed_with_reference(model, image, reference, scale, precision, options.reference_gabor_weight)
+        emb, ref = embed_with_reference(model, image, reference, scale, precision, options.weight_for(None, True))
         labels = reference_mask(emb, ref)
     else:
         x = _network_input(image, scale)

@@ -105,6 +105,12 @@ class GroupOptions:
         check_positive("gabor_weight", self.gabor_weight, allow_zero=True)
         check_positive("reference_gabor_weight", self.reference_gabor_weight, allow_zero=True)
 
+    def weight_for(self, k: int | None, one_shot: bool = False) -> float:
+        """The Gabor weight that applies: one-shot's, K given's, or 0 with K estimated (embeddings alone)."""
+        if one_shot:
+            return self.reference_gabor_weight
+        return self.gabor_weight if k is not None else 0.0
+
 
 def with_gabor(embeddings: Tensor, image: np.ndarray | Tensor, weight: float = 1.0) -> Tensor:
     """The image's Gabor energies set beside its embeddings, for grouping.
@@ -195,8 +201,8 @@ def cluster_embeddings(embeddings: Tensor, k: int | None, *, seed: int = 0) -> T
 
 def group_embeddings(embeddings: Tensor, image: np.ndarray | Tensor, k: int | None,
                      options: GroupOptions | None = None) -> Tensor:
-    """Label map of one image: :func:`cluster_embeddings`, with K given after :func:`with_gabor`
-    when ``options.gabor_weight`` > 0 (K estimated always groups the embeddings alone).
+    """Label map of one image: :func:`cluster_embeddings`, after :func:`with_gabor` where
+    :meth:`GroupOptions.weight_for` is > 0 (K given; K estimated groups the embeddings alone).
 
     Args:
         embeddings: (D, H, W); image: (H, W) luminance they were computed from; k: K or None.
@@ -206,8 +212,9 @@ def group_embeddings(embeddings: Tensor, image: np.ndarray | Tensor, k: int | No
         (H, W) int64 labels, as :func:`cluster_embeddings`.
     """
     options = options or GroupOptions()
-    if k is not None and options.gabor_weight:
-        embeddings = with_gabor(embeddings, image, options.gabor_weight)
+    weight = options.weight_for(k)
+    if weight:
+        embeddings = with_gabor(embeddings, image, weight)
     return cluster_embeddings(embeddings, k, seed=options.seed)
 
 

@@ -49,7 +49,7 @@ from texseg.images import (
 )
 from texseg.inference.embedding import is_embedding_model, segment_embedded
 from texseg.inference.fusion import model_cache
-from texseg.inference.gabor import DEFAULT_FREQUENCIES, DEFAULT_ORIENTATIONS
+from texseg.inference.gabor import gabor_bank
 from texseg.inference.grouping import GroupOptions
 from texseg.inference.inferer import PRECISIONS, forward_probs, model_device
 from texseg.inference.tiling import WINDOWS, predict_tiled
@@ -252,8 +252,7 @@ def _grouping_bytes_per_pixel(dims: int, gabor: bool) -> int:
     bytes per pixel (K given), 426 with the energies, 361 one-shot; the whole estimate
     gives 345 and 441 (it said 233 before grouping was counted).
     """
-    filters = DEFAULT_ORIENTATIONS * len(DEFAULT_FREQUENCIES)
-    return 3 * 4 * dims + 2 * 8 + (2 * 4 * filters if gabor else 0)
+    return 3 * 4 * dims + 2 * 8 + (2 * 4 * len(gabor_bank()) if gabor else 0)
 
 
 def check_predict_memory(model: nn.Module, height: int, width: int, settings: PredictSettings | None = None, *,
@@ -536,8 +535,7 @@ def predict_file(
     layout = read_layout(path)
     check_layout(path, layout, max_pixels=settings.max_pixels)  # the pixel limit first: a bomb is named as one
     grouping = grouping or GroupOptions()
-    gabor = general and bool(grouping.reference_gabor_weight if reference is not None else
-                             regions is not None and grouping.gabor_weight)
+    gabor = general and bool(grouping.weight_for(regions, reference is not None))
     check_predict_memory(model, layout.height, layout.width, dataclasses.replace(settings, tile=0) if general
                          else settings, name=str(path), gabor=gabor)  # texnets embed the whole image at once
     image = read_image(path, max_pixels=settings.max_pixels, color=color)  # as the model was trained

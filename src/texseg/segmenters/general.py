@@ -87,7 +87,7 @@ class EmbeddingSegmenter(Segmenter):
         check_images(reference, 2)
         patch = as_channels(reference, 1)[0, 0].detach().cpu().numpy()
         out = [reference_mask(*embed_with_reference(self.model, image[0].detach().cpu().numpy(), patch,
-                                                    gabor_weight=self.options.reference_gabor_weight))
+                                                    gabor_weight=self.options.weight_for(None, True)))
                for image in as_channels(images, 1)]
         return torch.stack(out)[:, None].to(images.device)
 
