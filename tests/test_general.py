@@ -388,3 +388,34 @@ def test_gaussian_scenes_are_the_notebooks_kind_of_scene_inside_the_collage_stre
         assert max(spreads) > 1.1 * min(spreads)
     with pytest.raises(ValueError, match="gaussian_scenes"):
         CollageSpec(gaussian_scenes=1.5)
+
+
+def _window_spread(images: torch.Tensor, labels: torch.Tensor, window: int = 16) -> float:
+    """Mean over regions of the relative spread of the local deviation across the region's windows."""
+    spreads = []
+    for img, lab in zip(images[:, 0], labels[:, 0]):
+        for r in torch.unique(lab):
+            local = [float(img[y:y + window, x:x + window].std())
+                     for y in range(0, img.shape[0], window) for x in range(0, img.shape[1], window)
+                     if bool((lab[y:y + window, x:x + window] == r).all())]
+            if len(local) >= 4:
+                spreads.append(np.std(local) / np.mean(local))
+    return float(np.mean(spreads))
+
+
+def test_nonstationary_regions_drift_across_the_image_and_zero_keeps_every_seeds_scenes():
+    base = dict(image_size=128, max_regions=2, families=("gaussian",), partitions=("voronoi",), augment=False)
+    seeded = [generate_collage(CollageSpec(**base, nonstationary=p), 8, generator=torch.Generator().manual_seed(3))
+              for p in (0.0, 1.0)]
+    default = generate_collage(CollageSpec(**base), 8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(seeded[0][0], default[0]) and torch.equal(seeded[0][1], default[1])
+    assert not torch.equal(seeded[1][0], default[0])
+    images, labels = seeded[1]
+    assert float(images.amin()) == 0.0 and float(images.amax()) == 1.0 and images.isfinite().all()
+    # one stationary texture per region: its local contrast is the same everywhere; shaded and in
+    # perspective, it varies across the region
+    assert _window_spread(*seeded[1]) > 1.5 * _window_spread(*seeded[0])
+    with pytest.raises(ValueError, match="nonstationary must be a fraction"):
+        CollageSpec(nonstationary=-0.1)
+    with pytest.raises(ValueError, match="nonstationary must be a fraction"):
+        GeneralConfig(nonstationary=2)

@@ -36,6 +36,7 @@ _HELP = {
     "min_regions": "fewest regions of a training collage", "max_regions": "most regions of a training collage (<= 8)",
     "holdout": "a texture family never trained on, validated on ('none': no hold-out)",
     "gaussian_scenes": "fraction of training scenes drawn as the notebook's (textures that differ a little)",
+    "nonstationary": "fraction of regions whose texture drifts as in a photo (perspective, shading)",
     "delta_v": "pull margin of the discriminative loss", "delta_d": "push margin of the discriminative loss",
     "val_size": "images of each validation set", "eval_every": "steps between validations",
     "val_data": "folder of real images/ + masks/ to validate on (model choice on real photographs)",

@@ -15,6 +15,9 @@ parameters. A scene is made as follows, everything drawn from one ``torch.Genera
    ``exclude``) with random parameters, then a random monotone intensity map (gamma of the
    normal CDF), contrast and mean -- sometimes two regions share a family with other
    parameters, sometimes they share intensity statistics, so that only texture tells;
+   with ``nonstationary``, some regions are not stationary, as in photographs: their
+   texture is seen in perspective (its scale and orientation drift smoothly across the
+   image) and shaded (a smooth gain field), so that gradual change is not a boundary;
 3. the image: the textures composed by region, an optional blur, sensor noise and a smooth
    illumination gradient, normalised to [0, 1] per image.
 
@@ -77,6 +80,10 @@ class CollageSpec:
         color: (B, 3, N, N) colour collages: each region three draws of its family mapped
             through a random per-region colour transform (:mod:`texseg.data.color`; not for
             ``gaussian_scenes``, which stay grey, repeated to three channels).
+        nonstationary: the fraction of regions whose texture drifts as in a photograph: seen
+            through a random perspective (local scale changing up to ~1.6x across the image)
+            and shaded by a smooth gain field. 0 (the default) draws exactly what earlier
+            versions drew for a seed.
     """
 
     image_size: int = 128
@@ -89,6 +96,7 @@ class CollageSpec:
     augment: bool = True
     gaussian_scenes: float = 0.0
     color: bool = False
+    nonstationary: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, minimum=16)
@@ -110,6 +118,8 @@ class CollageSpec:
             raise ValueError(f"min_area must be in [0, 0.2), got {self.min_area!r}")
         if not 0 <= self.gaussian_scenes <= 1:
             raise ValueError(f"gaussian_scenes must be a fraction in [0, 1], got {self.gaussian_scenes!r}")
+        if not 0 <= self.nonstationary <= 1:
+            raise ValueError(f"nonstationary must be a fraction in [0, 1], got {self.nonstationary!r}")
         if not isinstance(self.color, bool):
             raise ValueError(f"color must be true or false, got {self.color!r}")
 
@@ -272,6 +282,39 @@ def _product(d: _Draw, n: int) -> torch.Tensor:
     return a * (0.3 + b)
 
 
+def _perspective(d: _Draw, texture: torch.Tensor) -> torch.Tensor:
+    """``texture`` (C, N, N) seen in a random perspective: a homography maps the image onto a
+    quadrilateral inside it (each corner moved inwards by up to 35%), so the local scale and
+    orientation change smoothly across the image and no pixel is sampled outside."""
+    n = texture.shape[-1]
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    inward = -corners * d.rand(4, 2) * 0.35
+    h = _homography(corners, corners + inward)
+    y, x = _grid(n)
+    points = torch.stack([(2 * x + 1) / n - 1, (2 * y + 1) / n - 1, torch.ones(n, n)], -1) @ h.T
+    grid = points[..., :2] / points[..., 2:]
+    return F.grid_sample(texture[None], grid[None], mode="bilinear", padding_mode="reflection",
+                         align_corners=False)[0]
+
+
+def _homography(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The 3x3 projective map taking the 4 (x, y) points of ``source`` to those of ``target``."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(source.tolist(), target.tolist(), strict=True):
+        rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        rhs += [u, v]
+    solution = torch.linalg.solve(torch.tensor(rows, dtype=torch.float64), torch.tensor(rhs, dtype=torch.float64))
+    return torch.cat([solution, torch.ones(1, dtype=torch.float64)]).reshape(3, 3).float()
+
+
+def _shade(d: _Draw, texture: torch.Tensor) -> torch.Tensor:
+    """``texture`` (C, N, N, standardised) lit unevenly: a smooth gain of its contrast (up to
+    about x/÷ 1.6) and a smooth shift of its brightness (up to about half its deviation)."""
+    n = texture.shape[-1]
+    gain = torch.exp(d.uniform(0.1, 0.5) * _smooth_field(d, n, n * d.uniform(0.2, 0.6)))
+    return texture * gain + d.uniform(0.0, 0.5) * _smooth_field(d, n, n * d.uniform(0.2, 0.6))
+
+
 _FAMILY_FUNCTIONS: dict[str, Callable[[_Draw, int], torch.Tensor]] = {
     "gaussian": _gaussian, "oriented": _oriented, "powerlaw": _powerlaw, "bandpass": _bandpass,
     "binary": _binary, "grating": _grating, "dots": _dots, "cells": _cells, "ridged": _ridged,
@@ -363,7 +406,11 @@ def _regions(d: _Draw, spec: CollageSpec, labels: torch.Tensor, k: int) -> torch
             texture = family_texture(family, n, d.g)
             fields.append(tx.standardize(_intensity(d, texture)))
         mean, contrast = shared or (d.uniform(-1.0, 1.0), d.log_uniform(0.3, 2.0))
-        image = torch.where(labels == region, mean + contrast * torch.stack(fields), image)
+        texture = torch.stack(fields)
+        # Only drawn when asked for, so that nonstationary = 0 keeps every seed's scenes.
+        if spec.nonstationary and d.chance(spec.nonstationary):
+            texture = _shade(d, _perspective(d, texture))
+        image = torch.where(labels == region, mean + contrast * texture, image)
     if spec.color:
         image = apply_color_transforms(image[None], labels[None, None], k, d.g)[0]
     return image

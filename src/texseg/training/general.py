@@ -68,6 +68,8 @@ class GeneralConfig:
         holdout: a family never trained on, for leave-one-family-out validation (or None).
         gaussian_scenes: the fraction of training scenes drawn as the notebook draws them
             (:class:`~texseg.data.procedural.CollageSpec`): textures that differ only a little.
+        nonstationary: the fraction of regions of the training collages whose texture drifts
+            as in a photograph (perspective and shading; :class:`CollageSpec`).
         delta_v, delta_d: the discriminative loss's margins.
         val_size: images of each validation set; eval_every: steps between validations.
         val_data: a folder of real images with masks (``images/`` + ``masks/``) to validate on.
@@ -90,6 +92,7 @@ class GeneralConfig:
     max_regions: int = 5
     holdout: str | None = "cells"
     gaussian_scenes: float = 0.0
+    nonstationary: float = 0.0
     delta_v: float = 0.5
     delta_d: float = 1.5
     val_size: int = 32
@@ -127,6 +130,7 @@ class GeneralConfig:
         check_int("seed", self.seed, minimum=0)
         if self.threads is not None:
             check_int("threads", self.threads, 1, 1024)
+        self.collage()  # the collage fields (gaussian_scenes, nonstationary) are checked there
 
     def collage(self, validation: str = "train") -> CollageSpec:
         """The collages of the training stream (``train``) or of a validation set."""
@@ -134,7 +138,7 @@ class GeneralConfig:
         if validation == "holdout":
             return CollageSpec(self.image_size, 2, self.max_regions, families=(self.holdout,))
         return CollageSpec(self.image_size, self.min_regions, self.max_regions, exclude=exclude,
-                           gaussian_scenes=self.gaussian_scenes)
+                           gaussian_scenes=self.gaussian_scenes, nonstationary=self.nonstationary)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"embedding_dim": self.embedding_dim, "width": self.width, "dilations": list(self.dilations)}
