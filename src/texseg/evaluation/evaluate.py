@@ -2,7 +2,9 @@
 
 One loop (:func:`score_batches`) does the work; :func:`evaluate` feeds it tensors already
 in memory (the training loop's validation set) and :func:`evaluate_on_scenes` streams
-freshly generated scenes through it, one chunk at a time.
+freshly generated scenes through it, one chunk at a time. Its forward pass is the one of
+deployment (:func:`texseg.inference.inferer.forward`, as MONAI's inferer is shared by
+validation and deployment): what validation scores is what ``texseg predict`` computes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from texseg.data.color import as_channels
 from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.errors import NonFiniteError
 from texseg.evaluation.metrics import ConfusionMatrix
+from texseg.inference.inferer import forward, model_device
 from texseg.signals import stop_point
 
 # Scenes generated at a time by evaluate_on_scenes (part of what its seed reproduces).
@@ -26,7 +29,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 @torch.no_grad()
 def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_regions: int, *,
-                  loss_fn: LossFn | None = None, matching: str = "none") -> dict[str, float]:
+                  loss_fn: LossFn | None = None, matching: str = "none", precision: str = "fp32"
+                  ) -> dict[str, float]:
     """Metrics of ``model`` over ``(images, targets)`` batches, in eval mode (BatchNorm uses running stats).
 
     Args:
@@ -39,6 +43,8 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
             labels on each image (for models whose label numbers are arbitrary; adds
             ``matched = 1.0``); ``set``: one matching for the whole set (``matched_set = 1.0``).
             See :mod:`texseg.evaluation.metrics`.
+        precision: of the forward pass (:data:`texseg.inference.inferer.PRECISIONS`); fp32 by
+            default, so that a score does not depend on whether the CPU has bf16.
 
     Raises:
         NonFiniteError: the model outputs NaN.
@@ -48,16 +54,16 @@ def score_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], nu
         ``loss`` when ``loss_fn`` is given.
     """
     cm = ConfusionMatrix(num_regions, matching)  # checks `matching` before any work
-    device = next(model.parameters()).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     loss_sum, n = 0.0, 0
     try:
         for x, y in batches:
-            x, y = x.to(device), y.to(device)
+            y = y.to(device)
             # Grey scenes for a colour model are repeated to 3 channels, colour ones for a grey model
             # become luminance (as files are read): evaluate any model on any scene.
-            logits = model(as_channels(x, getattr(model, "in_channels", 1)))
+            logits = forward(model, as_channels(x, getattr(model, "in_channels", 1)), precision)
             if bool(logits.isnan().any()):
                 raise NonFiniteError("the model's outputs contain NaN (diverged weights?)")
             cm.update(logits, y)
