@@ -14,7 +14,8 @@ from texseg.evaluation.region_metrics import region_metrics
 from texseg.inference.embedding import segment_embedded
 from texseg.inference.grouping import GABOR_WEIGHT, GroupOptions, cluster_embeddings, reference_mask, with_gabor
 from texseg.models.texnet import TextureEmbeddingNet
-from texseg.training.general import GeneralConfig, discriminative_loss, train_general
+from texseg.training.general import GeneralCallback, GeneralConfig, discriminative_loss, train_general
+from texseg.training.state import Stop
 
 TINY = {"width": 8, "dilations": (1, 2), "image_size": 32, "batch_size": 2, "val_size": 2, "holdout": None}
 
@@ -255,6 +256,61 @@ def test_a_tiny_recipe_learns_writes_its_run_and_resumes_exactly(tmp_path):
     a, b = load_model(tmp_path / "full"), load_model(tmp_path / "half")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+class _Recorder(GeneralCallback):
+    """Records the events it is told of; stops the run at its ``stop_at``-th validation."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.events: list[tuple] = []
+        self.stop_at = stop_at
+
+    def on_start(self, state):
+        self.events.append(("start", state.step))
+
+    def on_evaluation(self, state, evaluation):
+        self.events.append(("evaluation", evaluation.step, evaluation.improved, evaluation.stale))
+        assert evaluation.row == state.rows[-1] and set(evaluation.scores) == {"collages", "score"}
+        n = sum(e[0] == "evaluation" for e in self.events)
+        return Stop(f"enough after {n}") if n == self.stop_at else None
+
+    def on_end(self, state, result):
+        self.events.append(("end", result.status, result.steps))
+
+    def close(self):
+        self.events.append(("close",))
+
+
+def test_train_general_tells_its_callbacks_and_a_callbacks_stop_ends_the_run_checkpointed(tmp_path):
+    rec = _Recorder(stop_at=2)
+    result = train_general(GeneralConfig(steps=10, eval_every=2, **TINY), tmp_path / "r", callbacks=[rec])
+    assert result.status == "completed" and result.steps == 4 and result.message == "enough after 2"
+    assert rec.events[0] == ("start", 0) and [e[1] for e in rec.events if e[0] == "evaluation"] == [2, 4]
+    assert rec.events[-2:] == [("end", "completed", 4), ("close",)]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["message"] == "enough after 2"
+    assert 0 < summary["cpu_share"] <= 1.5
+    # callbacks=[]: nothing besides the run itself -- no best/ (the KeepBestEmbeddings default writes it)
+    assert not (tmp_path / "r" / "best").exists() and (tmp_path / "r" / "resume.pt").is_file()
+    # close is called also when training raises
+    boom = _Recorder()
+    boom.on_evaluation = lambda state, evaluation: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        train_general(GeneralConfig(steps=2, eval_every=1, **TINY), tmp_path / "b", callbacks=[boom])
+    assert boom.events[-1] == ("close",)
+
+
+def test_patience_stops_a_run_whose_validation_score_stops_improving(tmp_path, capsys):
+    # a learning rate so small the weights do not change: every later validation scores the same
+    common = ["--steps", "20", "--eval-every", "1", "--lr", "1e-12", "--width", "8", "--dilations", "1,2",
+              "--image-size", "32", "--batch-size", "2", "--val-size", "2", "--holdout", "none"]
+    code, out, err = run_main(capsys, "train-general", "--out", str(tmp_path / "r"), "--patience", "2", *common)
+    assert code == 0, err
+    assert "stopped early after step 3: no better validation score in 2 validations" in out
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 3
+    assert (tmp_path / "r" / "best" / "model.safetensors").is_file()
+    code, _, err = run_main(capsys, "train-general", "--out", str(tmp_path / "s"), "--patience", "0", *common)
+    assert code == 2 and "--patience must be" in err and not (tmp_path / "s").exists()
 
 
 def test_train_general_refuses_an_existing_run_and_a_changed_resume(tmp_path):

@@ -39,6 +39,7 @@ _HELP = {
     "nonstationary": "fraction of regions whose texture drifts as in a photo (perspective, shading)",
     "delta_v": "pull margin of the discriminative loss", "delta_d": "push margin of the discriminative loss",
     "val_size": "images of each validation set", "eval_every": "steps between validations",
+    "patience": "stop once the validation score has not improved for this many validations",
     "val_data": "folder of real images/ + masks/ to validate on (model choice on real photographs)",
     "data": "fine-tune on your images: a folder as for `texseg train --data` (half of each batch)",
     "init_from": "start from these weights: texseg:general or a train-general run folder",
@@ -71,3 +72,7 @@ def train_general_command(run_dir: str, resume: bool, **settings: object) -> Non
     result = train_general(config, run_dir, resume=resume, log=click.echo)
     click.echo(f"{result.status}: {result.steps} steps in {result.train_seconds:.0f} s (+{result.eval_seconds:.0f} s "
                f"validation); best score {result.best_score:.4f} at step {result.best_step} -> {run_dir}")
+    if result.message:
+        click.echo(f"({result.message})")
+    for note in result.notes:
+        click.echo(f"warning: {note}", err=True)

@@ -17,10 +17,13 @@ and scores the per-image matched mIoU on three sets: collages of the training fa
 collages of the held-out family (``holdout``: never trained on) and, if given, a folder
 of real-texture images with masks (model choice on real photographs).
 
-One loop, read top to bottom in :func:`train_general`; the run folder holds
+One loop, read top to bottom in :func:`train_general`. It writes only the run itself:
 ``config.json``, ``model.json`` + ``model.safetensors`` (the latest weights),
-``best/`` (the weights of the best validation score), ``metrics.csv``, ``summary.json``
-and ``resume.pt`` (model, optimizer, RNG and step: ``resume=True`` continues exactly).
+``metrics.csv``, ``summary.json`` and ``resume.pt`` (model, optimizer, RNG and step:
+``resume=True`` continues exactly). Everything else is a :class:`GeneralCallback`, told of
+the start, each validation and the end, as the callbacks of :func:`texseg.training.train`
+are: :class:`KeepBestEmbeddings` (``best/``, the weights of the best validation score),
+:class:`ValidationPatience` (``patience``), :class:`ProgressLines` (a line per validation).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,12 +47,18 @@ from texseg.checkpoint import load_model, load_pretrained, save_model
 from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.data.procedural import FAMILIES, CollageSpec, generate_collage
 from texseg.evaluation.region_metrics import region_metrics
+from texseg.inference.embedding import embed
 from texseg.inference.grouping import cluster_embeddings
 from texseg.io import atomic_write_bytes, atomic_write_json, read_json, write_csv
 from texseg.models.texnet import TextureEmbeddingNet
 from texseg.signals import stop_requested
+from texseg.training.engine import busy_machine_warning, cpu_share
+from texseg.training.rundir import RunStatus
+from texseg.training.state import Stop
 
-__all__ = ["GeneralConfig", "GeneralResult", "discriminative_loss", "train_general", "validate_general"]
+__all__ = ["GeneralCallback", "GeneralConfig", "GeneralEvaluation", "GeneralResult", "GeneralState",
+           "KeepBestEmbeddings", "ProgressLines", "ValidationPatience", "default_general_callbacks",
+           "discriminative_loss", "train_general", "validate_general"]
 
 MAX_REGIONS = 8
 
@@ -72,6 +81,8 @@ class GeneralConfig:
             as in a photograph (perspective and shading; :class:`CollageSpec`).
         delta_v, delta_d: the discriminative loss's margins.
         val_size: images of each validation set; eval_every: steps between validations.
+        patience: stop once the validation score has not improved for this many validations
+            (None: never; :class:`ValidationPatience`).
         val_data: a folder of real images with masks (``images/`` + ``masks/``) to validate on.
         data: fine-tuning on your own images: a folder in ``texseg train --data``'s layout;
             half of each batch is crops of its images (a fifth of the files held out for
@@ -97,6 +108,7 @@ class GeneralConfig:
     delta_d: float = 1.5
     val_size: int = 32
     eval_every: int = 500
+    patience: int | None = None
     val_data: str | None = None
     data: str | None = None
     init_from: str | None = None
@@ -123,6 +135,8 @@ class GeneralConfig:
             raise ValueError(f"delta_d must be > delta_v ({self.delta_v}), got {self.delta_d!r}")
         check_int("val_size", self.val_size, 1, 10_000)
         check_int("eval_every", self.eval_every, minimum=1)
+        if self.patience is not None:
+            check_int("patience", self.patience, minimum=1)
         if self.val_data is not None and not Path(self.val_data).is_dir():
             raise ValueError(f"val_data must be a folder with images/ and masks/, got {self.val_data!r}")
         if self.data is not None and not Path(self.data).is_dir():
@@ -159,15 +173,116 @@ class GeneralConfig:
 
 @dataclass
 class GeneralResult:
-    """What :func:`train_general` returns (and writes to ``summary.json``)."""
+    """What :func:`train_general` returns (and writes to ``summary.json``).
+
+    Attributes:
+        status: ``completed`` (all steps, or a callback's stop such as ``patience``),
+            ``stopped`` (time budget or a stop signal) or ``diverged``.
+        message: why it ended, when it was not simply all steps.
+        cpu_share: CPU time over (training wall time x threads) of this session of the run
+            (None: not measured); under 0.5 the machine was busy, and ``notes`` says so.
+        notes: warnings for the run's reader.
+    """
     run_dir: str
-    status: str  # completed, stopped (budget or signal), diverged
+    status: str
     steps: int
     train_seconds: float
     eval_seconds: float
     best_step: int
     best_score: float
     last_validation: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    cpu_share: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GeneralEvaluation:
+    """One validation, as the loop hands it to :meth:`GeneralCallback.on_evaluation`.
+
+    Attributes:
+        step: steps trained; train_seconds: training time so far (validations excluded).
+        scores: each validation set's per-image matched mIoU and their mean ``score``.
+        row: the row it added to ``metrics.csv``.
+        improved: whether ``score`` is the best of the run so far.
+        stale: validations since the best one (0 when ``improved``).
+    """
+    step: int
+    train_seconds: float
+    scores: dict[str, float]
+    row: dict[str, Any]
+    improved: bool
+    stale: int
+
+
+class GeneralCallback:
+    """Base class of :func:`train_general`'s callbacks; override what you need (each default does nothing).
+
+    Callbacks read the :class:`GeneralState` and write their own files; they must not change
+    the model, the optimizer or the counters.
+    """
+
+    def on_start(self, state: GeneralState) -> None:
+        """The run folder exists (``config.json`` written; a resumed run restored); training begins."""
+
+    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
+        """After each validation, before its checkpoint is saved.
+
+        Returns:
+            A :class:`~texseg.training.state.Stop` to end the run now (it is still
+            checkpointed; its status becomes the run's), or None to carry on.
+        """
+        return None
+
+    def on_end(self, state: GeneralState, result: GeneralResult) -> None:
+        """The run has ended; its final checkpoint and ``summary.json`` are written."""
+
+    def close(self) -> None:
+        """Release what the callback holds; called last, also when training raised."""
+
+
+class KeepBestEmbeddings(GeneralCallback):
+    """The weights of the best validation score so far in ``RUN/best/`` (a loadable model folder)."""
+
+    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
+        if evaluation.improved:
+            (state.run / "best").mkdir(exist_ok=True)
+            state.save_weights(state.run / "best")
+        return None
+
+
+class ValidationPatience(GeneralCallback):
+    """Stop (status ``completed``) once the validation score has not improved for ``patience`` validations."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = check_int("patience", patience, minimum=1)
+
+    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
+        if evaluation.stale < self.patience:
+            return None
+        return Stop(f"stopped early after step {evaluation.step}: no better validation score in "
+                    f"{evaluation.stale} validations (best {state.best[1]:.4f} at step {state.best[0]})")
+
+
+class ProgressLines(GeneralCallback):
+    """One line per validation (step, time, loss, each set's score) to ``write`` (e.g. ``print``)."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+
+    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
+        self.write(f"step {evaluation.step}/{state.config.steps}  {evaluation.train_seconds:.0f} s  "
+                   f"loss {evaluation.row['loss']:.4f}  "
+                   + "  ".join(f"{k} {v:.3f}" for k, v in evaluation.scores.items()))
+        return None
+
+
+def default_general_callbacks(config: GeneralConfig) -> list[GeneralCallback]:
+    """:class:`KeepBestEmbeddings`, then :class:`ValidationPatience` when ``config.patience`` is set."""
+    out: list[GeneralCallback] = [KeepBestEmbeddings()]
+    if config.patience is not None:
+        out.append(ValidationPatience(config.patience))
+    return out
 
 
 # ---------------------------------------------------------------- the loss
@@ -248,7 +363,6 @@ def _read_suite_folder(folder: str) -> tuple[Tensor, Tensor]:
     return torch.stack([p[0] for p in pairs])[:, None], torch.stack([p[1] for p in pairs])[:, None]
 
 
-@torch.no_grad()
 def validate_general(model: TextureEmbeddingNet, sets: dict[str, tuple[Tensor, Tensor]], batch_size: int = 8
                      ) -> dict[str, float]:
     """Per-image matched mIoU of k-means (true K per image) on each set, and their mean ``score``."""
@@ -259,7 +373,8 @@ def validate_general(model: TextureEmbeddingNet, sets: dict[str, tuple[Tensor, T
         for name, (images, labels) in sets.items():
             scores = []
             for start in range(0, len(images), batch_size):
-                emb = model(images[start:start + batch_size])
+                # deployment's forward pass (texseg.inference.inferer), in fp32 on every CPU
+                emb = embed(model, images[start:start + batch_size], batch_size, "fp32")
                 for i, e in enumerate(emb):
                     truth = labels[start + i, 0].numpy()
                     k = len(np.unique(truth))
@@ -318,8 +433,15 @@ def _lr(config: GeneralConfig, fraction: float) -> float:
 # ---------------------------------------------------------------- the loop
 
 @dataclass
-class _GeneralRun:
-    """A texnet run in progress: what :func:`train_general`'s stages share."""
+class GeneralState:
+    """A texnet run in progress: what :func:`train_general`'s stages and its callbacks share.
+
+    Attributes:
+        config, run: the settings and the run folder.
+        model, opt, data_gen: the network, its AdamW optimizer and the collage stream's generator.
+        rows: the rows of ``metrics.csv`` so far; step, seconds: steps and training seconds;
+        best: (step, score) of the best validation so far.
+    """
 
     config: GeneralConfig
     run: Path
@@ -335,12 +457,17 @@ class _GeneralRun:
     eval_seconds: float = 0.0
     best: tuple[int, float] = (0, -1.0)
     last_val: dict[str, float] = field(default_factory=dict)
+    # this session's training: CPU seconds of the process and wall seconds (for the CPU share)
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
     def save_weights(self, folder: Path) -> None:
+        """The current weights as a loadable model folder."""
         save_model(self.model, folder, name="texnet", kwargs=self.config.model_kwargs(), num_regions=2,
                    scene={"collage": asdict(self.collage)})
 
     def checkpoint(self) -> None:
+        """The latest weights, ``resume.pt`` and the metrics so far."""
         self.save_weights(self.run)
         _save_resume(self.run, self.model, self.opt, self.data_gen, self.step, self.seconds, self.best)
         atomic_write_json(self.run / "metrics.json", self.rows)
@@ -348,44 +475,67 @@ class _GeneralRun:
 
 
 def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
-                  log: Callable[[str], None] | None = None) -> GeneralResult:
+                  log: Callable[[str], None] | None = None,
+                  callbacks: Sequence[GeneralCallback] | None = None) -> GeneralResult:
     """Train a texnet on procedural collages; see the module docstring.
 
     Args:
         config: the settings.
         run_dir: the run folder (created; an existing run is refused unless ``resume``).
         resume: continue the run in ``run_dir`` exactly where its last checkpoint left it.
-        log: called with one progress line at each validation (default: nothing).
+        log: gets a progress line at each validation (:class:`ProgressLines`, after ``callbacks``).
+        callbacks: what the run writes or decides besides the run itself; default
+            :func:`default_general_callbacks` (``best/``, ``patience``); ``[]``: nothing else.
 
     Returns:
         The :class:`GeneralResult`, also written to ``summary.json``.
     """
     run = Path(run_dir)
-    say = log or (lambda line: None)
     _check_run_dir(config, run, resume)
-    # set-up
-    r = _start_general(config, run, resume)
-    status = "completed"
-    while r.step < config.steps:
-        # one step
-        loss = _general_step(r)
-        if loss is None:
-            status = "diverged"
-            break
-        out_of_time = config.time_budget is not None and r.seconds >= config.time_budget
-        # validation, keep-best, checkpoint
-        if r.step % config.eval_every == 0 or r.step == config.steps or out_of_time or stop_requested():
-            _validate_general(r, loss)
-            say(f"step {r.step}/{config.steps}  {r.seconds:.0f} s  loss {loss:.4f}  "
-                + "  ".join(f"{k} {v:.3f}" for k, v in r.last_val.items()))
-        if out_of_time or stop_requested():
-            status = "stopped"
-            break
-    # finish
+    extra = [ProgressLines(log)] if log else []
+    hooks = [*(default_general_callbacks(config) if callbacks is None else callbacks), *extra]
+    try:
+        # set-up
+        r = _start_general(config, run, resume)
+        for cb in hooks:
+            cb.on_start(r)
+        status, message = RunStatus.COMPLETED.value, ""
+        while r.step < config.steps:
+            # one step
+            loss = _general_step(r)
+            if loss is None:
+                status, message = RunStatus.DIVERGED.value, f"the loss was not finite at step {r.step + 1}"
+                break
+            out_of_time = config.time_budget is not None and r.seconds >= config.time_budget
+            # validation, then the callbacks (best weights, patience, progress), then a checkpoint
+            if r.step % config.eval_every == 0 or r.step == config.steps or out_of_time or stop_requested():
+                stop = _validate_general(r, loss, hooks)
+                if stop is not None:
+                    status, message = stop.status.value, stop.reason
+                    break
+            if out_of_time or stop_requested():
+                status, message = "stopped", "the time budget is spent" if out_of_time else "a stop signal"
+                break
+        # finish
+        result = _finish_general(r, status, message)
+        for cb in hooks:
+            cb.on_end(r, result)
+        return result
+    finally:
+        for cb in hooks:
+            cb.close()
+
+
+def _finish_general(r: GeneralState, status: str, message: str) -> GeneralResult:
+    """The last checkpoint and ``summary.json`` (with a note when the machine was busy)."""
     r.checkpoint()
-    result = GeneralResult(str(run), status, r.step, round(r.seconds, 1), round(r.eval_seconds, 1), r.best[0],
-                           round(r.best[1], 4), r.last_val)
-    atomic_write_json(run / "summary.json", asdict(result))
+    threads = torch.get_num_threads()
+    share = cpu_share(r.cpu_seconds, r.wall_seconds, threads)
+    busy = busy_machine_warning(share, threads)
+    result = GeneralResult(str(r.run), status, r.step, round(r.seconds, 1), round(r.eval_seconds, 1), r.best[0],
+                           round(r.best[1], 4), r.last_val, message, None if share is None else round(share, 3),
+                           [busy] if busy else [])
+    atomic_write_json(r.run / "summary.json", asdict(result))
     return result
 
 
@@ -397,21 +547,21 @@ def _check_run_dir(config: GeneralConfig, run: Path, resume: bool) -> None:
         saved = GeneralConfig.from_dict(read_json(run / CONFIG))
         if saved != config:
             changed = [f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
-                       and f.name not in ("steps", "time_budget")]
+                       and f.name not in ("steps", "time_budget", "patience")]
             if changed:
                 raise ValueError(f"resume: {', '.join(changed)} differ from the run's config.json")
     elif (run / CONFIG).exists():
         raise ValueError(f"run_dir: {run} already holds a run; resume it or choose another folder")
 
 
-def _start_general(config: GeneralConfig, run: Path, resume: bool) -> _GeneralRun:
+def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralState:
     """Model, optimizer and data stream: new (``config.json`` written), or restored from ``resume.pt``."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model = TextureEmbeddingNet(**config.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    r = _GeneralRun(config, run, model, opt, torch.Generator().manual_seed(config.seed + 1), config.collage())
+    r = GeneralState(config, run, model, opt, torch.Generator().manual_seed(config.seed + 1), config.collage())
     if resume:
         state = torch.load(run / RESUME, weights_only=True)
         model.load_state_dict(state["model"])
@@ -432,10 +582,10 @@ def _start_general(config: GeneralConfig, run: Path, resume: bool) -> _GeneralRu
     return r
 
 
-def _general_step(r: _GeneralRun) -> float | None:
+def _general_step(r: GeneralState) -> float | None:
     """One optimisation step; its loss, or None (nothing applied) when the loss is not finite."""
     config, opt = r.config, r.opt
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     images, labels = _batch(config, r.collage, r.folder, r.data_gen)
     fraction = r.step / config.steps
     if config.time_budget:
@@ -450,19 +600,26 @@ def _general_step(r: _GeneralRun) -> float | None:
     torch.nn.utils.clip_grad_norm_(r.model.parameters(), 5.0)
     opt.step()
     r.step += 1
-    r.seconds += time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    r.seconds += seconds
+    r.wall_seconds += seconds
+    r.cpu_seconds += time.process_time() - cpu
     return float(loss.detach())
 
 
-def _validate_general(r: _GeneralRun, loss: float) -> None:
-    """Score the validation sets, keep the best weights in ``best/``, save a checkpoint."""
+def _validate_general(r: GeneralState, loss: float, hooks: Sequence[GeneralCallback]) -> Stop | None:
+    """Score the validation sets, tell the callbacks, save a checkpoint; the first callback's stop, if any."""
     t0 = time.perf_counter()
     r.last_val = validate_general(r.model, r.sets)
     r.eval_seconds += time.perf_counter() - t0
-    r.rows.append({"step": r.step, "seconds": round(r.seconds, 1), "loss": loss,
-                   "lr": r.opt.param_groups[0]["lr"], **{k: round(v, 4) for k, v in r.last_val.items()}})
-    if r.last_val["score"] > r.best[1]:
+    row = {"step": r.step, "seconds": round(r.seconds, 1), "loss": loss, "lr": r.opt.param_groups[0]["lr"],
+           **{k: round(v, 4) for k, v in r.last_val.items()}}
+    r.rows.append(row)
+    improved = r.last_val["score"] > r.best[1]
+    if improved:
         r.best = (r.step, r.last_val["score"])
-        (r.run / "best").mkdir(exist_ok=True)
-        r.save_weights(r.run / "best")
+    stale = sum(1 for x in r.rows if x["step"] > r.best[0])
+    evaluation = GeneralEvaluation(r.step, r.seconds, dict(r.last_val), row, improved, stale)
+    stops = [cb.on_evaluation(r, evaluation) for cb in hooks]
     r.checkpoint()
+    return next((s for s in stops if s is not None), None)
