@@ -269,8 +269,9 @@ class _Recorder(GeneralCallback):
         self.events.append(("start", state.step))
 
     def on_evaluation(self, state, evaluation):
-        self.events.append(("evaluation", evaluation.step, evaluation.improved, evaluation.stale))
-        assert evaluation.row == state.rows[-1] and set(evaluation.scores) == {"collages", "score"}
+        self.events.append(("evaluation", evaluation.step, evaluation.improved))
+        assert evaluation.row == state.rows[-1] and set(evaluation.metrics) == {"collages", "score"}
+        assert evaluation.images == 2
         n = sum(e[0] == "evaluation" for e in self.events)
         return Stop(f"enough after {n}") if n == self.stop_at else None
 

@@ -54,9 +54,9 @@ from texseg.models.texnet import TextureEmbeddingNet
 from texseg.signals import stop_requested
 from texseg.training.engine import busy_machine_warning, cpu_share
 from texseg.training.rundir import RunStatus
-from texseg.training.state import Stop
+from texseg.training.state import Evaluation, Stop
 
-__all__ = ["GeneralCallback", "GeneralConfig", "GeneralEvaluation", "GeneralResult", "GeneralState",
+__all__ = ["GeneralCallback", "GeneralConfig", "GeneralResult", "GeneralState",
            "KeepBestEmbeddings", "ProgressLines", "ValidationPatience", "default_general_callbacks",
            "discriminative_loss", "train_general", "validate_general"]
 
@@ -196,36 +196,21 @@ class GeneralResult:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class GeneralEvaluation:
-    """One validation, as the loop hands it to :meth:`GeneralCallback.on_evaluation`.
-
-    Attributes:
-        step: steps trained; train_seconds: training time so far (validations excluded).
-        scores: each validation set's per-image matched mIoU and their mean ``score``.
-        row: the row it added to ``metrics.csv``.
-        improved: whether ``score`` is the best of the run so far.
-        stale: validations since the best one (0 when ``improved``).
-    """
-    step: int
-    train_seconds: float
-    scores: dict[str, float]
-    row: dict[str, Any]
-    improved: bool
-    stale: int
-
-
 class GeneralCallback:
     """Base class of :func:`train_general`'s callbacks; override what you need (each default does nothing).
 
-    Callbacks read the :class:`GeneralState` and write their own files; they must not change
-    the model, the optimizer or the counters.
+    The events are those of :class:`texseg.training.callbacks.Callback`, with the same
+    :class:`~texseg.training.state.Evaluation`: its ``metrics`` are each validation set's
+    per-image matched mIoU and their mean ``score``, ``improved`` says whether ``score`` is
+    the best so far, ``images`` how many images were scored. Callbacks read the
+    :class:`GeneralState` and write their own files; they must not change the model, the
+    optimizer or the counters.
     """
 
     def on_start(self, state: GeneralState) -> None:
         """The run folder exists (``config.json`` written; a resumed run restored); training begins."""
 
-    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
+    def on_evaluation(self, state: GeneralState, evaluation: Evaluation) -> Stop | None:
         """After each validation, before its checkpoint is saved.
 
         Returns:
@@ -244,7 +229,7 @@ class GeneralCallback:
 class KeepBestEmbeddings(GeneralCallback):
     """The weights of the best validation score so far in ``RUN/best/`` (a loadable model folder)."""
 
-    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
+    def on_evaluation(self, state: GeneralState, evaluation: Evaluation) -> Stop | None:
         if evaluation.improved:
             (state.run / "best").mkdir(exist_ok=True)
             state.save_weights(state.run / "best")
@@ -257,11 +242,12 @@ class ValidationPatience(GeneralCallback):
     def __init__(self, patience: int) -> None:
         self.patience = check_int("patience", patience, minimum=1)
 
-    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
-        if evaluation.stale < self.patience:
+    def on_evaluation(self, state: GeneralState, evaluation: Evaluation) -> Stop | None:
+        stale = sum(1 for row in state.rows if row["step"] > state.best[0])  # validations since the best
+        if stale < self.patience:
             return None
         return Stop(f"stopped early after step {evaluation.step}: no better validation score in "
-                    f"{evaluation.stale} validations (best {state.best[1]:.4f} at step {state.best[0]})")
+                    f"{stale} validations (best {state.best[1]:.4f} at step {state.best[0]})")
 
 
 class ProgressLines(GeneralCallback):
@@ -270,10 +256,10 @@ class ProgressLines(GeneralCallback):
     def __init__(self, write: Callable[[str], None]) -> None:
         self.write = write
 
-    def on_evaluation(self, state: GeneralState, evaluation: GeneralEvaluation) -> Stop | None:
+    def on_evaluation(self, state: GeneralState, evaluation: Evaluation) -> Stop | None:
         self.write(f"step {evaluation.step}/{state.config.steps}  {evaluation.train_seconds:.0f} s  "
                    f"loss {evaluation.row['loss']:.4f}  "
-                   + "  ".join(f"{k} {v:.3f}" for k, v in evaluation.scores.items()))
+                   + "  ".join(f"{k} {v:.3f}" for k, v in evaluation.metrics.items()))
         return None
 
 
@@ -618,8 +604,8 @@ def _validate_general(r: GeneralState, loss: float, hooks: Sequence[GeneralCallb
     improved = r.last_val["score"] > r.best[1]
     if improved:
         r.best = (r.step, r.last_val["score"])
-    stale = sum(1 for x in r.rows if x["step"] > r.best[0])
-    evaluation = GeneralEvaluation(r.step, r.seconds, dict(r.last_val), row, improved, stale)
+    evaluation = Evaluation(r.step, r.seconds, dict(r.last_val), row, improved,
+                            sum(len(images) for images, _ in r.sets.values()))
     stops = [cb.on_evaluation(r, evaluation) for cb in hooks]
     r.checkpoint()
     return next((s for s in stops if s is not None), None)
