@@ -301,17 +301,35 @@ def test_train_general_tells_its_callbacks_and_a_callbacks_stop_ends_the_run_che
     assert boom.events[-1] == ("close",)
 
 
-def test_patience_stops_a_run_whose_validation_score_stops_improving(tmp_path, capsys):
-    # a learning rate so small the weights do not change: every later validation scores the same
+def test_early_stop_stops_a_run_whose_validation_score_stops_improving(tmp_path, capsys):
+    # a learning rate so small that float32 weights do not change: every validation scores the same
     common = ["--steps", "20", "--eval-every", "1", "--lr", "1e-12", "--width", "8", "--dilations", "1,2",
               "--image-size", "32", "--batch-size", "2", "--val-size", "2", "--holdout", "none"]
-    code, out, err = run_main(capsys, "train-general", "--out", str(tmp_path / "r"), "--patience", "2", *common)
+    code, out, err = run_main(capsys, "train-general", "--out", str(tmp_path / "r"), "--early-stop", "2", *common)
     assert code == 0, err
     assert "stopped early after step 3: no better validation score in 2 validations" in out
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 3
     assert (tmp_path / "r" / "best" / "model.safetensors").is_file()
-    code, _, err = run_main(capsys, "train-general", "--out", str(tmp_path / "s"), "--patience", "0", *common)
-    assert code == 2 and "--patience must be" in err and not (tmp_path / "s").exists()
+    code, _, err = run_main(capsys, "train-general", "--out", str(tmp_path / "s"), "--early-stop", "0", *common)
+    assert code == 2 and "--early-stop must be" in err and not (tmp_path / "s").exists()
+
+
+def test_early_stop_counts_only_the_scheduled_validations():
+    from types import SimpleNamespace
+
+    from texseg.training.general import GeneralEarlyStopping
+
+    def decide(rows):
+        state = SimpleNamespace(config=SimpleNamespace(eval_every=2), rows=rows)
+        evaluation = SimpleNamespace(step=rows[-1]["step"])
+        return GeneralEarlyStopping(2).on_evaluation(state, evaluation)
+
+    rows = [{"step": 2, "score": 0.5}, {"step": 4, "score": 0.4}]
+    assert decide(rows) is None  # one validation without a better score
+    # an extra validation taken when a stop interrupted the run (step 5, better) changes nothing
+    stop = decide([*rows, {"step": 5, "score": 0.9}, {"step": 6, "score": 0.45}])
+    assert stop is not None and stop.reason.endswith("in 2 validations (best 0.5000 at step 2)")
+    assert decide([*rows, {"step": 6, "score": 0.5}]) is not None  # equal is not better
 
 
 def test_train_general_refuses_an_existing_run_and_a_changed_resume(tmp_path):
@@ -467,6 +485,13 @@ def test_nonstationary_regions_drift_across_the_image_and_zero_keeps_every_seeds
     default = generate_collage(CollageSpec(**base), 8, generator=torch.Generator().manual_seed(3))
     assert torch.equal(seeded[0][0], default[0]) and torch.equal(seeded[0][1], default[1])
     assert not torch.equal(seeded[1][0], default[0])
+    # the draws of texseg 0b41a03 (before nonstationary existed): after 4 collages of each spec,
+    # the generator's next number and the sum of the labels
+    before = [(647281125, 21335), (485679368, 20163), (220392275, 31199)]
+    for kw, (after, label_sum) in zip(({}, {"gaussian_scenes": 0.5}, {"color": True, "max_regions": 8}), before):
+        g = torch.Generator().manual_seed(11)
+        _, lab = generate_collage(CollageSpec(64, **kw), 4, generator=g)
+        assert (int(torch.randint(0, 2**31 - 1, (), generator=g)), int(lab.sum())) == (after, label_sum), kw
     images, labels = seeded[1]
     assert float(images.amin()) == 0.0 and float(images.amax()) == 1.0 and images.isfinite().all()
     # one stationary texture per region: its local contrast is the same everywhere; shaded and in

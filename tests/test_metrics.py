@@ -244,3 +244,68 @@ def test_cuda_state_lives_on_logits_device():
     cpu.update(logits.cpu(), target.cpu())
     assert torch.equal(cm.matrix.cpu(), cpu.matrix)
     assert cm.compute() == cpu.compute()
+
+
+# ---------------------------------------------------------------- validation's forward pass
+
+
+def _trained_cnn() -> torch.nn.Module:
+    """A cnn whose BatchNorm running statistics are not the identity (a few train-mode passes)."""
+    from texseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn")
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(4, 1, 32, 32))
+    return model.eval()
+
+
+def test_validation_scores_what_the_eager_model_scores_and_checks_its_precision():
+    from texseg.evaluation import evaluate, score_batches
+
+    model = _trained_cnn()
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(6, 1, 32, 32, generator=gen)
+    targets = (torch.rand(6, 1, 32, 32, generator=gen) > 0.5).float()
+    cm = ConfusionMatrix(2)
+    with torch.no_grad():
+        logits = model(images)
+    cm.update(logits, targets)
+    eager = cm.compute()
+    fused = evaluate(model, images, targets, 2, batch_size=4, loss_fn=F.binary_cross_entropy_with_logits)
+    for name, value in eager.items():
+        assert fused[name] == pytest.approx(value, abs=1e-6), name
+    assert fused["loss"] == pytest.approx(float(F.binary_cross_entropy_with_logits(logits, targets)), rel=1e-5)
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
+        score_batches(model, [(images, targets)], 2, precision="fp16")
+
+
+class _CachesAGrid(torch.nn.Module):
+    """A module from outside torch.nn and texseg (run as it is) that keeps a tensor it made in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.grid: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grid is None or self.grid.shape != x.shape:
+            self.grid = torch.linspace(0, 1, x.shape[-1]).expand_as(x).clone()
+        return self.conv(x) * self.grid  # backward needs the grid
+
+
+_CachesAGrid.__module__ = "user_code"
+
+
+def test_a_model_validated_as_it_is_still_trains_afterwards():
+    from texseg.evaluation import evaluate
+
+    model = _CachesAGrid()
+    images, targets = torch.rand(2, 1, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
+    evaluate(model, images, targets, 2)  # made its grid during validation
+    model.train()
+    loss = F.binary_cross_entropy_with_logits(model(images), targets)
+    loss.backward()  # an inference-mode grid could not be saved for backward
+    assert model.conv.weight.grad is not None

@@ -39,11 +39,12 @@ _HELP = {
     "nonstationary": "fraction of regions whose texture drifts as in a photo (perspective, shading)",
     "delta_v": "pull margin of the discriminative loss", "delta_d": "push margin of the discriminative loss",
     "val_size": "images of each validation set", "eval_every": "steps between validations",
-    "patience": "stop once the validation score has not improved for this many validations",
+    "early_stop": "stop once the validation score has not improved for this many validations",
     "val_data": "folder of real images/ + masks/ to validate on (model choice on real photographs)",
     "data": "fine-tune on your images: a folder as for `texseg train --data` (half of each batch)",
     "init_from": "start from these weights: texseg:general or a train-general run folder",
-    "seed": "seed of the weights and the collage stream", "threads": "torch threads (default: all cores)",
+    "seed": "seed of the weights and the collage stream",
+    "threads": "torch threads (default: all cores, or 1 when other programs keep them busy)",
 }
 
 

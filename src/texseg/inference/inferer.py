@@ -4,7 +4,8 @@
 :mod:`texseg.inference.tiling` and the texture-embedding path share (as MONAI's one
 inferer is shared by validation and deployment). It runs the model
 
-* under ``torch.inference_mode`` (no autograd bookkeeping, no version counters);
+* under ``torch.inference_mode`` (no autograd bookkeeping, no version counters; ``no_grad``
+  for a model that runs as it is, which may keep a tensor it made for a later training step);
 * on a channels-last input (oneDNN's blocked convolutions), its strides set explicitly
   (:func:`texseg.inference.fusion.channels_last`: a one-channel image's otherwise read as NCHW);
 * through the model's fused inference copy (:func:`texseg.inference.fusion.inference_model`:
@@ -66,7 +67,10 @@ def forward(model: nn.Module, x: torch.Tensor, precision: str = "auto") -> torch
     dtype = resolve_precision(precision, device)
     net = inference_model(model, dtype or torch.float32)
     x = channels_last(x.to(device))
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    # A model that runs as it is (not texseg's fused copy) may keep a tensor it made in forward;
+    # made in inference mode, that tensor would break its next training step: no_grad there.
+    grad_off = torch.inference_mode() if net is not model else torch.no_grad()
+    with grad_off, torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = net(x)
     # Made outside inference mode: callers (and users of texseg.predict) get an ordinary tensor.
     result = out.to(torch.float32, memory_format=torch.contiguous_format)

@@ -23,7 +23,7 @@ One loop, read top to bottom in :func:`train_general`. It writes only the run it
 ``resume=True`` continues exactly). Everything else is a :class:`GeneralCallback`, told of
 the start, each validation and the end, as the callbacks of :func:`texseg.training.train`
 are: :class:`KeepBestEmbeddings` (``best/``, the weights of the best validation score),
-:class:`ValidationPatience` (``patience``), :class:`ProgressLines` (a line per validation).
+:class:`GeneralEarlyStopping` (``early_stop``), :class:`ProgressLines` (a line per validation).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import io
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,14 @@ from texseg.inference.grouping import cluster_embeddings
 from texseg.io import atomic_write_bytes, atomic_write_json, read_json, write_csv
 from texseg.models.texnet import TextureEmbeddingNet
 from texseg.signals import stop_requested
+from texseg.threads import choose_threads
 from texseg.training.engine import busy_machine_warning, cpu_share
 from texseg.training.rundir import RunStatus
 from texseg.training.state import Evaluation, Stop
+from texseg.workers import available_cores
 
 __all__ = ["GeneralCallback", "GeneralConfig", "GeneralResult", "GeneralState",
-           "KeepBestEmbeddings", "ProgressLines", "ValidationPatience", "default_general_callbacks",
+           "KeepBestEmbeddings", "ProgressLines", "GeneralEarlyStopping", "default_general_callbacks",
            "discriminative_loss", "train_general", "validate_general"]
 
 MAX_REGIONS = 8
@@ -81,14 +84,15 @@ class GeneralConfig:
             as in a photograph (perspective and shading; :class:`CollageSpec`).
         delta_v, delta_d: the discriminative loss's margins.
         val_size: images of each validation set; eval_every: steps between validations.
-        patience: stop once the validation score has not improved for this many validations
-            (None: never; :class:`ValidationPatience`).
+        early_stop: stop once the validation score has not improved for this many
+            validations (None: never; :class:`GeneralEarlyStopping`), as ``texseg train``'s.
         val_data: a folder of real images with masks (``images/`` + ``masks/``) to validate on.
         data: fine-tuning on your own images: a folder in ``texseg train --data``'s layout;
             half of each batch is crops of its images (a fifth of the files held out for
             validation), half collages (so the model keeps what it knew).
         init_from: start from these weights (``texseg:general`` or a train-general run folder).
-        seed: seeds the weights and the data stream; threads: torch threads (None: all cores).
+        seed: seeds the weights and the data stream; threads: torch threads (None: all cores,
+            or one when other programs keep every core busy, as ``texseg train`` chooses).
     """
     steps: int = 20_000
     time_budget: float | None = None
@@ -108,7 +112,7 @@ class GeneralConfig:
     delta_d: float = 1.5
     val_size: int = 32
     eval_every: int = 500
-    patience: int | None = None
+    early_stop: int | None = None
     val_data: str | None = None
     data: str | None = None
     init_from: str | None = None
@@ -135,8 +139,8 @@ class GeneralConfig:
             raise ValueError(f"delta_d must be > delta_v ({self.delta_v}), got {self.delta_d!r}")
         check_int("val_size", self.val_size, 1, 10_000)
         check_int("eval_every", self.eval_every, minimum=1)
-        if self.patience is not None:
-            check_int("patience", self.patience, minimum=1)
+        if self.early_stop is not None:
+            check_int("early_stop", self.early_stop, minimum=1)
         if self.val_data is not None and not Path(self.val_data).is_dir():
             raise ValueError(f"val_data must be a folder with images/ and masks/, got {self.val_data!r}")
         if self.data is not None and not Path(self.data).is_dir():
@@ -176,8 +180,9 @@ class GeneralResult:
     """What :func:`train_general` returns (and writes to ``summary.json``).
 
     Attributes:
-        status: ``completed`` (all steps, or a callback's stop such as ``patience``),
-            ``stopped`` (time budget or a stop signal) or ``diverged``.
+        status: ``completed`` (all steps, or a callback's stop such as ``early_stop``),
+            ``stopped`` (time budget or a stop signal), ``diverged``, or ``pruned`` (a
+            callback gave the run up: ``Stop(reason, RunStatus.PRUNED)``).
         message: why it ended, when it was not simply all steps.
         cpu_share: CPU time over (training wall time x threads) of this session of the run
             (None: not measured); under 0.5 the machine was busy, and ``notes`` says so.
@@ -236,18 +241,28 @@ class KeepBestEmbeddings(GeneralCallback):
         return None
 
 
-class ValidationPatience(GeneralCallback):
-    """Stop (status ``completed``) once the validation score has not improved for ``patience`` validations."""
+class GeneralEarlyStopping(GeneralCallback):
+    """``early_stop``: stop (status ``completed``) once ``patience`` scheduled validations (every
+    ``eval_every`` steps) in a row have not beaten the best of them.
+
+    Only the scheduled validations count, not the extra one a stop (time budget, Ctrl-C)
+    takes: a run stopped and resumed then stops where the same run uninterrupted stops.
+    Resuming a run this stopped trains to the next validation and stops again unless it is better.
+    """
 
     def __init__(self, patience: int) -> None:
         self.patience = check_int("patience", patience, minimum=1)
 
     def on_evaluation(self, state: GeneralState, evaluation: Evaluation) -> Stop | None:
-        stale = sum(1 for row in state.rows if row["step"] > state.best[0])  # validations since the best
+        scheduled = [row for row in state.rows if row["step"] % state.config.eval_every == 0]
+        if not scheduled:
+            return None
+        best = max(range(len(scheduled)), key=lambda i: (scheduled[i]["score"], -i))  # the first of the best
+        stale = len(scheduled) - 1 - best
         if stale < self.patience:
             return None
-        return Stop(f"stopped early after step {evaluation.step}: no better validation score in "
-                    f"{stale} validations (best {state.best[1]:.4f} at step {state.best[0]})")
+        return Stop(f"stopped early after step {evaluation.step}: no better validation score in {stale} "
+                    f"validations (best {scheduled[best]['score']:.4f} at step {scheduled[best]['step']})")
 
 
 class ProgressLines(GeneralCallback):
@@ -264,10 +279,10 @@ class ProgressLines(GeneralCallback):
 
 
 def default_general_callbacks(config: GeneralConfig) -> list[GeneralCallback]:
-    """:class:`KeepBestEmbeddings`, then :class:`ValidationPatience` when ``config.patience`` is set."""
+    """:class:`KeepBestEmbeddings`, then :class:`GeneralEarlyStopping` when ``config.early_stop`` is set."""
     out: list[GeneralCallback] = [KeepBestEmbeddings()]
-    if config.patience is not None:
-        out.append(ValidationPatience(config.patience))
+    if config.early_stop is not None:
+        out.append(GeneralEarlyStopping(config.early_stop))
     return out
 
 
@@ -471,7 +486,7 @@ def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, res
         resume: continue the run in ``run_dir`` exactly where its last checkpoint left it.
         log: gets a progress line at each validation (:class:`ProgressLines`, after ``callbacks``).
         callbacks: what the run writes or decides besides the run itself; default
-            :func:`default_general_callbacks` (``best/``, ``patience``); ``[]``: nothing else.
+            :func:`default_general_callbacks` (``best/``, ``early_stop``); ``[]``: nothing else.
 
     Returns:
         The :class:`GeneralResult`, also written to ``summary.json``.
@@ -493,7 +508,7 @@ def train_general(config: GeneralConfig, run_dir: str | os.PathLike[str], *, res
                 status, message = RunStatus.DIVERGED.value, f"the loss was not finite at step {r.step + 1}"
                 break
             out_of_time = config.time_budget is not None and r.seconds >= config.time_budget
-            # validation, then the callbacks (best weights, patience, progress), then a checkpoint
+            # validation, then the callbacks (best weights, early stop, progress), then a checkpoint
             if r.step % config.eval_every == 0 or r.step == config.steps or out_of_time or stop_requested():
                 stop = _validate_general(r, loss, hooks)
                 if stop is not None:
@@ -533,7 +548,7 @@ def _check_run_dir(config: GeneralConfig, run: Path, resume: bool) -> None:
         saved = GeneralConfig.from_dict(read_json(run / CONFIG))
         if saved != config:
             changed = [f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
-                       and f.name not in ("steps", "time_budget", "patience")]
+                       and f.name not in ("steps", "time_budget", "early_stop")]
             if changed:
                 raise ValueError(f"resume: {', '.join(changed)} differ from the run's config.json")
     elif (run / CONFIG).exists():
@@ -542,8 +557,8 @@ def _check_run_dir(config: GeneralConfig, run: Path, resume: bool) -> None:
 
 def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralState:
     """Model, optimizer and data stream: new (``config.json`` written), or restored from ``resume.pt``."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    # as texseg train: all cores, or one thread where other programs keep every core busy
+    torch.set_num_threads(config.threads or choose_threads(available_cores()))
     torch.manual_seed(config.seed)
     model = TextureEmbeddingNet(**config.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -571,8 +586,10 @@ def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralSta
 def _general_step(r: GeneralState) -> float | None:
     """One optimisation step; its loss, or None (nothing applied) when the loss is not finite."""
     config, opt = r.config, r.opt
-    start, cpu = time.perf_counter(), time.process_time()
-    images, labels = _batch(config, r.collage, r.folder, r.data_gen)
+    start = time.perf_counter()
+    with _one_thread():  # small tensors: more threads only wait for each other (on a busy machine, 5x slower)
+        images, labels = _batch(config, r.collage, r.folder, r.data_gen)
+    compute, cpu = time.perf_counter(), time.process_time()
     fraction = r.step / config.steps
     if config.time_budget:
         fraction = max(fraction, r.seconds / config.time_budget)
@@ -586,11 +603,23 @@ def _general_step(r: GeneralState) -> float | None:
     torch.nn.utils.clip_grad_norm_(r.model.parameters(), 5.0)
     opt.step()
     r.step += 1
-    seconds = time.perf_counter() - start
-    r.seconds += seconds
-    r.wall_seconds += seconds
+    now = time.perf_counter()
+    r.seconds += now - start
+    # the CPU share of the multi-threaded part (the one-thread batch drawing would understate it)
+    r.wall_seconds += now - compute
     r.cpu_seconds += time.process_time() - cpu
     return float(loss.detach())
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch's CPU threads set to 1 inside, restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _validate_general(r: GeneralState, loss: float, hooks: Sequence[GeneralCallback]) -> Stop | None:
