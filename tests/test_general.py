@@ -312,6 +312,9 @@ def test_early_stop_stops_a_run_whose_validation_score_stops_improving(tmp_path,
     assert (tmp_path / "r" / "best" / "model.safetensors").is_file()
     code, _, err = run_main(capsys, "train-general", "--out", str(tmp_path / "s"), "--early-stop", "0", *common)
     assert code == 2 and "--early-stop must be" in err and not (tmp_path / "s").exists()
+    for source in ("texseg:nope", str(tmp_path / "r" / "nothing-here")):
+        code, _, err = run_main(capsys, "train-general", "--out", str(tmp_path / "s"), "--init-from", source, *common)
+        assert code == 2 and err.startswith("texseg: error: --init-from: ") and not (tmp_path / "s").exists(), err
 
 
 def test_early_stop_counts_only_the_scheduled_validations():

@@ -47,6 +47,7 @@ from texseg._validate import check_choice, check_int, check_positive
 from texseg.checkpoint import load_model, load_pretrained, save_model
 from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.data.procedural import FAMILIES, CollageSpec, generate_collage
+from texseg.errors import CheckpointError
 from texseg.evaluation.region_metrics import region_metrics
 from texseg.inference.embedding import embed
 from texseg.inference.grouping import cluster_embeddings
@@ -404,7 +405,10 @@ def _save_resume(run_dir: Path, model: TextureEmbeddingNet, opt: torch.optim.Opt
 
 
 def _load_initial(model: TextureEmbeddingNet, init_from: str) -> None:
-    source = load_pretrained(init_from.split(":", 1)[1]) if init_from.startswith("texseg:") else load_model(init_from)
+    try:
+        source = load_pretrained(init_from) if init_from.startswith("texseg:") else load_model(init_from)
+    except (ValueError, CheckpointError) as e:  # say which setting it is about (the CLI: --init-from)
+        raise ValueError(f"init_from: {e}") from None
     if not isinstance(source, TextureEmbeddingNet) or source.config() != model.config():
         raise ValueError(f"init_from: {init_from} is not a texnet with the settings of this run "
                          f"({model.config()})")
