@@ -504,3 +504,15 @@ def test_nonstationary_regions_drift_across_the_image_and_zero_keeps_every_seeds
         CollageSpec(nonstationary=-0.1)
     with pytest.raises(ValueError, match="nonstationary must be a fraction"):
         GeneralConfig(nonstationary=2)
+
+
+def test_a_reference_patch_that_cannot_be_read_names_the_option(tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "patch.png").write_text("not an image")
+    for patch in (tmp_path / "missing.png", tmp_path / "patch.png"):
+        code, _, err = run_main(capsys, "predict", "texseg:general", str(tmp_path / "a.png"), "--out",
+                                str(tmp_path / "out"), "--reference", str(patch))
+        assert code == 2 and err.startswith(f"texseg: error: --reference: {patch}"), err
+        assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ import click
 from click.core import ParameterSource
 
 from texseg.cli import _flag_names, as_cli_message, cli
-from texseg.errors import ExitCode
+from texseg.errors import ExitCode, ImageReadError
 from texseg.images import MAX_PIXELS
 
 
@@ -115,7 +115,10 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
                          "embeddings without it); add --regions or drop --gabor-weight")
     _check_out(Path(out), inputs)
     model = _load(run_dir, device, regions is not None or reference is not None)
-    patch = read_image(reference) if reference is not None else None
+    try:
+        patch = read_image(reference) if reference is not None else None
+    except ImageReadError as e:  # the patch is not one of the images: say which option it came from
+        raise ValueError(f"--reference: {e}") from None
     files, skipped = _expand(inputs)
     if not files:
         raise ValueError(f"no image files in {', '.join(inputs)}")
