@@ -516,3 +516,12 @@ def test_a_reference_patch_that_cannot_be_read_names_the_option(tmp_path, capsys
                                 str(tmp_path / "out"), "--reference", str(patch))
         assert code == 2 and err.startswith(f"texseg: error: --reference: {patch}"), err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_data_folder_names_its_option_and_leaves_no_half_made_run(tmp_path, capsys):
+    (tmp_path / "folder" / "images").mkdir(parents=True)
+    for option in ("--data", "--val-data"):
+        code, _, err = run_main(capsys, "train-general", "--out", str(tmp_path / "run"), option,
+                                str(tmp_path / "folder"), "--steps", "1", "--width", "8", "--dilations", "1")
+        assert code == 2 and err.startswith(f"texseg: error: {option}: 1 problem(s) in "), err
+        assert not (tmp_path / "run").exists()  # so the same command works once the folder is fixed

@@ -47,7 +47,7 @@ from texseg._validate import check_choice, check_int, check_positive
 from texseg.checkpoint import load_model, load_pretrained, save_model
 from texseg.data.folder import ImageFolderDataset, validate_folder
 from texseg.data.procedural import FAMILIES, CollageSpec, generate_collage
-from texseg.errors import CheckpointError
+from texseg.errors import CheckpointError, DataError
 from texseg.evaluation.region_metrics import region_metrics
 from texseg.inference.embedding import embed
 from texseg.inference.grouping import cluster_embeddings
@@ -339,7 +339,10 @@ def validation_sets(config: GeneralConfig) -> dict[str, tuple[Tensor, Tensor]]:
         sets[f"holdout-{config.holdout}"] = generate_collage(config.collage("holdout"), config.val_size,
                                                              generator=gen)
     if config.val_data:
-        images, labels = _read_suite_folder(config.val_data)
+        try:
+            images, labels = _read_suite_folder(config.val_data)
+        except DataError as e:  # say which setting (the CLI: --val-data)
+            raise DataError(f"val_data: {e}") from None
         sets["real"] = (images[: config.val_size], labels[: config.val_size])
     if config.data:
         held_out = folder_split(config)[1]
@@ -349,7 +352,10 @@ def validation_sets(config: GeneralConfig) -> dict[str, tuple[Tensor, Tensor]]:
 
 def folder_split(config: GeneralConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     """(training, held-out) crops of ``config.data`` (files checked once, a fifth held out)."""
-    found = validate_folder(config.data, min_size=config.image_size)
+    try:
+        found = validate_folder(config.data, min_size=config.image_size)
+    except DataError as e:
+        raise DataError(f"data: {e}") from None
     if found.num_regions > MAX_REGIONS:
         raise ValueError(f"data: labels of {config.data} have {found.num_regions} regions; a texnet learns "
                          f"at most {MAX_REGIONS}")
@@ -567,6 +573,9 @@ def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralSta
     model = TextureEmbeddingNet(**config.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     r = GeneralState(config, run, model, opt, torch.Generator().manual_seed(config.seed + 1), config.collage())
+    # the folders read and checked before anything is written: a bad one leaves no half-made run
+    r.sets = validation_sets(config)
+    r.folder = folder_split(config)[0] if config.data else None
     if resume:
         state = torch.load(run / RESUME, weights_only=True)
         model.load_state_dict(state["model"])
@@ -579,10 +588,8 @@ def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralSta
             _load_initial(model, config.init_from)
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / CONFIG, config.to_dict())
-    r.sets = validation_sets(config)
     if resume and (run / "metrics.json").is_file():
         r.rows = read_json(run / "metrics.json")
-    r.folder = folder_split(config)[0] if config.data else None
     model.train()
     return r
 
