@@ -67,7 +67,8 @@ def test_registry_lists_methods_with_typed_parameters():
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda: load_segmenter("nope"), "^segmenter must be one of gabor-kmeans, local-energy, random-forest, texseg:general or a run"),
+    (lambda: load_segmenter("nope"),
+     "^segmenter must be one of gabor-kmeans, local-energy, random-forest, texseg:general or a run"),
     (lambda: load_segmenter("local-energy", foo=1), "^method argument local-energy.foo: .* no parameter 'foo'"),
     (lambda: load_segmenter("local-energy", window=-1.0), "^local-energy.window must be a finite number > 0"),
     (lambda: load_segmenter("gabor-kmeans", frequencies=(0.9,)), "^gabor-kmeans.frequencies must be <= 0.5"),
