@@ -94,7 +94,6 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     textures it never saw, with --regions K, K estimated, or --reference.
     """
     from texseg._validate import check_int, check_positive
-    from texseg.images import read_image
     from texseg.inference.grouping import GroupOptions
     from texseg.inference.predict import PredictSettings
 
@@ -115,10 +114,7 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
                          "embeddings without it); add --regions or drop --gabor-weight")
     _check_out(Path(out), inputs)
     model = _load(run_dir, device, regions is not None or reference is not None)
-    try:
-        patch = read_image(reference) if reference is not None else None
-    except ImageReadError as e:  # the patch is not one of the images: say which option it came from
-        raise ValueError(f"--reference: {e}") from None
+    patch = _read_reference(reference) if reference is not None else None
     files, skipped = _expand(inputs)
     if not files:
         raise ValueError(f"no image files in {', '.join(inputs)}")
@@ -128,6 +124,16 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
                           skipped)
     return ExitCode.USAGE if counts["failed"] else ExitCode.OK
 
+
+
+def _read_reference(path: str) -> Any:
+    """The --reference patch's pixels ((H, W) float32); a file that cannot be read names the option it came from."""
+    from texseg.images import read_image
+
+    try:
+        return read_image(path)
+    except ImageReadError as e:
+        raise ValueError(f"--reference: {e}") from None
 
 def _load(run_dir: str, device: str, grouping: bool) -> Any:
     """The model of RUN_DIR (run folder, ``texseg:NAME`` or ``.onnx`` file); refuses --regions for a logits model."""
