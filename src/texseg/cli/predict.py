@@ -125,7 +125,6 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     return ExitCode.USAGE if counts["failed"] else ExitCode.OK
 
 
-
 def _read_reference(path: str) -> Any:
     """The --reference patch's pixels ((H, W) float32); a file that cannot be read names the option it came from."""
     from texseg.images import read_image
@@ -134,6 +133,7 @@ def _read_reference(path: str) -> Any:
         return read_image(path)
     except ImageReadError as e:
         raise ValueError(f"--reference: {e}") from None
+
 
 def _load(run_dir: str, device: str, grouping: bool) -> Any:
     """The model of RUN_DIR (run folder, ``texseg:NAME`` or ``.onnx`` file); refuses --regions for a logits model."""

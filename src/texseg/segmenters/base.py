@@ -24,6 +24,7 @@ from torch import Tensor
 
 from texseg._validate import check_int
 from texseg.data.color import as_channels
+from texseg.models.pretrained import list_pretrained
 
 __all__ = [
     "ParamInfo",
@@ -133,10 +134,11 @@ def list_segmenters() -> dict[str, str]:
 
 
 def segmenter_class(name: str) -> type:
-    """The dataclass registered as ``name``; a wrong name lists the valid ones."""
+    """The dataclass registered as ``name``; a wrong name lists the valid ones (the shipped models too)."""
     reg = _registered()
     if name not in reg:
-        raise ValueError(f"segmenter must be one of {', '.join(sorted(reg))} or a run directory; got {name!r}")
+        names = [*sorted(reg), *(f"texseg:{n}" for n in list_pretrained())]
+        raise ValueError(f"segmenter must be one of {', '.join(names)} or a run directory; got {name!r}")
     return reg[name][0]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from texseg.checkpoint import read_model_json
-from texseg.models.pretrained import is_pretrained_name, list_pretrained
+from texseg.models.pretrained import is_pretrained_name
 from texseg.segmenters import classical  # noqa: F401  (registers the classical methods)
 from texseg.segmenters.base import Segmenter, _registered, segmenter_class, segmenter_params
 from texseg.segmenters.general import EmbeddingSegmenter
@@ -50,10 +50,7 @@ def load_segmenter(name_or_run_dir: str | os.PathLike[str], device: str | torch.
             raise ValueError(f"method arguments apply to classical methods and texture-embedding models only, "
                              f"not to {text}")
         return ModelSegmenter(text, device=device)
-    if text not in _registered():  # a wrong name: the one-line list of valid ones, shipped models too
-        names = [*sorted(_registered()), *(f"texseg:{n}" for n in list_pretrained())]
-        raise ValueError(f"segmenter must be one of {', '.join(names)} or a run directory; got {text!r}")
-    cls = segmenter_class(text)
+    cls = segmenter_class(text)  # a wrong name: the one-line list of valid ones
     allowed = {p.name for p in segmenter_params(text)}
     unknown = sorted(set(method_args) - allowed)
     if unknown:

@@ -329,8 +329,13 @@ def discriminative_loss(embeddings: Tensor, labels: Tensor, delta_v: float = 0.5
 
 # ---------------------------------------------------------------- validation
 
-def validation_sets(config: GeneralConfig) -> dict[str, tuple[Tensor, Tensor]]:
-    """The fixed validation sets: name -> (images (B,1,N,N), labels (B,1,N,N))."""
+def validation_sets(config: GeneralConfig, held_out: ImageFolderDataset | None = None
+                    ) -> dict[str, tuple[Tensor, Tensor]]:
+    """The fixed validation sets: name -> (images (B,1,N,N), labels (B,1,N,N)).
+
+    ``held_out``: the held-out part of ``config.data`` when the caller has split it already
+    (:func:`folder_split`), so the folder is checked once.
+    """
     sets = {}
     gen = torch.Generator().manual_seed(987_654_321)
     sets["collages"] = generate_collage(config.collage(), config.val_size, generator=gen)
@@ -345,7 +350,7 @@ def validation_sets(config: GeneralConfig) -> dict[str, tuple[Tensor, Tensor]]:
             raise DataError(f"val_data: {e}") from None
         sets["real"] = (images[: config.val_size], labels[: config.val_size])
     if config.data:
-        held_out = folder_split(config)[1]
+        held_out = folder_split(config)[1] if held_out is None else held_out
         sets["data"] = held_out.sample(config.val_size, torch.Generator().manual_seed(987_654_323))
     return sets
 
@@ -374,23 +379,15 @@ def _read_suite_folder(folder: str) -> tuple[Tensor, Tensor]:
 def validate_general(model: TextureEmbeddingNet, sets: dict[str, tuple[Tensor, Tensor]], batch_size: int = 8
                      ) -> dict[str, float]:
     """Per-image matched mIoU of k-means (true K per image) on each set, and their mean ``score``."""
-    was_training = model.training
-    model.eval()
     out = {}
-    try:
-        for name, (images, labels) in sets.items():
-            scores = []
-            for start in range(0, len(images), batch_size):
-                # deployment's forward pass (texseg.inference.inferer), in fp32 on every CPU
-                emb = embed(model, images[start:start + batch_size], batch_size, "fp32")
-                for i, e in enumerate(emb):
-                    truth = labels[start + i, 0].numpy()
-                    k = len(np.unique(truth))
-                    pred = cluster_embeddings(e, k)
-                    scores.append(region_metrics(truth, pred.numpy(), k)["miou"])
-            out[name] = float(np.mean(scores))
-    finally:
-        model.train(was_training)
+    for name, (images, labels) in sets.items():
+        # deployment's forward pass (texseg.inference.inferer), in fp32 on every CPU; eval mode inside
+        embeddings = embed(model, images, batch_size, "fp32")
+        scores = []
+        for e, truth in zip(embeddings, labels[:, 0].numpy()):
+            k = len(np.unique(truth))
+            scores.append(region_metrics(truth, cluster_embeddings(e, k).numpy(), k)["miou"])
+        out[name] = float(np.mean(scores))
     out["score"] = float(np.mean(list(out.values())))
     return out
 
@@ -574,8 +571,8 @@ def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralSta
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     r = GeneralState(config, run, model, opt, torch.Generator().manual_seed(config.seed + 1), config.collage())
     # the folders read and checked before anything is written: a bad one leaves no half-made run
-    r.sets = validation_sets(config)
-    r.folder = folder_split(config)[0] if config.data else None
+    r.folder, held_out = folder_split(config) if config.data else (None, None)
+    r.sets = validation_sets(config, held_out)
     if resume:
         state = torch.load(run / RESUME, weights_only=True)
         model.load_state_dict(state["model"])
