@@ -291,6 +291,9 @@ def test_train_general_tells_its_callbacks_and_a_callbacks_stop_ends_the_run_che
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["message"] == "enough after 2"
     assert 0 < summary["cpu_share"] <= 1.5
+    # resuming the finished run trains nothing: the summary keeps the share it measured
+    again = train_general(GeneralConfig(steps=4, eval_every=2, **TINY), tmp_path / "r", resume=True, callbacks=[])
+    assert again.steps == 4 and again.cpu_share == summary["cpu_share"]
     # callbacks=[]: nothing besides the run itself -- no best/ (the KeepBestEmbeddings default writes it)
     assert not (tmp_path / "r" / "best").exists() and (tmp_path / "r" / "resume.pt").is_file()
     # close is called also when training raises

@@ -186,7 +186,8 @@ class GeneralResult:
             callback gave the run up: ``Stop(reason, RunStatus.PRUNED)``).
         message: why it ended, when it was not simply all steps.
         cpu_share: CPU time over (training wall time x threads) of this session of the run
-            (None: not measured); under 0.5 the machine was busy, and ``notes`` says so.
+            (None: not measured; a resume that trains nothing keeps the share recorded before);
+            under 0.5 the machine was busy, and ``notes`` says so.
         notes: warnings for the run's reader.
     """
     run_dir: str
@@ -539,6 +540,9 @@ def _finish_general(r: GeneralState, status: str, message: str) -> GeneralResult
     r.checkpoint()
     threads = torch.get_num_threads()
     share = cpu_share(r.cpu_seconds, r.wall_seconds, threads)
+    if share is None and (r.run / "summary.json").is_file():
+        # a resume with nothing left to train measured nothing: the run's share is the one it had
+        share = read_json(r.run / "summary.json").get("cpu_share")
     busy = busy_machine_warning(share, threads)
     result = GeneralResult(str(r.run), status, r.step, round(r.seconds, 1), round(r.eval_seconds, 1), r.best[0],
                            round(r.best[1], 4), r.last_val, message, None if share is None else round(share, 3),
