@@ -10,8 +10,9 @@ in a running process) and ends the load by PID in ``finally``. Every load proces
 on its own after ``--max-load-seconds``. Settings and repeats are interleaved, and the
 load average is printed beside each figure (other work on the machine counts too).
 
-Per setting it measures the default training step (``build_trainer(TrainConfig())``: the
-device's default model, batch and precision), one generator batch (batch 4, 128x128) and
+Per setting it measures a training step (``--step``: issue #20's U-Net, base width 16, batch 4,
+fixed so that figures compare across texseg versions; or ``default``, what a 30-s ``texseg
+train`` trains on this machine), one generator batch (batch 4, 128x128) and
 ``texseg.predict`` of one 256x256 image, and prints a table with each setting's throughput
 relative to ``today`` (torch's default: all cores, libgomp's default spinning) and to the
 idle figure, against the target: at least half of the fair share C/(C+L) of idle.
@@ -40,15 +41,28 @@ SETTINGS: dict[str, tuple[dict[str, str], object]] = {
     "spin10k": ({"GOMP_SPINCOUNT": "10000"}, None),
     "spin100k": ({"GOMP_SPINCOUNT": "100000"}, None),
     "adaptive": ({"GOMP_SPINCOUNT": "10000"}, "adaptive"),
-    # what texseg does now: the CLI's configure_threads() before torch, build_trainer's thread choice
+    # what texseg does now: the CLI's configure_threads() before torch, build_trainer's thread choice and
+    # (--seconds long enough) its ThreadGovernor
     "texseg": ({}, "cli"),
+    # texseg before the free-cores rule: all cores unless other programs kept every core busy
+    "allbusy": ({"GOMP_SPINCOUNT": "10000"}, "allbusy"),
 }
 SPIN = "import time,sys\nend=time.time()+float(sys.argv[1])\nwhile time.time()<end:\n    pass\n"
 TORCH2 = ("import time,sys,torch\ntorch.set_num_threads(2)\nend=time.time()+float(sys.argv[1])\n"
           "a=torch.randn(512,512)\nwhile time.time()<end:\n    a=torch.tanh(a@a)\n")
 
 
-def worker(setting: str, seconds: float, precision: str) -> None:
+def step_config(step: str, threads: int | None, precision: str) -> object:
+    """The measured training step: ``issue`` (U-Net base width 16, batch 4: the step issue #20 timed, fixed so
+    that figures compare across texseg versions) or ``default`` (what a 30-s ``texseg train`` trains here)."""
+    from texseg.training import TrainConfig
+
+    if step == "issue":
+        return TrainConfig(threads=threads, model_kwargs={}, batch_size=4, lr=1e-2, precision=precision)
+    return TrainConfig(threads=threads, time_budget=30.0, precision=precision)
+
+
+def worker(setting: str, seconds: float, precision: str, step: str = "issue") -> None:
     """Measure one setting in this (fresh) process and print one JSON line."""
     env, threads = SETTINGS[setting]
     if threads == "cli":
@@ -57,28 +71,31 @@ def worker(setting: str, seconds: float, precision: str) -> None:
         configure_threads()
     import torch
 
-    from texseg.checkpoint import predict
     from texseg.data import SceneSpec, generate
+    from texseg.inference.predict import predict
     from texseg.models import create_model
-    from texseg.threads import choose_threads
-    from texseg.training import TrainConfig
+    from texseg.threads import busy_cores, choose_threads
     from texseg.training.engine import build_trainer, train_step
 
     cores = os.cpu_count() or 1
-    fixed = {None: cores, "adaptive": choose_threads(cores), "cli": None}.get(threads, threads)
-    # The issue's step (U-Net, batch 4, 128x128), fixed so that figures compare across texseg versions;
+    allbusy = 1 if cores > 1 and busy_cores() >= cores else cores
+    fixed = {None: cores, "adaptive": choose_threads(cores), "cli": None, "allbusy": allbusy}.get(threads, threads)
     # threads None: build_trainer chooses them (texseg's default).
-    t = build_trainer(TrainConfig(threads=fixed, model_kwargs={}, batch_size=4, lr=1e-2, precision=precision))
+    t = build_trainer(step_config(step, fixed, precision))
     out: dict[str, object] = {"threads": torch.get_num_threads()}
     out["precision"], out["batch"] = t.precision, t.config.batch_size
     train_step(t, 1e-3).read()  # warm-up: first-call allocations
     n, t0 = 0, time.perf_counter()
     cpu0 = time.process_time()
     while n < 2 or time.perf_counter() - t0 < seconds:
+        step_start, step_cpu = time.perf_counter(), time.process_time()
         train_step(t, 1e-3).read()
         n += 1
+        if t.governor is not None:  # as the training loop feeds it
+            t.governor.observe(time.process_time() - step_cpu, time.perf_counter() - step_start)
     wall = time.perf_counter() - t0
     out["train_it_s"] = n / wall
+    out["threads_end"] = torch.get_num_threads()  # where the governor changed them
     out["cpu_share"] = (time.process_time() - cpu0) / (wall * torch.get_num_threads())
     spec, g = SceneSpec(128), torch.Generator().manual_seed(0)
     generate(spec, 4, generator=g)
@@ -116,14 +133,15 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def run_setting(setting: str, seconds: float, timeout: float, precision: str) -> dict[str, object] | None:
+def run_setting(setting: str, seconds: float, timeout: float, precision: str,
+                step: str = "issue") -> dict[str, object] | None:
     env = {**os.environ, **SETTINGS[setting][0], "PYTHONPATH": SRC}
     for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         if var not in SETTINGS[setting][0] and var in os.environ:
             env.pop(var)
     try:
         done = subprocess.run([sys.executable, __file__, "--worker", setting, "--seconds", str(seconds),
-                               "--precision", precision],
+                               "--precision", precision, "--step", step],
                               env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
@@ -143,13 +161,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--precision", default="fp32", help="precision of the measured training step (fp32, bf16)")
     ap.add_argument("--max-load-seconds", type=float, default=900.0, help="each load process ends after this")
+    ap.add_argument("--step", choices=("issue", "default"), default="issue",
+                    help="training step measured: issue #20's (U-Net width 16, batch 4) or the 30-s default's")
     ap.add_argument("--json", help="write every measurement to this file")
     ap.add_argument("--table", help="only print the table of a --json file of an earlier run")
     ap.add_argument("--timeout", type=float, default=60.0,
                     help="seconds a setting may take (start-up included); slower counts as 0 it/s")
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.seconds, args.precision)
+        worker(args.worker, args.seconds, args.precision, args.step)
         return
     if args.table:
         report_file(args.table)
@@ -178,7 +198,7 @@ def main() -> None:
                 rng.shuffle(order)
                 for s in order:
                     la = os.getloadavg()[0]
-                    r = run_setting(s, args.seconds, args.timeout, args.precision)
+                    r = run_setting(s, args.seconds, args.timeout, args.precision, args.step)
                     row = {"rep": rep, "load": load, "setting": s, "loadavg": la, **(r or {"failed": True})}
                     rows.append(row)
                     print(json.dumps(row), flush=True)

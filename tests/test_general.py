@@ -528,3 +528,27 @@ def test_a_bad_data_folder_names_its_option_and_leaves_no_half_made_run(tmp_path
                                 str(tmp_path / "folder"), "--steps", "1", "--width", "8", "--dilations", "1")
         assert code == 2 and err.startswith(f"texseg: error: {option}: 1 problem(s) in "), err
         assert not (tmp_path / "run").exists()  # so the same command works once the folder is fixed
+
+
+def test_train_general_follows_the_free_cores_when_texseg_chooses_its_threads(tmp_path, monkeypatch):
+    import functools
+
+    from texseg import threads
+    from texseg.training import general
+    from texseg.workers import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("needs 2 cores")
+    calls = []  # the start's measurement finds every core taken (one thread); the probes after it, all free
+    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (calls.append(1), 0.0 if len(calls) > 1 else 64.0)[1])
+    monkeypatch.setattr(general, "ThreadGovernor", functools.partial(threads.ThreadGovernor, window=0.0,
+                                                                     probe_every=0.0))
+    before = torch.get_num_threads()
+    try:
+        result = train_general(GeneralConfig(steps=3, eval_every=3, **TINY), tmp_path / "r", callbacks=[])
+        fixed = train_general(GeneralConfig(steps=3, eval_every=3, threads=1, **TINY), tmp_path / "f", callbacks=[])
+    finally:
+        torch.set_num_threads(before)
+    assert any(n.startswith(f"other programs shared the cores: torch threads {available_cores()} from step 2")
+               for n in result.notes)
+    assert not any("shared the cores" in n for n in fixed.notes)  # --threads fixes the count

@@ -223,12 +223,70 @@ def test_the_command_line_sets_the_wait_policy_before_torch_loads(tmp_path):
     assert "OMP_WAIT_POLICY=PASSIVE (set by the user)" in out.stdout
 
 
-def test_threads_are_one_when_other_programs_keep_every_core_busy():
+def test_threads_are_the_cores_other_programs_leave_free():
     from texseg.threads import busy_cores, choose_threads
 
-    assert choose_threads(2, busy=0) == 2 and choose_threads(2, busy=1) == 2
+    assert choose_threads(2, busy=0) == 2 and choose_threads(2, busy=1) == 1 and choose_threads(8, busy=3) == 5
     assert choose_threads(2, busy=2) == 1 and choose_threads(8, busy=12) == 1 and choose_threads(1, busy=5) == 1
+    assert choose_threads(0, busy=0) == 1
     assert busy_cores(samples=2, interval=0.0) >= 0
+
+
+def test_the_thread_governor_gives_a_taken_core_back_and_takes_it_again_when_free():
+    from texseg.threads import ThreadGovernor
+
+    now, busy, applied = [0.0], [0.0], []
+    g = ThreadGovernor(2, 2, applied.append, busy=lambda: busy[0], clock=lambda: now[0])
+    # idle: 2 threads get 90% of their time -- nothing changes, and no probe while all cores are used
+    for _ in range(4):
+        now[0] += 0.5
+        assert g.observe(0.9, 0.5) is None
+    # another program takes a core: over a 1-s window the two threads got one core's time
+    now[0] += 0.5
+    assert g.observe(0.5, 0.5) is None  # half a window: not yet judged
+    now[0] += 0.5
+    assert g.observe(0.5, 0.5) == 1 and applied == [1] and g.threads == 1
+    # the core is still taken: the probe (at most every 3 s) finds the other program and keeps one thread
+    busy[0] = 1.0
+    for _ in range(8):
+        now[0] += 1.0
+        assert g.observe(1.0, 1.0) is None
+    # it ends: the next probe gives both cores back
+    busy[0] = 0.0
+    results = []
+    for _ in range(4):
+        now[0] += 1.0
+        results.append(g.observe(0.9 * g.threads, 1.0))  # each thread gets 90% of a core
+    assert 2 in results and applied == [1, 2] and g.threads == 2
+    # a 4-core process beside two busy programs: 4 threads getting half their time -> 2
+    g4 = ThreadGovernor(4, 4, applied.append, busy=lambda: 2.0, clock=lambda: now[0])
+    assert g4.observe(2.0, 1.0) == 2
+
+
+def test_a_run_whose_threads_texseg_chooses_follows_the_free_cores(tmp_path, monkeypatch):
+    """The training loop feeds the governor and records what it did (fixed threads: no governor)."""
+    import functools
+
+    from texseg import threads
+    from texseg.workers import available_cores
+
+    assert engine.build_trainer(tiny(threads=1)).governor is None
+    if available_cores() < 2:
+        pytest.skip("needs 2 cores")
+    calls = []  # the start's measurement finds every core taken (one thread); the probes after it, all free
+    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (calls.append(1), 0.0 if len(calls) > 1 else 64.0)[1])
+    monkeypatch.setattr(engine, "ThreadGovernor", functools.partial(threads.ThreadGovernor, window=0.0,
+                                                                    probe_every=0.0))
+    before = torch.get_num_threads()
+    try:
+        r = train(tiny(iterations=4, eval_every=2), tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert json.loads((r.run_dir / "config.json").read_text())["threads"] == 1  # what it started with
+    note = next(n for n in summary["notes"] if n.startswith("other programs shared the cores"))
+    assert note.startswith(f"other programs shared the cores: torch threads 1 at the start, {available_cores()} "
+                           "from step 2")
 
 
 def test_an_unmeasured_bf16_cpu_is_conservative_until_calibrated(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ on a 2-core AMD EPYC (U-Net step, batch 4, fp32) beside other programs keeping t
 average at 7-10: torch's default 0.34 it/s (0.23 with two more busy processes), a 10,000
 spin 0.67 (0.52), no spin at all (``OMP_WAIT_POLICY=PASSIVE``) 1.14 (2.09), one thread
 2.59 (0.95). Idle, no spin cost 9-14% of the speed and the short spin nothing measurable,
-so texseg spins briefly and trains with one thread when other programs keep every core
-busy (:func:`choose_threads`).
+so texseg spins briefly, trains with the cores other programs leave free
+(:func:`choose_threads`) and follows them during a run (:class:`ThreadGovernor`).
 
 The wait policy is read once, when torch loads its OpenMP runtime (``import torch``), so it
 must be set in the environment before that: the ``texseg`` command does it first thing
@@ -111,16 +111,18 @@ def busy_cores(samples: int = 5, interval: float = 0.02) -> float:
 
 
 def choose_threads(cores: int, busy: float | None = None) -> int:
-    """torch threads for a run on ``cores`` cores: all of them, or one where other programs already keep
-    every core busy (bench_load.py: one thread then trains several times faster than threads that wait
-    for each other's turn on a shared core).
+    """torch threads for a run on ``cores`` cores: the cores other programs leave free, at least one.
+
+    A thread that shares its core with another program makes every other thread wait for its
+    turn at each operation: beside one busy process on 2 cores the default 30-s run took 74
+    steps in 15 s with 2 threads and 427 with one (433 on the idle machine).
 
     Args:
         cores: cores this process may use.
         busy: other running tasks (default: :func:`busy_cores`, measured now).
     """
     busy = busy_cores() if busy is None else busy
-    return 1 if cores > 1 and busy >= cores else max(1, cores)
+    return max(1, max(1, cores) - round(busy))
 
 
 class ThreadChooser:
@@ -146,6 +148,59 @@ class ThreadChooser:
             self.busy, self.measured_at = busy_cores(), now
             self.measurements += 1
         return choose_threads(cores, self.busy)
+
+
+# A run's threads getting under this share of their CPU time are waiting for cores (ThreadGovernor).
+LOW_SHARE = 0.7
+
+
+class ThreadGovernor:
+    """Follows the cores other programs leave free while a run trains: fewer threads when this process
+    gets much less CPU time than its threads could use, more again when the cores are free.
+
+    Feed it each stretch of training (:meth:`observe`); it calls ``set_threads`` when the count
+    should change. Fewer: over a ``window`` of at least that many seconds the process got under
+    :data:`LOW_SHARE` of its threads' CPU time (idle, texseg's training gets 0.88-0.93 with 2 threads;
+    beside one busy program on 2 cores 0.49), so some thread keeps waiting for a core. More: at
+    most every ``probe_every`` seconds, the running-task count (:func:`busy_cores`) shows free cores.
+
+    Args:
+        cores: cores this process may use.
+        threads: the thread count the run starts with.
+        set_threads: applies a new count (``torch.set_num_threads``).
+        busy: counts the other running tasks (default: a quick :func:`busy_cores`).
+        clock: the time source (seconds; monotonic).
+    """
+
+    def __init__(self, cores: int, threads: int, set_threads: Callable[[int], None], *,
+                 busy: Callable[[], float] | None = None, clock: Callable[[], float] = time.monotonic,
+                 window: float = 1.0, probe_every: float = 3.0) -> None:
+        self.cores, self.threads, self.set_threads = max(1, cores), threads, set_threads
+        self.busy = busy if busy is not None else (lambda: busy_cores(samples=3, interval=0.002))
+        self.clock, self.window, self.probe_every = clock, window, probe_every
+        self.cpu = self.wall = 0.0
+        self.probed_at = clock()
+
+    def observe(self, cpu_seconds: float, wall_seconds: float) -> int | None:
+        """Account for a stretch of training; returns the new thread count when it changed (None: unchanged)."""
+        self.cpu, self.wall = self.cpu + cpu_seconds, self.wall + wall_seconds
+        if self.wall < self.window:
+            return None
+        share, self.cpu, self.wall = self.cpu / (self.wall * self.threads), 0.0, 0.0
+        if self.threads > 1 and share < LOW_SHARE:
+            self.probed_at = self.clock()  # a core was just found taken: look again only after probe_every
+            return self._change(max(1, min(self.threads - 1, round(share * self.threads))))
+        if self.threads < self.cores and self.clock() - self.probed_at >= self.probe_every:
+            self.probed_at = self.clock()
+            free = choose_threads(self.cores, self.busy())
+            if free > self.threads:
+                return self._change(free)
+        return None
+
+    def _change(self, threads: int) -> int:
+        self.threads = threads
+        self.set_threads(threads)
+        return threads
 
 
 def wait_policy_description(environ: MutableMapping[str, str] | None = None) -> str:

@@ -25,7 +25,7 @@ from texseg.data.scene import SceneSpec, generate, target_from_labels
 from texseg.device import autocast_dtype, resolve_device
 from texseg.evaluation.evaluate import LossFn
 from texseg.models import count_parameters, create_model
-from texseg.threads import choose_threads
+from texseg.threads import ThreadGovernor, choose_threads
 from texseg.training import distributed
 from texseg.training.config import TrainConfig
 from texseg.training.defaults import DeviceProfile, device_profile, pin_config, pinned_notes, resolve_defaults
@@ -157,6 +157,8 @@ class Trainer:
     defaults: dict[str, Any] = field(default_factory=dict)
     forward: Callable[[Tensor], Tensor] | None = None  # the model's forward, compiled when `compile`
     notes: list[str] = field(default_factory=list)  # what this machine runs differently from the config's
+    # follows the cores other programs leave free (CPU runs whose threads texseg chose; None: fixed threads)
+    governor: ThreadGovernor | None = None
 
     def __post_init__(self) -> None:
         if self.profile is None:
@@ -191,6 +193,7 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
     Raises:
         ValueError: an invalid config, a missing device, or a run that cannot fit in memory.
     """
+    auto_threads = config.threads is None
     config, device, d, defaults = _resolve_device(config)
     notes = pinned_notes(config, device, available_cores())
     check_training_memory(config, device)  # refuse up front rather than crash halfway
@@ -213,6 +216,8 @@ def build_trainer(config: TrainConfig, data: BatchSource | None = None) -> Train
         loss_fn=PermutationInvariantLoss(config.loss_name, k) if any_labels else create_loss(config.loss_name, k),
         amp_dtype=autocast_dtype(config.precision, device), data=_batch_source(config, data, device, d),
         dist=d, matching="image" if any_labels else "none", defaults=defaults, forward=forward, notes=notes,
+        governor=ThreadGovernor(available_cores(), torch.get_num_threads(), torch.set_num_threads)
+        if auto_threads and device.type == "cpu" and not d.active else None,
     )
 
 

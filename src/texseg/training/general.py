@@ -54,7 +54,7 @@ from texseg.inference.grouping import cluster_embeddings
 from texseg.io import atomic_write_bytes, atomic_write_json, read_json, write_csv
 from texseg.models.texnet import TextureEmbeddingNet
 from texseg.signals import stop_requested
-from texseg.threads import choose_threads
+from texseg.threads import ThreadGovernor, choose_threads
 from texseg.training.engine import busy_machine_warning, cpu_share
 from texseg.training.rundir import RunStatus
 from texseg.training.state import Evaluation, Stop
@@ -92,8 +92,8 @@ class GeneralConfig:
             half of each batch is crops of its images (a fifth of the files held out for
             validation), half collages (so the model keeps what it knew).
         init_from: start from these weights (``texseg:general`` or a train-general run folder).
-        seed: seeds the weights and the data stream; threads: torch threads (None: all cores,
-            or one when other programs keep every core busy, as ``texseg train`` chooses).
+        seed: seeds the weights and the data stream; threads: torch threads (None: the cores
+            other programs leave free, followed during the run, as ``texseg train`` chooses).
     """
     steps: int = 20_000
     time_budget: float | None = None
@@ -466,9 +466,12 @@ class GeneralState:
     eval_seconds: float = 0.0
     best: tuple[int, float] = (0, -1.0)
     last_val: dict[str, float] = field(default_factory=dict)
-    # this session's training: CPU seconds of the process and wall seconds (for the CPU share)
+    # this session's training: CPU seconds of the process and wall seconds x threads (for the CPU share)
     cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
+    thread_seconds: float = 0.0
+    # follows the cores other programs leave free (threads chosen by texseg; None: fixed threads)
+    governor: ThreadGovernor | None = None
+    thread_changes: list[tuple[int, int]] = field(default_factory=list)  # (step, threads from then on)
 
     def save_weights(self, folder: Path) -> None:
         """The current weights as a loadable model folder."""
@@ -539,7 +542,7 @@ def _finish_general(r: GeneralState, status: str, message: str) -> GeneralResult
     """The last checkpoint and ``summary.json`` (with a note when the machine was busy)."""
     r.checkpoint()
     threads = torch.get_num_threads()
-    share = cpu_share(r.cpu_seconds, r.wall_seconds, threads)
+    share = cpu_share(r.cpu_seconds, r.thread_seconds, 1)  # thread-seconds: the governor may change threads
     if share is None and (r.run / "summary.json").is_file():
         # a resume with nothing left to train measured nothing: the run's share is the one it had
         share = read_json(r.run / "summary.json").get("cpu_share")
@@ -547,6 +550,10 @@ def _finish_general(r: GeneralState, status: str, message: str) -> GeneralResult
     result = GeneralResult(str(r.run), status, r.step, round(r.seconds, 1), round(r.eval_seconds, 1), r.best[0],
                            round(r.best[1], 4), r.last_val, message, None if share is None else round(share, 3),
                            [busy] if busy else [])
+    if r.thread_changes:
+        changes = ", ".join(f"{n} from step {step + 1}" for step, n in r.thread_changes)
+        result.notes.append(f"other programs shared the cores: torch threads {changes} (texseg follows the free "
+                            "cores; --threads fixes the count)")
     atomic_write_json(r.run / "summary.json", asdict(result))
     return result
 
@@ -568,12 +575,14 @@ def _check_run_dir(config: GeneralConfig, run: Path, resume: bool) -> None:
 
 def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralState:
     """Model, optimizer and data stream: new (``config.json`` written), or restored from ``resume.pt``."""
-    # as texseg train: all cores, or one thread where other programs keep every core busy
+    # as texseg train: the cores other programs leave free, followed during the run
     torch.set_num_threads(config.threads or choose_threads(available_cores()))
     torch.manual_seed(config.seed)
     model = TextureEmbeddingNet(**config.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     r = GeneralState(config, run, model, opt, torch.Generator().manual_seed(config.seed + 1), config.collage())
+    if config.threads is None:
+        r.governor = ThreadGovernor(available_cores(), torch.get_num_threads(), torch.set_num_threads)
     # the folders read and checked before anything is written: a bad one leaves no half-made run
     r.folder, held_out = folder_split(config) if config.data else (None, None)
     r.sets = validation_sets(config, held_out)
@@ -618,8 +627,10 @@ def _general_step(r: GeneralState) -> float | None:
     now = time.perf_counter()
     r.seconds += now - start
     # the CPU share of the multi-threaded part (the one-thread batch drawing would understate it)
-    r.wall_seconds += now - compute
-    r.cpu_seconds += time.process_time() - cpu
+    wall, cpu = now - compute, time.process_time() - cpu
+    r.cpu_seconds, r.thread_seconds = r.cpu_seconds + cpu, r.thread_seconds + wall * torch.get_num_threads()
+    if r.governor is not None and r.governor.observe(cpu, wall):
+        r.thread_changes.append((r.step, torch.get_num_threads()))
     return float(loss.detach())
 
 

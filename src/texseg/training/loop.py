@@ -191,6 +191,8 @@ def _finish(state: LoopState, hooks: list[Callback]) -> TrainResult:
     run = state.run
     if state.status == RunStatus.RUNNING:
         state.status = RunStatus.COMPLETED
+    if state.timings.thread_changes:
+        state.notes.append(_thread_note(state))
     if state.status == RunStatus.DIVERGED:
         if run is not None:
             run.write_summary(state.summary())  # the weights on disk stay the last good ones
@@ -206,6 +208,13 @@ def _finish(state: LoopState, hooks: list[Callback]) -> TrainResult:
             state.notes.extend(notes)
             run.write_summary_best_effort(state.summary())
     return state.result()
+
+
+def _thread_note(state: LoopState) -> str:
+    """What the thread governor did, for the run's reader."""
+    changes = ", ".join(f"{n} from step {step + 1}" for step, n in state.timings.thread_changes)
+    return (f"other programs shared the cores: torch threads {state.config.threads} at the start, {changes} "
+            "(texseg follows the free cores; `threads` fixes the count)")
 
 
 def resume_training(run_dir: str | Path, callbacks: Sequence[Callback] | None = None, *, progress: bool = True,
@@ -355,6 +364,9 @@ def _read_and_count(state: LoopState, tally: StepTally, stop: StopFlag, bar: Pro
     first = c.step + 1
     c.step, c.train_seconds = c.step + window.steps, c.train_seconds + window.seconds
     tm.cpu_seconds, tm.wall_seconds = tm.cpu_seconds + window.cpu_seconds, tm.wall_seconds + window.seconds
+    tm.thread_seconds += window.seconds * torch.get_num_threads()
+    if state.trainer.governor is not None and state.trainer.governor.observe(window.cpu_seconds, window.seconds):
+        tm.thread_changes.append((c.step, torch.get_num_threads()))
     c.window_loss, c.window_steps = c.window_loss + window.loss_sum, c.window_steps + window.finite_steps
     if window.problem is not None:  # skip_nonfinite: those steps were not applied
         c.skipped_steps += window.steps - window.finite_steps

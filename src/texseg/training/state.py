@@ -70,6 +70,8 @@ class Timings:
 
     cpu_seconds: float = 0.0  # of the training windows
     wall_seconds: float = 0.0  # of the training windows
+    thread_seconds: float = 0.0  # wall time x torch threads of the training windows (threads may change)
+    thread_changes: list[tuple[int, int]] = field(default_factory=list)  # (step, threads from then on)
     overhead_seconds: float = 0.0  # evaluating and checkpointing (for the evaluation budget)
     eval_per_image: float | None = None  # what the last evaluation and checkpoint took per held-out image
     checkpointed_at: float | None = None  # perf_counter of this process's last interim checkpoint
@@ -153,7 +155,7 @@ class LoopState:
 
     def summary(self) -> RunSummary:
         """The run's ``summary.json`` as it stands."""
-        share = cpu_share(self.timings.cpu_seconds, self.timings.wall_seconds, torch.get_num_threads())
+        share = cpu_share(self.timings.cpu_seconds, self.timings.thread_seconds, 1)  # thread-seconds: threads vary
         c = self.counters
         return run_summary(self.trainer, c, self.status, self.message, self.last_val, self.notes, share)
 
