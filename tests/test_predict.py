@@ -351,3 +351,23 @@ def test_predict_off_a_terminal_writes_plain_progress_lines(capsys, run_dir, tmp
                             "--out", str(tmp_path / "o"))
     assert code == 0 and "3 segmented" in stdout
     assert "\r" not in err and "image 3  100%" in err  # one line per step of progress, as `texseg train` writes
+
+
+def test_predict_on_a_busy_machine_uses_the_free_cores(capsys, run_dir, tmp_path, monkeypatch):
+    """Threads that share their cores with other programs wait for each other: predict takes the free ones."""
+    from texseg import threads
+
+    iio.imwrite(tmp_path / "p.png", (np.random.default_rng(0).random((24, 24)) * 255).astype(np.uint8))
+    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: 64.0)  # every core taken by other programs
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        code, stdout, _ = run(capsys, "predict", str(run_dir), str(tmp_path / "p.png"), "--out", str(tmp_path / "o"))
+        assert code == 0 and "1 segmented" in stdout and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting decides
+        code, _, _ = run(capsys, "predict", str(run_dir), str(tmp_path / "p.png"), "--out", str(tmp_path / "o2"))
+        assert code == 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -5,15 +5,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+import torch
 from click.core import ParameterSource
 
 from texseg.evaluation.names import METRIC_ORDER, TRIVIAL
+from texseg.threads import choose_threads
 from texseg.training.config import SCENE_FIELDS, TrainConfig, field_types  # noqa: F401  (SCENE_FIELDS re-exported)
+from texseg.workers import available_cores
+
+
+def use_free_cores() -> None:
+    """torch threads of a command that runs models: the cores other programs leave free, as ``texseg train``
+    starts with (beside one busy program on 2 cores, ``predict`` of a 256x256 image took 58-141 ms with 2
+    threads and 19-22 ms with one; benchmarks/bench_load.py). ``OMP_NUM_THREADS``, when set, decides."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(choose_threads(available_cores()))
 
 
 def parse_floats(text: str) -> list[float]:

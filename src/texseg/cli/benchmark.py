@@ -54,8 +54,10 @@ def benchmark(segmenters: str, suites: str, out: str, method_args: tuple[str, ..
     from texseg._validate import check_int
     from texseg.benchmark import BenchmarkSettings, run_benchmark
     from texseg.benchmark.suites import resolve_suite
+    from texseg.cli._options import use_free_cores
     from texseg.report import write_report_or_note
 
+    use_free_cores()
     check_int("--max-pixels", max_pixels, minimum=0)
     suite_objs = [resolve_suite(s, max_pixels=max_pixels or None) for s in _split_list(suites)]
     settings = BenchmarkSettings(method_args=_parse_method_args(method_args), device=device, progress=not quiet)

@@ -19,6 +19,7 @@ from texseg.cli._options import (
     given_options,
     metric_rows,
     table,
+    use_free_cores,
 )
 from texseg.errors import ExitCode, TexsegError
 from texseg.io import read_json
@@ -231,6 +232,7 @@ def eval_(run_dir: str, count: int, seed: int, batch_size: int, device: str, as_
     if matched and matching not in ("auto", "image"):
         raise click.UsageError(f"--matched means --matching image; it cannot go with --matching {matching}")
     matching = "image" if matched else matching
+    use_free_cores()
     if data is not None:
         return _eval_folder(run_dir, data, device, matching, as_json)
     from texseg._validate import check_int

@@ -94,9 +94,11 @@ def predict(run_dir: str, inputs: tuple[str, ...], out: str, tile: int | None, o
     textures it never saw, with --regions K, K estimated, or --reference.
     """
     from texseg._validate import check_int, check_positive
+    from texseg.cli._options import use_free_cores
     from texseg.inference.grouping import GroupOptions
     from texseg.inference.predict import PredictSettings
 
+    use_free_cores()
     flags = _flag_names(click.get_current_context())
     settings = PredictSettings(tile=tile, overlap=overlap, scale=scale, batch_size=batch_size, precision=precision,
                                overwrite=overwrite, max_pixels=check_int("--max-pixels", max_pixels, minimum=0) or None)
