@@ -344,3 +344,19 @@ def test_run_benchmark_takes_settings_and_the_runner_writes_no_outputs(tmp_path)
     written = run_benchmark(["local-energy"], [suite], tmp_path / "a", QUIET)
     assert written.cells[0].cached and (tmp_path / "a" / "result.json").is_file()
     assert not (tmp_path / "a" / "report.html").exists()  # the page is the caller's (the CLI writes it)
+
+
+def test_intervals_over_images_are_bootstrap_intervals_of_the_mean():
+    """Skewed per-image scores: the logit t-interval (right for a few seeds) misses the mean; the bootstrap holds it."""
+    from texseg.evaluation.stats import bootstrap_mean_ci, mean_ci
+
+    scores = [0.99] * 60 + [0.2] * 4  # 60 images segmented, 4 failures
+    mean = sum(scores) / len(scores)
+    logit = mean_ci(scores, bounded=True)
+    assert logit.low == pytest.approx(mean)  # its interval lies above the mean, widened only to reach it
+    boot = bootstrap_mean_ci(scores, bounded=True)
+    assert boot.mean == pytest.approx(mean) and boot.low < mean - 0.02 and mean < boot.high <= 0.99
+    assert boot == bootstrap_mean_ci(scores, bounded=True)  # seeded: the same values, the same interval
+    assert bootstrap_mean_ci([0.5] * 20).low == bootstrap_mean_ci([0.5] * 20).high == 0.5
+    assert bootstrap_mean_ci([0.4, 0.6], bounded=True) == mean_ci([0.4, 0.6], bounded=True)  # too few: mean_ci
+    assert bootstrap_mean_ci([]).n == 0

@@ -17,7 +17,7 @@ from texseg.evaluation.names import BASELINE, BENCHMARK_TABLE_METRICS, is_bounde
 from texseg.evaluation.names import BENCHMARK_FIGURE_METRICS as _FIGURE_METRICS
 from texseg.evaluation.names import REGION_LABELS as SUMMARY_METRICS
 from texseg.evaluation.region_metrics import confusion
-from texseg.evaluation.stats import Interval, mean_ci
+from texseg.evaluation.stats import Interval, bootstrap_mean_ci
 from texseg.io import atomic_write_text, slug
 from texseg.plots import save_figure
 from texseg.result_file import write_result
@@ -32,7 +32,7 @@ MATCHING_NOTE = ("Label numbers of unsupervised methods are arbitrary: mIoU, per
 
 
 def _intervals(cell: Cell) -> dict[str, Interval]:
-    return {m: mean_ci(v, bounded=is_bounded(m)) for m, v in cell.per_image.items()}
+    return {m: bootstrap_mean_ci(v, bounded=is_bounded(m)) for m, v in cell.per_image.items()}
 
 
 def _all_cells(result: BenchmarkResult) -> list[Cell]:
@@ -78,9 +78,10 @@ def _csv(rows: list[dict[str, object]]) -> str:
 
 
 LEADERBOARD_TITLE = "Benchmark leaderboard"
-LEADERBOARD_INTRO = ("Each value is the mean over the suite's images and its 95% interval: for metrics in [0, 1] the "
-                     "t-interval of the logits mapped back (so it stays inside [0, 1]), for VI ± the t-interval's "
-                     f"half-width. The row **{BASELINE}** is what a model that learnt nothing scores: a method must "
+LEADERBOARD_INTRO = ("Each value is the mean over the suite's images and the 95% percentile bootstrap interval of "
+                     "that mean (the images resampled, so it stays inside [0, 1] for metrics there; ± its half-width "
+                     "for VI; under 10 images, t-intervals). "
+                     f"The row **{BASELINE}** is what a model that learnt nothing scores: a method must "
                      "beat it to have segmented anything. " + MATCHING_NOTE)
 
 
@@ -113,7 +114,7 @@ def _bar_figure(result: BenchmarkResult, suite_name: str) -> Figure | None:
     axes = fig.subplots(1, len(_FIGURE_METRICS), sharey=True)
     y = np.arange(len(cells))
     for ax, metric in zip(axes, _FIGURE_METRICS):
-        ivs = [mean_ci(c.per_image[metric], bounded=is_bounded(metric)) for c in cells]
+        ivs = [bootstrap_mean_ci(c.per_image[metric], bounded=is_bounded(metric)) for c in cells]
         means = np.array([iv.mean for iv in ivs])
         err = np.array([iv.errors for iv in ivs]).T  # asymmetric for [0, 1] metrics: never past a bound
         ax.barh(y, means, xerr=err, color="tab:blue", alpha=0.8, capsize=3)

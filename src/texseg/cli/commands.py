@@ -379,14 +379,14 @@ def _eval_folder(run_dir: str, data: str, device: str, matching: str, as_json: b
     from texseg.checkpoint import load_model
     from texseg.device import resolve_device
     from texseg.evaluation.folder import evaluate_folder_images
-    from texseg.evaluation.stats import mean_ci
+    from texseg.evaluation.stats import bootstrap_mean_ci
 
     model = load_model(run_dir, device=resolve_device(device))
     k = model.run_info["num_regions"]
     matching = _resolve_matching(matching, run_dir, model.run_info)
     metrics, per_image = evaluate_folder_images(model, data, k, matching=matching)
     # The folder's images are a sample: the 95% interval of the mean over images says how much it could move.
-    intervals = {name: mean_ci([m[name] for m in per_image], bounded=name != "loss")
+    intervals = {name: bootstrap_mean_ci([m[name] for m in per_image], bounded=name != "loss")
                  for name in ("iou", "accuracy") if name in metrics}
     if as_json:
         click.echo(json.dumps({"run": run_dir, "data": data, "matching": matching, "matched": matching != "none",

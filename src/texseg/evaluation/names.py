@@ -36,7 +36,8 @@ REGION_LABELS = {"miou": "mIoU ↑", "accuracy": "accuracy ↑", "bf": "boundary
 BENCHMARK_TABLE_METRICS = ("miou", "accuracy", "bf", "vi", "are", "gce")
 #: The bars of the benchmark's figure.
 BENCHMARK_FIGURE_METRICS = ("miou", "accuracy", "bf", "vi")
-#: Metrics that live in [0, 1]: their intervals are logit t-intervals mapped back (VI is unbounded).
+#: Metrics that live in [0, 1]: over seeds their intervals are logit t-intervals mapped back, over images
+#: bootstrap intervals inside [0, 1] (VI is unbounded).
 BOUNDED = ("miou", "accuracy", "bf", "are", "gce")
 
 _LOWER_IS_BETTER = frozenset({"loss", "vi", "vi_split", "vi_merge", "are", "gce"})

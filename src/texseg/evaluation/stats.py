@@ -6,7 +6,8 @@ interval would be far too narrow for 3 seeds: t(0.975, 2) = 4.30, not 1.96).
 
 Metrics bounded to [0, 1] (IoU, accuracy, ...) get the t-interval of their logits mapped
 back (a transformed interval), so it never leaves [0, 1] and is asymmetric near the
-bounds; with one seed there is no interval at all.
+bounds; with one seed there is no interval at all. Means over many images (a benchmark
+suite) get a bootstrap interval instead (:func:`bootstrap_mean_ci`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,44 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, *, bounded: bool 
     half = t * float(logits.std(ddof=1)) / math.sqrt(n)
     low, high = (float(special.expit(logits.mean() + d)) for d in (-half, half))
     return Interval(mean, min(low, mean), max(high, mean), n, confidence, bounded, tuple(vals))
+
+
+# Fewer values than this get mean_ci's t-interval: a bootstrap of a handful of values is no estimate.
+MIN_BOOTSTRAP = 10
+
+
+def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, *, bounded: bool = False,
+                      resamples: int = 9999, seed: int = 0) -> Interval:
+    """Mean of many values (one per image of a suite) and the percentile bootstrap interval of that mean.
+
+    Per-image metrics are skewed (most images near 1, a few failures): the logit t-interval of
+    :func:`mean_ci`, right for a few seeds, then centres on a different average than the mean
+    (0.99 on 60 images and 0.2 on 4: mean 0.941, logit interval [0.979, 0.990], widened to the
+    mean). Resampling the images (``scipy.stats.bootstrap``, seeded: the same values give the same
+    interval) follows the skew and, being made of means of the values, stays inside their range.
+
+    Args:
+        values: one value per image (NaN and inf are left out).
+        confidence: coverage of the interval, in (0, 1).
+        bounded: the values are fractions in [0, 1] (how :meth:`Interval.format` shows it).
+        resamples: bootstrap resamples; seed: their random generator's seed.
+
+    Returns:
+        An :class:`Interval` (widened if needed to contain the mean); :func:`mean_ci`'s for fewer
+        than :data:`MIN_BOOTSTRAP` values.
+    """
+    vals = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
+    if len(vals) < MIN_BOOTSTRAP:
+        return mean_ci(vals, confidence, bounded=bounded)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    mean = float(vals.mean())
+    if np.ptp(vals) == 0:  # every image alike: nothing to resample
+        return Interval(mean, mean, mean, len(vals), confidence, bounded, tuple(vals))
+    ci = stats.bootstrap((vals,), np.mean, n_resamples=resamples, confidence_level=confidence, method="percentile",
+                         rng=np.random.default_rng(seed)).confidence_interval
+    return Interval(mean, min(float(ci.low), mean), max(float(ci.high), mean), len(vals), confidence, bounded,
+                    tuple(vals))
 
 
 @dataclass(frozen=True)
