@@ -86,3 +86,24 @@ def untrivial(monkeypatch):
 
     monkeypatch.setattr(engine, "run_warnings", lambda *args, **kwargs: [])
     monkeypatch.setattr(engine, "MIN_STEPS", 1)
+
+
+def cores_freed_after_the_start(monkeypatch, module) -> None:
+    """The start's busy-core count finds every core taken (one thread), every later probe finds them free, and the
+    thread governor that ``module`` builds judges each step at once: a run then goes from one thread to all.
+
+    Skips on a machine with one core. The caller restores ``torch.set_num_threads`` afterwards.
+    """
+    import functools
+
+    import pytest
+
+    from texseg import threads
+    from texseg.workers import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("needs 2 cores")
+    calls = []
+    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (calls.append(1), 0.0 if len(calls) > 1 else 64.0)[1])
+    monkeypatch.setattr(module, "ThreadGovernor", functools.partial(threads.ThreadGovernor, window=0.0,
+                                                                    probe_every=0.0))

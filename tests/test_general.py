@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_main
+from conftest import cores_freed_after_the_start, run_main
 from texseg.data.procedural import FAMILIES, CollageSpec, family_texture, generate_collage
 from texseg.evaluation.region_metrics import region_metrics
 from texseg.inference.embedding import segment_embedded
@@ -531,18 +531,10 @@ def test_a_bad_data_folder_names_its_option_and_leaves_no_half_made_run(tmp_path
 
 
 def test_train_general_follows_the_free_cores_when_texseg_chooses_its_threads(tmp_path, monkeypatch):
-    import functools
-
-    from texseg import threads
     from texseg.training import general
     from texseg.workers import available_cores
 
-    if available_cores() < 2:
-        pytest.skip("needs 2 cores")
-    calls = []  # the start's measurement finds every core taken (one thread); the probes after it, all free
-    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (calls.append(1), 0.0 if len(calls) > 1 else 64.0)[1])
-    monkeypatch.setattr(general, "ThreadGovernor", functools.partial(threads.ThreadGovernor, window=0.0,
-                                                                     probe_every=0.0))
+    cores_freed_after_the_start(monkeypatch, general)
     before = torch.get_num_threads()
     try:
         result = train_general(GeneralConfig(steps=3, eval_every=3, **TINY), tmp_path / "r", callbacks=[])

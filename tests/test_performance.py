@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_main
+from conftest import cores_freed_after_the_start, run_main
 from texseg.training import defaults as device_defaults
 from texseg.training import engine
 from texseg.training.config import TrainConfig
@@ -265,18 +265,10 @@ def test_the_thread_governor_gives_a_taken_core_back_and_takes_it_again_when_fre
 
 def test_a_run_whose_threads_texseg_chooses_follows_the_free_cores(tmp_path, monkeypatch):
     """The training loop feeds the governor and records what it did (fixed threads: no governor)."""
-    import functools
-
-    from texseg import threads
     from texseg.workers import available_cores
 
     assert engine.build_trainer(tiny(threads=1)).governor is None
-    if available_cores() < 2:
-        pytest.skip("needs 2 cores")
-    calls = []  # the start's measurement finds every core taken (one thread); the probes after it, all free
-    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (calls.append(1), 0.0 if len(calls) > 1 else 64.0)[1])
-    monkeypatch.setattr(engine, "ThreadGovernor", functools.partial(threads.ThreadGovernor, window=0.0,
-                                                                    probe_every=0.0))
+    cores_freed_after_the_start(monkeypatch, engine)
     before = torch.get_num_threads()
     try:
         r = train(tiny(iterations=4, eval_every=2), tmp_path / "run", progress=False)
