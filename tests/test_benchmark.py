@@ -134,6 +134,7 @@ def test_a_suite_with_k_varying_per_image_is_segmented_per_k(tmp_path):
     assert cell.status == "done" and two.calls == [(2, 3)]
     assert "skipped (K = 3, 3 images)" in cell.note
     assert [math.isnan(v) for v in cell.per_image["miou"]] == [False, True] * 3  # in the suite's image order
+    assert cell.images == 3 and cell.pixels == 3 * 32 * 32  # its speed counts the images it segmented
     assert "skipped (K = 3" in (tmp_path / "b" / "leaderboard.md").read_text()
 
 

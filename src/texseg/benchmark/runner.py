@@ -70,7 +70,9 @@ class Cell:
 
     @property
     def images(self) -> int:
-        return len(next(iter(self.per_image.values()), []))
+        """Images scored: those of a K the segmenter does not support were skipped (every metric NaN)."""
+        rows = list(zip(*self.per_image.values()))
+        return sum(1 for row in rows if any(not math.isnan(v) for v in row))
 
 
 @dataclass
@@ -204,7 +206,7 @@ def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, ba
     """
     images, labels = suite.load("test")
     k_max = suite.num_regions
-    cell = Cell(segmenter.name, suite.name, "done", num_regions=k_max, pixels=int(labels.numel()))
+    cell = Cell(segmenter.name, suite.name, "done", num_regions=k_max)  # pixels: of the images it segments
     ks = suite.regions_per_image(labels)
     notes = []
     results: list[dict[str, float] | None] = [None] * len(ks)
@@ -233,6 +235,7 @@ def _run_cell(segmenter: Segmenter, suite: Suite, batch_size: int, stop: Any, ba
             start = time.perf_counter()
             pred = segmenter.segment(images[batch], k)
             cell.seconds += time.perf_counter() - start
+            cell.pixels += int(labels[batch].numel())
             for i, p in zip(batch, pred.cpu().numpy()):
                 results[i] = region_metrics(labels[i].numpy(), p, k_max, BOUNDARY_TOLERANCE)
                 predictions[i] = p[0]
