@@ -85,18 +85,20 @@ def worker(setting: str, seconds: float, precision: str, step: str = "issue") ->
     out: dict[str, object] = {"threads": torch.get_num_threads()}
     out["precision"], out["batch"] = t.precision, t.config.batch_size
     train_step(t, 1e-3).read()  # warm-up: first-call allocations
-    n, t0 = 0, time.perf_counter()
+    n, t0, thread_seconds = 0, time.perf_counter(), 0.0
     cpu0 = time.process_time()
     while n < 2 or time.perf_counter() - t0 < seconds:
         step_start, step_cpu = time.perf_counter(), time.process_time()
         train_step(t, 1e-3).read()
         n += 1
+        step_wall = time.perf_counter() - step_start
+        thread_seconds += step_wall * torch.get_num_threads()  # the count this step ran with
         if t.governor is not None:  # as the training loop feeds it
-            t.governor.observe(time.process_time() - step_cpu, time.perf_counter() - step_start)
+            t.governor.observe(time.process_time() - step_cpu, step_wall)
     wall = time.perf_counter() - t0
     out["train_it_s"] = n / wall
     out["threads_end"] = torch.get_num_threads()  # where the governor changed them
-    out["cpu_share"] = (time.process_time() - cpu0) / (wall * torch.get_num_threads())
+    out["cpu_share"] = (time.process_time() - cpu0) / thread_seconds
     spec, g = SceneSpec(128), torch.Generator().manual_seed(0)
     generate(spec, 4, generator=g)
     times = []

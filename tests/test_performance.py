@@ -237,40 +237,63 @@ def test_the_thread_governor_gives_a_taken_core_back_and_takes_it_again_when_fre
 
     now, busy, applied = [0.0], [0.0], []
     g = ThreadGovernor(2, 2, applied.append, busy=lambda: busy[0], clock=lambda: now[0])
+
+    def window(cpu_per_thread: float, steps: int, seconds: float = 1.0):
+        now[0] += seconds
+        return g.observe(cpu_per_thread * g.threads * seconds, seconds, steps)
+
     # idle: 2 threads get 90% of their time -- nothing changes, and no probe while all cores are used
-    for _ in range(4):
-        now[0] += 0.5
-        assert g.observe(0.9, 0.5) is None
-    # another program takes a core: over a 1-s window the two threads got one core's time
+    assert [window(0.9, 30) for _ in range(4)] == [None] * 4
+    assert g.observe(0.5, 0.5, 2) is None  # half a window: not yet judged
+    # another program takes a core: over a 1-s window the two threads got one core's time, and training crawls
     now[0] += 0.5
-    assert g.observe(0.5, 0.5) is None  # half a window: not yet judged
-    now[0] += 0.5
-    assert g.observe(0.5, 0.5) == 1 and applied == [1] and g.threads == 1
+    assert g.observe(0.5, 0.5, 2) == 1 and applied == [1] and g.threads == 1
+    assert window(1.0, 25) is None  # the trial: one thread trains faster, so it stays
     # the core is still taken: the probe (at most every 3 s) finds the other program and keeps one thread
     busy[0] = 1.0
-    for _ in range(8):
-        now[0] += 1.0
-        assert g.observe(1.0, 1.0) is None
-    # it ends: the next probe gives both cores back
+    assert [window(1.0, 25) for _ in range(6)] == [None] * 6
+    # it ends: the next probe gives both cores back, and two threads train faster
     busy[0] = 0.0
-    results = []
-    for _ in range(4):
-        now[0] += 1.0
-        results.append(g.observe(0.9 * g.threads, 1.0))  # each thread gets 90% of a core
+    results = [window(0.9, 30) for _ in range(4)]
     assert 2 in results and applied == [1, 2] and g.threads == 2
-    # a 4-core process beside two busy programs: 4 threads getting half their time -> 2
-    g4 = ThreadGovernor(4, 4, applied.append, busy=lambda: 2.0, clock=lambda: now[0])
-    assert g4.observe(2.0, 1.0) == 2
+
+
+def test_a_long_story_of_thread_changes_is_told_short():
+    from texseg.threads import thread_changes_note
+
+    note = thread_changes_note(2, [(10 * i, 1 + i % 2) for i in range(1, 40)])
+    assert note.startswith("other programs shared the cores: torch threads 2 at the start, 2 from step 11, ")
+    assert note.count("from step") == 5 and "and 34 more changes" in note
+
+
+def test_the_thread_governor_undoes_a_change_that_made_training_slower():
+    """An idle machine with many cores where much of a step runs on one thread: a low share, but no other
+    program -- fewer threads train slower, so the governor goes back and waits longer each time."""
+    from texseg.threads import ThreadGovernor
+
+    now, applied = [0.0], []
+    g = ThreadGovernor(16, 16, applied.append, busy=lambda: 0.0, clock=lambda: now[0])
+    speed = {16: 40, 8: 30}  # steps per second by thread count (Amdahl: more threads still help)
+
+    def window():
+        now[0] += 1.0
+        return g.observe(0.47 * g.threads, 1.0, speed.get(g.threads, 20))
+
+    assert window() == 8  # a low share: try fewer
+    assert window() == 16 and g.threads == 16  # slower: undone
+    changes = [window() for _ in range(40)]
+    assert g.threads == 16 and len([c for c in changes if c is not None]) <= 8  # rarer and rarer
+    assert g.hold > 3.0
 
 
 def test_a_run_whose_threads_texseg_chooses_follows_the_free_cores(tmp_path, monkeypatch):
     """The training loop feeds the governor and records what it did (fixed threads: no governor)."""
     from texseg.workers import available_cores
 
-    assert engine.build_trainer(tiny(threads=1)).governor is None
-    cores_freed_after_the_start(monkeypatch, engine)
     before = torch.get_num_threads()
     try:
+        assert engine.build_trainer(tiny(threads=1)).governor is None
+        cores_freed_after_the_start(monkeypatch, engine)
         r = train(tiny(iterations=4, eval_every=2), tmp_path / "run", progress=False)
     finally:
         torch.set_num_threads(before)

@@ -156,13 +156,17 @@ LOW_SHARE = 0.7
 
 class ThreadGovernor:
     """Follows the cores other programs leave free while a run trains: fewer threads when this process
-    gets much less CPU time than its threads could use, more again when the cores are free.
+    gets much less CPU time than its threads could use, more again when the cores are free -- each
+    change kept only if it made the training faster.
 
     Feed it each stretch of training (:meth:`observe`); it calls ``set_threads`` when the count
     should change. Fewer: over a ``window`` of at least that many seconds the process got under
     :data:`LOW_SHARE` of its threads' CPU time (idle, texseg's training gets 0.88-0.93 with 2 threads;
     beside one busy program on 2 cores 0.49), so some thread keeps waiting for a core. More: at
     most every ``probe_every`` seconds, the running-task count (:func:`busy_cores`) shows free cores.
+    The window after a change is a trial: fewer steps per second than in the window before it
+    (a low share can also be a step that runs much of its time on one thread, on an idle machine
+    with many cores) undoes the change and doubles the wait before the next one.
 
     Args:
         cores: cores this process may use.
@@ -178,29 +182,60 @@ class ThreadGovernor:
         self.cores, self.threads, self.set_threads = max(1, cores), threads, set_threads
         self.busy = busy if busy is not None else (lambda: busy_cores(samples=3, interval=0.002))
         self.clock, self.window, self.probe_every = clock, window, probe_every
-        self.cpu = self.wall = 0.0
-        self.probed_at = clock()
+        self.cpu = self.wall = self.steps = 0.0
+        self.probed_at = self.quiet_until = clock()
+        self.hold = probe_every  # wait after an undone change (doubles each time)
+        self.trial: tuple[int, float] | None = None  # (threads before the change, their steps per second)
 
-    def observe(self, cpu_seconds: float, wall_seconds: float) -> int | None:
-        """Account for a stretch of training; returns the new thread count when it changed (None: unchanged)."""
-        self.cpu, self.wall = self.cpu + cpu_seconds, self.wall + wall_seconds
+    def observe(self, cpu_seconds: float, wall_seconds: float, steps: int = 1) -> int | None:
+        """Account for ``steps`` training steps that took ``wall_seconds`` and ``cpu_seconds`` of CPU time;
+        returns the new thread count when it changed (None: unchanged)."""
+        self.cpu, self.wall, self.steps = self.cpu + cpu_seconds, self.wall + wall_seconds, self.steps + steps
         if self.wall < self.window:
             return None
-        share, self.cpu, self.wall = self.cpu / (self.wall * self.threads), 0.0, 0.0
+        share, rate = self.cpu / (self.wall * self.threads), self.steps / self.wall
+        self.cpu = self.wall = self.steps = 0.0
+        now = self.clock()
+        if self.trial is not None:  # the window after a change: keep it only if it trained faster
+            before, before_rate = self.trial
+            self.trial = None
+            if rate >= before_rate:
+                self.hold = self.probe_every
+                return None
+            self.hold *= 2
+            self.quiet_until = now + self.hold
+            return self._change(before, None)
+        if now < self.quiet_until:
+            return None
         if self.threads > 1 and share < LOW_SHARE:
-            self.probed_at = self.clock()  # a core was just found taken: look again only after probe_every
-            return self._change(max(1, min(self.threads - 1, round(share * self.threads))))
-        if self.threads < self.cores and self.clock() - self.probed_at >= self.probe_every:
-            self.probed_at = self.clock()
+            self.probed_at = now  # a core was just found taken: look for a free one only after probe_every
+            return self._change(max(1, min(self.threads - 1, round(share * self.threads))), rate)
+        if self.threads < self.cores and now - self.probed_at >= self.probe_every:
+            self.probed_at = now
             free = choose_threads(self.cores, self.busy())
             if free > self.threads:
-                return self._change(free)
+                return self._change(free, rate)
         return None
 
-    def _change(self, threads: int) -> int:
+    def _change(self, threads: int, rate: float | None) -> int:
+        """Set ``threads``; with ``rate`` (steps per second until now), the next window judges the change."""
+        self.trial = None if rate is None else (self.threads, rate)
         self.threads = threads
         self.set_threads(threads)
         return threads
+
+
+def thread_changes_note(start: int, changes: list[tuple[int, int]], shown: int = 5) -> str:
+    """The note a run's summary gets when its :class:`ThreadGovernor` changed the thread count.
+
+    Args:
+        start: threads at the start; changes: ``(step, threads from the next step on)``, in order;
+        shown: how many changes are spelled out (the rest are counted).
+    """
+    listed = ", ".join(f"{n} from step {step + 1}" for step, n in changes[:shown])
+    more = f" and {len(changes) - shown} more changes" if len(changes) > shown else ""
+    return (f"other programs shared the cores: torch threads {start} at the start, {listed}{more} (texseg follows "
+            "the free cores; setting threads fixes the count)")
 
 
 def wait_policy_description(environ: MutableMapping[str, str] | None = None) -> str:

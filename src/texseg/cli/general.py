@@ -44,7 +44,7 @@ _HELP = {
     "data": "fine-tune on your images: a folder as for `texseg train --data` (half of each batch)",
     "init_from": "start from these weights: texseg:general or a train-general run folder",
     "seed": "seed of the weights and the collage stream",
-    "threads": "torch threads (default: all cores, or 1 when other programs keep them busy)",
+    "threads": "torch threads (default: the cores other programs leave free, followed during the run)",
 }
 
 

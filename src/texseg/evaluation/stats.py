@@ -155,8 +155,9 @@ def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, *, boun
     mean = float(vals.mean())
     if np.ptp(vals) == 0:  # every image alike: nothing to resample
         return Interval(mean, mean, mean, len(vals), confidence, bounded, tuple(vals))
-    ci = stats.bootstrap((vals,), np.mean, n_resamples=resamples, confidence_level=confidence, method="percentile",
-                         rng=np.random.default_rng(seed)).confidence_interval
+    # batch: resamples drawn 1000 at a time, so a folder of thousands of images needs MBs, not GBs
+    ci = stats.bootstrap((vals,), np.mean, n_resamples=resamples, batch=1000, confidence_level=confidence,
+                         method="percentile", rng=np.random.default_rng(seed)).confidence_interval
     return Interval(mean, min(float(ci.low), mean), max(float(ci.high), mean), len(vals), confidence, bounded,
                     tuple(vals))
 

@@ -125,7 +125,8 @@ class TrainConfig:
     figures: bool = _opt("draw samples.png and curves.png when the run ends", default=True)
     tensorboard: bool = _opt("also log to TensorBoard event files in the run directory (needs "
                              "pip install 'texseg[tensorboard]')", default=False)
-    threads: int | None = _opt("CPU threads for torch; default all cores", ge=1, le=1024, default=None)
+    threads: int | None = _opt("CPU threads for torch; default the cores other programs leave free, followed "
+                               "during the run", ge=1, le=1024, default=None)
     # data parallelism (torchrun): every rank draws its own stream of scenes
     streams: int = _opt("independent scene streams a batch is drawn from (batch_size/streams each): a run with "
                         "streams=N sees exactly the scenes of an N-process distributed run", ge=1, le=1024,

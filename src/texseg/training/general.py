@@ -54,7 +54,7 @@ from texseg.inference.grouping import cluster_embeddings
 from texseg.io import atomic_write_bytes, atomic_write_json, read_json, write_csv
 from texseg.models.texnet import TextureEmbeddingNet
 from texseg.signals import stop_requested
-from texseg.threads import ThreadGovernor, choose_threads
+from texseg.threads import ThreadGovernor, choose_threads, thread_changes_note
 from texseg.training.engine import busy_machine_warning, cpu_share
 from texseg.training.rundir import RunStatus
 from texseg.training.state import Evaluation, Stop
@@ -472,6 +472,7 @@ class GeneralState:
     # follows the cores other programs leave free (threads chosen by texseg; None: fixed threads)
     governor: ThreadGovernor | None = None
     thread_changes: list[tuple[int, int]] = field(default_factory=list)  # (step, threads from then on)
+    start_threads: int = 1
 
     def save_weights(self, folder: Path) -> None:
         """The current weights as a loadable model folder."""
@@ -551,9 +552,7 @@ def _finish_general(r: GeneralState, status: str, message: str) -> GeneralResult
                            round(r.best[1], 4), r.last_val, message, None if share is None else round(share, 3),
                            [busy] if busy else [])
     if r.thread_changes:
-        changes = ", ".join(f"{n} from step {step + 1}" for step, n in r.thread_changes)
-        result.notes.append(f"other programs shared the cores: torch threads {changes} (texseg follows the free "
-                            "cores; --threads fixes the count)")
+        result.notes.append(thread_changes_note(r.start_threads, r.thread_changes))
     atomic_write_json(r.run / "summary.json", asdict(result))
     return result
 
@@ -581,8 +580,9 @@ def _start_general(config: GeneralConfig, run: Path, resume: bool) -> GeneralSta
     model = TextureEmbeddingNet(**config.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     r = GeneralState(config, run, model, opt, torch.Generator().manual_seed(config.seed + 1), config.collage())
+    r.start_threads = torch.get_num_threads()
     if config.threads is None:
-        r.governor = ThreadGovernor(available_cores(), torch.get_num_threads(), torch.set_num_threads)
+        r.governor = ThreadGovernor(available_cores(), r.start_threads, torch.set_num_threads)
     # the folders read and checked before anything is written: a bad one leaves no half-made run
     r.folder, held_out = folder_split(config) if config.data else (None, None)
     r.sets = validation_sets(config, held_out)

@@ -34,6 +34,7 @@ from texseg.evaluation import evaluate
 from texseg.io import read_json
 from texseg.models import model_spec
 from texseg.signals import StopFlag, catch_stop_signals, stop_point
+from texseg.threads import thread_changes_note
 from texseg.training import distributed
 from texseg.training.callbacks import Callback, EvalCallback, EvalHook, default_callbacks
 from texseg.training.config import TrainConfig
@@ -192,7 +193,7 @@ def _finish(state: LoopState, hooks: list[Callback]) -> TrainResult:
     if state.status == RunStatus.RUNNING:
         state.status = RunStatus.COMPLETED
     if state.timings.thread_changes:
-        state.notes.append(_thread_note(state))
+        state.notes.append(thread_changes_note(state.config.threads, state.timings.thread_changes))
     if state.status == RunStatus.DIVERGED:
         if run is not None:
             run.write_summary(state.summary())  # the weights on disk stay the last good ones
@@ -208,13 +209,6 @@ def _finish(state: LoopState, hooks: list[Callback]) -> TrainResult:
             state.notes.extend(notes)
             run.write_summary_best_effort(state.summary())
     return state.result()
-
-
-def _thread_note(state: LoopState) -> str:
-    """What the thread governor did, for the run's reader."""
-    changes = ", ".join(f"{n} from step {step + 1}" for step, n in state.timings.thread_changes)
-    return (f"other programs shared the cores: torch threads {state.config.threads} at the start, {changes} "
-            "(texseg follows the free cores; `threads` fixes the count)")
 
 
 def resume_training(run_dir: str | Path, callbacks: Sequence[Callback] | None = None, *, progress: bool = True,
@@ -365,7 +359,8 @@ def _read_and_count(state: LoopState, tally: StepTally, stop: StopFlag, bar: Pro
     c.step, c.train_seconds = c.step + window.steps, c.train_seconds + window.seconds
     tm.cpu_seconds, tm.wall_seconds = tm.cpu_seconds + window.cpu_seconds, tm.wall_seconds + window.seconds
     tm.thread_seconds += window.seconds * torch.get_num_threads()
-    if state.trainer.governor is not None and state.trainer.governor.observe(window.cpu_seconds, window.seconds):
+    governor = state.trainer.governor
+    if governor is not None and governor.observe(window.cpu_seconds, window.seconds, window.steps):
         tm.thread_changes.append((c.step, torch.get_num_threads()))
     c.window_loss, c.window_steps = c.window_loss + window.loss_sum, c.window_steps + window.finite_steps
     if window.problem is not None:  # skip_nonfinite: those steps were not applied
