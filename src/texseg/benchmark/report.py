@@ -17,7 +17,6 @@ from texseg.evaluation.names import BASELINE, BENCHMARK_TABLE_METRICS, is_bounde
 from texseg.evaluation.names import BENCHMARK_FIGURE_METRICS as _FIGURE_METRICS
 from texseg.evaluation.names import REGION_LABELS as SUMMARY_METRICS
 from texseg.evaluation.region_metrics import confusion
-from texseg.evaluation.stats import Interval, bootstrap_mean_ci
 from texseg.io import atomic_write_text, slug
 from texseg.plots import save_figure
 from texseg.result_file import write_result
@@ -29,10 +28,6 @@ _MD_METRICS = BENCHMARK_TABLE_METRICS  # the main table of leaderboard.md and re
 MATCHING_NOTE = ("Label numbers of unsupervised methods are arbitrary: mIoU, per-region IoU and accuracy are "
                  "computed after matching predicted to true labels (Hungarian assignment on each image's "
                  "confusion matrix); VI, adapted Rand error, boundary F and GCE do not depend on label numbers.")
-
-
-def _intervals(cell: Cell) -> dict[str, Interval]:
-    return {m: bootstrap_mean_ci(v, bounded=is_bounded(m)) for m, v in cell.per_image.items()}
 
 
 def _all_cells(result: BenchmarkResult) -> list[Cell]:
@@ -50,7 +45,7 @@ def cell_row(cell: Cell, metrics: list[str]) -> dict[str, object]:
     """One CSV row: the cell's identity, every metric's mean and 95% interval, and speed."""
     row: dict[str, object] = {"segmenter": cell.segmenter, "suite": cell.suite, "num_regions": cell.num_regions,
                               "status": cell.status, "note": cell.note, "images": cell.images}
-    ivs = _intervals(cell)
+    ivs = cell.intervals
     for m in metrics:
         iv = ivs.get(m)
         row[m], row[f"{m}_low"], row[f"{m}_high"] = (
@@ -95,7 +90,7 @@ def leaderboard_markdown(result: BenchmarkResult) -> str:
         header = ["segmenter"] + [metric_label(m) for m in _MD_METRICS] + ["images/s", "s/megapixel", "note"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for cell in (c for c in _all_cells(result) if c.suite == suite.name):
-            ivs = _intervals(cell)
+            ivs = cell.intervals
             values = [ivs[m].format(3) if m in ivs else "—" for m in _MD_METRICS]
             speed = (["%.3g" % (cell.images / cell.seconds), "%.3g" % (cell.seconds / (cell.pixels / 1e6))]
                      if cell.status == "done" and cell.seconds > 0 else ["—", "—"])
@@ -114,7 +109,7 @@ def _bar_figure(result: BenchmarkResult, suite_name: str) -> Figure | None:
     axes = fig.subplots(1, len(_FIGURE_METRICS), sharey=True)
     y = np.arange(len(cells))
     for ax, metric in zip(axes, _FIGURE_METRICS):
-        ivs = [bootstrap_mean_ci(c.per_image[metric], bounded=is_bounded(metric)) for c in cells]
+        ivs = [c.intervals[metric] for c in cells]
         means = np.array([iv.mean for iv in ivs])
         err = np.array([iv.errors for iv in ivs]).T  # asymmetric for [0, 1] metrics: never past a bound
         ax.barh(y, means, xerr=err, color="tab:blue", alpha=0.8, capsize=3)

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ import torch
 
 from texseg._validate import check_int
 from texseg.benchmark.suites import Suite, resolve_suite
-from texseg.evaluation.names import BASELINE
+from texseg.evaluation.names import BASELINE, is_bounded
 from texseg.evaluation.region_metrics import region_metrics
+from texseg.evaluation.stats import Interval, bootstrap_mean_ci
 from texseg.io import atomic_path, atomic_write_json, slug
 from texseg.segmenters.base import Segmenter
 from texseg.segmenters.loading import load_segmenter
@@ -73,6 +75,12 @@ class Cell:
         """Images scored: those of a K the segmenter does not support were skipped (every metric NaN)."""
         rows = list(zip(*self.per_image.values()))
         return sum(1 for row in rows if any(not math.isnan(v) for v in row))
+
+    @cached_property
+    def intervals(self) -> dict[str, Interval]:
+        """Each metric's mean over the images and its 95% bootstrap interval (computed once: the leaderboard's
+        CSV, tables and figures all show them, and resampling costs ~3 ms a metric)."""
+        return {m: bootstrap_mean_ci(v, bounded=is_bounded(m)) for m, v in self.per_image.items()}
 
 
 @dataclass
